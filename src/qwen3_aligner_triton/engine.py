@@ -1,0 +1,202 @@
+"""The aligner's forward pass, batched across requests without changing any request's result.
+
+Upstream ``Qwen3ForcedAligner.align`` pads a batch's waveforms together before feature extraction,
+which changes a clip's mel frames (and so its timestamps) depending on its batch-mates. Here each
+request is prepared exactly as upstream prepares a lone request (same processor call, one clip), and
+only the prepared tensors are padded: prompt ids on the left with the attention mask off, mel frames
+on the right with ``feature_attention_mask`` off. The audio encoder runs per clip on its valid
+frames and the text model never attends to padding, so each request gets its lone result.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .audio import MODEL_SAMPLE_RATE, prepare_waveform
+from .batching import plan_batches
+from .params import ModelSettings
+from .requests import AlignRequest, RequestError
+from .results import AlignedUnit, Alignment
+from .timestamps import repair_timestamps
+
+MS_PER_SECOND = 1000.0
+WARMUP_TEXT = "warm up the aligner"
+WARMUP_SECONDS = 2.0
+
+
+@dataclass
+class PreparedItem:
+    """A request turned into model inputs, exactly as upstream builds them for a lone clip."""
+
+    words: list[str]
+    input_ids: torch.Tensor  # [tokens], prompt with <|audio_pad|> expanded
+    attention_mask: torch.Tensor  # [tokens]
+    input_features: torch.Tensor  # [mel_bins, frames]
+    feature_attention_mask: torch.Tensor  # [frames]
+    language: str
+    duration: float  # seconds of submitted audio
+
+
+class AlignerEngine:
+    """Wraps a loaded ``qwen_asr.Qwen3ForcedAligner`` for batched, batch-invariant alignment."""
+
+    def __init__(self, aligner: Any, settings: ModelSettings) -> None:
+        self.model = aligner.model
+        self.processor = aligner.processor
+        self.text_processor = aligner.aligner_processor
+        self.settings = settings
+        self.device = self.model.device
+        self.dtype = self.model.dtype
+        self.timestamp_token_id = int(self.model.config.timestamp_token_id)
+        self.timestamp_segment_time = float(self.model.config.timestamp_segment_time)
+        tokenizer = self.processor.tokenizer
+        self.pad_token_id = int(
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        )
+
+    def prepare(self, request: AlignRequest) -> PreparedItem:
+        """Split the transcript into units and build this request's model inputs."""
+        words, prompt = self.text_processor.encode_timestamp(request.text, request.language)
+        if not words:
+            raise RequestError(
+                "input TEXT has no alignable words (only punctuation, symbols or spaces)"
+            )
+        wave = prepare_waveform(request.audio, request.sample_rate)
+        try:
+            inputs = self.processor(
+                text=[prompt], audio=[wave], return_tensors="pt", padding=True
+            )
+        except Exception as e:  # the feature extractor rejects degenerate audio
+            raise RequestError(f"input AUDIO cannot be turned into features: {e}") from e
+        return PreparedItem(
+            words=list(words),
+            input_ids=inputs["input_ids"][0],
+            attention_mask=inputs["attention_mask"][0],
+            input_features=inputs["input_features"][0],
+            feature_attention_mask=inputs["feature_attention_mask"][0],
+            language=request.language,
+            duration=request.audio.shape[0] / request.sample_rate,
+        )
+
+    def plan(self, items: Sequence[PreparedItem]) -> list[list[int]]:
+        """Group items into forward passes by prompt length."""
+        s = self.settings
+        return plan_batches(
+            [int(it.input_ids.shape[0]) for it in items],
+            max_batch=s.max_forward_batch,
+            max_tokens=s.max_forward_tokens,
+            ratio=s.bucket_ratio,
+        )
+
+    def align(
+        self,
+        items: Sequence[PreparedItem],
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[Alignment | Exception]:
+        """Align prepared items; returns, per item, its alignment or the error it met.
+
+        A forward pass that fails (for example out of memory) is split in halves and retried, so
+        one oversized batch costs only the requests that fail on their own.
+        """
+        results: list[Alignment | Exception | None] = [None] * len(items)
+        for group in self.plan(items):
+            self._align_group(items, group, results, on_batch)
+        return [r if r is not None else RuntimeError("not aligned") for r in results]
+
+    def _align_group(
+        self,
+        items: Sequence[PreparedItem],
+        group: list[int],
+        results: list[Alignment | Exception | None],
+        on_batch: Callable[[int], None] | None,
+    ) -> None:
+        try:
+            aligned = self.forward([items[i] for i in group])
+        except Exception as e:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(group) == 1:
+                results[group[0]] = e
+                return
+            half = len(group) // 2
+            self._align_group(items, group[:half], results, on_batch)
+            self._align_group(items, group[half:], results, on_batch)
+            return
+        if on_batch is not None:
+            on_batch(len(group))
+        for i, alignment in zip(group, aligned):
+            results[i] = alignment
+
+    @torch.inference_mode()
+    def forward(self, batch: Sequence[PreparedItem]) -> list[Alignment]:
+        """One forward pass over ``batch``; raises if the pass fails."""
+        size = len(batch)
+        max_tokens = max(int(it.input_ids.shape[0]) for it in batch)
+        max_frames = max(int(it.input_features.shape[-1]) for it in batch)
+        first = batch[0]
+        input_ids = torch.full(
+            (size, max_tokens), self.pad_token_id, dtype=first.input_ids.dtype
+        )
+        attention_mask = torch.zeros((size, max_tokens), dtype=first.attention_mask.dtype)
+        features = torch.zeros(
+            (size, first.input_features.shape[0], max_frames), dtype=first.input_features.dtype
+        )
+        feature_mask = torch.zeros((size, max_frames), dtype=first.feature_attention_mask.dtype)
+        for b, it in enumerate(batch):
+            n = int(it.input_ids.shape[0])
+            input_ids[b, max_tokens - n :] = it.input_ids  # left padding, as the processor pads
+            attention_mask[b, max_tokens - n :] = it.attention_mask
+            frames = int(it.input_features.shape[-1])
+            features[b, :, :frames] = it.input_features
+            feature_mask[b, :frames] = it.feature_attention_mask
+
+        input_ids = input_ids.to(self.device)
+        logits = self.model.thinker(
+            input_ids=input_ids,
+            attention_mask=attention_mask.to(self.device),
+            input_features=features.to(self.device, self.dtype),
+            feature_attention_mask=feature_mask.to(self.device),
+        ).logits
+        classes = logits.argmax(dim=-1)
+
+        out: list[Alignment] = []
+        for b, it in enumerate(batch):
+            slots = classes[b][input_ids[b] == self.timestamp_token_id]
+            ms = (slots * self.timestamp_segment_time).to("cpu").numpy()
+            out.append(self._to_alignment(it, ms))
+        return out
+
+    def _to_alignment(self, item: PreparedItem, ms: np.ndarray) -> Alignment:
+        expected = 2 * len(item.words)
+        if ms.shape[0] != expected:
+            raise RuntimeError(f"model produced {ms.shape[0]} timestamps for {expected} slots")
+        fixed = repair_timestamps(ms.tolist())
+        units = tuple(
+            AlignedUnit(
+                text=word,
+                start=round(fixed[2 * k] / MS_PER_SECOND, 3),
+                end=round(fixed[2 * k + 1] / MS_PER_SECOND, 3),
+            )
+            for k, word in enumerate(item.words)
+        )
+        return Alignment(language=item.language, duration=item.duration, units=units)
+
+    def warmup(self) -> None:
+        """Run one short alignment so kernels and lazy imports are ready before traffic."""
+        t = np.arange(int(WARMUP_SECONDS * MODEL_SAMPLE_RATE), dtype=np.float32)
+        wave = (0.1 * np.sin(2 * math.pi * 220.0 * t / MODEL_SAMPLE_RATE)).astype(np.float32)
+        request = AlignRequest(
+            audio=wave, sample_rate=MODEL_SAMPLE_RATE, text=WARMUP_TEXT, language="English"
+        )
+        # The Japanese and Korean word splitters load their dictionaries on first use.
+        self.text_processor.encode_timestamp("今日は", "Japanese")
+        self.text_processor.encode_timestamp("안녕하세요", "Korean")
+        result = self.align([self.prepare(request)])[0]
+        if isinstance(result, Exception):
+            raise RuntimeError(f"warm-up alignment failed: {result}") from result

@@ -1,0 +1,111 @@
+"""Loading the upstream aligner on an instance's device, with errors that say what was tried."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .params import ConfigError
+
+HUB_ID_HINT = "a Hugging Face Hub id such as Qwen/Qwen3-ForcedAligner-0.6B"
+
+
+def import_qwen_asr(shadowing_dir: str | None = None) -> Any:
+    """Import ``qwen_asr`` even when ``shadowing_dir`` holds a ``model.py``.
+
+    ``qwen_asr`` imports ``nagisa``, whose ``train.py`` runs a bare ``import model``. Inside the
+    Triton stub the model's version folder (with Triton's ``model.py``) is on ``sys.path`` and
+    would be found instead of nagisa's own module. The folder is taken off ``sys.path`` for the
+    import, and whatever ``sys.modules["model"]`` held is put back afterwards.
+    """
+    if "qwen_asr" in sys.modules:
+        return sys.modules["qwen_asr"]
+    saved_path = list(sys.path)
+    saved_model = sys.modules.pop("model", None)
+    if shadowing_dir is not None:
+        target = os.path.realpath(shadowing_dir)
+        sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != target]
+    try:
+        return importlib.import_module("qwen_asr")
+    finally:
+        sys.path[:] = saved_path
+        if saved_model is not None:
+            sys.modules["model"] = saved_model
+
+
+def resolve_device(instance_kind: str, device_id: str | int | None) -> str:
+    """Torch device for a Triton instance: KIND_GPU -> ``cuda:<id>``, KIND_CPU -> ``cpu``."""
+    kind = str(instance_kind).upper().removeprefix("KIND_")
+    if kind == "GPU":
+        return f"cuda:{int(device_id or 0)}"
+    if kind in ("CPU", "MODEL", "AUTO"):
+        return "cpu"
+    raise ConfigError(f"unsupported instance kind {instance_kind!r}; use KIND_GPU or KIND_CPU")
+
+
+def resolve_dtype(setting: str, device: str) -> Any:
+    """``auto`` is bfloat16 on GPU and float32 on CPU."""
+    import torch
+
+    if setting == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, setting)
+
+
+def _looks_like_path(checkpoint: str) -> bool:
+    return checkpoint.startswith(("/", "./", "../", "~")) or os.sep * 2 in checkpoint
+
+
+def describe_checkpoint(checkpoint: str) -> str:
+    """Check a checkpoint reference before loading; returns 'folder' or 'hub'."""
+    path = Path(checkpoint).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"checkpoint folder {checkpoint!r} has no config.json")
+        return "folder"
+    if path.exists():
+        raise ConfigError(f"checkpoint {checkpoint!r} is a file; give the checkpoint folder")
+    if _looks_like_path(checkpoint):
+        raise ConfigError(f"checkpoint folder {checkpoint!r} does not exist")
+    return "hub"
+
+
+def load_aligner(
+    checkpoint: str,
+    device: str,
+    dtype: str = "auto",
+    attn_implementation: str = "auto",
+    shadowing_dir: str | None = None,
+) -> Any:
+    """Load ``qwen_asr.Qwen3ForcedAligner`` from a folder or hub id onto ``device``."""
+    kind = describe_checkpoint(checkpoint)
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device} requested but torch sees no CUDA device")
+    qwen_asr = import_qwen_asr(shadowing_dir)
+    kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, device), "device_map": device}
+    if attn_implementation != "auto":
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        aligner = qwen_asr.Qwen3ForcedAligner.from_pretrained(
+            str(Path(checkpoint).expanduser()) if kind == "folder" else checkpoint, **kwargs
+        )
+    except Exception as e:
+        where = (
+            f"checkpoint folder {checkpoint!r}"
+            if kind == "folder"
+            else f"{checkpoint!r} as {HUB_ID_HINT} (no local folder of that name exists)"
+        )
+        raise ConfigError(f"could not load {where}: {type(e).__name__}: {e}") from e
+    thinker_type = str(getattr(aligner.model.config.thinker_config, "model_type", ""))
+    if "forced_aligner" not in thinker_type:
+        raise ConfigError(
+            f"checkpoint {checkpoint!r} is not a forced-aligner checkpoint "
+            f"(thinker model_type {thinker_type!r}); use Qwen3-ForcedAligner, not Qwen3-ASR"
+        )
+    return aligner

@@ -1,0 +1,137 @@
+"""The one typed reader of the model's ``config.pbtxt`` parameters.
+
+Triton hands parameters over as ``{"key": {"string_value": "..."}}``. Every key the model knows is
+declared once here with its type and default; an empty value or an unfilled ``${...}`` template
+counts as unset; an unknown key or a value of the wrong type fails the model load with a message
+that names the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_CHECKPOINT = "Qwen/Qwen3-ForcedAligner-0.6B"
+CHECKPOINT_ENV = "MODEL_PATH"  # the variable operators of the FastAPI service already set
+# Parameters Triton itself interprets; allowed in the file, ignored by the model.
+TRITON_KEYS = frozenset({"EXECUTION_ENV_PATH"})
+_UNFILLED = re.compile(r"^\$\{[^}]*\}$")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2")
+
+
+class ConfigError(ValueError):
+    """A model configuration that cannot be served; raised at load time."""
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Typed model settings read from ``config.pbtxt``."""
+
+    checkpoint: str = ""  # "" -> $MODEL_PATH -> DEFAULT_CHECKPOINT
+    dtype: str = "auto"  # auto: bfloat16 on GPU, float32 on CPU
+    attn_implementation: str = "auto"  # auto: the transformers default (sdpa)
+    max_audio_seconds: float = 300.0  # longest accepted AUDIO, seconds at its own rate
+    min_audio_seconds: float = 0.1  # shortest accepted AUDIO
+    max_text_chars: int = 20000  # longest accepted TEXT, in characters
+    max_sample_rate: int = 384000  # Hz
+    min_sample_rate: int = 1000  # Hz
+    max_forward_batch: int = 16  # requests in one forward pass
+    max_forward_tokens: int = 32768  # padded prompt tokens in one forward pass
+    bucket_ratio: float = 1.5  # longest/shortest prompt allowed in one forward pass
+    warmup: bool = True  # run one alignment at load so the first request is not the slow one
+
+
+def _parse_bool(key: str, raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ConfigError(f"parameter {key!r}: expected a boolean (true/false), got {raw!r}")
+
+
+def _convert(key: str, raw: str, kind: type) -> Any:
+    if kind is bool:
+        return _parse_bool(key, raw)
+    try:
+        return kind(raw.strip())
+    except ValueError:
+        raise ConfigError(
+            f"parameter {key!r}: expected {kind.__name__}, got {raw!r}"
+        ) from None
+
+
+def _raw_values(parameters: Mapping[str, Any]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for key, entry in parameters.items():
+        raw = entry.get("string_value", "") if isinstance(entry, Mapping) else str(entry)
+        raw = "" if raw is None else str(raw)
+        if raw.strip() == "" or _UNFILLED.match(raw.strip()):
+            continue
+        values[key] = raw
+    return values
+
+
+def read_settings(
+    parameters: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> ModelSettings:
+    """Build :class:`ModelSettings` from the ``parameters`` block of a model config."""
+    environ = os.environ if environ is None else environ
+    fields = ModelSettings.__dataclass_fields__
+    unknown = sorted(set(parameters) - set(fields) - TRITON_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}"
+        )
+    kwargs: dict[str, Any] = {}
+    for key, raw in _raw_values(parameters).items():
+        if key in TRITON_KEYS:
+            continue
+        kind = type(getattr(ModelSettings, key))
+        kwargs[key] = _convert(key, raw, kind)
+    settings = ModelSettings(**kwargs)
+    if not settings.checkpoint:
+        env_value = environ.get(CHECKPOINT_ENV, "").strip()
+        settings = _replace(settings, checkpoint=env_value or DEFAULT_CHECKPOINT)
+    _validate(settings)
+    return settings
+
+
+def _replace(settings: ModelSettings, **changes: Any) -> ModelSettings:
+    from dataclasses import replace
+
+    return replace(settings, **changes)
+
+
+def _validate(s: ModelSettings) -> None:
+    if s.dtype not in DTYPES:
+        raise ConfigError(f"parameter 'dtype': {s.dtype!r} is not one of {', '.join(DTYPES)}")
+    if s.attn_implementation not in ATTENTION:
+        raise ConfigError(
+            f"parameter 'attn_implementation': {s.attn_implementation!r} is not one of "
+            f"{', '.join(ATTENTION)}"
+        )
+    positive = {
+        "max_audio_seconds": s.max_audio_seconds,
+        "min_audio_seconds": s.min_audio_seconds,
+        "max_text_chars": s.max_text_chars,
+        "max_sample_rate": s.max_sample_rate,
+        "min_sample_rate": s.min_sample_rate,
+        "max_forward_batch": s.max_forward_batch,
+        "max_forward_tokens": s.max_forward_tokens,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"parameter {key!r} must be > 0, got {value}")
+    if s.min_audio_seconds >= s.max_audio_seconds:
+        raise ConfigError("parameter 'min_audio_seconds' must be below 'max_audio_seconds'")
+    if s.min_sample_rate > s.max_sample_rate:
+        raise ConfigError("parameter 'min_sample_rate' must not exceed 'max_sample_rate'")
+    if s.bucket_ratio < 1.0:
+        raise ConfigError(f"parameter 'bucket_ratio' must be >= 1, got {s.bucket_ratio}")

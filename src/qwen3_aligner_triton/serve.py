@@ -1,0 +1,175 @@
+"""``./scripts/serve``: run the aligner on a real tritonserver in the foreground.
+
+Settings come from the command line, then from the variables the FastAPI service used
+(``MODEL_PATH``, ``DEVICE``, ``MAX_CONCURRENT``), then from defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .params import CHECKPOINT_ENV, DEFAULT_CHECKPOINT
+from .repository import Placement, render_repository
+from .tritonserver import (
+    MODEL_NAME,
+    ServerError,
+    ServerOptions,
+    describe_endpoints,
+    locate,
+    start,
+)
+
+DEFAULT_READY_TIMEOUT = 900.0  # seconds; a first start may download the checkpoint
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """What one launch will run."""
+
+    checkpoint: str
+    placement: Placement
+
+
+def cuda_device_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:
+        return 0
+
+
+def plan_launch(
+    model: str | None,
+    device: str | None,
+    instances: int | None,
+    environ: Mapping[str, str],
+    gpu_count: int,
+) -> LaunchPlan:
+    """Resolve options > environment > defaults into a launch plan; raises ValueError."""
+    checkpoint = model or environ.get(CHECKPOINT_ENV, "").strip() or DEFAULT_CHECKPOINT
+    device = (device or environ.get("DEVICE", "").strip() or "auto").lower()
+    raw_count = instances if instances is not None else environ.get("MAX_CONCURRENT", "").strip()
+    try:
+        count = int(raw_count) if raw_count not in ("", None) else 1
+    except ValueError:
+        raise ValueError(f"MAX_CONCURRENT must be an integer, got {raw_count!r}") from None
+    if count < 1:
+        raise ValueError(f"the number of instances must be >= 1, got {count}")
+
+    gpus: tuple[int, ...] = ()
+    if device == "auto":
+        kind = "KIND_GPU" if gpu_count > 0 else "KIND_CPU"
+    elif device == "cpu":
+        kind = "KIND_CPU"
+    elif device in ("gpu", "cuda") or device.startswith("cuda:"):
+        kind = "KIND_GPU"
+        if device.startswith("cuda:"):
+            try:
+                gpus = (int(device.split(":", 1)[1]),)
+            except ValueError:
+                raise ValueError(f"bad device {device!r}; use cuda:N") from None
+        if gpu_count == 0:
+            raise ValueError(f"device {device!r} requested but no CUDA GPU is visible")
+        if gpus and gpus[0] >= gpu_count:
+            raise ValueError(f"device {device!r} requested but only {gpu_count} GPU(s) are visible")
+    else:
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, gpu, cuda or cuda:N")
+    return LaunchPlan(checkpoint=checkpoint, placement=Placement(kind, count, gpus))
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="scripts/serve",
+        description="Serve Qwen3-ForcedAligner (model 'qwen3_aligner') on a real tritonserver.",
+    )
+    p.add_argument("--model", help=f"checkpoint: hub id or folder (env {CHECKPOINT_ENV}; "
+                   f"default {DEFAULT_CHECKPOINT})")
+    p.add_argument("--device", help="auto, cpu, gpu, cuda or cuda:N (env DEVICE; default auto)")
+    p.add_argument("--instances", type=int,
+                   help="model instances, i.e. requests aligned at once (env MAX_CONCURRENT; default 1)")
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--address", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+    p.add_argument("--ready-timeout", type=float, default=DEFAULT_READY_TIMEOUT,
+                   help="seconds to wait for the model to be ready (default %(default)s)")
+    p.add_argument("--log-verbose", type=int, default=0)
+    p.add_argument("--repository-dir", type=Path,
+                   help="where to write the rendered model repository (default: a temp folder)")
+    p.add_argument("triton_args", nargs=argparse.REMAINDER,
+                   help="after --: extra tritonserver arguments")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        plan = plan_launch(args.model, args.device, args.instances, os.environ, cuda_device_count())
+        install = locate()
+    except (ValueError, ServerError) as e:
+        print(f"serve: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    extra = tuple(a for a in args.triton_args if a != "--")
+    with tempfile.TemporaryDirectory(prefix="qwen3-aligner-repo-") as tmp:
+        repo = render_repository(
+            args.repository_dir or Path(tmp) / "model_repository",
+            plan.placement,
+            {"checkpoint": plan.checkpoint},
+        )
+        opts = ServerOptions(
+            model_repository=repo,
+            http_port=args.http_port,
+            grpc_port=args.grpc_port,
+            metrics_port=args.metrics_port,
+            address=args.address,
+            gpu=plan.placement.kind == "KIND_GPU",
+            log_verbose=args.log_verbose,
+            extra_args=extra,
+        )
+        where = "GPU" if opts.gpu else "CPU"
+        print(f"serve: tritonserver from {install.source} ({install.binary})", flush=True)
+        print(f"serve: loading {plan.checkpoint} on {where} x{plan.placement.count}", flush=True)
+        server = start(opts, install, echo=lambda line: print(line, flush=True))
+        stopping = threading.Event()
+
+        def on_signal(signum: int, _frame: object) -> None:
+            stopping.set()
+            print(f"serve: {signal.Signals(signum).name}: stopping tritonserver", flush=True)
+            server.stop()
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        try:
+            waited = server.wait_ready(args.ready_timeout)
+        except ServerError as e:
+            if stopping.is_set():
+                return EXIT_OK
+            print(f"serve: error: model {MODEL_NAME} is not being served: {e}", file=sys.stderr,
+                  flush=True)
+            return EXIT_FAILED
+        print(f"serve: ready in {waited:.1f} s", flush=True)
+        for line in describe_endpoints(server.host, opts):
+            print(f"serve: {line}", flush=True)
+        code = server.process.wait()
+        server.stop()
+        if stopping.is_set():
+            print("serve: stopped", flush=True)
+            return EXIT_OK
+        print(f"serve: error: tritonserver exited with code {code}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""Finding, configuring, starting and stopping a real ``tritonserver``.
+
+On an NGC Triton container ``tritonserver`` is on PATH. Elsewhere (developer machines, CI) the
+binary of the ``nvidia-pytriton`` wheel is used: its Python backend needs the stub of the running
+Python version copied next to ``libtriton_python.so``, which :func:`locate` does once.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MODEL_NAME = "qwen3_aligner"
+SHM_GLOB = "/dev/shm/triton_python_backend_shm_region_*"
+READY_POLL_SECONDS = 0.25
+STOP_GRACE_SECONDS = 30.0  # wait this long after SIGTERM before SIGKILL
+LOG_TAIL_LINES = 400
+
+
+class ServerError(RuntimeError):
+    """The server could not be started or did not become ready."""
+
+
+@dataclass(frozen=True)
+class TritonInstallation:
+    """Where the server binary and its backends are."""
+
+    binary: Path
+    backend_dir: Path | None  # None: the binary's built-in default (/opt/tritonserver/backends)
+    source: str  # "PATH" or "nvidia-pytriton"
+
+
+def locate() -> TritonInstallation:
+    """Find ``tritonserver``: on PATH first, then inside the ``nvidia-pytriton`` wheel."""
+    on_path = shutil.which("tritonserver")
+    if on_path:
+        return TritonInstallation(Path(on_path), None, "PATH")
+    purelib = Path(sysconfig.get_paths()["purelib"])
+    root = purelib / "pytriton" / "tritonserver"
+    binary = root / "bin" / "tritonserver"
+    if not binary.is_file():
+        raise ServerError(
+            "no tritonserver found: not on PATH and the nvidia-pytriton wheel is not installed "
+            "in this environment (run ./scripts/serve, which installs it)"
+        )
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub_src = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    stub_dst = root / "backends" / "python" / "triton_python_backend_stub"
+    if not stub_src.is_file():
+        raise ServerError(f"nvidia-pytriton ships no Python backend stub for Python {version}")
+    if not stub_dst.is_file() or stub_dst.stat().st_size != stub_src.stat().st_size:
+        shutil.copy2(stub_src, stub_dst)
+    return TritonInstallation(binary, root / "backends", "nvidia-pytriton")
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Command-line options of one server run."""
+
+    model_repository: Path
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    address: str = "0.0.0.0"
+    gpu: bool = False
+    log_verbose: int = 0
+    extra_args: tuple[str, ...] = ()
+
+
+def build_command(install: TritonInstallation, opts: ServerOptions) -> list[str]:
+    """The ``tritonserver`` argument list for ``opts``."""
+    cmd = [
+        str(install.binary),
+        f"--model-repository={opts.model_repository}",
+        f"--http-address={opts.address}",
+        f"--http-port={opts.http_port}",
+        f"--grpc-address={opts.address}",
+        f"--grpc-port={opts.grpc_port}",
+        f"--metrics-address={opts.address}",
+        f"--metrics-port={opts.metrics_port}",
+        "--strict-readiness=true",
+        "--exit-on-error=true",
+        "--disable-auto-complete-config",
+        f"--log-verbose={opts.log_verbose}",
+    ]
+    if install.backend_dir is not None:
+        cmd.append(f"--backend-directory={install.backend_dir}")
+    if not opts.gpu:
+        cmd += ["--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0"]
+    cmd += list(opts.extra_args)
+    return cmd
+
+
+def server_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for the server: this interpreter's ``bin/`` first on PATH so the backend stub
+    imports the packages of this environment."""
+    env = dict(os.environ if base is None else base)
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    venv = Path(sys.prefix)
+    if venv != Path(sys.base_prefix):
+        env["VIRTUAL_ENV"] = str(venv)
+    return env
+
+
+def http_ready(host: str, port: int, path: str = "/v2/health/ready", timeout: float = 2.0) -> bool:
+    """True when ``GET path`` answers 200."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=timeout) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
+def shm_regions() -> set[str]:
+    """Python-backend shared-memory regions currently in ``/dev/shm``."""
+    return set(glob.glob(SHM_GLOB))
+
+
+@dataclass
+class RunningServer:
+    """A started ``tritonserver`` process whose output is echoed and remembered."""
+
+    process: subprocess.Popen
+    options: ServerOptions
+    echo: Callable[[str], None] | None = None
+    log_tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=LOG_TAIL_LINES))
+    shm_before: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
+
+    def _pump(self) -> None:
+        assert self.process.stdout is not None
+        for raw in iter(self.process.stdout.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.log_tail.append(line)
+            if self.echo is not None:
+                self.echo(line)
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1" if self.options.address in ("0.0.0.0", "") else self.options.address
+
+    def wait_ready(self, timeout: float) -> float:
+        """Block until ``/v2/health/ready`` is 200; returns seconds waited. Raises ServerError
+        (and stops the server) if it exits first or the timeout passes."""
+        started = time.monotonic()
+        while True:
+            code = self.process.poll()
+            if code is not None:
+                self._reader.join(timeout=5)
+                raise ServerError(
+                    f"tritonserver exited with code {code} before it was ready\n"
+                    + self.failure_summary()
+                )
+            if http_ready(self.host, self.options.http_port):
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                self.stop()
+                raise ServerError(
+                    f"tritonserver was not ready after {timeout:.0f} s; stopped it\n"
+                    + self.failure_summary()
+                )
+            time.sleep(READY_POLL_SECONDS)
+
+    def failure_summary(self) -> str:
+        """The log lines that say why the model or server failed (or the last lines)."""
+        lines = list(self.log_tail)
+        keys = ("failed to load", "error:", "Error", "Exception", "could not", "Traceback")
+        picked = [ln for ln in lines if any(k in ln for k in keys)]
+        chosen = picked[-12:] if picked else lines[-20:]
+        return "\n".join("  " + ln for ln in chosen)
+
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> int:
+        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL; clean leftover shm regions."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(timeout=5)
+        for path in shm_regions() - self.shm_before:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        return self.process.returncode
+
+
+def start(
+    opts: ServerOptions,
+    install: TritonInstallation | None = None,
+    env: dict[str, str] | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> RunningServer:
+    """Start ``tritonserver`` in the background (own process group)."""
+    install = install or locate()
+    cmd = build_command(install, opts)
+    before = shm_regions()
+    process = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=server_environment(env),
+        start_new_session=True,
+    )
+    return RunningServer(process=process, options=opts, echo=echo, shm_before=before)
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct TCP ports free on ``host`` right now."""
+    import socket
+
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def describe_endpoints(host: str, opts: ServerOptions) -> Iterable[str]:
+    yield f"HTTP    http://{host}:{opts.http_port}  (KServe v2; ready: /v2/health/ready)"
+    yield f"gRPC    {host}:{opts.grpc_port}"
+    yield f"metrics http://{host}:{opts.metrics_port}/metrics"
+    yield f"model   {MODEL_NAME}"
+
+
+__all__: Sequence[str] = (
+    "MODEL_NAME", "ServerError", "ServerOptions", "RunningServer", "TritonInstallation",
+    "build_command", "describe_endpoints", "free_ports", "http_ready", "locate", "shm_regions",
+    "start",
+)
