@@ -3,7 +3,8 @@
 Every sequence in a forward pass is padded to the longest one, so a 2 s clip batched with a 60 s
 clip pays for 60 s. Requests are sorted by prompt length and cut into groups whose longest member is
 at most ``ratio`` times the shortest, with at most ``max_batch`` members and ``max_tokens`` padded
-tokens. Results never depend on the grouping (each request is computed as if alone); only speed does.
+tokens. Results never depend on the grouping (each request is computed as if alone); only speed
+does.
 """
 
 from __future__ import annotations

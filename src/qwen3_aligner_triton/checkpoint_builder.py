@@ -41,8 +41,17 @@ TOKENIZER_CORPUS = (
     "Bonjour tout le monde. Guten Tag! Buenos días. Olá. Привет, мир.",
 )
 LANGUAGES = (
-    "Chinese", "English", "Cantonese", "French", "German", "Italian",
-    "Japanese", "Korean", "Portuguese", "Russian", "Spanish",
+    "Chinese",
+    "English",
+    "Cantonese",
+    "French",
+    "German",
+    "Italian",
+    "Japanese",
+    "Korean",
+    "Portuguese",
+    "Russian",
+    "Spanish",
 )
 TIMESTAMP_SEGMENT_TIME = 80  # ms per timestamp class
 CLASSIFY_NUM = 5000  # timestamp classes: 5000 x 80 ms = 400 s
@@ -69,14 +78,36 @@ class Sizes:
 
 
 TINY = Sizes(
-    audio_layers=2, audio_heads=4, audio_ffn=128, audio_d_model=64, downsample_hidden=32,
-    text_hidden=64, text_intermediate=128, text_layers=2, text_heads=4, text_kv_heads=2,
-    head_dim=16, vocab_size=None, init_std=0.2, mrope_section=(4, 2, 2),
+    audio_layers=2,
+    audio_heads=4,
+    audio_ffn=128,
+    audio_d_model=64,
+    downsample_hidden=32,
+    text_hidden=64,
+    text_intermediate=128,
+    text_layers=2,
+    text_heads=4,
+    text_kv_heads=2,
+    head_dim=16,
+    vocab_size=None,
+    init_std=0.2,
+    mrope_section=(4, 2, 2),
 )
 FULL = Sizes(
-    audio_layers=24, audio_heads=16, audio_ffn=4096, audio_d_model=1024, downsample_hidden=480,
-    text_hidden=1024, text_intermediate=3072, text_layers=28, text_heads=16, text_kv_heads=8,
-    head_dim=128, vocab_size=152064, init_std=0.02, mrope_section=(24, 20, 20),
+    audio_layers=24,
+    audio_heads=16,
+    audio_ffn=4096,
+    audio_d_model=1024,
+    downsample_hidden=480,
+    text_hidden=1024,
+    text_intermediate=3072,
+    text_layers=28,
+    text_heads=16,
+    text_kv_heads=8,
+    head_dim=128,
+    vocab_size=152064,
+    init_std=0.02,
+    mrope_section=(24, 20, 20),
 )
 FLAVOURS = {"tiny": TINY, "full": FULL}
 # Token ids of the special tokens in the real vocabulary; the full flavour uses them so that
@@ -151,8 +182,13 @@ def build_checkpoint(out_dir: str | Path, flavour: str = "tiny", seed: int = 0) 
     else:
         vocab_size = sizes.vocab_size
     feature_extractor = WhisperFeatureExtractor(
-        feature_size=128, sampling_rate=16000, hop_length=160, n_fft=400, chunk_length=30,
-        return_attention_mask=True, dither=0.0,
+        feature_size=128,
+        sampling_rate=16000,
+        hop_length=160,
+        n_fft=400,
+        chunk_length=30,
+        return_attention_mask=True,
+        dither=0.0,
     )
     processor = Qwen3ASRProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
 

@@ -69,9 +69,7 @@ class AlignerEngine:
             )
         wave = prepare_waveform(request.audio, request.sample_rate)
         try:
-            inputs = self.processor(
-                text=[prompt], audio=[wave], return_tensors="pt", padding=True
-            )
+            inputs = self.processor(text=[prompt], audio=[wave], return_tensors="pt", padding=True)
         except Exception as e:  # the feature extractor rejects degenerate audio
             raise RequestError(f"input AUDIO cannot be turned into features: {e}") from e
         return PreparedItem(
@@ -130,7 +128,7 @@ class AlignerEngine:
             return
         if on_batch is not None:
             on_batch(len(group))
-        for i, alignment in zip(group, aligned):
+        for i, alignment in zip(group, aligned, strict=False):
             results[i] = alignment
 
     @torch.inference_mode()
@@ -140,9 +138,7 @@ class AlignerEngine:
         max_tokens = max(int(it.input_ids.shape[0]) for it in batch)
         max_frames = max(int(it.input_features.shape[-1]) for it in batch)
         first = batch[0]
-        input_ids = torch.full(
-            (size, max_tokens), self.pad_token_id, dtype=first.input_ids.dtype
-        )
+        input_ids = torch.full((size, max_tokens), self.pad_token_id, dtype=first.input_ids.dtype)
         attention_mask = torch.zeros((size, max_tokens), dtype=first.attention_mask.dtype)
         features = torch.zeros(
             (size, first.input_features.shape[0], max_frames), dtype=first.input_features.dtype

@@ -62,9 +62,7 @@ def _convert(key: str, raw: str, kind: type) -> Any:
     try:
         return kind(raw.strip())
     except ValueError:
-        raise ConfigError(
-            f"parameter {key!r}: expected {kind.__name__}, got {raw!r}"
-        ) from None
+        raise ConfigError(f"parameter {key!r}: expected {kind.__name__}, got {raw!r}") from None
 
 
 def _raw_values(parameters: Mapping[str, Any]) -> dict[str, str]:

@@ -94,22 +94,35 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="scripts/serve",
         description="Serve Qwen3-ForcedAligner (model 'qwen3_aligner') on a real tritonserver.",
     )
-    p.add_argument("--model", help=f"checkpoint: hub id or folder (env {CHECKPOINT_ENV}; "
-                   f"default {DEFAULT_CHECKPOINT})")
+    p.add_argument(
+        "--model",
+        help=f"checkpoint: hub id or folder (env {CHECKPOINT_ENV}; default {DEFAULT_CHECKPOINT})",
+    )
     p.add_argument("--device", help="auto, cpu, gpu, cuda or cuda:N (env DEVICE; default auto)")
-    p.add_argument("--instances", type=int,
-                   help="model instances, i.e. requests aligned at once (env MAX_CONCURRENT; default 1)")
+    p.add_argument(
+        "--instances",
+        type=int,
+        help="model instances, i.e. requests aligned at once (env MAX_CONCURRENT; default 1)",
+    )
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument("--metrics-port", type=int, default=8002)
     p.add_argument("--address", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
-    p.add_argument("--ready-timeout", type=float, default=DEFAULT_READY_TIMEOUT,
-                   help="seconds to wait for the model to be ready (default %(default)s)")
+    p.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=DEFAULT_READY_TIMEOUT,
+        help="seconds to wait for the model to be ready (default %(default)s)",
+    )
     p.add_argument("--log-verbose", type=int, default=0)
-    p.add_argument("--repository-dir", type=Path,
-                   help="where to write the rendered model repository (default: a temp folder)")
-    p.add_argument("triton_args", nargs=argparse.REMAINDER,
-                   help="after --: extra tritonserver arguments")
+    p.add_argument(
+        "--repository-dir",
+        type=Path,
+        help="where to write the rendered model repository (default: a temp folder)",
+    )
+    p.add_argument(
+        "triton_args", nargs=argparse.REMAINDER, help="after --: extra tritonserver arguments"
+    )
     return p.parse_args(argv)
 
 
@@ -156,8 +169,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ServerError as e:
             if stopping.is_set():
                 return EXIT_OK
-            print(f"serve: error: model {MODEL_NAME} is not being served: {e}", file=sys.stderr,
-                  flush=True)
+            print(
+                f"serve: error: model {MODEL_NAME} is not being served: {e}",
+                file=sys.stderr,
+                flush=True,
+            )
             return EXIT_FAILED
         print(f"serve: ready in {waited:.1f} s", flush=True)
         for line in describe_endpoints(server.host, opts):

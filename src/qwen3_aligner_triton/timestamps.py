@@ -19,8 +19,9 @@ def _longest_non_decreasing(values: Sequence[float]) -> list[bool]:
     """Mark the members of the LNDS that upstream's dynamic programme picks.
 
     Upstream sets, for each i, ``dp[i]`` to the longest chain ending at i and ``parent[i]`` to the
-    SMALLEST j < i with ``values[j] <= values[i]`` achieving it; the chain ends at the first index of
-    maximal ``dp``. Keys ``(dp[j], -j)`` maximised over a prefix of value ranks give exactly that j.
+    SMALLEST j < i with ``values[j] <= values[i]`` achieving it; the chain ends at the first
+    index of maximal ``dp``. Keys ``(dp[j], -j)`` maximised over a prefix of value ranks give
+    exactly that j.
     """
     n = len(values)
     ranks = {v: r for r, v in enumerate(sorted(set(values)), start=1)}
@@ -57,7 +58,7 @@ def _longest_non_decreasing(values: Sequence[float]) -> list[bool]:
 
 
 def repair_timestamps(values: Sequence[float]) -> list[int]:
-    """Make ``values`` (milliseconds) monotonic the way upstream does; returns whole milliseconds."""
+    """Make ``values`` (milliseconds) monotonic the way upstream does; returns whole ms."""
     data = [float(v) for v in values]
     n = len(data)
     normal = _longest_non_decreasing(data)

@@ -8,6 +8,7 @@ Python version copied next to ``libtriton_python.so``, which :func:`locate` does
 from __future__ import annotations
 
 import collections
+import contextlib
 import glob
 import os
 import shutil
@@ -137,7 +138,9 @@ class RunningServer:
     process: subprocess.Popen
     options: ServerOptions
     echo: Callable[[str], None] | None = None
-    log_tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=LOG_TAIL_LINES))
+    log_tail: collections.deque = field(
+        default_factory=lambda: collections.deque(maxlen=LOG_TAIL_LINES)
+    )
     shm_before: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -197,10 +200,8 @@ class RunningServer:
                 self.process.wait()
         self._reader.join(timeout=5)
         for path in shm_regions() - self.shm_before:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(path)
-            except OSError:
-                pass
         return self.process.returncode
 
 
@@ -249,7 +250,16 @@ def describe_endpoints(host: str, opts: ServerOptions) -> Iterable[str]:
 
 
 __all__: Sequence[str] = (
-    "MODEL_NAME", "ServerError", "ServerOptions", "RunningServer", "TritonInstallation",
-    "build_command", "describe_endpoints", "free_ports", "http_ready", "locate", "shm_regions",
+    "MODEL_NAME",
+    "RunningServer",
+    "ServerError",
+    "ServerOptions",
+    "TritonInstallation",
+    "build_command",
+    "describe_endpoints",
+    "free_ports",
+    "http_ready",
+    "locate",
+    "shm_regions",
     "start",
 )

@@ -12,15 +12,24 @@ import os
 import time
 
 import triton_python_backend_utils as pb_utils
+
 from qwen3_aligner_triton.engine import AlignerEngine
 from qwen3_aligner_triton.loading import load_aligner, resolve_device
 from qwen3_aligner_triton.params import read_settings
 from qwen3_aligner_triton.requests import RequestError, decode_request
 
-INPUTS = {"AUDIO": "TYPE_FP32", "SAMPLE_RATE": "TYPE_INT32", "TEXT": "TYPE_STRING",
-          "LANGUAGE": "TYPE_STRING"}
-OUTPUTS = {"WORDS": "TYPE_STRING", "START_TIMES": "TYPE_FP32", "END_TIMES": "TYPE_FP32",
-           "ALIGNMENT": "TYPE_STRING"}
+INPUTS = {
+    "AUDIO": "TYPE_FP32",
+    "SAMPLE_RATE": "TYPE_INT32",
+    "TEXT": "TYPE_STRING",
+    "LANGUAGE": "TYPE_STRING",
+}
+OUTPUTS = {
+    "WORDS": "TYPE_STRING",
+    "START_TIMES": "TYPE_FP32",
+    "END_TIMES": "TYPE_FP32",
+    "ALIGNMENT": "TYPE_STRING",
+}
 MIN_MAX_BATCH_SIZE = 16
 
 
@@ -99,15 +108,16 @@ class TritonPythonModel:
 
         if prepared:
             results = self.engine.align(prepared)
-            for i, result in zip(slots, results):
+            for i, result in zip(slots, results, strict=False):
                 if isinstance(result, Exception):
                     self.logger.log_error(f"aligning request {i} failed: {result!r}")
                     responses[i] = _error(
                         f"alignment failed: {result}", pb_utils.TritonError.INTERNAL
                     )
                     continue
-                tensors = [pb_utils.Tensor(name, array)
-                           for name, array in result.output_arrays().items()]
+                tensors = [
+                    pb_utils.Tensor(name, array) for name, array in result.output_arrays().items()
+                ]
                 responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
         return responses
 
