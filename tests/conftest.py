@@ -1,0 +1,95 @@
+"""Shared fixtures: the tiny checkpoint, the upstream aligner on it, and a real tritonserver."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qwen3_aligner_triton.repository import Placement, render_repository
+from qwen3_aligner_triton.tritonserver import ServerOptions, free_ports, shm_regions, start
+
+SERVER_READY_TIMEOUT = 180.0  # seconds; the tiny model is ready in ~10 s on two cores
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except Exception:
+        has_cuda = False
+    if not has_cuda:
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in items:
+            if "requires_cuda" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A tiny random checkpoint, built once per session (or taken from $QWEN3_ALIGNER_TINY)."""
+    given = os.environ.get("QWEN3_ALIGNER_TINY")
+    if given:
+        return Path(given)
+    from qwen3_aligner_triton.checkpoint_builder import build_checkpoint
+
+    return build_checkpoint(tmp_path_factory.mktemp("tiny") / "checkpoint")
+
+
+@pytest.fixture(scope="session")
+def upstream(tiny_checkpoint):
+    """The upstream ``Qwen3ForcedAligner`` on the tiny checkpoint (float32, CPU)."""
+    from qwen3_aligner_triton.loading import load_aligner
+
+    return load_aligner(str(tiny_checkpoint), "cpu")
+
+
+def upstream_align(aligner, audio: np.ndarray, sample_rate: int, text: str, language: str):
+    """What upstream ``align()`` returns, as (text, start, end) tuples."""
+    result = aligner.align(audio=(audio, sample_rate), text=text, language=language)[0]
+    return [(it.text, it.start_time, it.end_time) for it in result]
+
+
+class LiveServer:
+    """Addresses of a running test server."""
+
+    def __init__(self, running, opts: ServerOptions) -> None:
+        self.running = running
+        self.http_url = f"127.0.0.1:{opts.http_port}"
+        self.grpc_url = f"127.0.0.1:{opts.grpc_port}"
+        self.metrics_url = f"http://127.0.0.1:{opts.metrics_port}/metrics"
+
+
+def launch(tmp_dir: Path, parameters: dict[str, str], ready_timeout=SERVER_READY_TIMEOUT):
+    """Start a real tritonserver on loopback with free ports; returns (running, opts)."""
+    repo = render_repository(tmp_dir / "repo", Placement("KIND_CPU", 1), parameters)
+    http, grpc, metrics = free_ports(3)
+    opts = ServerOptions(
+        model_repository=repo,
+        http_port=http,
+        grpc_port=grpc,
+        metrics_port=metrics,
+        address="127.0.0.1",
+    )
+    return start(opts), opts
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, tiny_checkpoint):
+    """A real tritonserver serving the tiny checkpoint on CPU, shared by the session."""
+    before = shm_regions()
+    running, opts = launch(
+        tmp_path_factory.mktemp("server"),
+        {"checkpoint": str(tiny_checkpoint), "max_forward_batch": "16"},
+    )
+    try:
+        running.wait_ready(SERVER_READY_TIMEOUT)
+        yield LiveServer(running, opts)
+    finally:
+        code = running.stop()
+        leftover = shm_regions() - before
+        assert not leftover, f"shared-memory regions left behind: {leftover}"
+        assert code == 0, f"tritonserver exited with {code}:\n{running.failure_summary()}"

@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+
+from qwen3_aligner_triton.params import ModelSettings
+from qwen3_aligner_triton.requests import RequestError, decode_request
+
+SETTINGS = ModelSettings(checkpoint="x", max_audio_seconds=10.0, max_text_chars=50)
+
+
+def strings(value) -> np.ndarray:
+    return np.array([[value]], dtype=np.object_)
+
+
+def good(**overrides):
+    inputs = {
+        "audio": np.zeros((1, 16000), np.float32),
+        "sample_rate": None,
+        "text": strings(b"hello world"),
+        "language": strings(b"en"),
+    }
+    inputs.update(overrides)
+    return inputs
+
+
+def test_valid_request():
+    req = decode_request(**good(sample_rate=np.array([[8000]], np.int32)), settings=SETTINGS)
+    assert req.sample_rate == 8000
+    assert req.text == "hello world"
+    assert req.language == "English"
+    assert req.duration == 2.0
+
+
+def test_sample_rate_defaults_to_16k():
+    assert decode_request(**good(), settings=SETTINGS).sample_rate == 16000
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"audio": None}, "AUDIO is required"),
+        ({"text": None}, "TEXT is required"),
+        ({"language": None}, "LANGUAGE is required"),
+        ({"audio": np.zeros((1, 16000), np.float64)}, "AUDIO must be FP32"),
+        ({"audio": np.zeros((2, 16000), np.float32)}, "mono waveform"),
+        ({"audio": np.zeros((1, 0), np.float32)}, "AUDIO is empty"),
+        ({"audio": np.zeros((1, 16000 * 11), np.float32)}, "limit is 10 s"),
+        ({"audio": np.zeros((1, 100), np.float32)}, "at least 0.1 s"),
+        ({"audio": np.array([[0.0, np.nan] * 8000], np.float32)}, "NaN or infinite"),
+        ({"audio": np.array([[0.0, np.inf] * 8000], np.float32)}, "NaN or infinite"),
+        ({"sample_rate": np.array([[0]], np.int32)}, "SAMPLE_RATE 0 Hz is outside"),
+        ({"sample_rate": np.array([[-16000]], np.int32)}, "SAMPLE_RATE -16000 Hz"),
+        ({"sample_rate": np.array([[10**9]], np.int32)}, "outside the accepted range"),
+        ({"sample_rate": np.array([[16000.0]], np.float32)}, "one INT32 value"),
+        ({"text": strings(b"   ")}, "TEXT is empty"),
+        ({"text": strings(b"a" * 51)}, "the limit is 50"),
+        ({"text": strings(b"\xff\xfe")}, "not valid UTF-8"),
+        ({"text": strings("bell\x07".encode())}, "control character U\\+0007"),
+        ({"text": np.array([[b"a", b"b"]], dtype=np.object_)}, "exactly one string"),
+        ({"language": strings(b"klingon")}, "LANGUAGE: unsupported language 'klingon'"),
+    ],
+)
+def test_invalid_requests_name_the_input(overrides, message):
+    with pytest.raises(RequestError, match=message):
+        decode_request(**good(**overrides), settings=SETTINGS)
+
+
+def test_text_with_newlines_and_tabs_is_fine():
+    req = decode_request(**good(text=strings("line one\n\tline two".encode())), settings=SETTINGS)
+    assert req.text == "line one\n\tline two"
