@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -72,7 +73,7 @@ def get_input_tensor_by_name(request: InferenceRequest, name: str) -> Tensor | N
 
 
 class Logger:
-    records: list[tuple[str, str]] = []
+    records: ClassVar[list[tuple[str, str]]] = []
 
     @classmethod
     def log_info(cls, message: str) -> None:

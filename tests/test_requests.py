@@ -54,7 +54,7 @@ def test_sample_rate_defaults_to_16k():
         ({"text": strings(b"   ")}, "TEXT is empty"),
         ({"text": strings(b"a" * 51)}, "the limit is 50"),
         ({"text": strings(b"\xff\xfe")}, "not valid UTF-8"),
-        ({"text": strings("bell\x07".encode())}, "control character U\\+0007"),
+        ({"text": strings(b"bell\x07")}, "control character U\\+0007"),
         ({"text": np.array([[b"a", b"b"]], dtype=np.object_)}, "exactly one string"),
         ({"language": strings(b"klingon")}, "LANGUAGE: unsupported language 'klingon'"),
     ],
@@ -65,5 +65,5 @@ def test_invalid_requests_name_the_input(overrides, message):
 
 
 def test_text_with_newlines_and_tabs_is_fine():
-    req = decode_request(**good(text=strings("line one\n\tline two".encode())), settings=SETTINGS)
+    req = decode_request(**good(text=strings(b"line one\n\tline two")), settings=SETTINGS)
     assert req.text == "line one\n\tline two"

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -55,7 +57,7 @@ def test_repair_makes_monotonic():
     rng = np.random.default_rng(3)
     values = (rng.integers(0, 5000, 500) * 80).astype(float).tolist()
     fixed = repair_timestamps(values)
-    assert all(a <= b for a, b in zip(fixed, fixed[1:]))
+    assert all(a <= b for a, b in itertools.pairwise(fixed))
 
 
 def test_interpolation_of_long_runs():
