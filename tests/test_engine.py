@@ -1,0 +1,86 @@
+"""The engine against upstream ``align()`` on the same checkpoint, in-process."""
+
+import random
+
+import numpy as np
+import pytest
+from cases import CASES
+from conftest import upstream_align
+
+from qwen3_aligner_triton.engine import AlignerEngine
+from qwen3_aligner_triton.languages import resolve_language
+from qwen3_aligner_triton.params import ModelSettings
+from qwen3_aligner_triton.requests import AlignRequest, RequestError
+
+
+@pytest.fixture(scope="module")
+def engine(upstream):
+    return AlignerEngine(upstream, ModelSettings(checkpoint="tiny", bucket_ratio=1000.0))
+
+
+def request_of(case) -> AlignRequest:
+    return AlignRequest(
+        audio=case.audio(),
+        sample_rate=case.sample_rate,
+        text=case.text,
+        language=resolve_language(case.language),
+    )
+
+
+def units(alignment):
+    return [(u.text, u.start, u.end) for u in alignment.units]
+
+
+@pytest.fixture(scope="module")
+def expected(upstream):
+    return {
+        c.name: upstream_align(upstream, c.audio(), c.sample_rate, c.text, c.upstream_language)
+        for c in CASES
+    }
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_lone_request_equals_upstream(engine, expected, case):
+    result = engine.align([engine.prepare(request_of(case))])[0]
+    assert units(result) == expected[case.name]
+    assert result.duration == pytest.approx(case.audio().shape[0] / case.sample_rate)
+
+
+def test_batches_give_lone_results(engine, expected):
+    rng = random.Random(7)
+    for _ in range(4):
+        picked = rng.sample(CASES, 8)
+        results = engine.align([engine.prepare(request_of(c)) for c in picked])
+        for case, result in zip(picked, results, strict=True):
+            assert units(result) == expected[case.name], case.name
+
+
+def test_failed_forward_is_split_and_only_the_culprit_fails(engine, expected, monkeypatch):
+    cases = CASES[:6]
+    items = [engine.prepare(request_of(c)) for c in cases]
+    culprit = items[3]
+    real_forward = engine.forward
+
+    def forward(batch):
+        if any(it is culprit for it in batch):
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real_forward(batch)
+
+    monkeypatch.setattr(engine, "forward", forward)
+    sizes = []
+    results = engine.align(items, on_batch=sizes.append)
+    assert isinstance(results[3], RuntimeError)
+    for i, case in enumerate(cases):
+        if i != 3:
+            assert units(results[i]) == expected[case.name]
+    assert sum(sizes) == 5
+
+
+def test_punctuation_only_text_is_a_request_error(engine):
+    req = AlignRequest(np.zeros(16000, np.float32), 16000, "... !!! ???", "English")
+    with pytest.raises(RequestError, match="no alignable words"):
+        engine.prepare(req)
+
+
+def test_warmup_runs(engine):
+    engine.warmup()
