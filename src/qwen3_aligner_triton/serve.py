@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,8 @@ from .params import CHECKPOINT_ENV, DEFAULT_CHECKPOINT
 from .repository import Placement, render_repository
 from .tritonserver import (
     MODEL_NAME,
+    STOP_GRACE_SECONDS,
+    RunningServer,
     ServerError,
     ServerOptions,
     describe_endpoints,
@@ -31,6 +35,7 @@ DEFAULT_READY_TIMEOUT = 900.0  # seconds; a first start may download the checkpo
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+WAIT_POLL_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,24 @@ def plan_launch(
     else:
         raise ValueError(f"unknown device {device!r}; use auto, cpu, gpu, cuda or cuda:N")
     return LaunchPlan(checkpoint=checkpoint, placement=Placement(kind, count, gpus))
+
+
+def wait_for_exit(server: RunningServer, stopping: threading.Event) -> int:
+    """Wait for tritonserver to exit; after a stop request, kill it if it overstays its grace."""
+    stop_requested_at: float | None = None
+    while True:
+        try:
+            code = server.process.wait(timeout=WAIT_POLL_SECONDS)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if stopping.is_set():
+            stop_requested_at = stop_requested_at or time.monotonic()
+            if time.monotonic() - stop_requested_at > STOP_GRACE_SECONDS:
+                print("serve: tritonserver did not stop in time; killing it", flush=True)
+                server.process.kill()
+    server.stop()  # reaps and cleans shared memory left by a killed stub
+    return code
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -158,15 +181,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         stopping = threading.Event()
 
         def on_signal(signum: int, _frame: object) -> None:
+            # Only signal here: the main thread does the waiting (Popen.wait is not reentrant).
+            if not stopping.is_set():
+                name = signal.Signals(signum).name
+                os.write(1, f"serve: {name}: stopping tritonserver\n".encode())
             stopping.set()
-            print(f"serve: {signal.Signals(signum).name}: stopping tritonserver", flush=True)
-            server.stop()
+            if server.process.poll() is None:
+                server.process.send_signal(signal.SIGTERM)
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
         try:
             waited = server.wait_ready(args.ready_timeout)
         except ServerError as e:
+            server.stop()
             if stopping.is_set():
                 return EXIT_OK
             print(
@@ -178,8 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"serve: ready in {waited:.1f} s", flush=True)
         for line in describe_endpoints(server.host, opts):
             print(f"serve: {line}", flush=True)
-        code = server.process.wait()
-        server.stop()
+        code = wait_for_exit(server, stopping)
         if stopping.is_set():
             print("serve: stopped", flush=True)
             return EXIT_OK

@@ -1,0 +1,188 @@
+"""Integration: a real tritonserver serving the tiny checkpoint, over HTTP and gRPC."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import requests
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from cases import CASES
+from conftest import upstream_align
+from triton_calls import MODEL, as_float32, build_inputs, infer_grpc, infer_http, parse
+from tritonclient.utils import InferenceServerException
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def expected(upstream):
+    return {
+        c.name: upstream_align(upstream, c.audio(), c.sample_rate, c.text, c.upstream_language)
+        for c in CASES
+    }
+
+
+def send_rate(case):
+    # Exercise the optional input: 16 kHz cases sometimes leave SAMPLE_RATE out.
+    return None if case.sample_rate == 16000 and case.extra_samples % 2 == 0 else case.sample_rate
+
+
+@pytest.mark.parametrize(
+    "path", ["/v2/health/live", "/v2/health/ready", f"/v2/models/{MODEL}/ready"]
+)
+def test_health_endpoints(server, path):
+    assert requests.get(f"http://{server.http_url}{path}", timeout=5).status_code == 200
+
+
+def test_model_metadata_and_config(server):
+    with httpclient.InferenceServerClient(server.http_url) as client:
+        meta = client.get_model_metadata(MODEL)
+        config = client.get_model_config(MODEL)
+    assert {i["name"] for i in meta["inputs"]} == {"AUDIO", "SAMPLE_RATE", "TEXT", "LANGUAGE"}
+    assert {o["name"] for o in meta["outputs"]} == {
+        "WORDS",
+        "START_TIMES",
+        "END_TIMES",
+        "ALIGNMENT",
+    }
+    assert config["max_batch_size"] >= 16
+    assert config["instance_group"][0]["kind"] == "KIND_CPU"
+    audio = next(i for i in config["input"] if i["name"] == "AUDIO")
+    assert audio["allow_ragged_batch"] is True
+    assert "dynamic_batching" in config
+
+
+def test_grpc_health(server):
+    with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        assert client.is_server_live()
+        assert client.is_server_ready()
+        assert client.is_model_ready(MODEL)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_http_results_equal_upstream(server, expected, case):
+    got = infer_http(server.http_url, case.audio(), send_rate(case), case.text, case.language)
+    assert got["units"] == as_float32(expected[case.name])
+    doc = got["document"]
+    assert [(w["text"], w["start"], w["end"]) for w in doc["words"]] == expected[case.name]
+    assert doc["language"] == case.upstream_language
+    assert doc["duration"] == pytest.approx(case.audio().shape[0] / case.sample_rate, abs=1e-6)
+
+
+@pytest.mark.parametrize("case", CASES[::3], ids=lambda c: c.name)
+def test_grpc_results_equal_upstream(server, expected, case):
+    got = infer_grpc(server.grpc_url, case.audio(), send_rate(case), case.text, case.language)
+    assert got["units"] == as_float32(expected[case.name])
+
+
+def batch_sizes(server) -> dict[int, int]:
+    with httpclient.InferenceServerClient(server.http_url) as client:
+        stats = client.get_inference_statistics(MODEL)["model_stats"][0]
+    return {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats["batch_stats"]}
+
+
+def test_concurrent_requests_get_their_lone_results(server, expected):
+    """32 requests in flight at once (HTTP and gRPC): each equals its lone upstream result,
+    and the server really executed batches of more than one request."""
+    before = batch_sizes(server)
+    picked = (CASES * 2)[:32]
+    results: dict[int, dict] = {}
+    errors: list[BaseException] = []
+
+    def grpc_worker(indices):
+        try:
+            with grpcclient.InferenceServerClient(server.grpc_url) as client:
+                for i in indices:
+                    c = picked[i]
+                    inputs = build_inputs(grpcclient, c.audio(), c.sample_rate, c.text, c.language)
+                    results[i] = parse(client.infer(MODEL, inputs))
+        except BaseException as e:  # surfaced below
+            errors.append(e)
+
+    with httpclient.InferenceServerClient(server.http_url, concurrency=16) as client:
+        futures = {
+            i: client.async_infer(
+                MODEL, build_inputs(httpclient, c.audio(), c.sample_rate, c.text, c.language)
+            )
+            for i, c in enumerate(picked)
+            if i % 2 == 0
+        }
+        threads = [
+            threading.Thread(target=grpc_worker, args=([i for i in range(32) if i % 2][k::8],))
+            for k in range(8)
+        ]
+        for t in threads:
+            t.start()
+        for i, future in futures.items():
+            results[i] = parse(future.get_result())
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    assert len(results) == 32
+    for i, case in enumerate(picked):
+        assert results[i]["units"] == as_float32(expected[case.name]), case.name
+
+    after = batch_sizes(server)
+    batched = {size: count - before.get(size, 0) for size, count in after.items() if size > 1}
+    assert sum(batched.values()) > 0, f"no execution with batch size > 1: {after}"
+
+
+def test_invalid_requests_fail_alone_and_model_stays_ready(server, expected):
+    good = CASES[3]
+    bad_inputs = [
+        (np.zeros(16000, np.float32), 16000, "hello", "klingon", "LANGUAGE"),
+        (np.zeros(16000 * 400, np.float32), 16000, "hello", "en", "limit is 300 s"),
+        (np.zeros(16000, np.float32), 0, "hello", "en", "SAMPLE_RATE 0 Hz"),
+        (np.zeros(16000, np.float32), 16000, "?!...", "en", "no alignable words"),
+    ]
+    with httpclient.InferenceServerClient(server.http_url, concurrency=8) as client:
+        futures = []
+        for audio, rate, text, lang, _ in bad_inputs:
+            futures.append(
+                client.async_infer(MODEL, build_inputs(httpclient, audio, rate, text, lang))
+            )
+            futures.append(
+                client.async_infer(
+                    MODEL,
+                    build_inputs(
+                        httpclient, good.audio(), good.sample_rate, good.text, good.language
+                    ),
+                )
+            )
+        outcomes = []
+        for f in futures:
+            try:
+                outcomes.append(parse(f.get_result()))
+            except InferenceServerException as e:
+                outcomes.append(e)
+    for k, (_, _, _, _, message) in enumerate(bad_inputs):
+        err = outcomes[2 * k]
+        assert isinstance(err, InferenceServerException), message
+        assert err.status() == "400", err
+        assert message in err.message()
+        assert outcomes[2 * k + 1]["units"] == as_float32(expected[good.name])
+
+    with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        with pytest.raises(InferenceServerException) as info:
+            client.infer(
+                MODEL, build_inputs(grpcclient, np.zeros(16000, np.float32), None, "hi", "xx")
+            )
+        assert "INVALID_ARGUMENT" in info.value.status()
+        assert client.is_model_ready(MODEL)
+
+
+def test_missing_required_input_is_rejected(server):
+    with httpclient.InferenceServerClient(server.http_url) as client:
+        inputs = build_inputs(httpclient, np.zeros(16000, np.float32), None, "hello", "en")[:2]
+        with pytest.raises(InferenceServerException) as info:
+            client.infer(MODEL, inputs)
+        assert "LANGUAGE" in info.value.message()
+        assert client.is_model_ready(MODEL)
+
+
+def test_metrics_endpoint(server):
+    body = requests.get(server.metrics_url, timeout=5).text
+    assert f'nv_inference_request_success{{model="{MODEL}"' in body

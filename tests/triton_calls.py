@@ -1,0 +1,60 @@
+"""Minimal tritonclient calls used by the integration tests (HTTP and gRPC)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+MODEL = "qwen3_aligner"
+
+
+def build_inputs(module, audio: np.ndarray, sample_rate: int | None, text: str, language: str):
+    audio = np.asarray(audio, dtype=np.float32).reshape(1, -1)
+    inputs = [
+        module.InferInput("AUDIO", list(audio.shape), "FP32"),
+        module.InferInput("TEXT", [1, 1], "BYTES"),
+        module.InferInput("LANGUAGE", [1, 1], "BYTES"),
+    ]
+    inputs[0].set_data_from_numpy(audio)
+    inputs[1].set_data_from_numpy(np.array([[text.encode("utf-8")]], dtype=np.object_))
+    inputs[2].set_data_from_numpy(np.array([[language.encode("utf-8")]], dtype=np.object_))
+    if sample_rate is not None:
+        rate = module.InferInput("SAMPLE_RATE", [1, 1], "INT32")
+        rate.set_data_from_numpy(np.array([[sample_rate]], dtype=np.int32))
+        inputs.append(rate)
+    return inputs
+
+
+def parse(result) -> dict:
+    words = [w.decode("utf-8") for w in result.as_numpy("WORDS").reshape(-1)]
+    starts = result.as_numpy("START_TIMES").reshape(-1)
+    ends = result.as_numpy("END_TIMES").reshape(-1)
+    doc = json.loads(result.as_numpy("ALIGNMENT").reshape(-1)[0])
+    return {
+        "units": [(w, float(s), float(e)) for w, s, e in zip(words, starts, ends, strict=True)],
+        "starts": starts,
+        "ends": ends,
+        "document": doc,
+    }
+
+
+def infer_http(url: str, audio, sample_rate, text, language) -> dict:
+    with httpclient.InferenceServerClient(url) as client:
+        return parse(
+            client.infer(MODEL, build_inputs(httpclient, audio, sample_rate, text, language))
+        )
+
+
+def infer_grpc(url: str, audio, sample_rate, text, language) -> dict:
+    with grpcclient.InferenceServerClient(url) as client:
+        return parse(
+            client.infer(MODEL, build_inputs(grpcclient, audio, sample_rate, text, language))
+        )
+
+
+def as_float32(units) -> list[tuple[str, float, float]]:
+    """Upstream (text, start, end) with times rounded through float32, as the tensors carry them."""
+    return [(t, float(np.float32(s)), float(np.float32(e))) for t, s, e in units]
