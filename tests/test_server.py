@@ -69,6 +69,13 @@ def test_http_results_equal_upstream(server, expected, case):
     doc = got["document"]
     assert [(w["text"], w["start"], w["end"]) for w in doc["words"]] == expected[case.name]
     assert doc["language"] == case.upstream_language
+    assert doc["text"] == case.text
+    end = 0
+    for w in doc["words"]:
+        assert end <= w["display_start"] <= w["char_start"] < w["char_end"] <= w["display_end"]
+        assert w["display"] == case.text[w["display_start"] : w["display_end"]]
+        assert not any(ch.isalnum() for ch in case.text[end : w["display_start"]])
+        end = w["display_end"]
     assert doc["duration"] == pytest.approx(case.audio().shape[0] / case.sample_rate, abs=1e-6)
 
 

@@ -23,6 +23,7 @@ from .batching import plan_batches
 from .params import ModelSettings
 from .requests import AlignRequest, RequestError
 from .results import AlignedUnit, Alignment
+from .spans import locate_units
 from .timestamps import repair_timestamps
 
 MS_PER_SECOND = 1000.0
@@ -41,6 +42,7 @@ class PreparedItem:
     feature_attention_mask: torch.Tensor  # [frames]
     language: str
     duration: float  # seconds of submitted audio
+    text: str  # the submitted transcript
 
 
 class AlignerEngine:
@@ -80,6 +82,7 @@ class AlignerEngine:
             feature_attention_mask=inputs["feature_attention_mask"][0],
             language=request.language,
             duration=request.audio.shape[0] / request.sample_rate,
+            text=request.text,
         )
 
     def plan(self, items: Sequence[PreparedItem]) -> list[list[int]]:
@@ -173,15 +176,22 @@ class AlignerEngine:
         if ms.shape[0] != expected:
             raise RuntimeError(f"model produced {ms.shape[0]} timestamps for {expected} slots")
         fixed = repair_timestamps(ms.tolist())
+        spans = locate_units(item.text, item.words)
         units = tuple(
             AlignedUnit(
                 text=word,
                 start=round(fixed[2 * k] / MS_PER_SECOND, 3),
                 end=round(fixed[2 * k + 1] / MS_PER_SECOND, 3),
+                char_start=span.char_start,
+                char_end=span.char_end,
+                display_start=span.display_start,
+                display_end=span.display_end,
             )
-            for k, word in enumerate(item.words)
+            for k, (word, span) in enumerate(zip(item.words, spans, strict=True))
         )
-        return Alignment(language=item.language, duration=item.duration, units=units)
+        return Alignment(
+            language=item.language, duration=item.duration, units=units, text=item.text
+        )
 
     def warmup(self) -> None:
         """Run one short alignment so kernels and lazy imports are ready before traffic."""

@@ -15,6 +15,10 @@ class AlignedUnit:
     text: str
     start: float
     end: float
+    char_start: int = 0  # span of the unit in the submitted transcript (half-open)
+    char_end: int = 0
+    display_start: int = 0  # span with adjoining punctuation reattached
+    display_end: int = 0
 
 
 @dataclass(frozen=True)
@@ -24,13 +28,27 @@ class Alignment:
     language: str
     duration: float  # seconds of audio submitted
     units: tuple[AlignedUnit, ...]
+    text: str = ""  # the submitted transcript
 
     def to_document(self) -> dict:
         """The ``ALIGNMENT`` JSON document as a dict."""
         return {
             "language": self.language,
             "duration": round(self.duration, 6),
-            "words": [{"text": u.text, "start": u.start, "end": u.end} for u in self.units],
+            "text": self.text,
+            "words": [
+                {
+                    "text": u.text,
+                    "start": u.start,
+                    "end": u.end,
+                    "char_start": u.char_start,
+                    "char_end": u.char_end,
+                    "display": self.text[u.display_start : u.display_end],
+                    "display_start": u.display_start,
+                    "display_end": u.display_end,
+                }
+                for u in self.units
+            ],
         }
 
     def to_json(self) -> str:
