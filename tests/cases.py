@@ -17,8 +17,10 @@ TEXTS = {
     "German": "Guten Morgen, wie geht's? Straße und Äpfel.",
     "Spanish": "¿Dónde está la biblioteca? ¡Aquí!",
     "Russian": "Привет, мир! Как дела?",
+    "English-short": "Hello, world!",
+    "Chinese-short": "你好，世界。",
 }
-LANG_OF = {"mixed": "English"}
+LANG_OF = {"mixed": "English", "English-short": "English", "Chinese-short": "Chinese"}
 
 
 @dataclass(frozen=True)
@@ -50,9 +52,9 @@ class Case:
 
 
 _SPECS = [
-    (0.5, 16000, 0, "English", "en"),
-    (0.73, 8000, 13, "English", "English"),
-    (1.0, 44100, 7, "Chinese", "zh"),
+    (0.5, 16000, 0, "English-short", "en"),
+    (0.73, 8000, 13, "English-short", "English"),
+    (1.0, 44100, 7, "Chinese-short", "zh"),
     (1.5, 16000, 77, "Japanese", "ja"),
     (2.0, 8000, 0, "Korean", "KOREAN"),
     (2.7, 16000, 159, "mixed", "en"),

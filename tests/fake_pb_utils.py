@@ -90,3 +90,38 @@ class Logger:
     @classmethod
     def log_verbose(cls, message: str) -> None:
         cls.records.append(("verbose", message))
+
+
+class _FakeMetric:
+    def __init__(self, labels: dict, buckets=None) -> None:
+        self.labels = labels
+        self.buckets = buckets
+        self.value = 0.0
+        self.observations: list[float] = []
+
+    def increment(self, value: float) -> None:
+        self.value += value
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+    def observe(self, value: float) -> None:
+        self.observations.append(value)
+
+
+class MetricFamily:
+    COUNTER = 0
+    GAUGE = 1
+    HISTOGRAM = 2
+    families: ClassVar[dict[str, MetricFamily]] = {}
+
+    def __init__(self, name: str, description: str, kind: int) -> None:
+        self.name = name
+        self.kind = kind
+        self.metrics: list[_FakeMetric] = []
+        MetricFamily.families[name] = self
+
+    def Metric(self, labels: dict, buckets=None) -> _FakeMetric:
+        metric = _FakeMetric(labels, buckets)
+        self.metrics.append(metric)
+        return metric

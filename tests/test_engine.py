@@ -82,5 +82,12 @@ def test_punctuation_only_text_is_a_request_error(engine):
         engine.prepare(req)
 
 
+def test_more_words_than_the_audio_holds_is_a_request_error(engine):
+    req = AlignRequest(np.zeros(8000, np.float32), 16000, " ".join(["word"] * 50), "English")
+    with pytest.raises(RequestError, match="holds at most") as info:
+        engine.prepare(req)
+    assert info.value.reason == "text_exceeds_audio"
+
+
 def test_warmup_runs(engine):
     engine.warmup()

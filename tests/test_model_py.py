@@ -112,6 +112,23 @@ def test_one_response_per_request_in_order_with_errors_isolated(model, upstream)
     assert [(w["text"], w["start"], w["end"]) for w in doc["words"]] == expected
 
 
+def test_metrics_count_alignments_rejections_and_stages(model):
+    families = pb.MetricFamily.families
+    audio = np.zeros(16000, np.float32)
+    before_units = families["qwen3_aligner_units_total"].metrics[0].value
+    model.execute([request(audio, "one two", "en"), request(audio, "x", "klingon")])
+    assert families["qwen3_aligner_units_total"].metrics[0].value == before_units + 2
+    assert families["qwen3_aligner_audio_seconds_total"].metrics[0].value >= 1.0
+    rejected = {
+        m.labels["reason"]: m.value
+        for m in families["qwen3_aligner_rejected_requests_total"].metrics
+    }
+    assert rejected["bad_language"] >= 1
+    stages = {m.labels["stage"]: m for m in families["qwen3_aligner_stage_seconds"].metrics}
+    assert all(stages[s].observations for s in ("preprocess", "forward", "postprocess"))
+    assert families["qwen3_aligner_forward_batch_size"].metrics[0].observations[-1] == 1
+
+
 def test_unexpected_failure_in_one_request_spares_the_others(model, monkeypatch):
     real_prepare = model.engine.prepare
 

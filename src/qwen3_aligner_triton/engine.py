@@ -11,9 +11,10 @@ frames and the text model never attends to padding, so each request gets its lon
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -29,6 +30,12 @@ from .timestamps import repair_timestamps
 MS_PER_SECOND = 1000.0
 WARMUP_TEXT = "warm up the aligner"
 WARMUP_SECONDS = 2.0
+
+
+class EngineObserver(Protocol):
+    """Receives timings of each successful forward pass (for metrics)."""
+
+    def forward_done(self, batch_size: int, forward_s: float, postprocess_s: float) -> None: ...
 
 
 @dataclass
@@ -57,6 +64,8 @@ class AlignerEngine:
         self.dtype = self.model.dtype
         self.timestamp_token_id = int(self.model.config.timestamp_token_id)
         self.timestamp_segment_time = float(self.model.config.timestamp_segment_time)
+        self.audio_token_id = int(self.model.config.thinker_config.audio_token_id)
+        self.observer: EngineObserver | None = None
         tokenizer = self.processor.tokenizer
         self.pad_token_id = int(
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -74,6 +83,14 @@ class AlignerEngine:
             inputs = self.processor(text=[prompt], audio=[wave], return_tensors="pt", padding=True)
         except Exception as e:  # the feature extractor rejects degenerate audio
             raise RequestError(f"input AUDIO cannot be turned into features: {e}") from e
+        audio_slots = int((inputs["input_ids"][0] == self.audio_token_id).sum())
+        if len(words) > audio_slots:
+            raise RequestError(
+                f"input TEXT has {len(words)} words/characters to align but "
+                f"{request.duration:.2f} s of AUDIO holds at most {audio_slots} "
+                f"(one per {self.timestamp_segment_time:g} ms)",
+                "text_exceeds_audio",
+            )
         return PreparedItem(
             words=list(words),
             input_ids=inputs["input_ids"][0],
@@ -137,6 +154,7 @@ class AlignerEngine:
     @torch.inference_mode()
     def forward(self, batch: Sequence[PreparedItem]) -> list[Alignment]:
         """One forward pass over ``batch``; raises if the pass fails."""
+        started = time.perf_counter()
         size = len(batch)
         max_tokens = max(int(it.input_ids.shape[0]) for it in batch)
         max_frames = max(int(it.input_features.shape[-1]) for it in batch)
@@ -155,6 +173,11 @@ class AlignerEngine:
             features[b, :, :frames] = it.input_features
             feature_mask[b, :frames] = it.feature_attention_mask
 
+        limit = self.settings.simulate_oom_above_tokens
+        if limit and size * max_tokens > limit:
+            raise torch.OutOfMemoryError(
+                f"simulated out of memory: {size} x {max_tokens} tokens > {limit}"
+            )
         input_ids = input_ids.to(self.device)
         logits = self.model.thinker(
             input_ids=input_ids,
@@ -163,12 +186,16 @@ class AlignerEngine:
             feature_attention_mask=feature_mask.to(self.device),
         ).logits
         classes = logits.argmax(dim=-1)
-
-        out: list[Alignment] = []
-        for b, it in enumerate(batch):
-            slots = classes[b][input_ids[b] == self.timestamp_token_id]
-            ms = (slots * self.timestamp_segment_time).to("cpu").numpy()
-            out.append(self._to_alignment(it, ms))
+        slots = [
+            (classes[b][input_ids[b] == self.timestamp_token_id] * self.timestamp_segment_time)
+            .to("cpu")
+            .numpy()
+            for b in range(size)
+        ]
+        computed = time.perf_counter()
+        out = [self._to_alignment(it, ms) for it, ms in zip(batch, slots, strict=True)]
+        if self.observer is not None:
+            self.observer.forward_done(size, computed - started, time.perf_counter() - computed)
         return out
 
     def _to_alignment(self, item: PreparedItem, ms: np.ndarray) -> Alignment:

@@ -39,12 +39,16 @@ class ModelSettings:
     max_audio_seconds: float = 300.0  # longest accepted AUDIO, seconds at its own rate
     min_audio_seconds: float = 0.1  # shortest accepted AUDIO
     max_text_chars: int = 20000  # longest accepted TEXT, in characters
+    max_amplitude: float = 1.0  # largest accepted |sample|
     max_sample_rate: int = 384000  # Hz
     min_sample_rate: int = 1000  # Hz
     max_forward_batch: int = 16  # requests in one forward pass
     max_forward_tokens: int = 32768  # padded prompt tokens in one forward pass
     bucket_ratio: float = 1.5  # longest/shortest prompt allowed in one forward pass
     warmup: bool = True  # run one alignment at load so the first request is not the slow one
+    # Fault injection for tests: forward passes with more padded tokens than this raise an
+    # out-of-memory error (0: off). Lets CPU test suites exercise the split-and-retry path.
+    simulate_oom_above_tokens: int = 0
 
 
 def _parse_bool(key: str, raw: str) -> bool:
@@ -120,6 +124,7 @@ def _validate(s: ModelSettings) -> None:
         "min_audio_seconds": s.min_audio_seconds,
         "max_text_chars": s.max_text_chars,
         "max_sample_rate": s.max_sample_rate,
+        "max_amplitude": s.max_amplitude,
         "min_sample_rate": s.min_sample_rate,
         "max_forward_batch": s.max_forward_batch,
         "max_forward_tokens": s.max_forward_tokens,

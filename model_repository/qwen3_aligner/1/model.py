@@ -15,6 +15,7 @@ import triton_python_backend_utils as pb_utils
 
 from qwen3_aligner_triton.engine import AlignerEngine
 from qwen3_aligner_triton.loading import load_aligner, resolve_device
+from qwen3_aligner_triton.metrics import AlignerMetrics
 from qwen3_aligner_triton.params import read_settings
 from qwen3_aligner_triton.requests import RequestError, decode_request
 
@@ -78,14 +79,17 @@ class TritonPythonModel:
         except ValueError as e:
             raise pb_utils.TritonModelException(str(e)) from e
         self.engine = AlignerEngine(aligner, self.settings)
+        self.metrics = AlignerMetrics(pb_utils, args["model_name"], args["model_version"])
         if self.settings.warmup:
             self.engine.warmup()
+        self.engine.observer = self.metrics  # after warm-up: count user traffic only
         self.logger.log_info(
             f"{args['model_instance_name']}: ready on {device} ({self.engine.dtype}) in "
             f"{time.monotonic() - started:.1f} s"
         )
 
     def execute(self, requests: list) -> list:
+        started = time.perf_counter()
         responses: list = [None] * len(requests)
         prepared: list = []
         slots: list[int] = []
@@ -101,20 +105,25 @@ class TritonPythonModel:
                 prepared.append(self.engine.prepare(align_request))
                 slots.append(i)
             except RequestError as e:
+                self.metrics.rejected(e.reason)
                 responses[i] = _error(str(e), pb_utils.TritonError.INVALID_ARG)
             except Exception as e:  # never let one request fail its batch-mates
                 self.logger.log_error(f"preparing request {i} failed: {e!r}")
+                self.metrics.rejected("internal")
                 responses[i] = _error(f"cannot prepare request: {e}", pb_utils.TritonError.INTERNAL)
+        self.metrics.stage("preprocess", time.perf_counter() - started)
 
         if prepared:
             results = self.engine.align(prepared)
             for i, result in zip(slots, results, strict=False):
                 if isinstance(result, Exception):
                     self.logger.log_error(f"aligning request {i} failed: {result!r}")
+                    self.metrics.rejected("forward_failed")
                     responses[i] = _error(
                         f"alignment failed: {result}", pb_utils.TritonError.INTERNAL
                     )
                     continue
+                self.metrics.aligned(result.duration, len(result.units))
                 tensors = [
                     pb_utils.Tensor(name, array) for name, array in result.output_arrays().items()
                 ]

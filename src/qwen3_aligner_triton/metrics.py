@@ -1,0 +1,68 @@
+"""The model's own Prometheus metrics, exported through Triton's metrics port.
+
+Triton counts a request answered with a per-request error as a *success*, so rejected requests are
+counted here by reason. The families are created through ``pb_utils.MetricFamily`` and labelled
+with the model name and version; every metric here is a plain method call for model.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+AUDIO_SECONDS = "qwen3_aligner_audio_seconds_total"
+UNITS = "qwen3_aligner_units_total"
+REJECTED = "qwen3_aligner_rejected_requests_total"
+BATCH_SIZE = "qwen3_aligner_forward_batch_size"
+STAGE_SECONDS = "qwen3_aligner_stage_seconds"
+BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64]
+STAGE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+STAGES = ("preprocess", "forward", "postprocess")
+
+
+class AlignerMetrics:
+    """Counters and histograms of one model instance (``pb`` is triton_python_backend_utils)."""
+
+    def __init__(self, pb: Any, model: str, version: str) -> None:
+        family = pb.MetricFamily
+        self._labels = {"model": model, "version": str(version)}
+        self._audio = family(
+            AUDIO_SECONDS, "Seconds of audio aligned successfully", family.COUNTER
+        ).Metric(labels=self._labels)
+        self._units = family(UNITS, "Words/characters aligned", family.COUNTER).Metric(
+            labels=self._labels
+        )
+        self._rejected_family = family(
+            REJECTED, "Requests answered with an error, by reason", family.COUNTER
+        )
+        self._rejected: dict[str, Any] = {}
+        self._batch = family(
+            BATCH_SIZE, "Requests per executed forward pass", family.HISTOGRAM
+        ).Metric(labels=self._labels, buckets=BATCH_BUCKETS)
+        stage_family = family(
+            STAGE_SECONDS, "Seconds spent per stage of one execute()", family.HISTOGRAM
+        )
+        self._stages = {
+            stage: stage_family.Metric(
+                labels={**self._labels, "stage": stage}, buckets=STAGE_BUCKETS
+            )
+            for stage in STAGES
+        }
+
+    def rejected(self, reason: str) -> None:
+        metric = self._rejected.get(reason)
+        if metric is None:
+            metric = self._rejected_family.Metric(labels={**self._labels, "reason": reason})
+            self._rejected[reason] = metric
+        metric.increment(1)
+
+    def aligned(self, audio_seconds: float, units: int) -> None:
+        self._audio.increment(audio_seconds)
+        self._units.increment(units)
+
+    def stage(self, name: str, seconds: float) -> None:
+        self._stages[name].observe(seconds)
+
+    def forward_done(self, batch_size: int, forward_s: float, postprocess_s: float) -> None:
+        self._batch.observe(batch_size)
+        self._stages["forward"].observe(forward_s)
+        self._stages["postprocess"].observe(postprocess_s)
