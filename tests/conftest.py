@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -63,9 +64,21 @@ class LiveServer:
         self.metrics_url = f"http://127.0.0.1:{opts.metrics_port}/metrics"
 
 
-def launch(tmp_dir: Path, parameters: dict[str, str], ready_timeout=SERVER_READY_TIMEOUT):
-    """Start a real tritonserver on loopback with free ports; returns (running, opts)."""
+def launch(tmp_dir: Path, parameters: dict[str, str], edit_config=None):
+    """Start a real tritonserver on loopback with free ports; returns (running, opts).
+
+    ``edit_config(config)`` may change the rendered ``ModelConfig`` (queue policy, ...).
+    """
     repo = render_repository(tmp_dir / "repo", Placement("KIND_CPU", 1), parameters)
+    if edit_config is not None:
+        from google.protobuf import text_format
+
+        from qwen3_aligner_triton.repository import load_config
+
+        path = repo / "qwen3_aligner" / "config.pbtxt"
+        config = load_config(path)
+        edit_config(config)
+        path.write_text(text_format.MessageToString(config))
     http, grpc, metrics = free_ports(3)
     opts = ServerOptions(
         model_repository=repo,
@@ -75,6 +88,18 @@ def launch(tmp_dir: Path, parameters: dict[str, str], ready_timeout=SERVER_READY
         address="127.0.0.1",
     )
     return start(opts), opts
+
+
+@contextlib.contextmanager
+def dedicated_server(tmp_dir: Path, checkpoint: Path, edit_config=None, **parameters):
+    """A server of a test's own (for tests that overload, kill or stop it)."""
+    params = {"checkpoint": str(checkpoint), **{k: str(v) for k, v in parameters.items()}}
+    running, opts = launch(tmp_dir, params, edit_config)
+    try:
+        running.wait_ready(SERVER_READY_TIMEOUT)
+        yield LiveServer(running, opts)
+    finally:
+        running.stop()
 
 
 @pytest.fixture(scope="session")

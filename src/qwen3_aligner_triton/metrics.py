@@ -25,33 +25,42 @@ class AlignerMetrics:
     def __init__(self, pb: Any, model: str, version: str) -> None:
         family = pb.MetricFamily
         self._labels = {"model": model, "version": str(version)}
-        self._audio = family(
-            AUDIO_SECONDS, "Seconds of audio aligned successfully", family.COUNTER
-        ).Metric(labels=self._labels)
-        self._units = family(UNITS, "Words/characters aligned", family.COUNTER).Metric(
-            labels=self._labels
-        )
-        self._rejected_family = family(
-            REJECTED, "Requests answered with an error, by reason", family.COUNTER
-        )
+        # Triton requires each MetricFamily to outlive its Metrics: keep references to both.
+        self._families = {
+            AUDIO_SECONDS: family(
+                AUDIO_SECONDS, "Seconds of audio aligned successfully", family.COUNTER
+            ),
+            UNITS: family(UNITS, "Words/characters aligned", family.COUNTER),
+            REJECTED: family(
+                REJECTED, "Requests answered with an error, by reason", family.COUNTER
+            ),
+            BATCH_SIZE: family(BATCH_SIZE, "Requests per executed forward pass", family.HISTOGRAM),
+            STAGE_SECONDS: family(
+                STAGE_SECONDS, "Seconds spent per stage of one execute()", family.HISTOGRAM
+            ),
+        }
+        self._audio = self._families[AUDIO_SECONDS].Metric(labels=self._labels)
+        self._units = self._families[UNITS].Metric(labels=self._labels)
         self._rejected: dict[str, Any] = {}
-        self._batch = family(
-            BATCH_SIZE, "Requests per executed forward pass", family.HISTOGRAM
-        ).Metric(labels=self._labels, buckets=BATCH_BUCKETS)
-        stage_family = family(
-            STAGE_SECONDS, "Seconds spent per stage of one execute()", family.HISTOGRAM
-        )
+        self._batch = self._families[BATCH_SIZE].Metric(labels=self._labels, buckets=BATCH_BUCKETS)
         self._stages = {
-            stage: stage_family.Metric(
+            stage: self._families[STAGE_SECONDS].Metric(
                 labels={**self._labels, "stage": stage}, buckets=STAGE_BUCKETS
             )
             for stage in STAGES
         }
 
+    def close(self) -> None:
+        """Drop the metrics before their families, in the order Triton requires."""
+        self._rejected.clear()
+        self._stages.clear()
+        self._audio = self._units = self._batch = None
+        self._families.clear()
+
     def rejected(self, reason: str) -> None:
         metric = self._rejected.get(reason)
         if metric is None:
-            metric = self._rejected_family.Metric(labels={**self._labels, "reason": reason})
+            metric = self._families[REJECTED].Metric(labels={**self._labels, "reason": reason})
             self._rejected[reason] = metric
         metric.increment(1)
 

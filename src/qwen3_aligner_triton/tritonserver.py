@@ -11,6 +11,7 @@ import collections
 import contextlib
 import glob
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -27,8 +28,13 @@ from pathlib import Path
 MODEL_NAME = "qwen3_aligner"
 SHM_GLOB = "/dev/shm/triton_python_backend_shm_region_*"
 READY_POLL_SECONDS = 0.25
-STOP_GRACE_SECONDS = 30.0  # wait this long after SIGTERM before SIGKILL
+STOP_GRACE_SECONDS = 45.0  # wait this long after SIGTERM before SIGKILL
 LOG_TAIL_LINES = 400
+EXIT_TIMEOUT_SECONDS = 30  # tritonserver's drain time for in-flight requests on SIGTERM
+ADMIN_HEADER = "qwen3-aligner-admin"
+WATCHDOG_INTERVAL_SECONDS = 1.0
+RELOAD_TIMEOUT_SECONDS = 900.0
+STUB_NAME = b"triton_python_backend_stub"
 
 
 class ServerError(RuntimeError):
@@ -79,6 +85,11 @@ class ServerOptions:
     gpu: bool = False
     log_verbose: int = 0
     extra_args: tuple[str, ...] = ()
+    # Reload the model when a backend stub process dies (Triton 2.51 would otherwise keep
+    # reporting ready while every request fails). Needs explicit model control; the repository
+    # API is then restricted to callers presenting ``admin_token`` in the ADMIN_HEADER header.
+    watchdog: bool = True
+    admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
 
 
 def build_command(install: TritonInstallation, opts: ServerOptions) -> list[str]:
@@ -96,7 +107,15 @@ def build_command(install: TritonInstallation, opts: ServerOptions) -> list[str]
         "--exit-on-error=true",
         "--disable-auto-complete-config",
         f"--log-verbose={opts.log_verbose}",
+        f"--exit-timeout-secs={EXIT_TIMEOUT_SECONDS}",
     ]
+    if opts.watchdog:
+        cmd += [
+            "--model-control-mode=explicit",
+            f"--load-model={MODEL_NAME}",
+            f"--http-restricted-api=model-repository:{ADMIN_HEADER}={opts.admin_token}",
+            f"--grpc-restricted-protocol=model-repository:{ADMIN_HEADER}={opts.admin_token}",
+        ]
     if install.backend_dir is not None:
         cmd.append(f"--backend-directory={install.backend_dir}")
     if not opts.gpu:
@@ -126,6 +145,38 @@ def http_ready(host: str, port: int, path: str = "/v2/health/ready", timeout: fl
         return False
 
 
+def backend_stub_pids(server_pid: int) -> set[int]:
+    """PIDs of the Python-backend stub processes started by the server ``server_pid``."""
+    pids: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if STUB_NAME not in cmdline or "State:\tZ" in status:
+            continue
+        for line in status.splitlines():
+            if line.startswith("PPid:") and int(line.split()[1]) == server_pid:
+                pids.add(int(entry.name))
+    return pids
+
+
+def reload_model(host: str, port: int, token: str, timeout: float = RELOAD_TIMEOUT_SECONDS) -> None:
+    """Ask the server to (re)load the model: new instances start, then replace the old ones."""
+    request = urllib.request.Request(
+        f"http://{host}:{port}/v2/repository/models/{MODEL_NAME}/load",
+        data=b"",
+        method="POST",
+        headers={ADMIN_HEADER: token},
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
+        if resp.status != 200:
+            raise ServerError(f"reloading {MODEL_NAME} answered HTTP {resp.status}")
+
+
 def shm_regions() -> set[str]:
     """Python-backend shared-memory regions currently in ``/dev/shm``."""
     return set(glob.glob(SHM_GLOB))
@@ -143,9 +194,52 @@ class RunningServer:
     )
     shm_before: set[str] = field(default_factory=set)
 
+    reloads: int = 0  # how often the watchdog reloaded the model
+
     def __post_init__(self) -> None:
         self._reader = threading.Thread(target=self._pump, daemon=True)
         self._reader.start()
+        self._stopping = threading.Event()
+        self._stubs_when_ready: set[int] | None = None
+        if self.options.watchdog:
+            threading.Thread(target=self._watch, daemon=True).start()
+
+    def _say(self, message: str) -> None:
+        self.log_tail.append(message)
+        if self.echo is not None:
+            self.echo(message)
+
+    def _watch(self) -> None:
+        """Reload the model when one of its backend stubs dies."""
+        while not self._stopping.wait(WATCHDOG_INTERVAL_SECONDS):
+            if self.process.poll() is not None:
+                return
+            baseline = self._stubs_when_ready
+            if baseline is None:
+                if http_ready(self.host, self.options.http_port):
+                    self._stubs_when_ready = backend_stub_pids(self.process.pid)
+                continue
+            if not baseline:  # no stub visible in /proc (another process model): nothing to watch
+                continue
+            stubs = backend_stub_pids(self.process.pid)
+            lost = baseline - stubs
+            if not lost:
+                self._stubs_when_ready = stubs
+                continue
+            self._say(
+                f"watchdog: backend stub process(es) {sorted(lost)} exited; reloading {MODEL_NAME}"
+            )
+            try:
+                reload_model(self.host, self.options.http_port, self.options.admin_token)
+            except (OSError, ServerError) as e:
+                if self._stopping.is_set() or self.process.poll() is not None:
+                    return
+                self._say(f"watchdog: reloading {MODEL_NAME} failed: {e}; stopping the server")
+                self.process.send_signal(signal.SIGTERM)
+                return
+            self.reloads += 1
+            self._stubs_when_ready = backend_stub_pids(self.process.pid)
+            self._say(f"watchdog: {MODEL_NAME} reloaded; serving again")
 
     def _pump(self) -> None:
         assert self.process.stdout is not None
@@ -172,6 +266,8 @@ class RunningServer:
                     + self.failure_summary()
                 )
             if http_ready(self.host, self.options.http_port):
+                if self._stubs_when_ready is None:
+                    self._stubs_when_ready = backend_stub_pids(self.process.pid)
                 return time.monotonic() - started
             if time.monotonic() - started > timeout:
                 self.stop()
@@ -191,6 +287,7 @@ class RunningServer:
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> int:
         """SIGTERM, wait up to ``grace`` seconds, then SIGKILL; clean leftover shm regions."""
+        self._stopping.set()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:

@@ -131,6 +131,9 @@ class TritonPythonModel:
         return responses
 
     def finalize(self) -> None:
+        metrics = getattr(self, "metrics", None)
+        if metrics is not None:
+            metrics.close()
         engine = getattr(self, "engine", None)
         self.engine = None
         if engine is not None:

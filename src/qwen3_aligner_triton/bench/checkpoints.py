@@ -23,7 +23,7 @@ SPECIAL_NAMES = ("tiny", "full")
 
 
 def cache_root() -> Path:
-    """Root of the benchmark caches (``$QWEN3_ALIGNER_CACHE``, else ~/.cache/qwen3-aligner-triton)."""
+    """Where benchmark caches live: ``$QWEN3_ALIGNER_CACHE`` or ~/.cache/qwen3-aligner-triton."""
     return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
 
 
@@ -43,6 +43,7 @@ def _build_atomically(target: Path, flavour: str, convert_bf16: bool = False) ->
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=target.name + ".partial-", dir=target.parent))
+    partial.chmod(0o755)  # mkdtemp makes it private; the cache is shared with servers and users
     try:
         build_checkpoint(partial, flavour=flavour)
         if convert_bf16:
@@ -99,7 +100,5 @@ def resolve_checkpoint(spec: str, scratch: Path) -> CheckpointChoice:
         return CheckpointChoice("tiny", str(path), "tiny random checkpoint (built for this run)")
     if spec == "full":
         path = full_random_checkpoint()
-        return CheckpointChoice(
-            "full", str(path), f"full-size random checkpoint, float32 ({path})"
-        )
+        return CheckpointChoice("full", str(path), f"full-size random checkpoint, float32 ({path})")
     return CheckpointChoice("given", spec, f"checkpoint {spec}")

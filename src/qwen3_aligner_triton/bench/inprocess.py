@@ -14,7 +14,9 @@ from .stats import PassResult
 from .workload import SAMPLE_RATE, Clip
 
 
-def upstream_one_at_a_time(aligner: Any, clips: Sequence[Clip], mode: str = "upstream") -> PassResult:
+def upstream_one_at_a_time(
+    aligner: Any, clips: Sequence[Clip], mode: str = "upstream"
+) -> PassResult:
     """``aligner.align()`` called once per clip, in order."""
     latencies: list[float] = []
     started = time.perf_counter()

@@ -108,9 +108,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
         if len(row) != len(headers):
             raise ValueError(f"row has {len(row)} cells for {len(headers)} columns: {row}")
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-    numeric = [
-        all(_is_number(row[i]) for row in rows) and bool(rows) for i in range(len(headers))
-    ]
+    numeric = [all(_is_number(row[i]) for row in rows) and bool(rows) for i in range(len(headers))]
 
     def line(values: Sequence[str]) -> str:
         parts = [
@@ -119,8 +117,14 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
         ]
         return "| " + " | ".join(parts) + " |"
 
-    rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2))
-                          for w, num in zip(widths, numeric, strict=True)) + "|"
+    rule = (
+        "|"
+        + "|".join(
+            ("-" * (w + 1) + ":") if num else ("-" * (w + 2))
+            for w, num in zip(widths, numeric, strict=True)
+        )
+        + "|"
+    )
     return "\n".join([line(list(headers)), rule, *(line(row) for row in cells)])
 
 

@@ -75,7 +75,7 @@ class Clip:
 def speech_like_audio(seconds: float, seed: int) -> np.ndarray:
     """A voiced, syllable-modulated tone with word pauses and a little noise; peak below 1."""
     rng = np.random.default_rng(seed)
-    n = max(1, int(round(seconds * SAMPLE_RATE)))
+    n = max(1, round(seconds * SAMPLE_RATE))
     t = np.arange(n, dtype=np.float64) / SAMPLE_RATE
     pitch = rng.uniform(110.0, 230.0) * (1.0 + 0.08 * np.sin(2 * math.pi * 0.3 * t))
     phase = 2 * math.pi * np.cumsum(pitch) / SAMPLE_RATE
@@ -90,7 +90,7 @@ def speech_like_audio(seconds: float, seed: int) -> np.ndarray:
 def transcript(seconds: float, language: str, offset: int = 0) -> str:
     """Sentences of ``language`` cycled from ``offset`` until the duration's unit budget is met."""
     if language == "Chinese":
-        budget = max(1, int(round(seconds * CHINESE_CHARS_PER_SECOND)))
+        budget = max(1, round(seconds * CHINESE_CHARS_PER_SECOND))
         out: list[str] = []
         count = 0
         k = offset
@@ -103,7 +103,7 @@ def transcript(seconds: float, language: str, offset: int = 0) -> str:
             k += 1
         text = "".join(out)
         return text if text.endswith("。") else text + "。"
-    budget = max(1, int(round(seconds * ENGLISH_WORDS_PER_SECOND)))
+    budget = max(1, round(seconds * ENGLISH_WORDS_PER_SECOND))
     words: list[str] = []
     k = offset
     while len(words) < budget:

@@ -1,0 +1,102 @@
+"""Batch inputs: JSONL manifests and folders of audio with same-stem transcripts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from qwen3_aligner_client import ManifestError, items_from_folder, items_from_manifest, load_items
+
+
+def write_manifest(path: Path, *entries: object) -> Path:
+    lines = [e if isinstance(e, str) else json.dumps(e, ensure_ascii=False) for e in entries]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_manifest_items_resolve_paths_against_the_manifest_folder(tmp_path):
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "b.txt").write_bytes("\ufeffSecond transcript.\r\n\r\n".encode())
+    manifest = write_manifest(
+        tmp_path / "list.jsonl",
+        {"audio": "clips/a.wav", "text": "First, inline.", "language": "fr"},
+        "",
+        {"audio": "/abs/b.flac", "text_file": "texts/b.txt", "id": "b-take2"},
+    )
+    a, b = items_from_manifest(manifest, language="en")
+    assert (a.key, a.audio, a.language, a.transcript()) == (
+        "a",
+        tmp_path / "clips" / "a.wav",
+        "fr",
+        "First, inline.",
+    )
+    assert (b.key, b.audio, b.language) == ("b-take2", Path("/abs/b.flac"), "en")
+    # The byte-order mark and the final line breaks are dropped; nothing else is.
+    assert b.transcript() == "Second transcript."
+    assert a.origin.endswith("list.jsonl:1") and b.origin.endswith("list.jsonl:3")
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("{not json", "line 1|:1: not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ({"text": "x", "language": "en"}, "'audio' is required"),
+        ({"audio": "a.wav", "language": "en"}, "exactly one of 'text' and 'text_file'"),
+        ({"audio": "a.wav", "text": "x", "text_file": "t", "language": "en"}, "exactly one"),
+        ({"audio": "a.wav", "text": "x"}, "no 'language'"),
+        ({"audio": "a.wav", "text": "x", "language": "en", "speaker": 1}, "unknown key"),
+        ({"audio": "a.wav", "text": 5, "language": "en"}, "'text' must be a string"),
+        ({"audio": "", "text": "x", "language": "en"}, "'audio' must be a non-empty string"),
+        ({"audio": "a.wav", "text": "x", "language": "en", "id": "../x"}, "cannot name a file"),
+    ],
+)
+def test_malformed_manifests_are_rejected_with_the_line(tmp_path, entry, message):
+    manifest = write_manifest(tmp_path / "m.jsonl", entry)
+    with pytest.raises(ManifestError, match=message):
+        items_from_manifest(manifest, language=None)
+
+
+def test_manifest_ids_must_be_unique(tmp_path):
+    manifest = write_manifest(
+        tmp_path / "m.jsonl",
+        {"audio": "x/a.wav", "text": "one", "language": "en"},
+        {"audio": "y/a.mp3", "text": "two", "language": "en"},
+    )
+    with pytest.raises(ManifestError, match=r"m\.jsonl:2: output name 'a' is already used"):
+        items_from_manifest(manifest, language=None)
+
+
+def test_empty_or_missing_manifests_are_rejected(tmp_path):
+    with pytest.raises(ManifestError, match="lists no items"):
+        items_from_manifest(write_manifest(tmp_path / "m.jsonl", ""), language="en")
+    with pytest.raises(ManifestError, match="does not exist"):
+        load_items(tmp_path / "nope.jsonl", language="en")
+
+
+def test_folder_items_pair_audio_with_same_stem_transcripts(tmp_path):
+    for name in ("b.MP3", "a.wav", "c.flac", "notes.txt", "d.ogg", "cover.jpg"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "a.txt").write_text("alpha", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("beta", encoding="utf-8")
+    items = load_items(tmp_path, language="de")
+    assert [i.key for i in items] == ["a", "b", "c", "d"]
+    assert {i.language for i in items} == {"de"}
+    assert items[0].transcript() == "alpha"
+    assert items[1].transcript() == "beta"
+    with pytest.raises(FileNotFoundError):
+        items[2].transcript()  # c.flac has no c.txt: that item fails on its own
+
+
+def test_folder_needs_a_language_audio_and_distinct_stems(tmp_path):
+    (tmp_path / "a.wav").write_bytes(b"")
+    with pytest.raises(ManifestError, match="--language is required"):
+        items_from_folder(tmp_path, language=None)
+    (tmp_path / "a.mp3").write_bytes(b"")
+    with pytest.raises(ManifestError, match="would write the same output"):
+        items_from_folder(tmp_path, language="en")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ManifestError, match="holds no audio files"):
+        items_from_folder(empty, language="en")

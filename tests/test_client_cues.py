@@ -1,0 +1,213 @@
+"""Grouping aligned words into subtitle cues: limits, break points, timing invariants."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import pytest
+from client_samples import CHINESE, LONG_ENGLISH, make_alignment, unit_spans
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from qwen3_aligner_client import AlignedWord, Alignment, CueOptions, group_cues
+from qwen3_aligner_client.cues import display_width, monotonic_times, tiling_intervals
+
+
+def check_invariants(alignment: Alignment, cues, options: CueOptions) -> None:
+    """What every cue list must satisfy, whatever the input times."""
+    covered = [i for cue in cues for i in cue.words]
+    assert covered == list(range(len(alignment.words))), "every word once, in order"
+    for cue in cues:
+        assert cue.end > cue.start
+        assert round(cue.start * 1000) == pytest.approx(cue.start * 1000, abs=1e-6)
+        assert 1 <= len(cue.lines) <= options.max_lines
+        assert all(line and line == line.strip() for line in cue.lines)
+        labels = {alignment.words[i].label for i in cue.words}
+        for line in cue.lines:
+            # Only a single word too long for any line may overflow one.
+            assert display_width(line) <= options.max_chars_per_line or line in labels
+    for before, after in itertools.pairwise(cues):
+        assert before.end <= after.start, "cues never overlap"
+        assert before.start < after.start, "cues never run backwards"
+
+
+def test_english_cues_keep_punctuation_casing_and_every_word():
+    alignment = make_alignment(LONG_ENGLISH)
+    options = CueOptions()
+    cues = group_cues(alignment, options)
+    check_invariants(alignment, cues, options)
+    assert " ".join(c.flat_text for c in cues) == LONG_ENGLISH
+    assert cues[0].lines == (
+        "Hello, world! This is the quick brown fox;",
+        "it jumps over the lazy dog.",
+    )
+    # Cue and line texts are the flat text split at line breaks.
+    for cue in cues:
+        assert " ".join(cue.lines) == cue.flat_text
+        assert cue.text == "\n".join(cue.lines)
+
+
+def test_cue_ends_at_the_last_sentence_that_fits():
+    text = "One two three four five six. Seven eight nine ten eleven twelve thirteen fourteen."
+    cues = group_cues(make_alignment(text), CueOptions(max_chars_per_line=30, max_lines=1))
+    assert cues[0].flat_text == "One two three four five six."
+    assert cues[1].flat_text.startswith("Seven")
+
+
+def test_clause_break_is_preferred_over_a_plain_word_break():
+    text = "alpha beta gamma delta, epsilon zeta eta theta iota kappa lambda mu nu xi omicron"
+    cues = group_cues(make_alignment(text), CueOptions(max_chars_per_line=40, max_lines=1))
+    assert cues[0].flat_text == "alpha beta gamma delta,"
+
+
+def test_a_comma_too_early_in_the_cue_is_not_used():
+    text = "Well, alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi"
+    cues = group_cues(make_alignment(text), CueOptions(max_chars_per_line=40, max_lines=1))
+    assert cues[0].flat_text != "Well,"
+    assert display_width(cues[0].flat_text) > 30
+
+
+def test_two_lines_break_after_punctuation_when_it_fits():
+    text = "We went home, and then we had a long dinner together."
+    (cue,) = group_cues(make_alignment(text), CueOptions(max_chars_per_line=42))
+    assert cue.lines == ("We went home,", "and then we had a long dinner together.")
+
+
+def test_duration_limit_splits_slow_speech():
+    text = " ".join(f"w{k}" for k in range(30))
+    times = [(float(k), k + 0.5) for k in range(30)]  # one word a second
+    options = CueOptions(max_duration=7.0)
+    cues = group_cues(make_alignment(text, times), options)
+    check_invariants(make_alignment(text, times), cues, options)
+    assert len(cues) >= 4
+    assert all(c.end - c.start <= 7.0 for c in cues)
+
+
+def test_chinese_counts_full_width_characters_twice_and_adds_no_spaces():
+    alignment = make_alignment(CHINESE, language="Chinese")
+    options = CueOptions(max_chars_per_line=20, max_duration=100)
+    cues = group_cues(alignment, options)
+    check_invariants(alignment, cues, options)
+    assert "".join(c.flat_text for c in cues) == CHINESE
+    assert all(len(line) <= 10 for c in cues for line in c.lines)
+    assert cues[0].lines == ("今天天气很好，", "我们去公园散步吧。")
+
+
+def test_zero_length_words_at_one_instant_get_distinct_valid_cues():
+    text = "First sentence here. Second one. Third!"
+    times = [(2.0, 2.0)] * 6
+    alignment = make_alignment(text, times)
+    options = CueOptions(max_chars_per_line=12, max_lines=1)
+    cues = group_cues(alignment, options)
+    check_invariants(alignment, cues, options)
+    assert len(cues) > 1
+    assert cues[0].start == 2.0
+    assert all(round((c.end - c.start) * 1000) >= 1 for c in cues)
+
+
+def test_backwards_word_times_are_clamped_monotonic():
+    text = "a b c d e f g h"
+    times = [(3.0, 3.5), (1.0, 1.2), (4.0, 3.9), (5.0, 6.0), (2.0, 2.5), (7, 8), (9, 9), (8, 12)]
+    alignment = make_alignment(text, times)
+    options = CueOptions(max_chars_per_line=2, max_lines=1)
+    cues = group_cues(alignment, options)
+    check_invariants(alignment, cues, options)
+    assert [c.flat_text for c in cues] == list("abcdefgh")
+    assert cues[0].start == 3.0
+
+
+def test_short_cues_are_stretched_into_silence_but_not_into_the_next_cue():
+    text = "Yes. No. Maybe."
+    times = [(1.0, 1.1), (1.3, 1.35), (5.0, 5.2)]
+    options = CueOptions(max_chars_per_line=6, max_lines=1, min_duration=0.5)
+    cues = group_cues(make_alignment(text, times), options)
+    assert [(c.start, c.end) for c in cues] == [(1.0, 1.3), (1.3, 1.8), (5.0, 5.5)]
+
+
+def test_a_long_pause_ends_the_cue():
+    text = "Yes. No. Maybe so."
+    times = [(1.0, 1.1), (1.3, 1.35), (5.0, 5.2), (5.3, 5.4)]
+    cues = group_cues(make_alignment(text, times), CueOptions(max_pause=1.5))
+    assert [c.flat_text for c in cues] == ["Yes. No.", "Maybe so."]
+    assert [(c.start, c.end) for c in cues] == [(1.0, 1.5), (5.0, 5.5)]
+    (together,) = group_cues(make_alignment(text, times), CueOptions(max_pause=4))
+    assert together.flat_text == text
+
+
+def test_overlapping_words_end_a_cue_where_the_next_begins():
+    text = "Stop. Go."
+    times = [(1.0, 3.0), (2.0, 2.5)]
+    options = CueOptions(max_chars_per_line=5, max_lines=1, min_duration=0)
+    cues = group_cues(make_alignment(text, times), options)
+    assert [(c.start, c.end) for c in cues] == [(1.0, 2.0), (2.0, 2.5)]
+
+
+def test_without_spans_labels_are_units_joined_by_spaces():
+    alignment = make_alignment("Hello, world! 你好。", spans=False)
+    (cue,) = group_cues(alignment)
+    assert cue.flat_text == "Hello world 你好"
+
+
+def test_free_standing_punctuation_between_words_is_kept():
+    text = "the dog — who was not amused — barked"
+    (cue,) = group_cues(make_alignment(text))
+    assert cue.flat_text == text
+    narrow = group_cues(make_alignment(text), CueOptions(max_chars_per_line=9, max_lines=1))
+    assert narrow[0].flat_text == "the dog —"
+
+
+def test_a_word_longer_than_a_line_gets_a_line_of_its_own():
+    text = "a Donaudampfschifffahrtsgesellschaftskapitän b"
+    alignment = make_alignment(text)
+    options = CueOptions(max_chars_per_line=10, max_lines=2)
+    cues = group_cues(alignment, options)
+    check_invariants(alignment, cues, options)
+    assert any("Donaudampfschifffahrtsgesellschaftskapitän" in c.lines for c in cues)
+
+
+def test_no_words_no_cues():
+    assert group_cues(Alignment("English", 1.0, "", ())) == []
+
+
+def test_invalid_options_are_rejected():
+    with pytest.raises(ValueError):
+        CueOptions(max_chars_per_line=0)
+    with pytest.raises(ValueError):
+        CueOptions(max_duration=0)
+
+
+def test_tiling_intervals_are_strictly_increasing_and_non_empty():
+    words = [AlignedWord("a", 1.0, 1.0), AlignedWord("b", 0.5, 0.7), AlignedWord("c", 1.0, 2.0)]
+    times = monotonic_times(words)
+    assert times == [(1000, 1000), (1000, 1000), (1000, 2000)]
+    assert tiling_intervals(times) == [(1000, 1001), (1001, 1002), (1002, 2000)]
+
+
+WORD = st.from_regex(r"[A-Za-z]{1,12}[,.;!?]?|[今天好我们]{1,2}[，。]?", fullmatch=True)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    tokens=st.lists(WORD, min_size=1, max_size=40),
+    raw_times=st.lists(
+        st.tuples(st.floats(0, 30, allow_nan=False), st.floats(0, 3, allow_nan=False)),
+        min_size=80,
+        max_size=80,
+    ),
+    max_chars=st.integers(5, 50),
+    max_lines=st.integers(1, 3),
+    max_duration=st.floats(0.5, 10),
+    min_duration=st.floats(0, 1),
+    max_pause=st.floats(0, 5),
+)
+def test_invariants_hold_for_any_words_and_times(
+    tokens, raw_times, max_chars, max_lines, max_duration, min_duration, max_pause
+):
+    text = " ".join(tokens)
+    times = [(s, s + d) for s, d in raw_times[: len(unit_spans(text))]]
+    alignment = make_alignment(text, times)
+    options = CueOptions(max_chars, max_lines, max_duration, min_duration, max_pause)
+    cues = group_cues(alignment, options)
+    check_invariants(alignment, cues, options)
+    joined = "".join(c.flat_text for c in cues)
+    assert re.sub(r"\s", "", joined) == re.sub(r"\s", "", text)

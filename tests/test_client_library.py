@@ -1,0 +1,202 @@
+"""AlignerClient without a server: transport choice, error mapping, retries, concurrency."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import qwen3_aligner_client.client as client_module
+from qwen3_aligner_client import (
+    AlignerClient,
+    AlignerError,
+    AlignItem,
+    ModelNotReadyError,
+    RequestRejectedError,
+    ServerBusyError,
+    ServerUnreachableError,
+    default_url,
+    transport,
+)
+from tritonclient.utils import InferenceServerException
+
+AUDIO = (np.zeros(1600, dtype=np.float32), 16000)
+
+
+def test_one_function_picks_the_tritonclient_module_and_default_port():
+    import tritonclient.grpc
+    import tritonclient.http
+
+    assert transport("http").module is tritonclient.http
+    assert transport("grpc").module is tritonclient.grpc
+    assert default_url("http") == "localhost:8000"
+    assert default_url("grpc") == "localhost:8001"
+    assert AlignerClient(protocol="grpc").url == "localhost:8001"
+    with pytest.raises(ValueError, match="protocol must be one of http, grpc"):
+        AlignerClient(protocol="https")
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "text"),
+    [
+        (InferenceServerException("input LANGUAGE: bad", "400"), RequestRejectedError, "bad"),
+        (
+            InferenceServerException("input TEXT is empty", "StatusCode.INVALID_ARGUMENT"),
+            RequestRejectedError,
+            "empty",
+        ),
+        (
+            InferenceServerException("Request for unknown model: 'x' is not found", "404"),
+            ModelNotReadyError,
+            "unknown model",
+        ),
+        (
+            InferenceServerException("Exceeds maximum queue size", "503"),
+            ServerBusyError,
+            "queue",
+        ),
+        (
+            InferenceServerException("Exceeds maximum queue size", "StatusCode.UNAVAILABLE"),
+            ServerBusyError,
+            "queue",
+        ),
+        (
+            InferenceServerException(
+                "failed to connect to all addresses", "StatusCode.UNAVAILABLE"
+            ),
+            ServerUnreachableError,
+            "cannot reach h:1",
+        ),
+        (ConnectionRefusedError(111, "Connection refused"), ServerUnreachableError, "refused"),
+        (InferenceServerException("boom", "500"), AlignerError, "server error 500: boom"),
+    ],
+)
+def test_errors_are_mapped_to_what_the_caller_can_act_on(error, kind, text):
+    mapped = client_module._classify(error, "h:1")
+    assert type(mapped) is kind
+    assert text in str(mapped)
+
+
+class FakeResult:
+    def __init__(self, text: str) -> None:
+        self.document = {
+            "language": "English",
+            "duration": 0.1,
+            "text": text,
+            "words": [{"text": text, "start": 0.0, "end": 0.08}],
+        }
+
+    def as_numpy(self, name: str):
+        if name == "ALIGNMENT":
+            return np.array([[json.dumps(self.document).encode()]], dtype=np.object_)
+        if name == "WORDS":
+            return np.array([[self.document["text"].encode()]], dtype=np.object_)
+        return None
+
+
+class FakeServer:
+    """Stands in for tritonclient connections; counts requests in flight."""
+
+    def __init__(self, delay: float = 0.0, busy_first: int = 0) -> None:
+        self.delay = delay
+        self.busy_left = busy_first
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.calls = 0
+        self.connections = 0
+        self.closed = 0
+
+    def connect(self, url: str, timeout: float) -> FakeServer.Connection:
+        with self.lock:
+            self.connections += 1
+        return FakeServer.Connection(self)
+
+    class Connection:
+        def __init__(self, server: FakeServer) -> None:
+            self.server = server
+
+        def infer(self, model, inputs, **options):
+            server = self.server
+            with server.lock:
+                server.calls += 1
+                server.in_flight += 1
+                server.most_in_flight = max(server.most_in_flight, server.in_flight)
+                busy = server.busy_left > 0
+                server.busy_left -= 1
+            try:
+                time.sleep(server.delay)
+                if busy:
+                    raise InferenceServerException("Exceeds maximum queue size", "503")
+                return FakeResult("word")
+            finally:
+                with server.lock:
+                    server.in_flight -= 1
+
+        def close(self):
+            with self.server.lock:
+                self.server.closed += 1
+
+
+def fake_client(server: FakeServer, **kwargs) -> AlignerClient:
+    client = AlignerClient("fake:1", "http", **kwargs)
+    client.transport = dataclasses.replace(client.transport, connect=server.connect)
+    return client
+
+
+def test_busy_server_is_retried_with_backoff(monkeypatch):
+    sleeps: list[float] = []
+    monkeypatch.setattr(client_module.time, "sleep", sleeps.append)
+    server = FakeServer(busy_first=2)
+    with fake_client(server, retries=3) as client:
+        alignment = client.align(AUDIO, "word", "en")
+    assert alignment.words[0].start == 0.0
+    assert server.calls == 3
+    assert [d for d in sleeps if d] == [1.0, 2.0]  # the fake server sleeps 0 s itself
+
+    server = FakeServer(busy_first=5)
+    with fake_client(server, retries=1) as client, pytest.raises(ServerBusyError):
+        client.align(AUDIO, "word", "en")
+    assert server.calls == 2
+
+
+def test_align_many_keeps_n_requests_in_flight_and_closes_its_connections():
+    server = FakeServer(delay=0.05)
+    items = [AlignItem(AUDIO, "word", "en", key=i) for i in range(24)]
+    with fake_client(server) as client:
+        results = list(client.align_many(iter(items), concurrency=6))
+        assert server.closed == server.connections == 6  # the pool's threads are gone
+    assert sorted(r.index for r in results) == list(range(24))
+    assert all(r.ok and r.item.key == r.index for r in results)
+    assert server.most_in_flight == 6
+
+
+def test_align_many_reports_each_failure_and_goes_on():
+    server = FakeServer()
+    items = [(AUDIO, "word", "en"), (b"junk", "word", "en"), (AUDIO, "word", "en")]
+    with fake_client(server) as client:
+        results = sorted(client.align_many(items, concurrency=2), key=lambda r: r.index)
+    assert [r.ok for r in results] == [True, False, True]
+    assert "cannot decode audio" in str(results[1].error)
+    with pytest.raises(ValueError, match="concurrency"):
+        next(fake_client(server).align_many(items, concurrency=0))
+
+
+def test_a_document_that_disagrees_with_the_words_tensor_is_an_error():
+    class Mismatch(FakeResult):
+        def as_numpy(self, name):
+            if name == "WORDS":
+                return np.array([[b"other"]], dtype=np.object_)
+            return super().as_numpy(name)
+
+    server = FakeServer()
+    client = fake_client(server)
+    client.transport = dataclasses.replace(
+        client.transport,
+        connect=lambda url, timeout: type("C", (), {"infer": lambda *a, **k: Mismatch("w")})(),
+    )
+    with pytest.raises(AlignerError, match="does not match"):
+        client.align(AUDIO, "w", "en")

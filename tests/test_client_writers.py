@@ -1,0 +1,191 @@
+"""Output formats, read back by independent parsers; JSON round trip; atomic writes."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import itertools
+import json
+import os
+
+import pytest
+import srt
+import webvtt
+from client_samples import CHINESE, LONG_ENGLISH, make_alignment
+from praatio import textgrid
+from qwen3_aligner_client import (
+    FORMATS,
+    AlignedWord,
+    Alignment,
+    CueOptions,
+    WriteOptions,
+    group_cues,
+    render,
+    write_atomic,
+)
+from qwen3_aligner_client.cues import monotonic_times, tiling_intervals
+
+TRICKY = 'He said "5 < 7 & 8 > 3" -- really? Yes: <b>bold</b>, "quoted" & done.'
+
+
+def samples() -> list[Alignment]:
+    zero_length = [(1.0, 1.0)] * len(make_alignment("One two. Three four!").words)
+    return [
+        make_alignment(LONG_ENGLISH),
+        make_alignment(CHINESE, language="Chinese"),
+        make_alignment(TRICKY),
+        make_alignment("One two. Three four!", zero_length),
+        make_alignment("Hello, world! 你好。", spans=False),
+        make_alignment("Late start here.", [(3661.5, 3662.0), (3662.1, 3662.2), (3662.3, 3663)]),
+    ]
+
+
+IDS = ["english", "chinese", "tricky", "zero-length", "no-spans", "past-an-hour"]
+
+
+def test_json_round_trip_keeps_everything():
+    for alignment in samples():
+        text = render(alignment, "json")
+        assert Alignment.from_json(text) == alignment
+        assert json.loads(text)["words"][0]["text"] == alignment.words[0].text
+
+
+def test_alignment_from_an_old_server_document_falls_back_to_text():
+    old = {
+        "language": "English",
+        "duration": 1.5,
+        "words": [{"text": "hi", "start": 0.1, "end": 0.4}],
+    }
+    alignment = Alignment.from_dict(old, text="Hi!")
+    assert alignment.text == "Hi!"
+    assert alignment.words == (AlignedWord("hi", 0.1, 0.4),)
+    assert alignment.words[0].label == "hi"
+    assert not alignment.has_spans
+    assert Alignment.from_dict(alignment.to_dict()) == alignment
+    assert "char_start" not in alignment.to_dict()["words"][0]
+
+
+def millis(delta) -> int:
+    return round(delta.total_seconds() * 1000)
+
+
+@pytest.mark.parametrize("alignment", samples(), ids=IDS)
+def test_srt_parses_and_matches_the_cues(alignment):
+    options = WriteOptions(cues=CueOptions(max_chars_per_line=30))
+    parsed = list(srt.parse(render(alignment, "srt", options)))
+    cues = group_cues(alignment, options.cues)
+    assert [s.index for s in parsed] == list(range(1, len(cues) + 1))
+    assert [s.content for s in parsed] == [c.text for c in cues]
+    assert [(millis(s.start), millis(s.end)) for s in parsed] == [
+        (round(c.start * 1000), round(c.end * 1000)) for c in cues
+    ]
+    for s in parsed:
+        assert s.end > s.start
+    for before, after in itertools.pairwise(parsed):
+        assert before.end <= after.start
+
+
+@pytest.mark.parametrize("alignment", samples(), ids=IDS)
+def test_webvtt_parses_and_matches_the_cues(alignment):
+    text = render(alignment, "vtt")
+    assert text.startswith("WEBVTT\n\n")
+    parsed = webvtt.from_buffer(io.StringIO(text)).captions
+    cues = group_cues(alignment)
+    assert [html.unescape(c.text) for c in parsed] == [c.text for c in cues]
+    assert [(c.start_time.in_milliseconds(), c.end_time.in_milliseconds()) for c in parsed] == [
+        (round(c.start * 1000), round(c.end * 1000)) for c in cues
+    ]
+    for caption in parsed:
+        assert caption.end_time.in_milliseconds() > caption.start_time.in_milliseconds()
+        assert "<" not in caption.text and "-->" not in caption.text
+
+
+@pytest.mark.parametrize("alignment", samples(), ids=IDS)
+def test_textgrid_parses_with_a_word_and_a_cue_tier(alignment, tmp_path):
+    path = tmp_path / "out.TextGrid"
+    path.write_text(render(alignment, "textgrid"), encoding="utf-8")
+    grid = textgrid.openTextgrid(str(path), includeEmptyIntervals=False)
+    assert grid.tierNames == ("words", "cues")
+    words = grid.getTier("words").entries
+    expected = tiling_intervals(monotonic_times(alignment.words))
+    assert [e.label for e in words] == [w.text for w in alignment.words]
+    assert [(round(e.start * 1000), round(e.end * 1000)) for e in words] == expected
+    cues = group_cues(alignment)
+    assert [e.label for e in grid.getTier("cues").entries] == [c.flat_text for c in cues]
+    assert round(grid.maxTimestamp, 3) >= round(max(alignment.duration, words[-1].end), 3)
+    # The full grid (with empty intervals) tiles each tier without gaps.
+    full = textgrid.openTextgrid(str(path), includeEmptyIntervals=True)
+    for name in ("words", "cues"):
+        entries = full.getTier(name).entries
+        assert entries[0].start == 0
+        assert entries[-1].end == pytest.approx(full.maxTimestamp)
+        for before, after in itertools.pairwise(entries):
+            assert before.end == pytest.approx(after.start)
+            assert after.end > after.start
+
+
+@pytest.mark.parametrize("alignment", samples(), ids=IDS)
+def test_ctm_rows_are_the_words(alignment):
+    text = render(alignment, "ctm", WriteOptions(recording="my clip"))
+    rows = list(csv.reader(io.StringIO(text), delimiter=" "))
+    assert len(rows) == len(alignment.words)
+    for row, word in zip(rows, alignment.words, strict=True):
+        recording, channel, start, duration, token = row
+        assert (recording, channel, token) == ("my_clip", "1", word.text)
+        assert float(start) == pytest.approx(word.start, abs=5e-4)
+        assert float(start) + float(duration) == pytest.approx(max(word.end, word.start), abs=1e-3)
+
+
+@pytest.mark.parametrize("alignment", samples(), ids=IDS)
+def test_tsv_rows_are_the_words_with_displays_and_spans(alignment):
+    rows = list(csv.DictReader(io.StringIO(render(alignment, "tsv")), delimiter="\t"))
+    assert len(rows) == len(alignment.words)
+    for row, word in zip(rows, alignment.words, strict=True):
+        assert row["text"] == word.text
+        assert row["display"] == word.label
+        assert float(row["start"]) == pytest.approx(word.start, abs=5e-4)
+        assert float(row["end"]) == pytest.approx(word.end, abs=5e-4)
+        if word.has_spans:
+            assert alignment.text[int(row["char_start"]) : int(row["char_end"])] == word.text
+        else:
+            assert row["char_start"] == row["char_end"] == ""
+
+
+def test_srt_keeps_punctuation_and_casing_from_displays():
+    text = render(make_alignment(LONG_ENGLISH), "srt")
+    first = next(srt.parse(text))
+    assert (
+        first.content == "Hello, world! This is the quick brown fox;\nit jumps over the lazy dog."
+    )
+
+
+def test_render_rejects_unknown_formats():
+    with pytest.raises(ValueError, match="unknown format 'docx'"):
+        render(make_alignment("hi"), "docx")
+    assert set(FORMATS) == {"json", "srt", "vtt", "textgrid", "ctm", "tsv"}
+
+
+def test_write_atomic_replaces_whole_files_and_leaves_no_temporaries(tmp_path):
+    target = tmp_path / "out.srt"
+    target.write_text("old", encoding="utf-8")
+    write_atomic(target, "新しい\n")
+    assert target.read_text(encoding="utf-8") == "新しい\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.srt"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_write_atomic_failure_keeps_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "out.json"
+    target.write_text("old", encoding="utf-8")
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(target, "new")
+    assert target.read_text(encoding="utf-8") == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]

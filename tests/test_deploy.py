@@ -1,0 +1,1157 @@
+"""The deployment files in docker/ checked with real tools and against a real tritonserver.
+
+Static: hadolint on the Dockerfile, ``docker-compose config`` (the Compose v2 binary, which needs
+no Docker engine for it) on compose.yaml, the Kubernetes schemas of ``kubernetes-validate`` on the
+kustomize build, a PromQL parser on every query, and the pins against docker/constraints.txt.
+Live: the probe paths, metric names and server flags that these files use are checked against
+what tritonserver (the same 2.51 release as the image's base) really serves and accepts, and the
+container's entrypoint is run for real.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from functools import cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+import yaml
+from conftest import SERVER_READY_TIMEOUT
+from google.protobuf import text_format
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from triton_calls import MODEL, build_inputs
+
+from qwen3_aligner_triton import entrypoint
+from qwen3_aligner_triton.params import CHECKPOINT_ENV, DEFAULT_CHECKPOINT
+from qwen3_aligner_triton.repository import SOURCE_REPOSITORY, load_config
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from qwen3_aligner_triton.tritonserver import (
+    ServerError,
+    TritonInstallation,
+    free_ports,
+    http_ready,
+    locate,
+    shm_regions,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKER = ROOT / "docker"
+DOCKERFILE = DOCKER / "Dockerfile"
+COMPOSE = DOCKER / "compose.yaml"
+K8S = DOCKER / "k8s"
+ADAPTER_RULES = K8S / "prometheus-adapter-rules.yaml"
+DASHBOARD = DOCKER / "grafana-dashboard.json"
+CONSTRAINTS = DOCKER / "constraints.txt"
+BIN = Path(sys.executable).parent
+K8S_VERSIONS = ("1.27.0", None)  # oldest supported here, and the newest schemas shipped
+HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
+MIN_STARTUP_BUDGET = 600  # seconds a pod may take to download the checkpoint and load it
+# Metrics the model exports itself (model.py); each with labels model and version.
+CUSTOM_COUNTERS = (
+    "qwen3_aligner_audio_seconds_total",
+    "qwen3_aligner_units_total",
+    "qwen3_aligner_rejected_requests_total",
+)
+CUSTOM_HISTOGRAMS = ("qwen3_aligner_forward_batch_size", "qwen3_aligner_stage_seconds")
+# Triton metrics the dashboard must show.
+TRITON_METRICS = (
+    "nv_inference_request_success",
+    "nv_inference_request_failure",
+    "nv_inference_queue_duration_us",
+    "nv_inference_compute_infer_duration_us",
+    "nv_inference_pending_request_count",
+    "nv_inference_exec_count",
+)
+# Exported by Triton only with a GPU; not on the CPU server of these tests.
+GPU_ONLY_METRICS = frozenset({"nv_gpu_utilization", "nv_gpu_memory_used_bytes"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Readers
+
+
+def tool(name: str) -> str:
+    """A command-line tool of the test extra (installed into this environment's bin/)."""
+    path = BIN / name
+    if path.is_file():
+        return str(path)
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed; ./scripts/setup-venv installs the test extra")
+    return found
+
+
+@cache
+def dockerfile() -> tuple[tuple[str, str], ...]:
+    """The Dockerfile's instructions as (INSTRUCTION, arguments), continuation lines joined."""
+    out: list[tuple[str, str]] = []
+    pending = ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        line = raw.strip()
+        if line.startswith("#") or (not line and not pending):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        full = (pending + line).strip()
+        pending = ""
+        keyword, _, rest = full.partition(" ")
+        out.append((keyword.upper(), rest.strip()))
+    return tuple(out)
+
+
+def instructions(keyword: str) -> list[str]:
+    return [rest for kw, rest in dockerfile() if kw == keyword]
+
+
+def build_args() -> dict[str, str]:
+    """ARG defaults (the global ones before FROM, and any stage ARG with a default)."""
+    args: dict[str, str] = {}
+    for rest in instructions("ARG"):
+        name, eq, value = rest.partition("=")
+        if eq:
+            args[name] = value.strip('"')
+    return args
+
+
+def exec_form(keyword: str) -> list[str]:
+    (rest,) = instructions(keyword)
+    return json.loads(rest)
+
+
+def image_env() -> dict[str, str]:
+    """ENV values of the image, ${VAR} references resolved."""
+    env: dict[str, str] = {}
+    for rest in instructions("ENV"):
+        for key, value in re.findall(r'(\w+)=("[^"]*"|\S+)', rest):
+            value = value.strip('"')
+            env[key] = re.sub(r"\$\{(\w+)\}", lambda m: env.get(m.group(1), m.group(0)), value)
+    return env
+
+
+def go_seconds(duration: str) -> float:
+    """A Go duration as Compose prints it ("15m0s", "45s") in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def flag_value(args: list[str], flag: str) -> str:
+    values = [a.split("=", 1)[1] for a in args if a.startswith(flag + "=")]
+    assert values, f"{flag} is not set in {args}"
+    return values[-1]
+
+
+def pip_pins() -> dict[str, str]:
+    """Packages the Dockerfile installs, name -> version (ARG references resolved)."""
+    args = build_args()
+    pins: dict[str, str] = {}
+    for rest in instructions("RUN"):
+        if "pip install" not in rest:
+            continue
+        for spec in re.findall(r'"?([A-Za-z0-9_.\-]+(?:\[[^\]]*\])?==\$\{\w+\})"?', rest):
+            req = Requirement(re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], spec))
+            pins[canonicalize_name(req.name)] = str(req.specifier).removeprefix("==")
+    return pins
+
+
+def constraints() -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for line in CONSTRAINTS.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def load_yaml_docs(path: Path) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+@cache
+def k8s_objects() -> tuple[dict, ...]:
+    """The kustomize build of docker/k8s (kubectl's kustomize when present, else its resources)."""
+    kubectl = shutil.which("kubectl")
+    if kubectl:
+        out = subprocess.run(
+            [kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=120
+        )
+        assert out.returncode == 0, out.stderr
+        return tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    return tuple(doc for name in kustomization["resources"] for doc in load_yaml_docs(K8S / name))
+
+
+def k8s(kind: str) -> dict:
+    (obj,) = [o for o in k8s_objects() if o["kind"] == kind]
+    return obj
+
+
+def aligner_container() -> dict:
+    (container,) = k8s("Deployment")["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+@cache
+def compose_config() -> dict:
+    """compose.yaml as the Compose binary resolves it, every profile on, no caller variables."""
+    settings = ("MODEL_PATH", "DEVICE", "MAX_CONCURRENT")
+    env = {k: v for k, v in os.environ.items() if k not in settings}
+    compose = [tool("docker-compose"), "-f", str(COMPOSE), "--profile", "monitoring"]
+    out = subprocess.run(
+        [*compose, "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def adapter_rule() -> dict:
+    (rule,) = yaml.safe_load(ADAPTER_RULES.read_text())["rules"]["custom"]
+    return rule
+
+
+def render_adapter_query(template: str) -> str:
+    """A Prometheus Adapter metricsQuery with its Go template filled in as the adapter does."""
+    return template.replace("<<.GroupBy>>", "namespace,pod").replace(
+        "<<.LabelMatchers>>", 'namespace="default",pod=~"qwen3-aligner-.*"'
+    )
+
+
+def dashboard() -> dict:
+    return json.loads(DASHBOARD.read_text())
+
+
+def dashboard_queries() -> list[str]:
+    return [t["expr"] for p in dashboard()["panels"] for t in p.get("targets", [])]
+
+
+def promql(expr: str):
+    import promql_parser
+
+    grafana_vars = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h"}
+    for var, value in grafana_vars.items():
+        expr = expr.replace(var, value)
+    return promql_parser.parse(expr)
+
+
+def metric_names(expr: str) -> set[str]:
+    """Names of the series selected by a PromQL expression."""
+    import promql_parser
+
+    names: set[str] = set()
+
+    def visit(node):
+        if isinstance(node, promql_parser.VectorSelector) and node.name:
+            names.add(node.name)
+        return True
+
+    promql_parser.walk(promql(expr), pre_visit=visit)
+    return names
+
+
+def rate_selectors(expr) -> set[str]:
+    """Metric names that appear inside rate() in an expression tree."""
+    import promql_parser
+
+    found: set[str] = set()
+
+    def visit(node):
+        if isinstance(node, promql_parser.Call) and node.func.name == "rate":
+            found.update(metric_names(str(node)))
+        return True
+
+    promql_parser.walk(expr, pre_visit=visit)
+    return found
+
+
+def probe_urls() -> dict[str, tuple[int, str]]:
+    """Every health check the deployment files define: where -> (port, path)."""
+    container = aligner_container()
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    urls: dict[str, tuple[int, str]] = {}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        get = container[probe]["httpGet"]
+        port = get["port"] if isinstance(get["port"], int) else ports[get["port"]]
+        urls[f"k8s {probe}"] = (port, get["path"])
+    compose_test = " ".join(compose_config()["services"]["aligner"]["healthcheck"]["test"])
+    (healthcheck,) = instructions("HEALTHCHECK")
+    for where, text in (("compose healthcheck", compose_test), ("HEALTHCHECK", healthcheck)):
+        (url,) = re.findall(r"http://[^'\"\s]+", text)
+        parts = urlsplit(url)
+        urls[where] = (parts.port or 80, parts.path)
+    return urls
+
+
+@cache
+def tritonserver_options() -> dict[str, str | None]:
+    """Flags that tritonserver --help lists: name -> argument type (None: takes no argument)."""
+    out = subprocess.run(
+        [str(locate().binary), "--help"], capture_output=True, text=True, timeout=60
+    )
+    options: dict[str, str | None] = {}
+    for line in (out.stdout + out.stderr).splitlines():
+        m = re.match(r"^\s{2}(--[a-z0-9-]+)(?:\s+<(.+)>)?\s*$", line)
+        if m:
+            options[m.group(1)] = m.group(2)
+    assert len(options) > 50, out.stdout + out.stderr
+    return options
+
+
+def check_server_flags(args: list[str], where: str) -> None:
+    options = tritonserver_options()
+    for arg in args:
+        flag, eq, value = arg.partition("=")
+        assert flag in options, f"{where}: tritonserver has no flag {flag}"
+        kind = options[flag]
+        if kind is None:
+            assert not eq, f"{where}: {flag} takes no value"
+            continue
+        assert eq, f"{where}: give {flag} its value as {flag}=VALUE"
+        if kind == "boolean":
+            assert value in ("true", "false"), f"{where}: {arg}: expected true or false"
+        elif kind == "integer":
+            int(value)
+        elif kind == "float":
+            float(value)
+
+
+def scrape(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Prometheus text exposition -> sample name -> [(labels, value)]."""
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", line)
+        assert m, f"unparsable metrics line: {line!r}"
+        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        samples.setdefault(m.group(1), []).append((labels, float(m.group(3))))
+    return samples
+
+
+def model_total(samples, name: str) -> float:
+    return sum(v for labels, v in samples.get(name, []) if labels.get("model") == MODEL)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dockerfile
+
+
+def test_hadolint_finds_nothing_in_the_dockerfile():
+    out = subprocess.run(
+        [tool("hadolint"), "--no-color", "--format", "json", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    findings = json.loads(out.stdout or "[]")
+    assert findings == [], json.dumps(findings, indent=1)
+    assert out.returncode == 0, out.stderr
+
+
+def test_hadolint_does_flag_unpinned_images_and_packages(tmp_path):
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM nvcr.io/nvidia/tritonserver:latest\nRUN pip install torch\n")
+    out = subprocess.run(
+        [tool("hadolint"), "--no-color", "--format", "json", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    codes = {f["code"] for f in json.loads(out.stdout)}
+    assert {"DL3007", "DL3013"} <= codes
+
+
+def triton_release_of(server_version: str) -> str:
+    """Triton 2.N <-> container yy.mm: monthly releases since 23.01 = 2.30 (24.10 = 2.51)."""
+    minor = int(server_version.split(".")[1])
+    months = minor - 30
+    return f"{23 + months // 12}.{months % 12 + 1:02d}"
+
+
+def test_base_image_is_the_pinned_triton_release_of_local_runs():
+    (base,) = instructions("FROM")
+    assert base == "nvcr.io/nvidia/tritonserver:${TRITON_VERSION}-py3"
+    args = build_args()
+    assert re.fullmatch(r"\d\d\.\d\d", args["TRITON_VERSION"])
+    assert triton_release_of("2.51.0") == "24.10"
+    # nvidia-pytriton 0.7.0 (the `server` extra) bundles Triton 2.51 (r24.10).
+    assert "nvidia-pytriton==0.7.0" in pyproject()["project"]["optional-dependencies"]["server"]
+    assert args["TRITON_VERSION"] == triton_release_of("2.51.0")
+    stubs = locate().binary.parents[1] / "python_backend_stubs" / args["PYTHON_VERSION"]
+    assert (stubs / "triton_python_backend_stub").is_file(), "no r24.10 stub for that Python"
+
+
+def test_every_build_arg_has_a_pinned_default():
+    args = build_args()
+    declared = {rest.split("=", 1)[0] for rest in instructions("ARG")}
+    optional = {"CHECKPOINT", "CHECKPOINT_REVISION"}  # empty: no checkpoint baked in
+    assert declared - optional <= set(args), f"ARGs without a default: {declared - set(args)}"
+    for name, value in args.items():
+        if name not in optional:
+            assert re.fullmatch(r"[0-9][0-9a-z.]*", value), f"{name}={value!r} is not a version"
+
+
+def test_dockerfile_pins_agree_with_constraints_pyproject_and_setup_venv():
+    pins, locked = pip_pins(), constraints()
+    expected = {
+        "torch",
+        "numpy",
+        "transformers",
+        "accelerate",
+        "nagisa",
+        "soynlp",
+        "librosa",
+        "soundfile",
+        "tritonclient",
+        "protobuf",
+        "qwen-asr",
+    }
+    assert set(pins) == expected
+    for name, version in pins.items():
+        if name != "qwen-asr":  # installed with --no-deps, outside the constraints
+            assert locked.get(name) == version, f"{name}: Dockerfile {version}, lock {locked[name]}"
+    assert SpecifierSet("<2").contains(pins["numpy"]), "the r24.10 stub needs numpy 1.x"
+    setup_venv = (ROOT / "scripts" / "setup-venv").read_text()
+    assert f'QWEN_ASR_REQUIREMENT="qwen-asr=={pins["qwen-asr"]}"' in setup_venv
+    assert "nvidia-pytriton" not in locked, "the image uses the container's tritonserver"
+
+
+def test_constraints_satisfy_every_dependency_of_the_project():
+    locked = constraints()
+    env = default_environment()
+    env.update(python_version=build_args()["PYTHON_VERSION"], sys_platform="linux")
+    for spec in pyproject()["project"]["dependencies"]:
+        req = Requirement(spec)
+        if req.marker is not None and not req.marker.evaluate(env):
+            continue
+        name = canonicalize_name(req.name)
+        assert name in locked, f"{spec}: not pinned in docker/constraints.txt"
+        assert req.specifier.contains(locked[name], prereleases=True), f"{spec} vs {locked[name]}"
+
+
+def test_image_installs_the_project_without_the_server_extra():
+    runs = " ".join(instructions("RUN"))
+    assert "pip install --no-cache-dir /tmp/qwen3-aligner-src " in runs + " "
+    assert "[server" not in runs and "-e " not in runs and "--editable" not in runs
+    assert 'pip install --no-cache-dir --no-deps "qwen-asr==' in runs
+    copies = instructions("COPY")
+    for where in pyproject()["tool"]["setuptools"]["packages"]["find"]["where"]:
+        assert any(c.split()[0] == where for c in copies), f"package folder {where}/ not copied"
+    assert any(c.split()[0] == "model_repository" for c in copies)
+
+
+def test_dockerignore_sends_what_the_image_copies_and_nothing_heavy():
+    from docker.utils.build import exclude_paths
+
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    sent = exclude_paths(str(ROOT), patterns, dockerfile="docker/Dockerfile")
+    for rest in instructions("COPY"):
+        for source in rest.split()[:-1]:
+            if source.startswith("--"):
+                continue
+            assert source in sent, f"COPY {source}: excluded by .dockerignore"
+    for heavy in (".venv", ".git", "tests", "scripts"):
+        assert not any(p == heavy or p.startswith(heavy + "/") for p in sent), heavy
+    assert not any("__pycache__" in p or p.endswith(".pyc") for p in sent)
+
+
+def test_image_runs_as_a_numeric_non_root_user():
+    users = instructions("USER")
+    assert users, "no USER: the server would run as root"
+    uid, _, gid = users[-1].partition(":")
+    assert uid.isdigit() and int(uid) > 0 and gid.isdigit() and int(gid) > 0
+    pod = k8s("Deployment")["spec"]["template"]["spec"]["securityContext"]
+    assert pod["runAsNonRoot"] is True
+    assert pod["runAsUser"] == int(uid) and pod["runAsGroup"] == int(gid)
+
+
+def test_entrypoint_and_default_arguments():
+    assert exec_form("ENTRYPOINT") == [
+        "/opt/nvidia/nvidia_entrypoint.sh",
+        "python3",
+        "-m",
+        "qwen3_aligner_triton.entrypoint",
+    ]
+    cmd = exec_form("CMD")
+    assert {
+        "--strict-readiness=true",
+        "--exit-on-error=true",
+        "--disable-auto-complete-config",
+    } <= set(cmd)
+    assert int(flag_value(cmd, "--exit-timeout-secs")) > 0
+    ports = (
+        int(flag_value(cmd, "--http-port")),
+        int(flag_value(cmd, "--grpc-port")),
+        int(flag_value(cmd, "--metrics-port")),
+    )
+    assert ports == (HTTP_PORT, GRPC_PORT, METRICS_PORT)
+    (expose,) = instructions("EXPOSE")
+    assert [int(p) for p in expose.split()] == list(ports)
+    env = image_env()
+    assert env["ALIGNER_REPOSITORY_TEMPLATE"] == "/opt/qwen3-aligner/model_repository"
+    assert any(
+        c.split() == ["model_repository", "${APP_HOME}/model_repository"]
+        for c in instructions("COPY")
+    )
+    assert env["HF_HOME"] and env["ALIGNER_BAKED_CHECKPOINT"].startswith("/opt/qwen3-aligner/")
+
+
+def test_every_server_flag_is_one_tritonserver_accepts():
+    check_server_flags(exec_form("CMD"), "Dockerfile CMD")
+    check_server_flags(aligner_container()["args"], "Deployment args")
+    check_server_flags(list(entrypoint.CPU_ONLY_ARGS), "entrypoint CPU_ONLY_ARGS")
+    with pytest.raises(AssertionError, match="no flag --no-such-flag"):
+        check_server_flags(["--no-such-flag=1"], "self-check")
+    with pytest.raises(AssertionError, match="expected true or false"):
+        check_server_flags(["--strict-readiness=yes"], "self-check")
+
+
+# ---------------------------------------------------------------------------------------------
+# Compose
+
+
+def test_compose_file_is_valid_for_the_compose_binary(tmp_path):
+    services = compose_config()["services"]
+    assert set(services) == {"aligner", "prometheus", "grafana"}
+    broken = tmp_path / "compose.yaml"
+    broken.write_text(COMPOSE.read_text().replace("shm_size:", "shm_sise:"))
+    out = subprocess.run(
+        [tool("docker-compose"), "-f", str(broken), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode != 0 and "shm_sise" in out.stderr
+
+
+def test_compose_aligner_service():
+    config = compose_config()
+    svc = config["services"]["aligner"]
+    assert Path(svc["build"]["context"]) == ROOT
+    assert (ROOT / svc["build"]["dockerfile"]).resolve() == DOCKERFILE
+    assert int(svc["shm_size"]) >= 512 * 2**20, "the Python backend needs a large /dev/shm"
+    (gpu,) = svc["deploy"]["resources"]["reservations"]["devices"]
+    assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
+    published = {(p["target"], int(p["published"])) for p in svc["ports"]}
+    assert published == {(p, p) for p in (HTTP_PORT, GRPC_PORT, METRICS_PORT)}
+    assert set(svc["environment"]) >= {"MODEL_PATH", "DEVICE", "MAX_CONCURRENT"}
+    assert svc["environment"]["MODEL_PATH"] == "", "empty: the baked checkpoint or the default"
+    (cache_volume,) = [v for v in svc["volumes"] if v["type"] == "volume"]
+    assert cache_volume["target"] == image_env()["HF_HOME"]
+    assert cache_volume["source"] in config["volumes"]
+    health = svc["healthcheck"]
+    assert health["test"][0] == "CMD"
+    assert probe_urls()["compose healthcheck"] == (HTTP_PORT, "/v2/health/ready")
+    assert go_seconds(health["start_period"]) >= MIN_STARTUP_BUDGET
+    drain = int(flag_value(exec_form("CMD"), "--exit-timeout-secs"))
+    assert go_seconds(svc["stop_grace_period"]) > drain
+    assert svc.get("init") is True
+
+
+def test_compose_passes_the_operators_settings_through():
+    env = {**os.environ, "MODEL_PATH": "/models/aligner", "DEVICE": "cuda:0", "MAX_CONCURRENT": "3"}
+    out = subprocess.run(
+        [tool("docker-compose"), "-f", str(COMPOSE), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    environment = json.loads(out.stdout)["services"]["aligner"]["environment"]
+    assert environment["MODEL_PATH"] == "/models/aligner"
+    assert environment["DEVICE"] == "cuda:0"
+    assert environment["MAX_CONCURRENT"] == "3"
+
+
+def test_compose_monitoring_profile_scrapes_the_metrics_port():
+    services = compose_config()["services"]
+    for name in ("prometheus", "grafana"):
+        assert services[name]["profiles"] == ["monitoring"]
+        assert not services[name]["image"].endswith(":latest") and ":" in services[name]["image"]
+        for volume in services[name]["volumes"]:
+            if volume["type"] == "bind":
+                assert Path(volume["source"]).is_file(), volume["source"]
+    prometheus = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
+    (job,) = prometheus["scrape_configs"]
+    (static,) = job["static_configs"]
+    assert static["targets"] == [f"aligner:{METRICS_PORT}"]
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    provider = yaml.safe_load((DOCKER / "grafana" / "dashboards.yaml").read_text())
+    (dashboards_dir,) = [p["options"]["path"] for p in provider["providers"]]
+    mounted = [v["target"] for v in services["grafana"]["volumes"]]
+    assert f"{dashboards_dir}/qwen3-aligner.json" in mounted
+
+
+# ---------------------------------------------------------------------------------------------
+# Kubernetes
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS, ids=lambda v: v or "latest")
+def test_manifests_pass_the_kubernetes_schemas(version):
+    import kubernetes_validate
+    from kubernetes_validate.utils import latest_version
+
+    objects = k8s_objects()
+    assert {o["kind"] for o in objects} == {
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+    }
+    for obj in objects:
+        kubernetes_validate.validate(obj, version or latest_version(), strict=True)
+
+
+def test_schema_validation_rejects_a_misspelt_field():
+    import kubernetes_validate
+    from kubernetes_validate.utils import latest_version
+
+    deployment = json.loads(json.dumps(k8s("Deployment")))
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, latest_version(), strict=True)
+
+
+def test_deployment_and_compose_use_the_pinned_image():
+    image = aligner_container()["image"]
+    name, _, tag = image.rpartition(":")
+    assert name.endswith("qwen3-aligner-triton") and tag == pyproject()["project"]["version"]
+    assert image == compose_config()["services"]["aligner"]["image"]
+
+
+def test_deployment_probes_ports_and_arguments_match_the_server():
+    container = aligner_container()
+    args = container["args"]
+    assert args == exec_form("CMD"), "Deployment args and the image's CMD differ"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": HTTP_PORT, "grpc": GRPC_PORT, "metrics": METRICS_PORT}
+    assert int(flag_value(args, "--http-port")) == ports["http"]
+    assert int(flag_value(args, "--grpc-port")) == ports["grpc"]
+    assert int(flag_value(args, "--metrics-port")) == ports["metrics"]
+    urls = probe_urls()
+    assert urls["k8s startupProbe"] == (HTTP_PORT, "/v2/health/ready")
+    assert urls["k8s readinessProbe"] == (HTTP_PORT, "/v2/health/ready")
+    assert urls["k8s livenessProbe"] == (HTTP_PORT, "/v2/health/live")
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= MIN_STARTUP_BUDGET
+
+
+def test_deployment_drains_gpus_shm_and_cache():
+    pod = k8s("Deployment")["spec"]["template"]["spec"]
+    container = aligner_container()
+    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    drain = int(flag_value(container["args"], "--exit-timeout-secs"))
+    assert pod["terminationGracePeriodSeconds"] >= int(pre_stop[1]) + drain + 5
+    resources = container["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] >= 1
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    shm = volumes[mounts["/dev/shm"]]["emptyDir"]
+    assert shm["medium"] == "Memory"
+    hf_home = image_env()["HF_HOME"]
+    assert {"name": "HF_HOME", "value": hf_home} in container["env"]
+    assert hf_home in mounts
+    cache = volumes[mounts[hf_home]]
+    assert "emptyDir" in cache or "persistentVolumeClaim" in cache
+    assert "/tmp" in mounts, "the entrypoint renders the repository under /tmp"
+    assert image_env()["ALIGNER_REPOSITORY_DIR"].startswith("/tmp/")
+    names = {e["name"] for e in container["env"]}
+    assert {"MODEL_PATH", "DEVICE", "MAX_CONCURRENT"} <= names
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_service_hpa_pdb_and_servicemonitor_select_the_deployment():
+    deployment = k8s("Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    service = k8s("Service")
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert {(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]} == {
+        ("http", HTTP_PORT, "http"),
+        ("grpc", GRPC_PORT, "grpc"),
+        ("metrics", METRICS_PORT, "metrics"),
+    }
+    pdb = k8s("PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    hpa = k8s("HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+    assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
+    (monitor,) = load_yaml_docs(K8S / "servicemonitor.yaml")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    selected = monitor["spec"]["selector"]["matchLabels"]
+    assert selected.items() <= service["metadata"]["labels"].items()
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
+
+
+def test_hpa_scales_on_the_adapters_queue_time_per_request():
+    (metric,) = k8s("HorizontalPodAutoscaler")["spec"]["metrics"]
+    assert metric["type"] == "Pods"
+    assert metric["pods"]["target"]["type"] == "AverageValue"
+    assert float(metric["pods"]["target"]["averageValue"]) > 0
+    rule = adapter_rule()
+    assert metric["pods"]["metric"]["name"] == rule["name"]["as"]
+    assert rule["resources"]["overrides"] == {
+        "namespace": {"resource": "namespace"},
+        "pod": {"resource": "pod"},
+    }
+    assert metric_names(rule["seriesQuery"]) == {"nv_inference_queue_duration_us"}
+    assert re.fullmatch(rule["name"]["matches"], "nv_inference_queue_duration_us")
+
+    import promql_parser
+
+    query = promql(render_adapter_query(rule["metricsQuery"]))
+    assert isinstance(query, promql_parser.BinaryExpr) and str(query.op) == "/"
+    assert rate_selectors(query.lhs) == {"nv_inference_queue_duration_us"}
+    assert rate_selectors(query.rhs) == {"nv_inference_request_success"}
+    for side in (query.lhs, query.rhs):
+        assert "by (namespace, pod)" in side.prettify().replace("\n", " ")
+
+
+# ---------------------------------------------------------------------------------------------
+# Grafana
+
+
+def test_dashboard_is_well_formed():
+    dash = dashboard()
+    assert dash["uid"] and dash["title"] and isinstance(dash["schemaVersion"], int)
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dash["panels"]:
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24 and grid["h"] > 0
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        ref_ids = [t["refId"] for t in panel["targets"]]
+        assert ref_ids and len(ref_ids) == len(set(ref_ids))
+        for target in panel["targets"]:
+            promql(target["expr"])  # raises on a syntax error
+
+
+def test_dashboard_shows_the_triton_and_model_metrics():
+    used = set().union(*(metric_names(q) for q in dashboard_queries()))
+    for name in TRITON_METRICS + CUSTOM_COUNTERS:
+        assert name in used, f"the dashboard does not show {name}"
+    for name in CUSTOM_HISTOGRAMS:
+        assert f"{name}_bucket" in used, f"the dashboard does not show {name}"
+    stage_queries = [q for q in dashboard_queries() if "qwen3_aligner_stage_seconds" in q]
+    assert any("stage" in q.split("by", 1)[-1] for q in stage_queries)
+
+
+def test_promql_checks_reject_broken_queries():
+    with pytest.raises(ValueError):
+        promql("sum(rate(nv_inference_queue_duration_us[1m])")
+    assert metric_names("a / on() b{x='1'}") == {"a", "b"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The entrypoint (no server)
+
+
+def make_checkpoint_dir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "config.json").write_text("{}")
+    return path
+
+
+def test_plan_container_resolves_the_services_variables(tmp_path):
+    plan = entrypoint.plan_container(
+        {"MODEL_PATH": "/models/x", "DEVICE": "cpu", "MAX_CONCURRENT": "3"}, gpu_count=2
+    )
+    assert plan.checkpoint == "/models/x"
+    assert (plan.placement.kind, plan.placement.count) == ("KIND_CPU", 3)
+    assert plan.template == SOURCE_REPOSITORY
+    assert plan.repository == entrypoint.DEFAULT_RENDERED
+    plan = entrypoint.plan_container({"DEVICE": "cuda:1"}, gpu_count=2)
+    assert plan.placement.gpus == (1,) and plan.checkpoint == DEFAULT_CHECKPOINT
+    assert entrypoint.plan_container({}, gpu_count=1).placement.kind == "KIND_GPU"
+    assert entrypoint.plan_container({}, gpu_count=0).placement.kind == "KIND_CPU"
+    rendered = entrypoint.plan_container({entrypoint.RENDERED_ENV: str(tmp_path)}, gpu_count=0)
+    assert rendered.repository == tmp_path
+
+
+def test_plan_container_prefers_model_path_then_the_baked_checkpoint(tmp_path):
+    baked = make_checkpoint_dir(tmp_path / "baked")
+    env = {entrypoint.BAKED_CHECKPOINT_ENV: str(baked)}
+    assert entrypoint.plan_container(env, 0).checkpoint == str(baked)
+    assert entrypoint.plan_container({**env, CHECKPOINT_ENV: " "}, 0).checkpoint == str(baked)
+    assert entrypoint.plan_container({**env, CHECKPOINT_ENV: "org/m"}, 0).checkpoint == "org/m"
+    empty = tmp_path / "not-baked"
+    empty.mkdir()
+    env = {entrypoint.BAKED_CHECKPOINT_ENV: str(empty)}
+    assert entrypoint.plan_container(env, 0).checkpoint == DEFAULT_CHECKPOINT
+
+
+@pytest.mark.parametrize(
+    ("env", "gpus", "message"),
+    [
+        ({"MAX_CONCURRENT": "two"}, 1, "MAX_CONCURRENT must be an integer"),
+        ({"MAX_CONCURRENT": "0"}, 1, ">= 1"),
+        ({"DEVICE": "cuda"}, 0, "no CUDA GPU"),
+        ({"DEVICE": "cuda:2"}, 2, "only 2 GPU"),
+        ({"DEVICE": "tpu"}, 1, "unknown device"),
+        ({entrypoint.TEMPLATE_ENV: "/nonexistent"}, 1, "holds no qwen3_aligner/config.pbtxt"),
+    ],
+)
+def test_plan_container_rejects_bad_settings(env, gpus, message):
+    with pytest.raises(ValueError, match=message):
+        entrypoint.plan_container(env, gpus)
+
+
+def test_server_command_owns_the_repository_and_keeps_the_given_flags_last(tmp_path):
+    install = TritonInstallation(Path("/opt/tritonserver/bin/tritonserver"), None, "PATH")
+    plan = entrypoint.plan_container(
+        {"DEVICE": "cpu", entrypoint.RENDERED_ENV: str(tmp_path)}, gpu_count=0
+    )
+    cmd = entrypoint.server_command(install, plan, ["--allow-gpu-metrics=true", "--http-port=1"])
+    assert cmd[:2] == [str(install.binary), f"--model-repository={tmp_path}"]
+    assert cmd[2:] == [*entrypoint.CPU_ONLY_ARGS, "--allow-gpu-metrics=true", "--http-port=1"]
+    gpu_plan = entrypoint.plan_container({entrypoint.RENDERED_ENV: str(tmp_path)}, gpu_count=1)
+    wheel = TritonInstallation(Path("/w/bin/tritonserver"), Path("/w/backends"), "nvidia-pytriton")
+    assert entrypoint.server_command(wheel, gpu_plan, []) == [
+        "/w/bin/tritonserver",
+        f"--model-repository={tmp_path}",
+        "--backend-directory=/w/backends",
+    ]
+    for owned in ("--model-repository=/x", "--model-store=/x", "--model-repository"):
+        with pytest.raises(ValueError, match="sets the model repository itself"):
+            entrypoint.server_command(install, plan, [owned])
+
+
+def test_main_renders_the_repository_then_execs_tritonserver(tmp_path, monkeypatch, capsys):
+    calls = []
+
+    class Exec(Exception):
+        pass
+
+    def fake_execve(path, argv, env):
+        calls.append((path, argv, env))
+        raise Exec
+
+    monkeypatch.setattr(entrypoint.os, "execve", fake_execve)
+    monkeypatch.setattr(entrypoint, "cuda_device_count", lambda: 0)
+    repo = tmp_path / "rendered"
+    environ = {
+        "MODEL_PATH": "/models/ckpt",
+        "DEVICE": "auto",
+        "MAX_CONCURRENT": "2",
+        entrypoint.RENDERED_ENV: str(repo),
+        "PATH": "/usr/bin",
+    }
+    with pytest.raises(Exec):
+        entrypoint.main(["--http-port=8000"], environ)
+    ((path, argv, env),) = calls
+    assert path == argv[0] == str(locate().binary)
+    assert argv[1] == f"--model-repository={repo}" and argv[-1] == "--http-port=8000"
+    assert env["PATH"].split(os.pathsep)[0] == str(BIN), "the stub must see this environment"
+    config = load_config(repo / MODEL / "config.pbtxt")
+    (group,) = config.instance_group
+    assert (group.count, group.kind) == (2, 2)  # 2 = KIND_CPU
+    assert config.parameters["checkpoint"].string_value == "/models/ckpt"
+    assert (repo / MODEL / "1" / "model.py").is_file()
+    assert "serving /models/ckpt on CPU x2" in capsys.readouterr().out
+
+
+def test_main_reports_a_bad_setting_without_starting_anything(monkeypatch, capsys):
+    monkeypatch.setattr(entrypoint, "cuda_device_count", lambda: 0)
+    monkeypatch.setattr(entrypoint.os, "execve", lambda *a: pytest.fail("exec on a bad setting"))
+    assert entrypoint.main([], {"MAX_CONCURRENT": "many"}) == 2
+    assert "entrypoint: error: MAX_CONCURRENT must be an integer" in capsys.readouterr().err
+    assert entrypoint.main(["--model-store=/m"], {"DEVICE": "cpu"}) == 2
+    assert "sets the model repository itself" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Against a real tritonserver
+
+
+def http_get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+@pytest.mark.integration
+def test_every_probe_path_answers_200_on_the_servers_http_port(server):
+    urls = probe_urls()
+    assert len(urls) == 5
+    for where, (port, path) in urls.items():
+        assert port == HTTP_PORT, f"{where} probes port {port}, the server's HTTP port is 8000"
+        assert http_get(f"http://{server.http_url}{path}") == 200, f"{where}: GET {path}"
+    assert http_get(f"http://{server.http_url}/v2/health/nonexistent") != 200
+
+
+@pytest.mark.integration
+def test_server_release_matches_the_base_image(server):
+    with urllib.request.urlopen(f"http://{server.http_url}/v2", timeout=10) as resp:
+        version = json.loads(resp.read())["version"]
+    assert triton_release_of(version) == build_args()["TRITON_VERSION"]
+
+
+def send_requests(url: str, count: int) -> None:
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    rate = 16000
+    t = np.arange(rate, dtype=np.float32) / rate
+    audio = (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    with httpclient.InferenceServerClient(url) as client:
+        with pytest.raises(InferenceServerException, match="LANGUAGE"):
+            client.infer(MODEL, build_inputs(httpclient, audio, rate, "hello", "klingon"))
+        for _ in range(count):
+            client.infer(MODEL, build_inputs(httpclient, audio, rate, "hello world", "en"))
+
+
+@pytest.mark.integration
+def test_metrics_used_by_the_hpa_adapter_and_dashboard_are_exported(server):
+    send_requests(server.http_url, 2)  # one rejection too: reason-labelled counters appear then
+    samples = scrape(server.metrics_url)
+    used = set().union(*(metric_names(q) for q in dashboard_queries()))
+    used |= metric_names(render_adapter_query(adapter_rule()["metricsQuery"]))
+    used |= metric_names(adapter_rule()["seriesQuery"])
+    triton = {n for n in used if n.startswith("nv_")} - GPU_ONLY_METRICS
+    missing = sorted(n for n in triton if n not in samples)
+    assert not missing, f"not on Triton's metrics endpoint: {missing}"
+    for name in triton:
+        if name.startswith("nv_inference_"):
+            assert model_total(samples, name) >= 0 and any(
+                labels.get("model") == MODEL and "version" in labels for labels, _ in samples[name]
+            ), name
+    custom = {n for n in used if n.startswith("qwen3_aligner_")}
+    families = set(CUSTOM_COUNTERS) | {
+        f"{h}_{part}" for h in CUSTOM_HISTOGRAMS for part in ("bucket", "sum", "count")
+    }
+    assert custom <= families, f"unknown model metrics in use: {sorted(custom - families)}"
+    assert used <= set(TRITON_METRICS) | families | set(samples) | GPU_ONLY_METRICS
+    if any(name.startswith("qwen3_aligner_") for name in samples):  # once model.py exports them
+        missing = sorted(n for n in custom if n not in samples)
+        assert not missing, f"the model does not export {missing}"
+        for name in custom:
+            assert all(labels.get("model") == MODEL for labels, _ in samples[name]), name
+        reasons = [labels.get("reason") for labels, _ in samples[CUSTOM_COUNTERS[2]]]
+        assert reasons and all(reasons), "rejected requests carry a reason label"
+        stages = {labels.get("stage") for labels, _ in samples["qwen3_aligner_stage_seconds_count"]}
+        assert stages == {"preprocess", "forward", "postprocess"}
+
+
+@pytest.mark.integration
+def test_the_hpa_metric_is_computable_from_the_servers_counters(server):
+    before = scrape(server.metrics_url)
+    send_requests(server.http_url, 3)
+    after = scrape(server.metrics_url)
+
+    def delta(name: str) -> float:
+        return model_total(after, name) - model_total(before, name)
+
+    # Per-request errors count as successes in Triton: 3 alignments + 1 rejection.
+    assert delta("nv_inference_request_success") == 4
+    queue_us = delta("nv_inference_queue_duration_us")
+    per_request = queue_us / max(delta("nv_inference_request_success"), 0.001)
+    assert math.isfinite(per_request) and 0 <= per_request < 60e6
+
+
+@pytest.mark.integration
+def test_entrypoint_runs_a_real_server_with_the_images_arguments(tmp_path, tiny_checkpoint):
+    """The container's start-up path, outside a container: entrypoint -> exec tritonserver."""
+    http, grpc, metrics = free_ports(3)
+    ports = {"--http-port": http, "--grpc-port": grpc, "--metrics-port": metrics}
+    args = [
+        f"{a.split('=')[0]}={ports[a.split('=')[0]]}" if a.split("=")[0] in ports else a
+        for a in exec_form("CMD")
+    ]
+    args += ["--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1"]
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ALIGNER_")},
+        "MODEL_PATH": str(tiny_checkpoint),
+        "DEVICE": "cpu",
+        "MAX_CONCURRENT": "2",
+        entrypoint.RENDERED_ENV: str(tmp_path / "rendered"),
+    }
+    before = shm_regions()
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "qwen3_aligner_triton.entrypoint", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        started = time.monotonic()
+        while not http_ready("127.0.0.1", http):
+            if process.poll() is not None:
+                raise ServerError(f"exited with {process.returncode}:\n{log.read_text()}")
+            assert time.monotonic() - started < SERVER_READY_TIMEOUT, log.read_text()
+            time.sleep(0.5)
+        base = f"http://127.0.0.1:{http}"
+        for path in ("/v2/health/ready", "/v2/health/live", f"/v2/models/{MODEL}/ready"):
+            assert http_get(base + path) == 200, path
+        with urllib.request.urlopen(f"{base}/v2/models/{MODEL}/config", timeout=10) as resp:
+            config = json.loads(resp.read())
+        assert config["instance_group"][0]["kind"] == "KIND_CPU"
+        assert config["instance_group"][0]["count"] == 2
+        assert config["parameters"]["checkpoint"]["string_value"] == str(tiny_checkpoint)
+        assert http_get(f"http://127.0.0.1:{metrics}/metrics") == 200
+        send_requests(f"127.0.0.1:{http}", 1)
+        # The entrypoint exec'd: the process that gets SIGTERM is tritonserver, and it drains.
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=int(flag_value(args, "--exit-timeout-secs")) + 30)
+        output = log.read_text()
+        assert process.returncode == 0, output
+        assert "entrypoint: exec " in output and "Waiting for in-flight requests" in output
+        rendered = load_config(tmp_path / "rendered" / MODEL / "config.pbtxt")
+        assert text_format.MessageToString(rendered).count("KIND_CPU") == 1
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for region in shm_regions() - before:
+            Path(region).unlink(missing_ok=True)
+
+
+PROMETHEUS_SCRAPE = "1s"
+PROMETHEUS_WINDOW = "10s"  # what $__rate_interval becomes: several scrapes
+
+
+def prometheus_query(port: int, expr: str) -> list[dict]:
+    query = urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/query?{query}", timeout=10) as r:
+        body = json.loads(r.read())
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
+@pytest.mark.integration
+def test_prometheus_evaluates_the_adapter_rule_and_every_dashboard_query(server, tmp_path):
+    """A real Prometheus scrapes the server; the HPA's metric and each panel come out as numbers.
+
+    Needs the `prometheus` binary (Debian package `prometheus`; no PyPI package ships it).
+    """
+    binary, promtool = shutil.which("prometheus"), shutil.which("promtool")
+    if binary is None or promtool is None:
+        pytest.skip("prometheus is not installed (apt-get install prometheus)")
+    checked = subprocess.run(
+        [promtool, "check", "config", str(DOCKER / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    (port,) = free_ports(1)
+    metrics = urlsplit(server.metrics_url)
+    config = {
+        "global": {"scrape_interval": PROMETHEUS_SCRAPE, "evaluation_interval": PROMETHEUS_SCRAPE},
+        "scrape_configs": [
+            {
+                "job_name": "qwen3-aligner",
+                "static_configs": [
+                    {
+                        "targets": [metrics.netloc],
+                        # What Kubernetes service discovery adds to each pod's series.
+                        "labels": {"namespace": "default", "pod": "qwen3-aligner-0"},
+                    }
+                ],
+            }
+        ],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        started = time.monotonic()
+        while not http_ready("127.0.0.1", port, "/-/ready"):
+            assert process.poll() is None, "prometheus exited"
+            assert time.monotonic() - started < 60, "prometheus was not ready in time"
+            time.sleep(0.25)
+        while not prometheus_query(port, 'up{job="qwen3-aligner"} == 1'):
+            assert time.monotonic() - started < 60, "prometheus did not scrape the server"
+            time.sleep(0.25)
+        # Traffic over several scrapes, until Prometheus has seen it in the rate window.
+        # (The model creates a reason's counter at its first rejection: it must rise after that.)
+        counters = (
+            "nv_inference_request_success",
+            "qwen3_aligner_stage_seconds_count",
+            "qwen3_aligner_rejected_requests_total",
+        )
+        for _ in range(30):
+            send_requests(server.http_url, 2)
+            time.sleep(1)
+            if all(
+                prometheus_query(port, f"sum(increase({name}[{PROMETHEUS_WINDOW}])) > 0")
+                for name in counters
+            ):
+                break
+        else:
+            pytest.fail("prometheus never saw the traffic")
+
+        rule = adapter_rule()
+        (series,) = prometheus_query(port, rule["seriesQuery"])
+        assert series["metric"]["__name__"] == "nv_inference_queue_duration_us"
+        (hpa_metric,) = prometheus_query(port, render_adapter_query(rule["metricsQuery"]))
+        assert hpa_metric["metric"] == {"namespace": "default", "pod": "qwen3-aligner-0"}
+        value = float(hpa_metric["value"][1])
+        assert math.isfinite(value) and value >= 0, hpa_metric
+
+        for expr in dashboard_queries():
+            if metric_names(expr) <= GPU_ONLY_METRICS:
+                continue
+            result = prometheus_query(port, expr.replace("$__rate_interval", PROMETHEUS_WINDOW))
+            values = [float(r["value"][1]) for r in result]
+            assert any(math.isfinite(v) for v in values), f"no data for panel query {expr}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -1,0 +1,300 @@
+"""perf_analyzer against a real server, and the benchmark scripts' parts that need no GPU.
+
+The integration tests install perf_analyzer on first use (wheel + private Debian 13 runtime on
+glibc < 2.38, see ``qwen3_aligner_triton.bench.perf_analyzer``) and fail, rather than skip, when
+it cannot be installed or run: the load-testing path is part of what this project ships.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import numpy as np
+import pytest
+
+from qwen3_aligner_triton.bench import gpu_check, perf, run
+from qwen3_aligner_triton.bench import perf_analyzer as pa
+from qwen3_aligner_triton.bench.stats import PassResult, format_table, paired_ratio, percentile
+from qwen3_aligner_triton.bench.workload import Clip, durations, make_clips
+
+PERF_TIMEOUT = 300.0  # seconds for one short sweep against the tiny model
+
+
+# --- perf_analyzer input data and output parsing --------------------------------------------
+
+
+def test_input_data_writes_fp32_as_json_floats(tmp_path):
+    audio = np.array([0.0, 1.0, -1.0, 1e-7, 0.25, 3.0e-5], dtype=np.float32)
+    clip = Clip("edge", audio, "hello world", "English")
+    path = pa.write_input_data([clip, *make_clips(1, 0.5, 0.5)], tmp_path / "input.json")
+    raw = path.read_text(encoding="utf-8")
+    first_audio = re.search(r'"AUDIO":\{"content":\[([^\]]*)\]', raw).group(1)
+    tokens = first_audio.split(",")
+    # perf_analyzer rejects integer tokens for FP32 ("unable to find float data").
+    assert all(
+        re.fullmatch(r"-?\d+(\.\d+)?(e-?\d+)?", t) and ("." in t or "e" in t) for t in tokens
+    )
+    entry = json.loads(raw)["data"][0]
+    assert entry["AUDIO"]["shape"] == [6]
+    assert entry["AUDIO"]["content"] == pytest.approx([0.0, 1.0, -1.0, 0.0, 0.25, 3e-5], abs=1e-6)
+    assert entry["TEXT"] == {"content": ["hello world"], "shape": [1]}
+    assert entry["LANGUAGE"] == {"content": ["English"], "shape": [1]}
+    assert entry["SAMPLE_RATE"] == {"content": [16000], "shape": [1]}
+
+
+def test_input_data_keeps_non_ascii_transcripts(tmp_path):
+    clip = make_clips(2, 1.0, 1.0)[1]
+    assert clip.language == "Chinese"
+    path = pa.write_input_data([clip], tmp_path / "input.json")
+    assert json.loads(path.read_text(encoding="utf-8"))["data"][0]["TEXT"]["content"] == [clip.text]
+
+
+def test_find_errors_flags_failures_not_statistics():
+    output = "\n".join(
+        [
+            "Request concurrency: 1",
+            "  Client: ",
+            "    Request count: 146",
+            "    Avg latency: 20741 usec (standard deviation 5601 usec)",
+            "  Server: ",
+            "    Successful request count: 146",
+            "Failed to obtain stable measurement within 10 measurement windows for concurrency 2.",
+            "Thread [0] had error: [400] input LANGUAGE: unsupported language 'Klingon'",
+        ]
+    )
+    assert pa.find_errors(output) == [
+        "Failed to obtain stable measurement within 10 measurement windows for concurrency 2.",
+        "Thread [0] had error: [400] input LANGUAGE: unsupported language 'Klingon'",
+    ]
+
+
+def test_perf_arguments_and_sdk_command(tmp_path):
+    settings = pa.PerfSettings(
+        url="127.0.0.1:8001",
+        protocol="grpc",
+        concurrency_range="1:8:2",
+        measurement_mode="count_windows",
+        measurement_request_count=32,
+    )
+    args = pa.perf_arguments(settings, tmp_path / "in.json", tmp_path / "out.csv")
+    joined = " ".join(args)
+    assert "-m qwen3_aligner -u 127.0.0.1:8001 -i grpc -b 1" in joined
+    assert "--concurrency-range 1:8:2" in joined
+    assert "--measurement-mode count_windows" in joined
+    assert "--measurement-request-count 32" in joined
+    sdk = pa.sdk_command(settings, tmp_path / "in.json")
+    assert pa.SDK_IMAGE in sdk and "--input-data /data/in.json" in sdk
+
+
+def test_summary_table_adds_audio_throughput():
+    row = {
+        "Concurrency": "2",
+        "Inferences/Second": "4.0",
+        "p50 latency": "250000",
+        "p90 latency": "300000",
+        "p99 latency": "400000",
+        "Server Queue": "1000",
+        "Server Compute Infer": "200000",
+    }
+    table = perf.summary_table([row], mean_clip_seconds=10.0)
+    last = table.splitlines()[-1]
+    assert [c.strip() for c in last.strip("|").split("|")] == [
+        "2",
+        "4.00",
+        "250",
+        "300",
+        "400",
+        "1.00",
+        "200",
+        "40.0",
+    ]
+
+
+def test_perf_cli_defaults_and_conflicts():
+    args = perf.parse_args(["--clips", "5"])
+    assert args.measurement_mode == "count_windows" and args.request_count == 20
+    assert args.url is None and args.protocol == "http"
+    with pytest.raises(SystemExit):
+        perf.parse_args(["--url", "x:1", "--start-server"])
+    assert perf.parse_args(["--", "--percentile", "95"]).extra == ["--percentile", "95"]
+
+
+# --- benchmark plumbing ------------------------------------------------------------------------
+
+
+def test_workload_is_mixed_and_sized_to_duration():
+    assert sorted(durations(5, 2.0, 60.0)) == [2.0, 16.5, 31.0, 45.5, 60.0]
+    clips = make_clips(4, 2.0, 60.0)
+    assert {c.language for c in clips} == {"English", "Chinese"}
+    for clip in clips:
+        rate = 2.5 if clip.language == "English" else 4.0
+        assert clip.units == pytest.approx(clip.seconds * rate, abs=1)
+        assert float(np.abs(clip.audio).max()) < 1.0
+    again = make_clips(4, 2.0, 60.0)
+    assert all(
+        np.array_equal(a.audio, b.audio) and a.text == b.text
+        for a, b in zip(clips, again, strict=True)
+    )
+
+
+def test_stats_percentiles_and_paired_ratio():
+    assert percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.5
+    assert percentile([1.0, 2.0, 3.0], 100) == 3.0
+    fast = [PassResult("c", 1.0, 10.0), PassResult("c", 2.0, 10.0)]
+    slow = [PassResult("a", 2.0, 10.0), PassResult("a", 2.0, 10.0)]
+    assert paired_ratio(fast, slow) == pytest.approx(1.5)  # median of 2.0 and 1.0
+
+
+def test_format_table_aligns_numbers_right():
+    table = format_table(["mode", "x"], [["a", 1.5], ["long name", 123.0]])
+    assert table.splitlines() == [
+        "| mode      |    x |",
+        "|-----------|-----:|",
+        "| a         | 1.50 |",
+        "| long name |  123 |",
+    ]
+
+
+def test_bench_defaults_depend_on_checkpoint():
+    tiny = run.parse_args([])
+    assert (tiny.clips, tiny.concurrency, tiny.rounds) == (16, [1, 4, 8, 16], 2)
+    full = run.parse_args(["--checkpoint", "full"])
+    assert (full.clips, full.max_seconds, full.rounds) == (8, 24.0, 1)
+    assert full.budget_minutes == 10.0
+    given = run.parse_args(["--url", "http://10.0.0.5:8000", "--concurrency", "2,6"])
+    assert (given.url, given.grpc_url, given.concurrency) == (
+        "10.0.0.5:8000",
+        "10.0.0.5:8001",
+        [2, 6],
+    )
+    with pytest.raises(SystemExit):
+        run.parse_args(["--protocols", "smtp"])
+
+
+# --- gpu_check without a GPU -----------------------------------------------------------------
+
+
+def test_gpu_check_arguments():
+    args = gpu_check.parse_args([])
+    assert args.batch_sizes == [1, 8, 32, 64] and args.budget_seconds == 420.0
+    assert gpu_check.parse_args(["--batch-sizes", "64,1,8,8"]).batch_sizes == [1, 8, 64]
+    for bad in (["--batch-sizes", "0,8"], ["--batch-sizes", "x"], ["--repeats", "0"]):
+        with pytest.raises(SystemExit):
+            gpu_check.parse_args(bad)
+
+
+def test_gpu_check_table_marks_missing_cells():
+    report = gpu_check.GpuReport(
+        command="./scripts/gpu_check",
+        date="2026-01-01",
+        gpu="test",
+        torch="x",
+        checkpoint="full",
+        dtype="bfloat16",
+        attn_implementation="auto",
+        clip_seconds=30.0,
+        batch_sizes=[1, 64],
+        protocol="grpc",
+    )
+    report.cells = {
+        "engine": {1: gpu_check.Cell(31.25, 2.5), 64: gpu_check.Cell(8.5, 20.0)},
+        "upstream": {1: gpu_check.Cell(30.0, 2.25)},
+    }
+    lines = gpu_check.results_table(report).splitlines()
+    assert lines[0].split("|")[1].strip() == "batch"
+    cells_1 = [c.strip() for c in lines[2].strip("|").split("|")]
+    cells_64 = [c.strip() for c in lines[3].strip("|").split("|")]
+    assert cells_1 == ["1", "31.2", "30.0", "-", "2.50", "2.25", "-"]
+    assert cells_64 == ["64", "8.50", "-", "-", "20.0", "-", "-"]
+
+
+def test_gpu_check_fails_fast_without_cuda(capsys):
+    if gpu_check.cuda_problem() is None:
+        pytest.skip("this machine has CUDA; the check would run for real")
+    started = time.monotonic()
+    assert gpu_check.main([]) == 2
+    assert time.monotonic() - started < 30
+    err = capsys.readouterr().err
+    assert "CUDA" in err and "TORCH_REQUIREMENT" in err
+
+
+# --- perf_analyzer against the session's real server -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> pa.PerfAnalyzer:
+    try:
+        return pa.locate()
+    except pa.PerfAnalyzerError as e:
+        pytest.fail(f"perf_analyzer cannot be installed or run on this machine: {e}")
+
+
+def _model_counts(url: str) -> tuple[int, int]:
+    import tritonclient.http as httpclient
+
+    with httpclient.InferenceServerClient(url) as client:
+        stats = client.get_inference_statistics("qwen3_aligner")["model_stats"][0]
+    inference = stats["inference_stats"]
+    return int(inference["success"]["count"]), int(inference["fail"]["count"])
+
+
+@pytest.mark.integration
+def test_perf_analyzer_http_sweep(server, analyzer, tmp_path):
+    clips = make_clips(4, 1.0, 6.0, seed=5)
+    data = pa.write_input_data(clips, tmp_path / "input.json")
+    settings = pa.PerfSettings(
+        url=server.http_url,
+        protocol="http",
+        concurrency_range="1:2",
+        measurement_mode="count_windows",
+        measurement_request_count=16,
+        stability_percentage=100.0,  # this checks that it runs cleanly, not the numbers
+    )
+    ok_before, failed_before = _model_counts(server.http_url)
+    result = pa.run(analyzer, settings, data, tmp_path / "perf.csv", timeout=PERF_TIMEOUT)
+    assert result.ok, f"perf_analyzer failed (exit {result.returncode}):\n{result.output[-3000:]}"
+    assert [int(r["Concurrency"]) for r in result.rows] == [1, 2]
+    assert all(float(r["Inferences/Second"]) > 0 for r in result.rows)
+    ok_after, failed_after = _model_counts(server.http_url)
+    assert ok_after - ok_before >= 2 * 3 * 16  # 3+ windows of 16 requests per level
+    assert failed_after == failed_before
+
+
+@pytest.mark.integration
+def test_scripts_perf_over_grpc(server, analyzer, tmp_path, capsys):
+    code = perf.main(
+        [
+            "--url",
+            server.grpc_url,
+            "--protocol",
+            "grpc",
+            "--concurrency-range",
+            "1:2",
+            "--clips",
+            "3",
+            "--max-seconds",
+            "5",
+            "--stability-percentage",
+            "100",
+            "--csv",
+            str(tmp_path / "perf.csv"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out[-3000:]
+    assert "| concurrency | infer/s |" in out
+    assert "nvcr.io/nvidia/tritonserver:24.10-py3-sdk" in out
+    assert (tmp_path / "perf.csv").read_text().startswith("Concurrency,Inferences/Second")
+
+
+@pytest.mark.integration
+def test_perf_analyzer_errors_fail_the_run(server, analyzer, tmp_path):
+    clip = make_clips(1, 1.0, 1.0)[0]
+    bad = Clip(clip.name, clip.audio, clip.text, "Klingon")  # rejected with INVALID_ARG
+    data = pa.write_input_data([bad], tmp_path / "input.json")
+    settings = pa.PerfSettings(url=server.http_url, concurrency_range="1", max_trials=3)
+    result = pa.run(analyzer, settings, data, tmp_path / "perf.csv", timeout=PERF_TIMEOUT)
+    assert not result.ok
+    assert any("LANGUAGE" in line for line in result.errors), result.output[-2000:]
