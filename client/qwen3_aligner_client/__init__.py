@@ -1,0 +1,63 @@
+"""Client library and ``qwen3-align`` command for the ``qwen3_aligner`` model on Triton.
+
+>>> from qwen3_aligner_client import AlignerClient, render
+>>> with AlignerClient("localhost:8000") as client:           # doctest: +SKIP
+...     alignment = client.align("speech.wav", "Hello, world!", "en")
+...     print(render(alignment, "srt"))
+"""
+
+from .audio import AUDIO_SUFFIXES, AudioError, AudioSource, load_audio
+from .batch import BatchItem, ManifestError, items_from_folder, items_from_manifest, load_items
+from .client import (
+    DEFAULT_TIMEOUT,
+    MODEL_NAME,
+    AlignerClient,
+    AlignerError,
+    AlignItem,
+    ItemResult,
+    ModelNotReadyError,
+    Readiness,
+    RequestRejectedError,
+    ServerBusyError,
+    ServerUnreachableError,
+    default_url,
+    transport,
+)
+from .cues import Cue, CueOptions, group_cues
+from .results import AlignedWord, Alignment
+from .writers import FORMATS, Format, WriteOptions, render, write_atomic
+
+__all__ = [
+    "AUDIO_SUFFIXES",
+    "DEFAULT_TIMEOUT",
+    "FORMATS",
+    "MODEL_NAME",
+    "AlignItem",
+    "AlignedWord",
+    "AlignerClient",
+    "AlignerError",
+    "Alignment",
+    "AudioError",
+    "AudioSource",
+    "BatchItem",
+    "Cue",
+    "CueOptions",
+    "Format",
+    "ItemResult",
+    "ManifestError",
+    "ModelNotReadyError",
+    "Readiness",
+    "RequestRejectedError",
+    "ServerBusyError",
+    "ServerUnreachableError",
+    "WriteOptions",
+    "default_url",
+    "group_cues",
+    "items_from_folder",
+    "items_from_manifest",
+    "load_audio",
+    "load_items",
+    "render",
+    "transport",
+    "write_atomic",
+]

@@ -1,0 +1,177 @@
+"""Batch inputs: a folder of audio files with same-stem ``.txt`` transcripts, or a JSONL manifest.
+
+A manifest has one JSON object per line::
+
+    {"audio": "clips/a.wav", "text": "Hello world.", "language": "en"}
+    {"audio": "clips/b.flac", "text_file": "clips/b.txt", "id": "b-take2"}
+
+``audio`` and ``text_file`` are relative to the manifest's folder. ``language`` falls back to the
+command line's ``--language``; ``id`` (default: the audio file's stem) names the output file and
+must be unique. A malformed manifest is rejected as a whole (:class:`ManifestError`); an item whose
+files are missing is kept and fails on its own when processed, so the rest of the batch still runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .audio import AUDIO_SUFFIXES
+
+MANIFEST_KEYS = frozenset({"audio", "text", "text_file", "language", "id"})
+
+
+class ManifestError(ValueError):
+    """A batch input that cannot be used at all (bad JSON, missing keys, clashing ids)."""
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One file to align; exactly one of ``text`` and ``text_file`` is set."""
+
+    key: str  # names the output file: KEY + the format's suffix
+    audio: Path
+    language: str
+    text: str | None = None
+    text_file: Path | None = None
+    origin: str = ""  # where the item came from, for messages ("manifest.jsonl:3")
+
+    def transcript(self) -> str:
+        """The transcript, read from ``text_file`` when it is not inline.
+
+        Raises ``OSError`` or ``UnicodeDecodeError`` when the file cannot be read.
+        """
+        if self.text is not None:
+            return self.text
+        if self.text_file is None:
+            raise ValueError(f"{self.origin}: the item has neither text nor text_file")
+        return read_transcript(self.text_file)
+
+
+def read_transcript(path: str | Path) -> str:
+    """Read a UTF-8 transcript file (``-``: standard input).
+
+    A byte-order mark and the line breaks at the end are dropped; nothing else changes, so the
+    character spans of the result are also offsets into the file (in characters, after any BOM).
+    """
+    if str(path) == "-":
+        stream = getattr(sys.stdin, "buffer", None)
+        text = stream.read().decode("utf-8") if stream is not None else sys.stdin.read()
+    else:
+        text = Path(path).read_text(encoding="utf-8")
+    return text.removeprefix("\ufeff").rstrip("\r\n")
+
+
+def items_from_folder(folder: Path, language: str | None) -> list[BatchItem]:
+    """Every audio file directly in ``folder`` (sorted), with ``STEM.txt`` beside it as its
+    transcript. An audio file without one is still listed and fails when processed."""
+    if not folder.is_dir():
+        raise ManifestError(f"{folder} is not a folder")
+    if not language:
+        raise ManifestError("--language is required for a folder (it holds no languages)")
+    audio_files = sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
+    )
+    if not audio_files:
+        raise ManifestError(f"{folder} holds no audio files ({', '.join(AUDIO_SUFFIXES)})")
+    items: list[BatchItem] = []
+    seen: dict[str, Path] = {}
+    for audio in audio_files:
+        if audio.stem in seen:
+            raise ManifestError(
+                f"{audio.name} and {seen[audio.stem].name} would write the same output; "
+                "rename one or list them in a manifest with distinct ids"
+            )
+        seen[audio.stem] = audio
+        items.append(
+            BatchItem(
+                key=audio.stem,
+                audio=audio,
+                language=language,
+                text_file=audio.with_suffix(".txt"),
+                origin=str(audio),
+            )
+        )
+    return items
+
+
+def _field(entry: dict[str, object], key: str, where: str) -> str | None:
+    value = entry.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ManifestError(f"{where}: {key!r} must be a non-empty string")
+    return value
+
+
+def items_from_manifest(manifest: Path, language: str | None) -> list[BatchItem]:
+    """Parse a JSONL manifest (see the module docstring); blank lines are skipped."""
+    try:
+        lines = manifest.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ManifestError(f"cannot read manifest {manifest}: {e}") from e
+    base = manifest.parent
+    items: list[BatchItem] = []
+    seen: dict[str, str] = {}
+    for number, line in enumerate(lines, start=1):
+        where = f"{manifest}:{number}"
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ManifestError(f"{where}: not valid JSON ({e.msg})") from None
+        if not isinstance(entry, dict):
+            raise ManifestError(f"{where}: each line must be a JSON object")
+        unknown = set(entry) - MANIFEST_KEYS
+        if unknown:
+            raise ManifestError(
+                f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(sorted(MANIFEST_KEYS))}"
+            )
+        audio = _field(entry, "audio", where)
+        if audio is None:
+            raise ManifestError(f"{where}: 'audio' is required")
+        text = entry.get("text")
+        if text is not None and not isinstance(text, str):
+            raise ManifestError(f"{where}: 'text' must be a string")
+        text_file = _field(entry, "text_file", where)
+        if (text is None) == (text_file is None):
+            raise ManifestError(f"{where}: give exactly one of 'text' and 'text_file'")
+        item_language = _field(entry, "language", where) or language
+        if not item_language:
+            raise ManifestError(f"{where}: no 'language', and no --language to fall back on")
+        audio_path = base / audio
+        key = _field(entry, "id", where) or audio_path.stem
+        if "/" in key or "\\" in key or key in (".", ".."):
+            raise ManifestError(f"{where}: id {key!r} cannot name a file")
+        if key in seen:
+            raise ManifestError(
+                f"{where}: output name {key!r} is already used by {seen[key]}; "
+                'give one of them an "id"'
+            )
+        seen[key] = where
+        items.append(
+            BatchItem(
+                key=key,
+                audio=audio_path,
+                language=item_language,
+                text=text,
+                text_file=None if text_file is None else base / text_file,
+                origin=where,
+            )
+        )
+    if not items:
+        raise ManifestError(f"{manifest} lists no items")
+    return items
+
+
+def load_items(source: Path, language: str | None) -> list[BatchItem]:
+    """Items from a folder or a JSONL manifest, whichever ``source`` is."""
+    if source.is_dir():
+        return items_from_folder(source, language)
+    if not source.exists():
+        raise ManifestError(f"{source} does not exist")
+    return items_from_manifest(source, language)

@@ -1,0 +1,382 @@
+"""``qwen3-align``: align a transcript to audio with a Triton server from the command line.
+
+One file::
+
+    qwen3-align speech.wav transcript.txt --language en --format srt -o speech.srt
+
+A folder (audio files with same-stem .txt transcripts) or a JSONL manifest::
+
+    qwen3-align --batch clips/ --language en --out-dir aligned/ --format vtt --concurrency 8
+
+Whether the server and the model are ready::
+
+    qwen3-align --check --url localhost:8001 --protocol grpc
+
+Exit status: 0 success; 1 some items failed (batch) or the server failed a request; 2 bad input
+or usage; 3 server unreachable; 4 server up but model not ready.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .audio import AudioError, load_audio
+from .batch import BatchItem, ManifestError, load_items, read_transcript
+from .client import (
+    DEFAULT_TIMEOUT,
+    PROTOCOLS,
+    AlignerClient,
+    AlignerError,
+    AlignItem,
+    ModelNotReadyError,
+    RequestRejectedError,
+    ServerUnreachableError,
+    default_url,
+)
+from .cues import CueOptions
+from .writers import FORMATS, WriteOptions, render, write_atomic
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # some batch items failed, or the server failed the request
+EXIT_USAGE = 2  # bad input or usage
+EXIT_UNREACHABLE = 3  # nothing answers at the server address
+EXIT_NOT_READY = 4  # the server answers but the model is not ready
+CHECK_TIMEOUT = 10.0  # seconds for the health calls made before aligning
+DEFAULT_CONCURRENCY = 8
+
+
+class CliError(Exception):
+    """Stops the command with a message on stderr and an exit status."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; see the module docstring for the three modes."""
+    formats = ", ".join(FORMATS)
+    parser = argparse.ArgumentParser(
+        prog="qwen3-align",
+        description="Align a transcript to speech with the qwen3_aligner model on Triton: "
+        "word start and end times as JSON, subtitles (SRT, WebVTT), Praat TextGrid, CTM or TSV.",
+        epilog="Exit status: 0 success, 1 some items failed, 2 bad input or usage, "
+        "3 server unreachable, 4 model not ready.",
+    )
+    parser.add_argument("audio", nargs="?", help="audio file (WAV, FLAC, OGG, MP3; any rate)")
+    parser.add_argument("transcript", nargs="?", help="UTF-8 transcript file, or - for stdin")
+    parser.add_argument(
+        "-l",
+        "--language",
+        help="language name or code: Chinese/zh, English/en, Cantonese/yue, French/fr, "
+        "German/de, Italian/it, Japanese/ja, Korean/ko, Portuguese/pt, Russian/ru, Spanish/es "
+        "(in batch mode, the default for items without one)",
+    )
+    parser.add_argument(
+        "-f",
+        "--format",
+        choices=list(FORMATS),
+        help=f"output format ({formats}); default: from -o's suffix, else json",
+    )
+    parser.add_argument("-o", "--output", help="output file (default: standard output)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--batch",
+        metavar="FOLDER_OR_MANIFEST",
+        help="align every audio file of a folder (STEM.txt beside each) or a JSONL manifest",
+    )
+    mode.add_argument(
+        "--check", action="store_true", help="report whether the server and model are ready"
+    )
+    parser.add_argument("--out-dir", help="batch mode: folder for the output files")
+    parser.add_argument(
+        "-j",
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help=f"batch mode: requests in flight (default {DEFAULT_CONCURRENCY})",
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="batch mode: no progress bar on stderr"
+    )
+    server = parser.add_argument_group("server")
+    server.add_argument(
+        "--url", help="host:port of the server (default localhost:8000 http, localhost:8001 grpc)"
+    )
+    server.add_argument("--protocol", choices=PROTOCOLS, default="http", help="default http")
+    server.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds to wait for one alignment (default {DEFAULT_TIMEOUT:g})",
+    )
+    cues = parser.add_argument_group("subtitle cues (srt, vtt, textgrid)")
+    defaults = CueOptions()
+    cues.add_argument(
+        "--max-chars",
+        type=int,
+        default=defaults.max_chars_per_line,
+        help=f"columns per line; CJK characters count two (default {defaults.max_chars_per_line})",
+    )
+    cues.add_argument(
+        "--max-lines",
+        type=int,
+        default=defaults.max_lines,
+        help=f"lines per cue (default {defaults.max_lines})",
+    )
+    cues.add_argument(
+        "--max-duration",
+        type=float,
+        default=defaults.max_duration,
+        help=f"seconds per cue (default {defaults.max_duration:g})",
+    )
+    cues.add_argument(
+        "--min-duration",
+        type=float,
+        default=defaults.min_duration,
+        help="shorter cues are stretched into the following silence "
+        f"(default {defaults.min_duration:g} s)",
+    )
+    cues.add_argument(
+        "--max-pause",
+        type=float,
+        default=defaults.max_pause,
+        help=f"a longer silence always ends a cue (default {defaults.max_pause:g} s)",
+    )
+    return parser
+
+
+@dataclass
+class Settings:
+    """Parsed and checked options shared by the modes."""
+
+    url: str
+    protocol: str
+    timeout: float
+    format: str
+    cues: CueOptions
+
+    def client(self, timeout: float | None = None) -> AlignerClient:
+        """A client for the chosen server; ``timeout`` overrides the per-request timeout."""
+        return AlignerClient(self.url, self.protocol, timeout=timeout or self.timeout)
+
+
+def _settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Settings:
+    fmt = args.format
+    if fmt is None and args.output:
+        suffix = Path(args.output).suffix.lower()
+        fmt = next((f.name for f in FORMATS.values() if f.suffix.lower() == suffix), None)
+    try:
+        cues = CueOptions(
+            max_chars_per_line=args.max_chars,
+            max_lines=args.max_lines,
+            max_duration=args.max_duration,
+            min_duration=args.min_duration,
+            max_pause=args.max_pause,
+        )
+    except ValueError as e:
+        parser.error(str(e))
+    if args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    return Settings(
+        url=args.url or default_url(args.protocol),
+        protocol=args.protocol,
+        timeout=args.timeout,
+        format=fmt or "json",
+        cues=cues,
+    )
+
+
+def _require_ready(settings: Settings) -> None:
+    """Stop with status 3 or 4 unless the server and the model are ready."""
+    with settings.client(min(settings.timeout, CHECK_TIMEOUT)) as client:
+        readiness = client.check()
+    where = f"{settings.url} ({settings.protocol})"
+    if not readiness.reachable:
+        raise CliError(f"server unreachable at {where}: {readiness.error}", EXIT_UNREACHABLE)
+    if not readiness.ok:
+        raise CliError(f"server at {where} is up but not ready: {readiness.error}", EXIT_NOT_READY)
+
+
+def _write_stdout(text: str) -> None:
+    stream = getattr(sys.stdout, "buffer", None)
+    if stream is not None:
+        sys.stdout.flush()
+        stream.write(text.encode("utf-8"))
+        stream.flush()
+    else:
+        sys.stdout.write(text)
+
+
+def run_check(settings: Settings) -> int:
+    """``--check``: say whether the server and the model are ready."""
+    _require_ready(settings)
+    print(f"ready: server {settings.url} ({settings.protocol}), model qwen3_aligner")
+    return EXIT_OK
+
+
+def run_single(args: argparse.Namespace, settings: Settings) -> int:
+    """Align one audio file and write one output."""
+    try:
+        text = read_transcript(args.transcript)
+    except (OSError, UnicodeDecodeError) as e:
+        raise CliError(f"cannot read transcript {args.transcript}: {e}", EXIT_USAGE) from e
+    try:
+        audio = load_audio(args.audio)  # decoded before contacting the server: bad input is 2
+    except AudioError as e:
+        raise CliError(str(e), EXIT_USAGE) from e
+    _require_ready(settings)
+    with settings.client() as client:
+        try:
+            alignment = client.align(audio, text, args.language)
+        except (AudioError, RequestRejectedError) as e:
+            raise CliError(str(e), EXIT_USAGE) from e
+        except ServerUnreachableError as e:
+            raise CliError(str(e), EXIT_UNREACHABLE) from e
+        except ModelNotReadyError as e:
+            raise CliError(str(e), EXIT_NOT_READY) from e
+        except AlignerError as e:
+            raise CliError(f"alignment failed: {e}", EXIT_FAILED) from e
+    options = WriteOptions(cues=settings.cues, recording=Path(args.audio).stem)
+    output = render(alignment, settings.format, options)
+    if args.output:
+        try:
+            write_atomic(args.output, output)
+        except OSError as e:
+            raise CliError(f"cannot write {args.output}: {e}", EXIT_USAGE) from e
+    else:
+        _write_stdout(output)
+    return EXIT_OK
+
+
+@dataclass
+class BatchSummary:
+    """Counts of one batch run, and what failed."""
+
+    aligned: int = 0
+    skipped: int = 0
+    failures: list[tuple[BatchItem, str]] = field(default_factory=list)
+
+
+def run_batch(args: argparse.Namespace, settings: Settings) -> int:
+    """Align every item of a folder or manifest into ``--out-dir``, skipping finished ones."""
+    from tqdm import tqdm
+
+    try:
+        items = load_items(Path(args.batch), args.language)
+    except ManifestError as e:
+        raise CliError(str(e), EXIT_USAGE) from e
+    out_dir = Path(args.out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CliError(f"cannot create --out-dir {out_dir}: {e}", EXIT_USAGE) from e
+    suffix = FORMATS[settings.format].suffix
+    summary = BatchSummary()
+    todo: list[BatchItem] = []
+    for item in items:
+        if (out_dir / f"{item.key}{suffix}").exists():
+            summary.skipped += 1
+        else:
+            todo.append(item)
+    if todo:
+        _require_ready(settings)
+
+    progress = tqdm(total=len(todo), file=sys.stderr, unit="file", disable=args.no_progress or None)
+
+    def fail(item: BatchItem, message: str) -> None:
+        summary.failures.append((item, message))
+        progress.write(f"failed: {item.origin}: {message}", file=sys.stderr)
+        progress.update(1)
+
+    jobs: list[AlignItem] = []
+    for item in todo:
+        try:
+            text = item.transcript()
+        except OSError as e:
+            fail(item, f"cannot read transcript {e.filename or ''}: {e.strerror or e}")
+            continue
+        except (UnicodeDecodeError, ValueError) as e:
+            fail(item, f"cannot read transcript {item.text_file}: {e}")
+            continue
+        jobs.append(AlignItem(item.audio, text, item.language, key=item))
+
+    with progress, settings.client() as client:
+        for result in client.align_many(jobs, concurrency=args.concurrency):
+            item = result.item.key
+            if result.alignment is None:
+                fail(item, str(result.error))
+                continue
+            options = WriteOptions(cues=settings.cues, recording=item.key)
+            try:
+                write_atomic(
+                    out_dir / f"{item.key}{suffix}",
+                    render(result.alignment, settings.format, options),
+                )
+            except OSError as e:
+                fail(item, f"cannot write output: {e}")
+                continue
+            summary.aligned += 1
+            progress.update(1)
+
+    _report(summary, out_dir)
+    return EXIT_FAILED if summary.failures else EXIT_OK
+
+
+def _report(summary: BatchSummary, out_dir: Path) -> None:
+    print(
+        f"{summary.aligned} aligned, {summary.skipped} skipped (output already in {out_dir}), "
+        f"{len(summary.failures)} failed",
+        file=sys.stderr,
+    )
+    for item, message in summary.failures:
+        print(f"  FAILED {item.origin}: {message}", file=sys.stderr)
+
+
+def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Reject option combinations that do not make sense (exit status 2)."""
+    if args.check:
+        if args.audio or args.transcript:
+            parser.error("--check takes no AUDIO or TRANSCRIPT")
+    elif args.batch:
+        if args.audio or args.transcript or args.output:
+            parser.error("--batch takes no AUDIO, TRANSCRIPT or -o (use --out-dir)")
+        if not args.out_dir:
+            parser.error("--batch needs --out-dir")
+        if args.concurrency < 1:
+            parser.error("--concurrency must be at least 1")
+    else:
+        if not args.audio or not args.transcript:
+            parser.error("give AUDIO and TRANSCRIPT, or --batch, or --check")
+        if not args.language:
+            parser.error("--language is required")
+        if args.out_dir:
+            parser.error("--out-dir is for --batch; use -o for one file")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns the exit status (the console script exits with it)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_usage(parser, args)
+    settings = _settings(parser, args)
+    try:
+        if args.check:
+            return run_check(settings)
+        if args.batch:
+            return run_batch(args, settings)
+        return run_single(args, settings)
+    except CliError as e:
+        print(f"qwen3-align: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print("qwen3-align: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

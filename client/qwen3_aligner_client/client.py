@@ -1,0 +1,364 @@
+"""A typed client for the ``qwen3_aligner`` model over Triton's HTTP or gRPC (KServe v2) API."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from types import ModuleType, TracebackType
+from typing import Any
+
+import numpy as np
+from tritonclient.utils import InferenceServerException
+
+from .audio import AudioError, AudioSource, load_audio
+from .results import Alignment
+
+MODEL_NAME = "qwen3_aligner"
+DEFAULT_TIMEOUT = 300.0  # seconds for one request; a 300 s clip on a busy CPU server takes a while
+DEFAULT_RETRIES = 3  # extra tries for a request the server turned away as busy
+RETRY_DELAY = 1.0  # seconds before the first retry; doubled for each further one
+PROTOCOLS = ("http", "grpc")
+
+
+class AlignerError(Exception):
+    """A request that did not produce an alignment; the message says why."""
+
+
+class ServerUnreachableError(AlignerError):
+    """Nothing answered at the server's address (refused, reset or unresolvable)."""
+
+
+class ModelNotReadyError(AlignerError):
+    """The server answered but the ``qwen3_aligner`` model is not loaded or not ready."""
+
+
+class RequestRejectedError(AlignerError):
+    """The server refused this request's inputs (HTTP 400 / gRPC INVALID_ARGUMENT)."""
+
+
+class ServerBusyError(AlignerError):
+    """The server turned the request away under load (queue full or queue timeout: HTTP 503 /
+    gRPC UNAVAILABLE); trying again later can succeed."""
+
+
+@dataclass(frozen=True)
+class Transport:
+    """What differs between ``tritonclient.http`` and ``tritonclient.grpc`` for this client."""
+
+    protocol: str
+    module: ModuleType
+    default_port: int
+    connect: Callable[[str, float], Any]  # (url, timeout seconds) -> InferenceServerClient
+    call_options: Callable[[float], dict[str, Any]]  # timeout -> extra keyword arguments
+
+
+def transport(protocol: str) -> Transport:
+    """Pick ``tritonclient.http`` or ``tritonclient.grpc`` for ``protocol`` (``http``/``grpc``).
+
+    This is the only place that knows the two modules apart: how to connect, the default port
+    and how each takes a timeout.
+    """
+    if protocol == "http":
+        import tritonclient.http as http
+
+        return Transport(
+            protocol="http",
+            module=http,
+            default_port=8000,
+            connect=lambda url, timeout: http.InferenceServerClient(
+                url, connection_timeout=timeout, network_timeout=timeout
+            ),
+            call_options=lambda timeout: {},
+        )
+    if protocol == "grpc":
+        import tritonclient.grpc as grpc
+
+        return Transport(
+            protocol="grpc",
+            module=grpc,
+            default_port=8001,
+            connect=lambda url, timeout: grpc.InferenceServerClient(url),
+            call_options=lambda timeout: {"client_timeout": timeout},
+        )
+    raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+
+
+def default_url(protocol: str) -> str:
+    """``localhost:8000`` for HTTP, ``localhost:8001`` for gRPC (Triton's default ports)."""
+    return f"localhost:{transport(protocol).default_port}"
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """What a health check found; ``error`` says what failed when not :attr:`ok`."""
+
+    reachable: bool
+    server_ready: bool
+    model_ready: bool
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether requests can be sent now: server live and ready, model ready."""
+        return self.reachable and self.server_ready and self.model_ready
+
+
+@dataclass(frozen=True)
+class AlignItem:
+    """One alignment job for :meth:`AlignerClient.align_many`."""
+
+    audio: AudioSource
+    text: str
+    language: str
+    key: Any = None  # anything that identifies the item to the caller; returned with the result
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """The outcome of one :class:`AlignItem`: an alignment, or the error that stopped it."""
+
+    index: int  # position of the item in the input
+    item: AlignItem
+    alignment: Alignment | None = None
+    error: Exception | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the item was aligned (then ``alignment`` is set, else ``error``)."""
+        return self.error is None
+
+
+def _status_text(error: InferenceServerException) -> str:
+    return str(error.status() or "")
+
+
+def _classify(error: Exception, url: str) -> AlignerError:
+    """Turn a tritonclient or socket error into the matching :class:`AlignerError`."""
+    if isinstance(error, AlignerError):
+        return error
+    if isinstance(error, InferenceServerException):
+        status = _status_text(error)
+        message = error.message() or str(error)
+        if status in ("400", "StatusCode.INVALID_ARGUMENT"):
+            if "unknown model" in message or "not ready" in message:
+                return ModelNotReadyError(message)
+            return RequestRejectedError(message)
+        if status in ("404", "StatusCode.NOT_FOUND") or "unknown model" in message:
+            return ModelNotReadyError(message)
+        if status == "503" or (
+            status == "StatusCode.UNAVAILABLE" and re.search(r"queue|timeout", message, re.I)
+        ):
+            return ServerBusyError(f"server busy: {message}")
+        if status == "StatusCode.UNAVAILABLE":
+            return ServerUnreachableError(f"cannot reach {url}: {message}")
+        if status == "StatusCode.DEADLINE_EXCEEDED":
+            return AlignerError(f"no answer from {url} in time: {message}")
+        return AlignerError(f"server error{f' {status}' if status else ''}: {message}")
+    if isinstance(error, TimeoutError):
+        return AlignerError(f"no answer from {url} in time")
+    if isinstance(error, OSError):
+        return ServerUnreachableError(f"cannot reach {url}: {error.strerror or error}")
+    return AlignerError(f"{type(error).__name__}: {error}")
+
+
+class AlignerClient:
+    """Aligns transcripts to audio with a Triton server serving ``qwen3_aligner``.
+
+    ``url`` is ``host:port`` without a scheme; by default ``localhost:8000`` for ``http`` and
+    ``localhost:8001`` for ``grpc``. ``timeout`` bounds each request, in seconds. A request the
+    server turns away as busy (its queue is full) is tried again up to ``retries`` times, after
+    1, 2, 4, ... seconds.
+
+    The underlying tritonclient objects are not shared between threads: each thread that makes
+    requests gets its own connection, so one client object may be used from many threads and
+    :meth:`align_many` can keep several requests in flight. Close it (or use ``with``) to release
+    the connections.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        protocol: str = "http",
+        timeout: float = DEFAULT_TIMEOUT,
+        model: str = MODEL_NAME,
+        retries: int = DEFAULT_RETRIES,
+    ) -> None:
+        self.transport = transport(protocol)
+        self.protocol = protocol
+        self.url = url or default_url(protocol)
+        self.timeout = float(timeout)
+        self.model = model
+        self.retries = max(0, int(retries))
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[tuple[threading.Thread, Any]] = []
+
+    def __enter__(self) -> AlignerClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"AlignerClient(url={self.url!r}, protocol={self.protocol!r})"
+
+    def close(self) -> None:
+        """Close every connection this client opened."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+        _close_all(c for _, c in connections)
+        self._local = threading.local()
+
+    def _close_orphans(self) -> None:
+        """Close the connections of threads that have ended (the workers of a finished pool)."""
+        with self._lock:
+            orphans = [c for t, c in self._connections if not t.is_alive()]
+            self._connections = [(t, c) for t, c in self._connections if t.is_alive()]
+        _close_all(orphans)
+
+    def _connection(self) -> Any:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            try:
+                connection = self.transport.connect(self.url, self.timeout)
+            except Exception as e:
+                raise _classify(e, self.url) from e
+            self._local.connection = connection
+            with self._lock:
+                self._connections.append((threading.current_thread(), connection))
+        return connection
+
+    def check(self) -> Readiness:
+        """Ask whether the server is live and ready and the model is ready."""
+        options = self.transport.call_options(self.timeout)
+        try:
+            connection = self._connection()
+            if not connection.is_server_live(**options):
+                return Readiness(True, False, False, "server is not live")
+            server_ready = bool(connection.is_server_ready(**options))
+            model_ready = bool(connection.is_model_ready(self.model, **options))
+        except Exception as e:
+            error = _classify(e, self.url)
+            reachable = not isinstance(error, ServerUnreachableError)
+            return Readiness(reachable, False, False, str(error))
+        if not model_ready:
+            return Readiness(True, server_ready, False, f"model {self.model} is not ready")
+        if not server_ready:
+            return Readiness(True, False, True, "server is not ready")
+        return Readiness(True, True, True)
+
+    def ready(self) -> bool:
+        """True when the server is live and ready and the model is ready to serve."""
+        return self.check().ok
+
+    def _inputs(self, wave: np.ndarray, sample_rate: int, text: str, language: str) -> list[Any]:
+        module = self.transport.module
+        audio = wave.reshape(1, -1)
+        inputs = [
+            module.InferInput("AUDIO", list(audio.shape), "FP32"),
+            module.InferInput("SAMPLE_RATE", [1, 1], "INT32"),
+            module.InferInput("TEXT", [1, 1], "BYTES"),
+            module.InferInput("LANGUAGE", [1, 1], "BYTES"),
+        ]
+        inputs[0].set_data_from_numpy(audio)
+        inputs[1].set_data_from_numpy(np.array([[sample_rate]], dtype=np.int32))
+        inputs[2].set_data_from_numpy(np.array([[text.encode("utf-8")]], dtype=np.object_))
+        inputs[3].set_data_from_numpy(np.array([[language.encode("utf-8")]], dtype=np.object_))
+        return inputs
+
+    def align(self, audio: AudioSource, text: str, language: str) -> Alignment:
+        """Align ``text`` to ``audio`` and return the timed words.
+
+        ``audio`` is a path, encoded bytes, an open binary file or ``(samples, sample_rate)``;
+        ``language`` is one of the aligner's 11 languages by name or code (``English``, ``en``).
+        Raises :class:`~qwen3_aligner_client.audio.AudioError` for audio that cannot be decoded,
+        :class:`RequestRejectedError` when the server refuses the inputs, and the other
+        :class:`AlignerError` subclasses when the server cannot be reached or is not ready.
+        """
+        wave, sample_rate = load_audio(audio)
+        inputs = self._inputs(wave, sample_rate, text, language)
+        options = self.transport.call_options(self.timeout)
+        for attempt in range(self.retries + 1):
+            try:
+                result = self._connection().infer(self.model, inputs, **options)
+                break
+            except Exception as e:
+                error = _classify(e, self.url)
+                if not isinstance(error, ServerBusyError) or attempt == self.retries:
+                    raise error from e
+            time.sleep(RETRY_DELAY * 2**attempt)
+        document = result.as_numpy("ALIGNMENT")
+        if document is None:
+            raise AlignerError("the server's response has no ALIGNMENT output")
+        alignment = Alignment.from_json(document.reshape(-1)[0], text=text)
+        _check_words(alignment, result)
+        return alignment
+
+    def align_many(
+        self, items: Iterable[AlignItem | tuple[AudioSource, str, str]], concurrency: int = 8
+    ) -> Iterator[ItemResult]:
+        """Align many items, keeping up to ``concurrency`` requests in flight.
+
+        Results are yielded as they complete (not in input order; :attr:`ItemResult.index` gives
+        the position). A failing item yields an :class:`ItemResult` with its ``error`` and the
+        others go on. ``items`` is consumed lazily, so it may be a generator over a huge corpus.
+        Several requests in flight let Triton's dynamic batcher fill its batches.
+        """
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+
+        def run(index: int, item: AlignItem) -> ItemResult:
+            try:
+                alignment = self.align(item.audio, item.text, item.language)
+            except (AlignerError, AudioError) as e:
+                return ItemResult(index, item, error=e)
+            except Exception as e:  # anything else is still this item's failure alone
+                return ItemResult(index, item, error=AlignerError(f"{type(e).__name__}: {e}"))
+            return ItemResult(index, item, alignment=alignment)
+
+        source = enumerate(it if isinstance(it, AlignItem) else AlignItem(*it) for it in items)
+        pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix="qwen3-align"
+        )
+        pending: set[concurrent.futures.Future[ItemResult]] = set()
+        try:
+            for index, item in source:
+                pending.add(pool.submit(run, index, item))
+                if len(pending) < concurrency:
+                    continue
+                done, pending = concurrent.futures.wait(
+                    pending, return_when=concurrent.futures.FIRST_COMPLETED
+                )
+                yield from (future.result() for future in done)
+            for future in concurrent.futures.as_completed(pending):
+                yield future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            self._close_orphans()
+
+
+def _check_words(alignment: Alignment, result: Any) -> None:
+    """Check the JSON document against the ``WORDS`` tensor; a mismatch means a broken server."""
+    words = result.as_numpy("WORDS")
+    if words is None:
+        return
+    texts = [w.decode("utf-8") if isinstance(w, bytes) else str(w) for w in words.reshape(-1)]
+    if texts != [w.text for w in alignment.words]:
+        raise AlignerError("the server's WORDS output does not match its ALIGNMENT document")
+
+
+def _close_all(connections: Iterable[Any]) -> None:
+    for connection in connections:
+        # Closing a broken connection must not hide the error that broke it.
+        with contextlib.suppress(Exception):
+            connection.close()

@@ -1,0 +1,118 @@
+"""Typed alignment results, built from (and turned back into) the server's ``ALIGNMENT`` JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class AlignedWord:
+    """One aligned unit: a word, a morpheme (Japanese, Korean) or a single CJK character.
+
+    ``text`` is the unit as the aligner timed it (letters, digits and apostrophes only). When the
+    server reports where the unit sits in the submitted transcript, ``char_start:char_end`` is that
+    half-open span and ``display`` (``transcript[display_start:display_end]``) is the unit with its
+    adjoining punctuation and original spelling, e.g. ``"Hello,"`` for the unit ``"Hello"``. Older
+    servers send neither; then the spans are ``None`` and :attr:`label` falls back to ``text``.
+    """
+
+    text: str
+    start: float  # seconds from the start of the audio
+    end: float  # seconds
+    char_start: int | None = None
+    char_end: int | None = None
+    display: str | None = None
+    display_start: int | None = None
+    display_end: int | None = None
+
+    @property
+    def label(self) -> str:
+        """What to show for this unit: ``display`` when the server sent one, else ``text``."""
+        return self.display or self.text
+
+    @property
+    def has_spans(self) -> bool:
+        """Whether the unit carries its character and display spans in the transcript."""
+        return None not in (self.char_start, self.char_end, self.display_start, self.display_end)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The word as in the ``ALIGNMENT`` document (span fields only when known)."""
+        out: dict[str, Any] = {"text": self.text, "start": self.start, "end": self.end}
+        for key in ("char_start", "char_end", "display", "display_start", "display_end"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AlignedWord:
+        """Read one entry of the document's ``words`` list; unknown keys are ignored."""
+
+        def optional_int(key: str) -> int | None:
+            value = data.get(key)
+            return None if value is None else int(value)
+
+        display = data.get("display")
+        return cls(
+            text=str(data["text"]),
+            start=float(data["start"]),
+            end=float(data["end"]),
+            char_start=optional_int("char_start"),
+            char_end=optional_int("char_end"),
+            display=None if display is None else str(display),
+            display_start=optional_int("display_start"),
+            display_end=optional_int("display_end"),
+        )
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """The alignment of one transcript against one recording."""
+
+    language: str  # canonical English name, e.g. "English"
+    duration: float  # seconds of audio submitted
+    text: str  # the transcript as submitted
+    words: tuple[AlignedWord, ...]
+
+    @property
+    def has_spans(self) -> bool:
+        """Whether every word carries its spans in :attr:`text`."""
+        return all(w.has_spans for w in self.words)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The alignment as the server's ``ALIGNMENT`` document."""
+        return {
+            "language": self.language,
+            "duration": self.duration,
+            "text": self.text,
+            "words": [w.to_dict() for w in self.words],
+        }
+
+    def to_json(self, indent: int | None = None) -> str:
+        """The document as JSON text (UTF-8 characters kept, not escaped)."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], text: str | None = None) -> Alignment:
+        """Build from an ``ALIGNMENT`` document.
+
+        ``text`` is the transcript that was submitted; it is used when the document has none
+        (servers from before the transcript was echoed back).
+        """
+        doc_text = data.get("text")
+        if doc_text is None:
+            doc_text = text if text is not None else ""
+        return cls(
+            language=str(data["language"]),
+            duration=float(data["duration"]),
+            text=str(doc_text),
+            words=tuple(AlignedWord.from_dict(w) for w in data["words"]),
+        )
+
+    @classmethod
+    def from_json(cls, document: str | bytes, text: str | None = None) -> Alignment:
+        """Parse an ``ALIGNMENT`` JSON document (see :meth:`from_dict`)."""
+        return cls.from_dict(json.loads(document), text=text)
