@@ -161,7 +161,7 @@ def test_bench_defaults_depend_on_checkpoint():
     tiny = run.parse_args([])
     assert (tiny.clips, tiny.concurrency, tiny.rounds) == (16, [1, 4, 8, 16], 2)
     full = run.parse_args(["--checkpoint", "full"])
-    assert (full.clips, full.max_seconds, full.rounds) == (8, 24.0, 1)
+    assert (full.clips, full.max_seconds, full.concurrency) == (8, 20.0, [1, 8])
     assert full.budget_minutes == 10.0
     given = run.parse_args(["--url", "http://10.0.0.5:8000", "--concurrency", "2,6"])
     assert (given.url, given.grpc_url, given.concurrency) == (

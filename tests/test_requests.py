@@ -4,7 +4,9 @@ import pytest
 from qwen3_aligner_triton.params import ModelSettings
 from qwen3_aligner_triton.requests import RequestError, decode_request
 
-SETTINGS = ModelSettings(checkpoint="x", max_audio_seconds=10.0, max_text_chars=100)
+SETTINGS = ModelSettings(
+    checkpoint="x", max_audio_seconds=10.0, max_text_chars=100, max_audio_samples=3_000_000
+)
 
 
 def strings(value) -> np.ndarray:
@@ -58,6 +60,10 @@ def test_sample_rate_defaults_to_16k():
         ({"text": np.array([[b"a", b"b"]], dtype=np.object_)}, "exactly one string"),
         ({"language": strings(b"klingon")}, "LANGUAGE: unsupported language 'klingon'"),
         ({"audio": np.full((1, 16000), 1.5, np.float32)}, "samples up to 1.5"),
+        (
+            {"audio": np.zeros((1, 384000 * 9), np.float32), "sample_rate": np.array([[384000]])},
+            "the limit is 3000000",
+        ),
         ({"audio": np.full((1, 16000), -32768.0, np.float32)}, "scale integer PCM"),
         ({"text": strings(b"https://example.com/a.wav")}, "looks like a URL"),
         ({"text": strings(b"/etc/passwd")}, "looks like a file path"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -63,8 +64,22 @@ def describe_checkpoint(checkpoint: str) -> str:
     """Check a checkpoint reference before loading; returns 'folder' or 'hub'."""
     path = Path(checkpoint).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():
+        config_path = path / "config.json"
+        if not config_path.is_file():
             raise ConfigError(f"checkpoint folder {checkpoint!r} has no config.json")
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as e:
+            raise ConfigError(
+                f"could not load checkpoint folder {checkpoint!r}: config.json is unreadable: {e}"
+            ) from e
+        thinker = config.get("thinker_config") if isinstance(config, dict) else None
+        thinker_type = thinker.get("model_type", "") if isinstance(thinker, dict) else ""
+        if config.get("model_type") == "qwen3_asr" and "forced_aligner" not in thinker_type:
+            raise ConfigError(
+                f"checkpoint {checkpoint!r} is not a forced-aligner checkpoint (thinker "
+                f"model_type {thinker_type!r}); use Qwen3-ForcedAligner, not Qwen3-ASR"
+            )
         return "folder"
     if path.exists():
         raise ConfigError(f"checkpoint {checkpoint!r} is a file; give the checkpoint folder")

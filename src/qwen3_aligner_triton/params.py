@@ -37,6 +37,7 @@ class ModelSettings:
     dtype: str = "auto"  # auto: bfloat16 on GPU, float32 on CPU
     attn_implementation: str = "auto"  # auto: the transformers default (sdpa)
     max_audio_seconds: float = 300.0  # longest accepted AUDIO, seconds at its own rate
+    max_audio_samples: int = 14_400_000  # 300 s at 48 kHz: bounds memory at high sample rates
     min_audio_seconds: float = 0.1  # shortest accepted AUDIO
     max_text_chars: int = 20000  # longest accepted TEXT, in characters
     max_amplitude: float = 1.0  # largest accepted |sample|
@@ -121,6 +122,7 @@ def _validate(s: ModelSettings) -> None:
         )
     positive = {
         "max_audio_seconds": s.max_audio_seconds,
+        "max_audio_samples": s.max_audio_samples,
         "min_audio_seconds": s.min_audio_seconds,
         "max_text_chars": s.max_text_chars,
         "max_sample_rate": s.max_sample_rate,

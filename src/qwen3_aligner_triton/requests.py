@@ -130,6 +130,11 @@ def decode_audio(
 
     if wave.size == 0:
         raise RequestError("input AUDIO is empty", "audio_empty")
+    if wave.size > settings.max_audio_samples:
+        raise RequestError(
+            f"input AUDIO has {wave.size} samples; the limit is {settings.max_audio_samples}",
+            "audio_too_long",
+        )
     seconds = wave.size / rate
     if seconds > settings.max_audio_seconds:
         raise RequestError(

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .stats import PassResult
+from .stats import PassResult, load_average
 from .workload import SAMPLE_RATE, Clip
 
 
@@ -19,13 +19,21 @@ def upstream_one_at_a_time(
 ) -> PassResult:
     """``aligner.align()`` called once per clip, in order."""
     latencies: list[float] = []
+    cpu = time.process_time()
     started = time.perf_counter()
     for clip in clips:
         t0 = time.perf_counter()
         aligner.align(audio=(clip.audio, SAMPLE_RATE), text=clip.text, language=clip.language)
         latencies.append(time.perf_counter() - t0)
     wall = time.perf_counter() - started
-    return PassResult(mode, wall, sum(c.seconds for c in clips), latencies)
+    return PassResult(
+        mode,
+        wall,
+        sum(c.seconds for c in clips),
+        latencies,
+        cpu_seconds=time.process_time() - cpu,
+        load_average=load_average(),
+    )
 
 
 def upstream_batched(
@@ -37,6 +45,7 @@ def upstream_batched(
     come (mixed lengths), which is what a caller batching independent files gets.
     """
     latencies: list[float] = []
+    cpu = time.process_time()
     started = time.perf_counter()
     for i in range(0, len(clips), batch_size):
         group = clips[i : i + batch_size]
@@ -48,7 +57,14 @@ def upstream_batched(
         )
         latencies.extend([time.perf_counter() - t0] * len(group))
     wall = time.perf_counter() - started
-    return PassResult(mode, wall, sum(c.seconds for c in clips), latencies)
+    return PassResult(
+        mode,
+        wall,
+        sum(c.seconds for c in clips),
+        latencies,
+        cpu_seconds=time.process_time() - cpu,
+        load_average=load_average(),
+    )
 
 
 def engine_batched(
@@ -64,6 +80,7 @@ def engine_batched(
     latencies: list[float] = []
     errors = 0
     first_error = ""
+    cpu = time.process_time()
     started = time.perf_counter()
     for i in range(0, len(clips), batch_size):
         group = clips[i : i + batch_size]
@@ -85,4 +102,13 @@ def engine_batched(
             else:
                 latencies.append(elapsed)
     wall = time.perf_counter() - started
-    return PassResult(mode, wall, sum(c.seconds for c in clips), latencies, errors, first_error)
+    return PassResult(
+        mode,
+        wall,
+        sum(c.seconds for c in clips),
+        latencies,
+        errors,
+        first_error,
+        cpu_seconds=time.process_time() - cpu,
+        load_average=load_average(),
+    )

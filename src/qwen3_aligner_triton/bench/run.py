@@ -52,8 +52,8 @@ DEFAULTS = {
     },
     "large": {
         "clips": 8,
-        "max_seconds": 24.0,
-        "concurrency": "1,4,8",
+        "max_seconds": 20.0,
+        "concurrency": "1,8",
         "rounds": 1,
         "latency_repeats": 2,
         "engine": False,
@@ -92,12 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--clips", type=int, help="clips in the workload (tiny 16, otherwise 8)")
     parser.add_argument("--min-seconds", type=float, default=2.0, help="shortest clip (2)")
-    parser.add_argument("--max-seconds", type=float, help="longest clip (tiny 60, otherwise 24)")
+    parser.add_argument("--max-seconds", type=float, help="longest clip (tiny 60, otherwise 20)")
     parser.add_argument("--batch-size", type=int, default=8, help="upstream batch size (8)")
     parser.add_argument(
         "--concurrency",
         type=_int_list,
-        help="served concurrencies, comma-separated (tiny 1,4,8,16, otherwise 1,4,8)",
+        help="served concurrencies, comma-separated (tiny 1,4,8,16, otherwise 1,8)",
     )
     parser.add_argument(
         "--protocols",
@@ -292,6 +292,7 @@ def latency_check(
     for protocol in args.protocols:
         paths[protocol] = lambda p=protocol: served.run_concurrent(endpoints, p, clip, 1)
     samples: dict[str, list[float]] = {name: [] for name in paths}
+    cpu: dict[str, list[float]] = {name: [] for name in paths}
     for r in range(args.latency_repeats):
         names = list(paths) if r % 2 == 0 else list(reversed(paths))
         for name in names:
@@ -303,7 +304,13 @@ def latency_check(
             if result.errors:
                 raise RuntimeError(f"latency check via {name} failed: {result.first_error}")
             samples[name].append(result.latencies[0])
-    out: dict[str, Any] = {"clip_seconds": args.latency_seconds, "samples": samples}
+            cpu[name].append(result.cpu_seconds)
+    out: dict[str, Any] = {
+        "clip_seconds": args.latency_seconds,
+        "samples": samples,
+        "cpu_samples": cpu,
+        "median_cpu": {name: _median(values) for name, values in cpu.items()},
+    }
     base = _median(samples[UPSTREAM])
     out["median"] = {name: _median(values) for name, values in samples.items()}
     out["vs_upstream"] = {
@@ -328,6 +335,8 @@ THROUGHPUT_HEADERS = (
     "p99 s",
     "vs (a)",
     "vs (b)",
+    "CPU s/audio s",
+    "load",
     "errors",
 )
 
@@ -344,6 +353,8 @@ def throughput_table(records: dict[str, dict[str, Any]]) -> str:
             r["p99_seconds"],
             r["vs_upstream"],
             r["vs_upstream_batched"],
+            r["cpu_seconds_per_audio_second"],
+            r["load_average"],
             r["errors"],
         ]
         for name, r in records.items()
@@ -353,10 +364,19 @@ def throughput_table(records: dict[str, dict[str, Any]]) -> str:
 
 def latency_table(latency: dict[str, Any]) -> str:
     rows = [
-        [name, len(latency["samples"][name]), latency["median"][name], latency["vs_upstream"][name]]
+        [
+            name,
+            len(latency["samples"][name]),
+            latency["median"][name],
+            min(latency["samples"][name], default=float("nan")),
+            latency["vs_upstream"][name],
+            latency["median_cpu"][name],
+        ]
         for name in latency["samples"]
     ]
-    return format_table(["path", "repeats", "median s", "vs upstream"], rows)
+    return format_table(
+        ["path", "repeats", "median s", "best s", "median vs upstream", "median CPU s"], rows
+    )
 
 
 def repair_table(result: RepairResult) -> str:
@@ -396,9 +416,16 @@ def _mode_record(mode: Mode, a: list[PassResult], b: list[PassResult]) -> dict[s
         "p99_seconds": summary.p99,
         "vs_upstream": paired_ratio(mode.passes, a),
         "vs_upstream_batched": paired_ratio(mode.passes, b),
+        "cpu_seconds_per_audio_second": summary.cpu_per_audio_second,
+        "load_average": summary.load_average,
         "errors": summary.errors,
         "passes": [
-            {**asdict(p), "audio_seconds_per_second": p.audio_per_second} for p in mode.passes
+            {
+                **asdict(p),
+                "audio_seconds_per_second": p.audio_per_second,
+                "cpu_seconds_per_audio_second": p.cpu_per_audio_second,
+            }
+            for p in mode.passes
         ],
     }
 
@@ -504,8 +531,13 @@ def _print_report(report: Report, args: argparse.Namespace) -> None:
         f"upstream batch size {args.batch_size}; {args.rounds} round(s), interleaved"
     )
     print()
-    print("Throughput (audio s/s = seconds of audio aligned per second; ratios are per-round")
-    print("medians of audio s/s against (a) upstream one at a time and (b) upstream batched):")
+    print("Throughput. audio s/s: seconds of audio aligned per wall-clock second; vs (a), vs (b):")
+    print("per-round medians of audio s/s against (a) upstream one at a time and (b) upstream")
+    print("batched; CPU s/audio s: CPU time used per audio second (in-process: this process;")
+    print("served: client + tritonserver + stub), which other work on the machine hardly moves;")
+    print(
+        f"load: 1-minute load average at the end of the pass ({report.machine['cpu_count']} CPUs)."
+    )
     print()
     if report.modes:
         print(throughput_table(report.modes))

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..tritonserver import MODEL_NAME
-from .stats import PassResult
+from .stats import PassResult, load_average
 from .workload import SAMPLE_RATE, Clip
 
 PROTOCOLS = ("http", "grpc")
@@ -34,6 +34,7 @@ class Endpoints:
 
     http_url: str  # host:port
     grpc_url: str  # host:port
+    server_pid: int | None = None  # known when this process started the server
 
     def url(self, protocol: str) -> str:
         return self.http_url if protocol == "http" else self.grpc_url
@@ -93,9 +94,31 @@ def bench_server(
             waited = running.wait_ready(ready_timeout)
             if log is not None:
                 log(f"server ready in {waited:.0f} s (HTTP :{http}, gRPC :{grpc})")
-            yield Endpoints(f"127.0.0.1:{http}", f"127.0.0.1:{grpc}")
+            yield Endpoints(f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", running.process.pid)
         finally:
             running.stop()
+
+
+def process_tree_cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of ``pid`` and its live descendants (tritonserver and its
+    backend stubs); NaN when unknown."""
+    if pid is None:
+        return float("nan")
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return float("nan")
+    total = 0.0
+    for proc in processes:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def _client(protocol: str, url: str):
@@ -174,10 +197,15 @@ def run_concurrent(
     for t in threads:
         t.start()
     barrier.wait()
+    client_cpu = time.process_time()
+    server_cpu = process_tree_cpu_seconds(endpoints.server_pid)
     started = time.perf_counter()
     for t in threads:
         t.join()
     wall = time.perf_counter() - started
+    cpu = (time.process_time() - client_cpu) + (
+        process_tree_cpu_seconds(endpoints.server_pid) - server_cpu
+    )
     for _, client in connections:
         client.close()
     return PassResult(
@@ -187,6 +215,8 @@ def run_concurrent(
         latencies,
         errors=len(failures),
         first_error=failures[0] if failures else "",
+        cpu_seconds=cpu,
+        load_average=load_average(),
     )
 
 

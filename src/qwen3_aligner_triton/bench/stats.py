@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,10 @@ class PassResult:
     latencies: list[float] = field(default_factory=list)  # seconds, one per successful request
     errors: int = 0
     first_error: str = ""
+    # CPU seconds the alignment used (all threads; client + server processes when served). On a
+    # shared machine wall time depends on the neighbours; CPU time much less so.
+    cpu_seconds: float = float("nan")
+    load_average: float = float("nan")  # 1-minute load average when the pass ended
 
     @property
     def requests(self) -> int:
@@ -44,6 +49,11 @@ class PassResult:
     @property
     def requests_per_second(self) -> float:
         return self.requests / self.wall_seconds if self.wall_seconds > 0 else float("nan")
+
+    @property
+    def cpu_per_audio_second(self) -> float:
+        """CPU seconds spent per second of audio aligned (cost, whatever the neighbours do)."""
+        return self.cpu_seconds / self.audio_seconds if self.audio_seconds > 0 else float("nan")
 
     @property
     def p50(self) -> float:
@@ -74,6 +84,14 @@ class ModeSummary:
         return self._median(p.requests_per_second for p in self.passes)
 
     @property
+    def cpu_per_audio_second(self) -> float:
+        return self._median(p.cpu_per_audio_second for p in self.passes)
+
+    @property
+    def load_average(self) -> float:
+        return self._median(p.load_average for p in self.passes)
+
+    @property
     def p50(self) -> float:
         return self._median(p.p50 for p in self.passes)
 
@@ -84,6 +102,14 @@ class ModeSummary:
     @property
     def errors(self) -> int:
         return sum(p.errors for p in self.passes)
+
+
+def load_average() -> float:
+    """The 1-minute load average (NaN where the platform has none)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
 
 
 def paired_ratio(numerator: Sequence[PassResult], denominator: Sequence[PassResult]) -> float:

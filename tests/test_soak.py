@@ -1,0 +1,36 @@
+"""A short version of ``scripts/soak`` against the session's real server."""
+
+import pytest
+
+from qwen3_aligner_triton.soak import MAX_GROWTH, run_soak
+
+pytestmark = pytest.mark.integration
+
+SHORT_SOAK_SECONDS = 20.0
+
+
+def test_short_soak_has_no_unexpected_errors_and_no_memory_growth(server):
+    report = run_soak(
+        server.http_url,
+        server.grpc_url,
+        duration=SHORT_SOAK_SECONDS,
+        concurrency=16,
+        server_pid=server.running.process.pid,
+    )
+    print("\n".join(report.lines()))
+    assert report.unexpected == 0, report.unexpected_examples[:5]
+    assert report.valid_ok > 0
+    assert report.invalid_rejected > 0
+    assert report.latency_ms["p99"] >= report.latency_ms["p50"] > 0
+    if report.memory_growth is not None:
+        assert report.memory_growth < MAX_GROWTH
+
+
+def test_report_fails_on_unexpected_errors():
+    from qwen3_aligner_triton.soak import SoakReport
+
+    report = SoakReport(duration_s=1, concurrency=1, requests=2, valid_ok=1, unexpected=1)
+    assert not report.passed
+    assert SoakReport(duration_s=1, concurrency=1, requests=1, valid_ok=1).passed
+    grown = SoakReport(duration_s=1, concurrency=1, valid_ok=1, memory_growth=0.2)
+    assert not grown.passed
