@@ -108,7 +108,11 @@ def server(tmp_path_factory, tiny_checkpoint):
     before = shm_regions()
     running, opts = launch(
         tmp_path_factory.mktemp("server"),
-        {"checkpoint": str(tiny_checkpoint), "max_forward_batch": "16"},
+        {
+            "checkpoint": str(tiny_checkpoint),
+            "max_forward_batch": "16",
+            "max_audio_seconds": "3600",
+        },
     )
     try:
         running.wait_ready(SERVER_READY_TIMEOUT)

@@ -983,12 +983,18 @@ def test_metrics_used_by_the_hpa_adapter_and_dashboard_are_exported(server):
 def test_the_hpa_metric_is_computable_from_the_servers_counters(server):
     before = scrape(server.metrics_url)
     send_requests(server.http_url, 3)
-    after = scrape(server.metrics_url)
 
     def delta(name: str) -> float:
         return model_total(after, name) - model_total(before, name)
 
-    # Per-request errors count as successes in Triton: 3 alignments + 1 rejection.
+    # Per-request errors count as successes in Triton: 3 alignments + 1 rejection. Triton
+    # records a request's statistics as it releases the request, just after the response.
+    started = time.monotonic()
+    while True:
+        after = scrape(server.metrics_url)
+        if delta("nv_inference_request_success") >= 4 or time.monotonic() - started > 10:
+            break
+        time.sleep(0.1)
     assert delta("nv_inference_request_success") == 4
     queue_us = delta("nv_inference_queue_duration_us")
     per_request = queue_us / max(delta("nv_inference_request_success"), 0.001)

@@ -68,7 +68,8 @@ def test_triton_keys_are_allowed():
         ("attn_implementation", "flash", "attn_implementation"),
         ("max_audio_seconds", "0", "must be > 0"),
         ("bucket_ratio", "0.5", "bucket_ratio"),
-        ("min_audio_seconds", "400", "min_audio_seconds"),
+        ("min_audio_seconds", "20000", "min_audio_seconds"),
+        ("window_seconds", "400", "window_seconds"),
     ],
 )
 def test_bad_values_name_the_key(key, value, message):

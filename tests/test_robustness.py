@@ -70,8 +70,8 @@ BAD_REQUESTS = {
         "scale integer PCM",
     ),
     "AUDIO over the limit": (
-        lambda: raw_inputs(np.zeros(16000 * 301, np.float32), b"hi", b"en"),
-        "the limit is 300 s",
+        lambda: raw_inputs(np.zeros(1000 * 3601, np.float32), b"hi", b"en", rate=1000),
+        "the limit is 3600 s",
     ),
     "SAMPLE_RATE zero": (lambda: raw_inputs(ONE_SECOND, b"hi", b"en", rate=0), "SAMPLE_RATE 0"),
     "SAMPLE_RATE negative": (

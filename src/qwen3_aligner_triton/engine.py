@@ -21,13 +21,24 @@ import torch
 
 from .audio import MODEL_SAMPLE_RATE, prepare_waveform
 from .batching import plan_batches
+from .longform import LongformPlan, LongformSettings, Window, energy_envelope
 from .params import ModelSettings
 from .requests import AlignRequest, RequestError
 from .results import AlignedUnit, Alignment
-from .spans import locate_units
+from .spans import UnitSpan, locate_units
 from .timestamps import repair_timestamps
 
 MS_PER_SECOND = 1000.0
+AUDIO_PROMPT = "<|audio_start|><|audio_pad|><|audio_end|>"
+SLOT_PAIR = "<timestamp><timestamp>"  # a unit's start and end slots
+MIN_WINDOW_SAMPLES = 1600  # 0.1 s: pad shorter window pieces (a cue at the very end)
+
+
+def build_prompt(words: Sequence[str]) -> str:
+    """The aligner prompt for ``words``, as upstream's ``encode_timestamp`` builds it."""
+    return AUDIO_PROMPT + SLOT_PAIR.join(words) + SLOT_PAIR
+
+
 WARMUP_TEXT = "warm up the aligner"
 WARMUP_SECONDS = 2.0
 
@@ -49,7 +60,23 @@ class PreparedItem:
     feature_attention_mask: torch.Tensor  # [frames]
     language: str
     duration: float  # seconds of submitted audio
-    text: str  # the submitted transcript
+    text: str | None  # the submitted transcript; None for a window of a longer request
+
+
+@dataclass
+class WindowedJob:
+    """A request aligned in several model windows (a long recording, or subtitle cues)."""
+
+    words: list[str]
+    wave: np.ndarray  # 16 kHz
+    language: str
+    duration: float
+    text: str
+    plan: LongformPlan | None = None  # long recording: windows chosen as results come in
+    cues: list[tuple[Window, list[str]]] | None = None  # cue-guided: all windows known upfront
+    window: Window | None = None
+    starts: list[float] | None = None
+    ends: list[float] | None = None
 
 
 class AlignerEngine:
@@ -71,14 +98,29 @@ class AlignerEngine:
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         )
 
-    def prepare(self, request: AlignRequest) -> PreparedItem:
-        """Split the transcript into units and build this request's model inputs."""
+    def prepare(self, request: AlignRequest) -> PreparedItem | WindowedJob:
+        """Split the transcript into units and build this request's model inputs.
+
+        Audio within one window is prepared exactly as upstream prepares a lone request; longer
+        audio and cue-guided requests become a :class:`WindowedJob`.
+        """
+        if request.segments is not None:
+            return self._prepare_cues(request)
         words, prompt = self.text_processor.encode_timestamp(request.text, request.language)
         if not words:
             raise RequestError(
-                "input TEXT has no alignable words (only punctuation, symbols or spaces)"
+                "input TEXT has no alignable words (only punctuation, symbols or spaces)",
+                "no_words",
+            )
+        if len(words) > self.settings.max_words:
+            raise RequestError(
+                f"input TEXT has {len(words)} words/characters to align; the limit is "
+                f"{self.settings.max_words}",
+                "text_too_long",
             )
         wave = prepare_waveform(request.audio, request.sample_rate)
+        if wave.shape[0] > self.settings.window_seconds * MODEL_SAMPLE_RATE:
+            return self._prepare_long(request, list(words), wave)
         try:
             inputs = self.processor(text=[prompt], audio=[wave], return_tensors="pt", padding=True)
         except Exception as e:  # the feature extractor rejects degenerate audio
@@ -102,6 +144,121 @@ class AlignerEngine:
             text=request.text,
         )
 
+    def _prepare_long(self, request: AlignRequest, words: list[str], wave: np.ndarray):
+        slots = int(request.duration * 1000.0 / self.timestamp_segment_time)
+        if len(words) > slots:
+            raise RequestError(
+                f"input TEXT has {len(words)} words/characters to align but "
+                f"{request.duration:.2f} s of AUDIO holds at most {slots} "
+                f"(one per {self.timestamp_segment_time:g} ms)",
+                "text_exceeds_audio",
+            )
+        duration = wave.shape[0] / MODEL_SAMPLE_RATE
+        plan = LongformPlan(
+            duration,
+            len(words),
+            energy_envelope(wave, MODEL_SAMPLE_RATE),
+            LongformSettings(window=self.settings.window_seconds),
+        )
+        return WindowedJob(words, wave, request.language, request.duration, request.text, plan)
+
+    def _prepare_cues(self, request: AlignRequest) -> WindowedJob:
+        wave = prepare_waveform(request.audio, request.sample_rate)
+        duration = wave.shape[0] / MODEL_SAMPLE_RATE
+        segments = request.segments or ()
+        cues: list[tuple[Window, list[str]]] = []
+        all_words: list[str] = []
+        margin = self.settings.segment_margin_seconds
+        for k, seg in enumerate(segments):
+            words, _ = self.text_processor.encode_timestamp(seg.text, request.language)
+            if not words:
+                continue
+            before = segments[k - 1].end if k > 0 else 0.0
+            after = segments[k + 1].start if k + 1 < len(segments) else duration
+            start = max(0.0, seg.start - min(margin, (seg.start - before) / 2))
+            end = min(duration, seg.end + min(margin, (after - seg.end) / 2))
+            cues.append((Window(start, end, len(all_words), len(words), True), list(words)))
+            all_words.extend(words)
+        if not all_words:
+            raise RequestError("input SEGMENTS has no alignable words", "no_words")
+        text = "\n".join(seg.text for seg in segments)
+        return WindowedJob(all_words, wave, request.language, request.duration, text, cues=cues)
+
+    def _window_item(self, job: WindowedJob, window: Window, words: list[str]) -> PreparedItem:
+        """Model inputs for ``words`` in ``window`` of a windowed job (prompt as upstream's)."""
+        first = round(window.start * MODEL_SAMPLE_RATE)
+        last = round(window.end * MODEL_SAMPLE_RATE)
+        piece = job.wave[first:last]
+        if piece.shape[0] < MIN_WINDOW_SAMPLES:
+            piece = np.pad(piece, (0, MIN_WINDOW_SAMPLES - piece.shape[0]))
+        inputs = self.processor(
+            text=[build_prompt(words)], audio=[piece], return_tensors="pt", padding=True
+        )
+        return PreparedItem(
+            words=words,
+            input_ids=inputs["input_ids"][0],
+            attention_mask=inputs["attention_mask"][0],
+            input_features=inputs["input_features"][0],
+            feature_attention_mask=inputs["feature_attention_mask"][0],
+            language=job.language,
+            duration=window.end - window.start,
+            text=None,
+        )
+
+    def _next_items(self, job: WindowedJob) -> list[PreparedItem]:
+        """Items of the job's next round: one window of a long recording, or every cue."""
+        if job.cues is not None:
+            if job.starts is not None:
+                return []
+            return [self._window_item(job, w, words) for w, words in job.cues]
+        assert job.plan is not None
+        window = job.plan.next_window()
+        job.window = window
+        if window is None:
+            return []
+        words = job.words[window.first_word : window.first_word + window.n_words]
+        return [self._window_item(job, window, words)]
+
+    def _take_results(self, job: WindowedJob, results: list[Alignment]) -> None:
+        if job.cues is not None:
+            starts: list[float] = []
+            ends: list[float] = []
+            floor = 0.0
+            for (window, _), result in zip(job.cues, results, strict=True):
+                # A cue's words stay inside its window (its span plus margin), in order.
+                floor = max(floor, window.start)
+                for unit in result.units:
+                    start = min(max(window.start + unit.start, floor), window.end)
+                    end = min(max(window.start + unit.end, start), window.end)
+                    starts.append(start)
+                    ends.append(end)
+                    floor = end
+            job.starts, job.ends = starts, ends
+            return
+        assert job.plan is not None and job.window is not None
+        (result,) = results
+        job.plan.accept(job.window, [u.start for u in result.units], [u.end for u in result.units])
+
+    def _finish(self, job: WindowedJob) -> Alignment:
+        if job.cues is None:
+            assert job.plan is not None
+            job.starts, job.ends = job.plan.starts, job.plan.ends
+        assert job.starts is not None and job.ends is not None
+        spans = locate_units(job.text, job.words)
+        units = tuple(
+            AlignedUnit(
+                text=word,
+                start=round(start, 3),
+                end=round(end, 3),
+                char_start=span.char_start,
+                char_end=span.char_end,
+                display_start=span.display_start,
+                display_end=span.display_end,
+            )
+            for word, start, end, span in zip(job.words, job.starts, job.ends, spans, strict=True)
+        )
+        return Alignment(job.language, job.duration, units, job.text)
+
     def plan(self, items: Sequence[PreparedItem]) -> list[list[int]]:
         """Group items into forward passes by prompt length."""
         s = self.settings
@@ -113,6 +270,47 @@ class AlignerEngine:
         )
 
     def align(
+        self,
+        prepared: Sequence[PreparedItem | WindowedJob],
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[Alignment | Exception]:
+        """Align prepared requests; returns, per request, its alignment or the error it met.
+
+        Runs in rounds: the first round holds every single-window request and the first windows
+        of the windowed ones, so windows of different requests share forward passes; later rounds
+        hold the next windows of long recordings until every word is placed.
+        """
+        results: list[Alignment | Exception | None] = [None] * len(prepared)
+        round_items: list[tuple[int, PreparedItem]] = []
+        for i, p in enumerate(prepared):
+            if isinstance(p, WindowedJob):
+                round_items += [(i, it) for it in self._next_items(p)]
+            else:
+                round_items.append((i, p))
+        while round_items:
+            outs = self._align_items([it for _, it in round_items], on_batch)
+            by_request: dict[int, list[Alignment | Exception]] = {}
+            for (i, _), out in zip(round_items, outs, strict=True):
+                by_request.setdefault(i, []).append(out)
+            round_items = []
+            for i, outs_i in by_request.items():
+                job = prepared[i]
+                if not isinstance(job, WindowedJob):
+                    results[i] = outs_i[0]
+                    continue
+                failed = next((o for o in outs_i if isinstance(o, Exception)), None)
+                if failed is not None:
+                    results[i] = failed
+                    continue
+                self._take_results(job, [o for o in outs_i if isinstance(o, Alignment)])
+                following = self._next_items(job)
+                if following:
+                    round_items += [(i, it) for it in following]
+                else:
+                    results[i] = self._finish(job)
+        return [r if r is not None else RuntimeError("not aligned") for r in results]
+
+    def _align_items(
         self,
         items: Sequence[PreparedItem],
         on_batch: Callable[[int], None] | None = None,
@@ -203,7 +401,11 @@ class AlignerEngine:
         if ms.shape[0] != expected:
             raise RuntimeError(f"model produced {ms.shape[0]} timestamps for {expected} slots")
         fixed = repair_timestamps(ms.tolist())
-        spans = locate_units(item.text, item.words)
+        spans = (
+            locate_units(item.text, item.words)
+            if item.text is not None
+            else [UnitSpan(0, 0, 0, 0)] * len(item.words)
+        )
         units = tuple(
             AlignedUnit(
                 text=word,
@@ -217,7 +419,7 @@ class AlignerEngine:
             for k, (word, span) in enumerate(zip(item.words, spans, strict=True))
         )
         return Alignment(
-            language=item.language, duration=item.duration, units=units, text=item.text
+            language=item.language, duration=item.duration, units=units, text=item.text or ""
         )
 
     def warmup(self) -> None:

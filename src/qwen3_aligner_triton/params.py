@@ -21,6 +21,7 @@ TRITON_KEYS = frozenset({"EXECUTION_ENV_PATH"})
 _UNFILLED = re.compile(r"^\$\{[^}]*\}$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+MAX_WINDOW_SECONDS = 300.0
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2")
 
@@ -36,10 +37,14 @@ class ModelSettings:
     checkpoint: str = ""  # "" -> $MODEL_PATH -> DEFAULT_CHECKPOINT
     dtype: str = "auto"  # auto: bfloat16 on GPU, float32 on CPU
     attn_implementation: str = "auto"  # auto: the transformers default (sdpa)
-    max_audio_seconds: float = 300.0  # longest accepted AUDIO, seconds at its own rate
-    max_audio_samples: int = 14_400_000  # 300 s at 48 kHz: bounds memory at high sample rates
+    max_audio_seconds: float = 14400.0  # longest accepted recording (4 h)
+    max_audio_samples: int = 230_400_000  # 4 h at 16 kHz (922 MB of float32)
+    window_seconds: float = 180.0  # longer audio is aligned window by window
+    max_words: int = 50000  # most words/characters to align in one request
+    segment_margin_seconds: float = 1.0  # a cue is aligned within its span plus this margin
+    max_segments: int = 20000  # most cues in SEGMENTS
     min_audio_seconds: float = 0.1  # shortest accepted AUDIO
-    max_text_chars: int = 20000  # longest accepted TEXT, in characters
+    max_text_chars: int = 400000  # longest accepted TEXT, in characters
     max_amplitude: float = 1.0  # largest accepted |sample|
     max_sample_rate: int = 384000  # Hz
     min_sample_rate: int = 1000  # Hz
@@ -123,6 +128,9 @@ def _validate(s: ModelSettings) -> None:
     positive = {
         "max_audio_seconds": s.max_audio_seconds,
         "max_audio_samples": s.max_audio_samples,
+        "window_seconds": s.window_seconds,
+        "max_words": s.max_words,
+        "max_segments": s.max_segments,
         "min_audio_seconds": s.min_audio_seconds,
         "max_text_chars": s.max_text_chars,
         "max_sample_rate": s.max_sample_rate,
@@ -138,5 +146,12 @@ def _validate(s: ModelSettings) -> None:
         raise ConfigError("parameter 'min_audio_seconds' must be below 'max_audio_seconds'")
     if s.min_sample_rate > s.max_sample_rate:
         raise ConfigError("parameter 'min_sample_rate' must not exceed 'max_sample_rate'")
+    if s.window_seconds > MAX_WINDOW_SECONDS:
+        raise ConfigError(
+            f"parameter 'window_seconds' must be at most {MAX_WINDOW_SECONDS:g} "
+            "(the model's timestamps end at 400 s; it is reliable up to about 270 s)"
+        )
+    if s.segment_margin_seconds < 0:
+        raise ConfigError("parameter 'segment_margin_seconds' must be >= 0")
     if s.bucket_ratio < 1.0:
         raise ConfigError(f"parameter 'bucket_ratio' must be >= 1, got {s.bucket_ratio}")

@@ -7,6 +7,7 @@ an INVALID_ARG response for that request alone.
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S+$")
 _DATA_URI = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*,", re.IGNORECASE)
 _PATH = re.compile(r"^(~|\.{1,2})?(/[^/\s]+)+/?$|^[A-Za-z]:\\\S*$|^file:\S+$")
 _BASE64 = re.compile(r"^[A-Za-z0-9+/\r\n]+={0,2}$")
+SEGMENT_OVERLAP_TOLERANCE = 0.001  # seconds
 BASE64_MIN_CHARS = 64  # shorter runs of letters and digits are plausible words
 
 
@@ -37,6 +39,15 @@ class RequestError(ValueError):
 
 
 @dataclass(frozen=True)
+class Segment:
+    """A subtitle cue or ASR segment: align ``text`` within [start, end] seconds."""
+
+    start: float
+    end: float
+    text: str
+
+
+@dataclass(frozen=True)
 class AlignRequest:
     """One validated request: raw mono audio at its own rate, transcript and language name."""
 
@@ -44,6 +55,7 @@ class AlignRequest:
     sample_rate: int  # Hz
     text: str
     language: str  # canonical English name, e.g. "English"
+    segments: tuple[Segment, ...] | None = None  # cue-guided mode
 
     @property
     def duration(self) -> float:
@@ -160,9 +172,11 @@ def decode_audio(
     return wave, rate
 
 
-def decode_text(text: np.ndarray | None, settings: ModelSettings) -> str:
+def decode_text(text: np.ndarray | None, settings: ModelSettings, allow_empty: bool = False) -> str:
     """Validate ``TEXT``: UTF-8, no control characters, within the length limit."""
     value = _single_string("TEXT", text)
+    if allow_empty and not value.strip():
+        return value
     if len(value) > settings.max_text_chars:
         raise RequestError(
             f"input TEXT has {len(value)} characters; the limit is {settings.max_text_chars}",
@@ -194,18 +208,99 @@ def decode_language(language: np.ndarray | None) -> str:
         raise RequestError(f"input LANGUAGE: {e}", "bad_language") from None
 
 
+def _number(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RequestError(f"input SEGMENTS: {what} must be a number of seconds", "bad_segments")
+    number = float(value)
+    if not np.isfinite(number):
+        raise RequestError(f"input SEGMENTS: {what} must be finite", "bad_segments")
+    return number
+
+
+def decode_segments(
+    segments: np.ndarray | None, duration: float, settings: ModelSettings
+) -> tuple[Segment, ...] | None:
+    """Validate the optional ``SEGMENTS`` input: a JSON list of ``{"start", "end", "text"}``."""
+    if segments is None:
+        return None
+    raw = _single_string("SEGMENTS", segments)
+    try:
+        items = json.loads(raw)
+    except ValueError as e:
+        raise RequestError(f"input SEGMENTS is not valid JSON: {e}", "bad_segments") from None
+    if not isinstance(items, list) or not items:
+        raise RequestError(
+            'input SEGMENTS must be a non-empty JSON list of {"start", "end", "text"}',
+            "bad_segments",
+        )
+    if len(items) > settings.max_segments:
+        raise RequestError(
+            f"input SEGMENTS has {len(items)} cues; the limit is {settings.max_segments}",
+            "bad_segments",
+        )
+    out: list[Segment] = []
+    for k, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+            raise RequestError(
+                f'input SEGMENTS[{k}] must be an object with "start", "end" and "text"',
+                "bad_segments",
+            )
+        start = _number(item.get("start"), f"[{k}].start")
+        end = _number(item.get("end"), f"[{k}].end")
+        if not 0.0 <= start < end:
+            raise RequestError(
+                f"input SEGMENTS[{k}]: start {start:g} s must be >= 0 and before end {end:g} s",
+                "bad_segments",
+            )
+        if start >= duration:
+            raise RequestError(
+                f"input SEGMENTS[{k}] starts at {start:g} s, after the end of the "
+                f"{duration:.2f} s of AUDIO",
+                "bad_segments",
+            )
+        if end - start > settings.window_seconds:
+            raise RequestError(
+                f"input SEGMENTS[{k}] is {end - start:.1f} s long; the limit is "
+                f"{settings.window_seconds:g} s per cue",
+                "bad_segments",
+            )
+        if out and start < out[-1].end - SEGMENT_OVERLAP_TOLERANCE:
+            raise RequestError(
+                f"input SEGMENTS[{k}] ({start:g}-{end:g} s) overlaps or precedes the cue before "
+                f"it ({out[-1].start:g}-{out[-1].end:g} s); cues must be in order and disjoint",
+                "bad_segments",
+            )
+        out.append(Segment(start, min(end, duration), decode_text(
+            np.array([item["text"].encode("utf-8")], dtype=np.object_), settings, allow_empty=True
+        )))  # fmt: skip
+    return tuple(out)
+
+
 def decode_request(
     audio: np.ndarray | None,
     sample_rate: np.ndarray | None,
     text: np.ndarray | None,
     language: np.ndarray | None,
     settings: ModelSettings,
+    segments: np.ndarray | None = None,
 ) -> AlignRequest:
     """Validate all inputs of one request."""
     wave, rate = decode_audio(audio, sample_rate, settings)
+    cues = decode_segments(segments, wave.shape[0] / rate, settings)
+    value = decode_text(text, settings, allow_empty=cues is not None)
+    if cues is not None:
+        joined = "\n".join(c.text for c in cues)
+        if value.strip() and value != joined:
+            raise RequestError(
+                "input TEXT must be empty, or the cue texts joined by newlines, when SEGMENTS "
+                "is given",
+                "bad_segments",
+            )
+        value = joined
     return AlignRequest(
         audio=wave,
         sample_rate=rate,
-        text=decode_text(text, settings),
+        text=value,
         language=decode_language(language),
+        segments=cues,
     )

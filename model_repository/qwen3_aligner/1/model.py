@@ -101,6 +101,7 @@ class TritonPythonModel:
                     _input(request, "TEXT"),
                     _input(request, "LANGUAGE"),
                     self.settings,
+                    _input(request, "SEGMENTS"),
                 )
                 prepared.append(self.engine.prepare(align_request))
                 slots.append(i)

@@ -46,7 +46,7 @@ DEFAULTS = {
         "max_seconds": 60.0,
         "concurrency": "1,4,8,16",
         "rounds": 2,
-        "latency_repeats": 5,
+        "latency_repeats": 3,
         "engine": True,
         "budget_minutes": 5.0,
     },
@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--latency-seconds", type=float, default=30.0, help="clip length of the latency check (30)"
     )
     parser.add_argument(
-        "--latency-repeats", type=int, help="repeats of the latency check (tiny 5, otherwise 2)"
+        "--latency-repeats", type=int, help="repeats of the latency check (tiny 3, otherwise 2)"
     )
     parser.add_argument(
         "--repair-timestamps",

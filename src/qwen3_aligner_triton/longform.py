@@ -1,0 +1,141 @@
+"""Aligning recordings longer than the model's window.
+
+The aligner sees at most a few minutes at once (upstream cuts 180 s windows; beyond ~270 s the
+trailing words collapse). A long recording is aligned window by window, sequentially:
+
+1. A window starts where the last accepted word ended (or at 0) and ends near ``window`` seconds
+   later, cut at the quietest 100 ms frame of the last ``cut_search`` seconds, so a cut rarely
+   falls inside a word.
+2. It is given MORE words than it probably holds: the words left, scaled by the share of the
+   remaining audio the window covers, times ``overshoot``, plus ``extra_words``.
+3. The model places the words that are inside the window and piles the others at its end. Words
+   that end at least ``guard`` seconds before the window's end are accepted; the first word that
+   does not is where the next window starts (at the end of the last accepted word).
+4. A window in which no word can be accepted (silence, music) is skipped; the last window takes
+   every remaining word.
+
+A wrong estimate only costs time: too few words and the next window starts earlier; too many and
+the extra ones are piled up and carried over. Every word is placed exactly once, in order, with
+monotonic times inside the recording.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+FRAME_SECONDS = 0.1  # energy envelope resolution for choosing cut points
+
+
+@dataclass(frozen=True)
+class LongformSettings:
+    """How long recordings are cut (seconds) and how words are handed out."""
+
+    window: float = 180.0
+    cut_search: float = 20.0  # look for a quiet cut point in the window's last seconds
+    guard: float = 2.0  # accept only words ending this long before a (non-final) window's end
+    overshoot: float = 1.5
+    extra_words: int = 16
+    min_last_window: float = 30.0  # do not leave a tail shorter than this for a last window
+
+
+@dataclass(frozen=True)
+class Window:
+    """One piece of the recording and the words handed to it."""
+
+    start: float  # seconds in the recording
+    end: float
+    first_word: int
+    n_words: int
+    is_last: bool
+
+
+def energy_envelope(wave: np.ndarray, sample_rate: int) -> np.ndarray:
+    """RMS per 100 ms frame."""
+    hop = max(1, round(FRAME_SECONDS * sample_rate))
+    n = wave.shape[0] // hop
+    if n == 0:
+        return np.zeros(1, dtype=np.float32)
+    frames = wave[: n * hop].astype(np.float32).reshape(n, hop)
+    return np.sqrt(np.mean(frames * frames, axis=1))
+
+
+@dataclass
+class LongformPlan:
+    """Window-by-window state of one long recording's alignment."""
+
+    duration: float  # seconds
+    n_words: int
+    envelope: np.ndarray  # energy per FRAME_SECONDS
+    settings: LongformSettings = field(default_factory=LongformSettings)
+    starts: list[float] = field(default_factory=list)
+    ends: list[float] = field(default_factory=list)
+    position: float = 0.0  # where the next window starts
+    windows: int = 0
+
+    @property
+    def done(self) -> bool:
+        return len(self.starts) >= self.n_words
+
+    def _cut(self, start: float) -> tuple[float, bool]:
+        s = self.settings
+        target = start + s.window
+        if target >= self.duration - s.min_last_window:
+            if self.duration - start <= s.window:
+                return self.duration, True
+            target = min(target, self.duration - s.min_last_window)
+        lo = max(start + s.window / 2, target - s.cut_search)
+        a, b = (
+            int(lo / FRAME_SECONDS),
+            max(int(target / FRAME_SECONDS), int(lo / FRAME_SECONDS) + 1),
+        )
+        segment = self.envelope[a:b]
+        if segment.size == 0:
+            return target, False
+        cut = (a + int(np.argmin(segment)) + 0.5) * FRAME_SECONDS
+        return min(cut, target), False
+
+    def next_window(self) -> Window | None:
+        """The next window to align, or None when every word is placed."""
+        if self.done:
+            return None
+        first = len(self.starts)
+        left = self.n_words - first
+        end, is_last = self._cut(self.position)
+        if is_last:
+            n = left
+        else:
+            share = (end - self.position) / max(self.duration - self.position, 1e-9)
+            n = min(
+                left, math.ceil(left * share * self.settings.overshoot) + self.settings.extra_words
+            )
+        return Window(self.position, end, first, n, is_last)
+
+    def accept(self, window: Window, starts: list[float], ends: list[float]) -> None:
+        """Take the model's times (relative to the window) for the words handed to ``window``."""
+        if len(starts) != window.n_words or len(ends) != window.n_words:
+            raise ValueError("one start and one end per word of the window")
+        self.windows += 1
+        limit = window.end - window.start - self.settings.guard
+        floor = self.ends[-1] if self.ends else 0.0
+        kept = 0
+        for s, e in zip(starts, ends, strict=True):
+            if not window.is_last and e > limit:
+                break
+            start = min(max(window.start + s, floor), self.duration)
+            end = min(max(window.start + e, start), self.duration)
+            self.starts.append(start)
+            self.ends.append(end)
+            floor = end
+            kept += 1
+        if window.is_last:
+            return
+        if kept:
+            self.position = max(self.ends[-1], window.start)
+            if self.position <= window.start:  # every kept word is zero-length at the start
+                self.position = window.start + FRAME_SECONDS
+        else:
+            # Nothing could be placed well inside: skip ahead, keeping an overlap for safety.
+            self.position = window.end - self.settings.guard

@@ -1,0 +1,148 @@
+"""The long-recording window algorithm against a simulated aligner that knows the true times."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qwen3_aligner_triton.longform import (
+    FRAME_SECONDS,
+    LongformPlan,
+    LongformSettings,
+    energy_envelope,
+)
+from qwen3_aligner_triton.timestamps import repair_timestamps
+
+BIN = 0.08  # seconds per timestamp class
+
+
+def simulated_window(true_starts, true_ends, window):
+    """What the model does with a window: words inside get their (quantised) times; words that
+    are not inside are piled at the window's end. Then the timestamp repair runs, as it does on
+    the model's output."""
+    length = window.end - window.start
+    starts, ends = [], []
+    for k in range(window.first_word, window.first_word + window.n_words):
+        s, e = true_starts[k] - window.start, true_ends[k] - window.start
+        if s >= length or e > length:
+            s = e = length  # piled at the end
+        s, e = max(s, 0.0), max(e, 0.0)
+        starts.append(round(s / BIN) * BIN)
+        ends.append(round(e / BIN) * BIN)
+    slots = [v for pair in zip(starts, ends, strict=True) for v in pair]
+    fixed = repair_timestamps([round(v * 1000) for v in slots])
+    return [v / 1000 for v in fixed[0::2]], [v / 1000 for v in fixed[1::2]]
+
+
+def run(true_starts, true_ends, duration, envelope=None, settings=None):
+    settings = settings or LongformSettings()
+    if envelope is None:
+        envelope = np.ones(int(duration / FRAME_SECONDS) + 1, np.float32)
+    plan = LongformPlan(duration, len(true_starts), envelope, settings)
+    guard = 0
+    while (window := plan.next_window()) is not None:
+        starts, ends = simulated_window(true_starts, true_ends, window)
+        plan.accept(window, starts, ends)
+        guard += 1
+        assert guard < 10_000, "no progress"
+    return plan
+
+
+def speech(duration, rate_fn, rng, silences=()):
+    """True word times: words follow each other at a (varying) rate, with given silences."""
+    starts, ends = [], []
+    t = 0.5
+    while t < duration - 1.0:
+        for a, b in silences:
+            if a <= t < b:
+                t = b
+        if t >= duration - 1.0:
+            break
+        length = max(0.12, rng.normal(1.0 / rate_fn(t), 0.05))
+        starts.append(t)
+        ends.append(min(t + length * 0.8, duration))
+        t += length
+    return np.array(starts), np.array(ends)
+
+
+def check(plan, true_starts, true_ends, duration):
+    starts, ends = np.array(plan.starts), np.array(plan.ends)
+    assert len(starts) == len(true_starts)  # every word exactly once
+    assert np.all(np.diff(starts) >= 0) and np.all(ends >= starts)  # in order, monotonic
+    assert np.all(starts[1:] >= ends[:-1] - 1e-9)
+    assert starts.min() >= 0 and ends.max() <= duration
+    err = np.maximum(np.abs(starts - true_starts), np.abs(ends - true_ends))
+    return err
+
+
+def test_one_hour_every_word_within_one_bin():
+    rng = np.random.default_rng(0)
+    duration = 3600.0
+    ts, te = speech(duration, lambda t: 2.5, rng)
+    plan = run(ts, te, duration)
+    err = check(plan, ts, te, duration)
+    assert err.max() <= BIN / 2 + 1e-9, err.max()
+    assert plan.windows < 60  # ~3600 / 180 plus the overlaps
+
+
+def test_long_silences_and_music():
+    rng = np.random.default_rng(1)
+    duration = 1800.0
+    silences = [(100, 500), (700, 720), (1000, 1400)]
+    ts, te = speech(duration, lambda t: 3.0, rng, silences)
+    err = check(run(ts, te, duration), ts, te, duration)
+    assert err.max() <= BIN / 2 + 1e-9
+
+
+def test_very_uneven_speaking_rate():
+    rng = np.random.default_rng(2)
+    duration = 2400.0
+    ts, te = speech(duration, lambda t: 0.3 if (t // 300) % 2 else 6.0, rng)
+    err = check(run(ts, te, duration), ts, te, duration)
+    assert err.max() <= BIN / 2 + 1e-9
+
+
+def test_window_cut_inside_a_word_is_recovered():
+    duration = 400.0
+    ts = np.arange(0.5, 399.0, 1.0)
+    te = ts + 0.95  # words almost touch: any cut lands in a word
+    err = check(run(ts, te, duration), ts, te, duration)
+    assert err.max() <= BIN / 2 + 1e-9
+
+
+def test_transcript_with_words_never_spoken():
+    """Extra words the audio does not contain get piled up; all words stay, in order, inside."""
+    rng = np.random.default_rng(3)
+    duration = 900.0
+    ts, te = speech(duration, lambda t: 2.0, rng)
+    # 40 spoken-nowhere words in the middle: the simulated model piles them at window ends.
+    k = len(ts) // 2
+    ts = np.concatenate([ts[:k], np.full(40, 10_000.0), ts[k:]])
+    te = np.concatenate([te[:k], np.full(40, 10_000.0), te[k:]])
+    plan = run(ts, te, duration)
+    starts = np.array(plan.starts)
+    assert len(starts) == len(ts)
+    assert np.all(np.diff(starts) >= 0) and starts.max() <= duration
+    spoken = np.r_[0:k, k + 40 : len(ts)]
+    err = np.abs(starts[spoken] - ts[spoken])
+    assert np.quantile(err, 0.99) <= BIN  # the spoken words keep their places
+
+
+def test_cut_points_prefer_quiet_frames():
+    duration = 600.0
+    env = np.ones(int(duration / FRAME_SECONDS), np.float32)
+    env[1712] = 0.0  # a quiet frame (171.2-171.3 s) inside the search range
+    plan = LongformPlan(duration, 10, env)
+    window = plan.next_window()
+    assert window.end == pytest.approx(171.25)
+
+
+def test_short_tail_is_not_left_alone():
+    plan = LongformPlan(200.0, 5, np.ones(2000, np.float32))
+    w = plan.next_window()
+    assert w.end <= 170.0 and not w.is_last
+
+
+def test_energy_envelope():
+    wave = np.concatenate([np.zeros(1600), np.ones(1600)]).astype(np.float32)
+    np.testing.assert_allclose(energy_envelope(wave, 16000), [0.0, 1.0])

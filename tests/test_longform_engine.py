@@ -1,0 +1,165 @@
+"""Long recordings and cue-guided requests through the engine (tiny checkpoint, in-process)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from qwen3_aligner_triton.engine import AlignerEngine, WindowedJob, build_prompt
+from qwen3_aligner_triton.params import ModelSettings
+from qwen3_aligner_triton.requests import AlignRequest, RequestError, decode_request
+
+SETTINGS = ModelSettings(checkpoint="tiny", window_seconds=60.0, max_forward_batch=16)
+SENTENCE = "the quick brown fox jumps over the lazy dog, and then it rests."
+
+
+def speechy(seconds: float, rate: int = 16000, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    wave = 0.3 * (0.5 + 0.5 * np.sin(2 * np.pi * 2.5 * t)) * np.sin(2 * np.pi * 200 * t)
+    return (wave + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def engine(upstream):
+    return AlignerEngine(upstream, SETTINGS)
+
+
+def check_alignment(result, words_expected, duration, text):
+    words = [u.text for u in result.units]
+    assert words == words_expected  # every word exactly once, in order
+    starts = np.array([u.start for u in result.units])
+    ends = np.array([u.end for u in result.units])
+    assert np.all(np.diff(starts) >= 0)
+    assert np.all(ends >= starts)
+    assert np.all(starts[1:] >= ends[:-1])
+    assert starts.min() >= 0 and ends.max() <= duration + 1e-6
+    doc = json.loads(result.to_json())
+    assert doc["text"] == text
+    for w in doc["words"]:
+        assert w["display"] == text[w["display_start"] : w["display_end"]]
+
+
+def test_prompt_matches_upstream(upstream):
+    words, prompt = upstream.aligner_processor.encode_timestamp("Hello, big world!", "English")
+    assert build_prompt(words) == prompt
+
+
+def test_long_recordings_share_forward_passes(engine, upstream):
+    texts = [" ".join([SENTENCE] * 30), "今天天气很好，我们去公园散步吧。" * 20]
+    languages = ["English", "Chinese"]
+    requests = [
+        AlignRequest(speechy(200.0, seed=1), 16000, texts[0], "English"),
+        AlignRequest(speechy(150.0, 8000, seed=2), 8000, texts[1], "Chinese"),
+    ]
+    prepared = [engine.prepare(r) for r in requests]
+    assert all(isinstance(p, WindowedJob) for p in prepared)
+    sizes: list[int] = []
+    results = engine.align(prepared, on_batch=sizes.append)
+    assert max(sizes) >= 2, sizes  # first windows of both requests in one forward pass
+    for req, lang, result in zip(requests, languages, results, strict=True):
+        expected, _ = upstream.aligner_processor.encode_timestamp(req.text, lang)
+        check_alignment(result, expected, req.duration, req.text)
+    assert prepared[0].plan.windows >= 4
+
+
+def test_request_within_one_window_is_unchanged(engine):
+    req = AlignRequest(speechy(59.0), 16000, SENTENCE, "English")
+    assert not isinstance(engine.prepare(req), WindowedJob)
+
+
+def test_cue_guided_alignment(engine, upstream):
+    audio = speechy(120.0, seed=3)
+    cues = [
+        {"start": 1.0, "end": 6.5, "text": "Hello there, world!"},
+        {"start": 7.0, "end": 20.0, "text": "This cue has a few more words in it."},
+        {"start": 30.0, "end": 31.0, "text": "♪ ♪"},  # nothing to align: skipped
+        {"start": 60.0, "end": 119.9, "text": "我们今天去公园。"},
+    ]
+    req = decode_request(
+        audio[None, :],
+        None,
+        np.array([[b""]], dtype=np.object_),
+        np.array([[b"en"]], dtype=np.object_),
+        SETTINGS,
+        np.array([[json.dumps(cues).encode()]], dtype=np.object_),
+    )
+    sizes: list[int] = []
+    (result,) = engine.align([engine.prepare(req)], on_batch=sizes.append)
+    text = "\n".join(c["text"] for c in cues)
+    expected, _ = upstream.aligner_processor.encode_timestamp(text, "English")
+    check_alignment(result, expected, 120.0, text)
+    assert sum(sizes) == 3  # one window per cue with words, in shared forward passes
+    # each cue's words lie within its span plus the margin
+    units = iter(result.units)
+    for cue in (cues[0], cues[1], cues[3]):
+        n = len(upstream.aligner_processor.encode_timestamp(cue["text"], "English")[0])
+        for _ in range(n):
+            u = next(units)
+            assert cue["start"] - 1.0 - 1e-6 <= u.start <= u.end <= cue["end"] + 1.0 + 1e-6
+
+
+def segments_of(value) -> np.ndarray:
+    raw = value if isinstance(value, str) else json.dumps(value)
+    return np.array([[raw.encode()]], dtype=np.object_)
+
+
+@pytest.mark.parametrize(
+    ("segments", "message"),
+    [
+        ("not json", "not valid JSON"),
+        ([], "non-empty JSON list"),
+        ({"start": 0}, "non-empty JSON list"),
+        ([{"start": 0, "end": 1}], 'must be an object with "start", "end" and "text"'),
+        ([{"start": "0", "end": 1, "text": "a"}], "must be a number"),
+        ([{"start": 2, "end": 1, "text": "a"}], "before end"),
+        ([{"start": -1, "end": 1, "text": "a"}], ">= 0"),
+        ([{"start": 50, "end": 51, "text": "a"}], "after the end"),
+        ([{"start": 0, "end": 2, "text": "a"}, {"start": 1, "end": 3, "text": "b"}], "overlaps"),
+        ([{"start": 0, "end": 1e9, "text": "a"}], "per cue"),
+        ([{"start": 0, "end": float("nan"), "text": "a"}], "finite"),
+    ],
+)
+def test_malformed_segments_are_rejected(segments, message):
+    with pytest.raises(RequestError, match=message) as info:
+        decode_request(
+            np.zeros((1, 16000 * 10), np.float32),
+            None,
+            np.array([[b""]], dtype=np.object_),
+            np.array([[b"en"]], dtype=np.object_),
+            SETTINGS,
+            segments_of(segments),
+        )
+    assert info.value.reason == "bad_segments"
+
+
+def test_text_must_match_the_cues():
+    with pytest.raises(RequestError, match="cue texts joined by newlines"):
+        decode_request(
+            np.zeros((1, 16000 * 10), np.float32),
+            None,
+            np.array([[b"something else"]], dtype=np.object_),
+            np.array([[b"en"]], dtype=np.object_),
+            SETTINGS,
+            segments_of([{"start": 0, "end": 2, "text": "a b"}]),
+        )
+
+
+def test_limits_on_words_and_recording_length(engine):
+    many = AlignRequest(speechy(200.0), 16000, " ".join(["w"] * 2600), "English")
+    with pytest.raises(RequestError, match="holds at most 2500"):
+        engine.prepare(many)
+    tight = AlignerEngine(engine_aligner(engine), ModelSettings(checkpoint="t", max_words=10))
+    with pytest.raises(RequestError, match="the limit is 10"):
+        tight.prepare(AlignRequest(speechy(5.0), 16000, " ".join(["w"] * 11), "English"))
+
+
+def engine_aligner(engine):
+    class Holder:
+        model = engine.model
+        processor = engine.processor
+        aligner_processor = engine.text_processor
+
+    return Holder()
