@@ -1,0 +1,126 @@
+"""Long recordings and cue-guided alignment end to end on the real server (tiny checkpoint)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import requests
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from triton_calls import MODEL, build_inputs, parse
+from tritonclient.utils import InferenceServerException
+
+pytestmark = pytest.mark.integration
+
+RATE = 8000  # Hz: a 30-minute recording is then 58 MB of float32 on the wire
+SENTENCE = "Long recordings are aligned window by window, and every word comes back once."
+
+
+def recording(seconds: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE), dtype=np.float32) / RATE
+    wave = 0.3 * (0.5 + 0.5 * np.sin(2 * np.pi * 2.0 * t)) * np.sin(2 * np.pi * 170.0 * t)
+    wave[int(600 * RATE) : int(660 * RATE)] = 0.0  # a minute of silence
+    return (wave + 0.02 * rng.standard_normal(t.size).astype(np.float32)).astype(np.float32)
+
+
+def check_document(doc: dict, text: str, duration: float, upstream, language: str) -> None:
+    expected, _ = upstream.aligner_processor.encode_timestamp(text, language)
+    words = doc["words"]
+    assert [w["text"] for w in words] == expected
+    starts = np.array([w["start"] for w in words])
+    ends = np.array([w["end"] for w in words])
+    assert np.all(np.diff(starts) >= 0) and np.all(ends >= starts)
+    assert np.all(starts[1:] >= ends[:-1])
+    assert starts.min() >= 0.0 and ends.max() <= duration + 1e-6
+    assert doc["text"] == text
+    assert doc["duration"] == pytest.approx(duration)
+
+
+def batch_histogram(metrics_url: str) -> tuple[float, float]:
+    """(forward passes, forward passes with one request) from the model's histogram."""
+    body = requests.get(metrics_url, timeout=10).text
+    count = sum(
+        float(m) for m in re.findall(r"qwen3_aligner_forward_batch_size_count\{[^}]*\} (\S+)", body)
+    )
+    ones = sum(
+        float(m)
+        for m in re.findall(
+            r'qwen3_aligner_forward_batch_size_bucket\{[^}]*le="1"[^}]*\} (\S+)', body
+        )
+    )
+    return count, ones
+
+
+def test_thirty_minutes_of_audio_and_windows_shared_across_requests(server, upstream):
+    long_text = " ".join([SENTENCE] * 160)  # ~2,100 words over 30 minutes
+    second_text = "这是一段较长的录音，我们一句一句地对齐。" * 40
+    before = batch_histogram(server.metrics_url)
+    # While the 30-minute request runs, the two 400 s requests queue up and are executed together.
+    with httpclient.InferenceServerClient(
+        server.http_url, concurrency=3, connection_timeout=600, network_timeout=600
+    ) as client:
+        first = client.async_infer(
+            MODEL, build_inputs(httpclient, recording(1800.0, 1), RATE, long_text, "en")
+        )
+        others = [
+            client.async_infer(
+                MODEL, build_inputs(httpclient, recording(400.0, seed), RATE, second_text, "zh")
+            )
+            for seed in (2, 3)
+        ]
+        doc1 = parse(first.get_result())["document"]
+        docs = [parse(f.get_result())["document"] for f in others]
+    check_document(doc1, long_text, 1800.0, upstream, "English")
+    for doc in docs:
+        check_document(doc, second_text, 400.0, upstream, "Chinese")
+    after = batch_histogram(server.metrics_url)
+    passes, single = after[0] - before[0], after[1] - before[1]
+    assert passes >= 12  # 30 minutes in windows of at most 180 s
+    assert passes > single, "no forward pass held windows of two requests"
+
+
+def test_cue_file_over_grpc(server, upstream):
+    cues = [
+        {"start": 2.0 + 20.0 * k, "end": 14.0 + 20.0 * k, "text": f"Cue number {k}: {SENTENCE}"}
+        for k in range(90)
+    ]  # 30 minutes of subtitles
+    text = "\n".join(c["text"] for c in cues)
+    audio = recording(1800.0, 3)
+    with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        inputs = build_inputs(grpcclient, audio, RATE, "", "English")
+        seg = grpcclient.InferInput("SEGMENTS", [1, 1], "BYTES")
+        seg.set_data_from_numpy(np.array([[json.dumps(cues).encode()]], dtype=np.object_))
+        result = parse(client.infer(MODEL, [*inputs, seg], client_timeout=600))
+    doc = result["document"]
+    check_document(doc, text, 1800.0, upstream, "English")
+    words = iter(doc["words"])
+    for cue in cues:
+        n = len(upstream.aligner_processor.encode_timestamp(cue["text"], "English")[0])
+        for _ in range(n):
+            w = next(words)
+            assert cue["start"] - 1.0 - 1e-6 <= w["start"] <= w["end"] <= cue["end"] + 1.0 + 1e-6
+
+
+@pytest.mark.parametrize(
+    ("segments", "message"),
+    [
+        ([{"start": 0, "end": 2, "text": "a"}, {"start": 1, "end": 3, "text": "b"}], "overlaps"),
+        ([{"start": 100, "end": 102, "text": "a"}], "after the end"),
+        ("[{", "not valid JSON"),
+    ],
+)
+def test_malformed_segments_get_invalid_arg(server, segments, message):
+    raw = segments if isinstance(segments, str) else json.dumps(segments)
+    with httpclient.InferenceServerClient(server.http_url) as client:
+        inputs = build_inputs(httpclient, np.zeros(RATE * 10, np.float32), RATE, "", "en")
+        seg = httpclient.InferInput("SEGMENTS", [1, 1], "BYTES")
+        seg.set_data_from_numpy(np.array([[raw.encode()]], dtype=np.object_))
+        with pytest.raises(InferenceServerException) as info:
+            client.infer(MODEL, [*inputs, seg])
+        assert info.value.status() == "400"
+        assert message in info.value.message()
+        assert client.is_model_ready(MODEL)
