@@ -382,6 +382,7 @@ class AlignerEngine:
             attention_mask=attention_mask.to(self.device),
             input_features=features.to(self.device, self.dtype),
             feature_attention_mask=feature_mask.to(self.device),
+            use_cache=False,  # one pass, no generation: a KV cache would only cost memory
         ).logits
         classes = logits.argmax(dim=-1)
         slots = [
