@@ -283,10 +283,13 @@ class AlignerEngine:
         results: list[Alignment | Exception | None] = [None] * len(prepared)
         round_items: list[tuple[int, PreparedItem]] = []
         for i, p in enumerate(prepared):
-            if isinstance(p, WindowedJob):
-                round_items += [(i, it) for it in self._next_items(p)]
-            else:
+            if not isinstance(p, WindowedJob):
                 round_items.append((i, p))
+                continue
+            try:
+                round_items += [(i, it) for it in self._next_items(p)]
+            except Exception as e:  # a failure of one job must not fail its batch-mates
+                results[i] = e
         while round_items:
             outs = self._align_items([it for _, it in round_items], on_batch)
             by_request: dict[int, list[Alignment | Exception]] = {}
@@ -302,12 +305,15 @@ class AlignerEngine:
                 if failed is not None:
                     results[i] = failed
                     continue
-                self._take_results(job, [o for o in outs_i if isinstance(o, Alignment)])
-                following = self._next_items(job)
-                if following:
-                    round_items += [(i, it) for it in following]
-                else:
-                    results[i] = self._finish(job)
+                try:
+                    self._take_results(job, [o for o in outs_i if isinstance(o, Alignment)])
+                    following = self._next_items(job)
+                    if following:
+                        round_items += [(i, it) for it in following]
+                    else:
+                        results[i] = self._finish(job)
+                except Exception as e:
+                    results[i] = e
         return [r if r is not None else RuntimeError("not aligned") for r in results]
 
     def _align_items(
