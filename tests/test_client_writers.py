@@ -163,7 +163,7 @@ def test_srt_keeps_punctuation_and_casing_from_displays():
 def test_render_rejects_unknown_formats():
     with pytest.raises(ValueError, match="unknown format 'docx'"):
         render(make_alignment("hi"), "docx")
-    assert set(FORMATS) == {"json", "srt", "vtt", "textgrid", "ctm", "tsv"}
+    assert set(FORMATS) == {"json", "srt", "vtt", "textgrid", "ctm", "tsv", "html", "png"}
 
 
 def test_write_atomic_replaces_whole_files_and_leaves_no_temporaries(tmp_path):

@@ -24,8 +24,10 @@ from .client import (
     transport,
 )
 from .cues import Cue, CueOptions, group_cues
+from .plot import PlotOptions, png_pages, save_png
+from .report import html_report
 from .results import AlignedWord, Alignment
-from .writers import FORMATS, Format, WriteOptions, render, write_atomic
+from .writers import FORMATS, Format, WriteOptions, render, save, write_atomic
 
 __all__ = [
     "AUDIO_SUFFIXES",
@@ -46,6 +48,7 @@ __all__ = [
     "ItemResult",
     "ManifestError",
     "ModelNotReadyError",
+    "PlotOptions",
     "Readiness",
     "RequestRejectedError",
     "ServerBusyError",
@@ -53,11 +56,15 @@ __all__ = [
     "WriteOptions",
     "default_url",
     "group_cues",
+    "html_report",
     "items_from_folder",
     "items_from_manifest",
     "load_audio",
     "load_items",
+    "png_pages",
     "render",
+    "save",
+    "save_png",
     "transport",
     "write_atomic",
 ]

@@ -3,6 +3,7 @@
 One file::
 
     qwen3-align speech.wav transcript.txt --language en --format srt -o speech.srt
+    qwen3-align speech.wav transcript.txt --language en -o speech.html   # see and hear it
 
 A folder (audio files with same-stem .txt transcripts) or a JSONL manifest::
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .audio import AudioError, load_audio
@@ -38,7 +39,8 @@ from .client import (
     default_url,
 )
 from .cues import CueOptions
-from .writers import FORMATS, WriteOptions, render, write_atomic
+from .plot import PlotOptions, require_matplotlib
+from .writers import FORMATS, WriteOptions, render, save
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # some batch items failed, or the server failed the request
@@ -63,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qwen3-align",
         description="Align a transcript to speech with the qwen3_aligner model on Triton: "
-        "word start and end times as JSON, subtitles (SRT, WebVTT), Praat TextGrid, CTM or TSV.",
+        "word start and end times as JSON, subtitles (SRT, WebVTT), Praat TextGrid, CTM, TSV, "
+        "an HTML page to see and hear the alignment, or PNG pictures.",
         epilog="Exit status: 0 success, 1 some items failed, 2 bad input or usage, "
         "3 server unreachable, 4 model not ready.",
     )
@@ -147,6 +150,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.max_pause,
         help=f"a longer silence always ends a cue (default {defaults.max_pause:g} s)",
     )
+    plot = parser.add_argument_group("pictures (png)")
+    layout = PlotOptions()
+    plot.add_argument(
+        "--seconds-per-row",
+        type=float,
+        default=layout.seconds_per_row,
+        help=f"seconds of audio per row (default {layout.seconds_per_row:g})",
+    )
+    plot.add_argument(
+        "--rows-per-page",
+        type=int,
+        default=layout.rows_per_page,
+        help="rows per PNG file; longer recordings continue in STEM-2.png, STEM-3.png, ... "
+        f"(default {layout.rows_per_page})",
+    )
     return parser
 
 
@@ -159,6 +177,7 @@ class Settings:
     timeout: float
     format: str
     cues: CueOptions
+    plot: PlotOptions = field(default_factory=PlotOptions)
 
     def client(self, timeout: float | None = None) -> AlignerClient:
         """A client for the chosen server; ``timeout`` overrides the per-request timeout."""
@@ -178,6 +197,7 @@ def _settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Sett
             min_duration=args.min_duration,
             max_pause=args.max_pause,
         )
+        plot = PlotOptions(seconds_per_row=args.seconds_per_row, rows_per_page=args.rows_per_page)
     except ValueError as e:
         parser.error(str(e))
     if args.timeout <= 0:
@@ -188,6 +208,7 @@ def _settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Sett
         timeout=args.timeout,
         format=fmt or "json",
         cues=cues,
+        plot=plot,
     )
 
 
@@ -241,15 +262,16 @@ def run_single(args: argparse.Namespace, settings: Settings) -> int:
             raise CliError(str(e), EXIT_NOT_READY) from e
         except AlignerError as e:
             raise CliError(f"alignment failed: {e}", EXIT_FAILED) from e
-    options = WriteOptions(cues=settings.cues, recording=Path(args.audio).stem)
-    output = render(alignment, settings.format, options)
+    options = WriteOptions(
+        cues=settings.cues, recording=Path(args.audio).stem, audio=audio, plot=settings.plot
+    )
     if args.output:
         try:
-            write_atomic(args.output, output)
+            save(alignment, settings.format, args.output, options)
         except OSError as e:
             raise CliError(f"cannot write {args.output}: {e}", EXIT_USAGE) from e
     else:
-        _write_stdout(output)
+        _write_stdout(render(alignment, settings.format, options))
     return EXIT_OK
 
 
@@ -276,6 +298,7 @@ def run_batch(args: argparse.Namespace, settings: Settings) -> int:
     except OSError as e:
         raise CliError(f"cannot create --out-dir {out_dir}: {e}", EXIT_USAGE) from e
     suffix = FORMATS[settings.format].suffix
+    needs_audio = FORMATS[settings.format].needs_audio
     summary = BatchSummary()
     todo: list[BatchItem] = []
     for item in items:
@@ -311,12 +334,14 @@ def run_batch(args: argparse.Namespace, settings: Settings) -> int:
             if result.alignment is None:
                 fail(item, str(result.error))
                 continue
-            options = WriteOptions(cues=settings.cues, recording=item.key)
+            options = WriteOptions(cues=settings.cues, recording=item.key, plot=settings.plot)
             try:
-                write_atomic(
-                    out_dir / f"{item.key}{suffix}",
-                    render(result.alignment, settings.format, options),
-                )
+                if needs_audio:  # decoded again: align_many keeps no audio in memory
+                    options = replace(options, audio=load_audio(item.audio))
+                save(result.alignment, settings.format, out_dir / f"{item.key}{suffix}", options)
+            except AudioError as e:
+                fail(item, str(e))
+                continue
             except OSError as e:
                 fail(item, f"cannot write output: {e}")
                 continue
@@ -358,12 +383,26 @@ def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
             parser.error("--out-dir is for --batch; use -o for one file")
 
 
+def _check_output(parser: argparse.ArgumentParser, args: argparse.Namespace, fmt: str) -> None:
+    """Formats written to files only (png) need -o in single-file mode, and png matplotlib."""
+    if args.check:
+        return
+    if not (args.batch or args.output) and FORMATS[fmt].save is not None:
+        parser.error(f"--format {fmt} writes files: give -o FILE{FORMATS[fmt].suffix}")
+    if fmt == "png":
+        try:
+            require_matplotlib()
+        except ModuleNotFoundError as e:
+            parser.error(str(e))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status (the console script exits with it)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_usage(parser, args)
     settings = _settings(parser, args)
+    _check_output(parser, args, settings.format)
     try:
         if args.check:
             return run_check(settings)

@@ -1,11 +1,15 @@
 """Writing an :class:`~qwen3_aligner_client.results.Alignment` as JSON, SRT, WebVTT, Praat
-TextGrid, CTM or TSV, and saving files atomically.
+TextGrid, CTM, TSV, an HTML report or PNG pictures, and saving files atomically.
 
 Word-level formats (CTM, TSV, JSON) carry the aligner's times as they are. Subtitle formats
 (SRT, WebVTT) carry cues from :func:`~qwen3_aligner_client.cues.group_cues`. TextGrid has a
 ``words`` tier (one interval per aligned unit) and a ``cues`` tier (one interval per cue); Praat
 needs intervals that tile each tier, so gaps become empty intervals and word times are made
 strictly increasing with :func:`~qwen3_aligner_client.cues.tiling_intervals`.
+
+HTML (:mod:`~qwen3_aligner_client.report`) and PNG (:mod:`~qwen3_aligner_client.plot`) picture
+the alignment over its audio, so they need :attr:`WriteOptions.audio`. PNG is binary and may take
+several files: write it with :func:`save`, which writes any format to a path.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .cues import (
     MS_PER_SECOND,
@@ -27,6 +32,8 @@ from .cues import (
     tiling_intervals,
     to_ms,
 )
+from .plot import PlotOptions, save_png
+from .report import html_report
 from .results import Alignment
 
 TSV_COLUMNS = ("start", "end", "text", "display", "char_start", "char_end")
@@ -34,10 +41,22 @@ TSV_COLUMNS = ("start", "end", "text", "display", "char_start", "char_end")
 
 @dataclass(frozen=True)
 class WriteOptions:
-    """Settings some formats use: cue limits (SRT, VTT, TextGrid) and the CTM recording id."""
+    """Settings some formats use: cue limits (SRT, VTT, TextGrid), the recording's name (CTM's
+    first column, the title of HTML and PNG), and the audio with PNG's layout (HTML, PNG)."""
 
     cues: CueOptions = field(default_factory=CueOptions)
-    recording: str = "audio"  # CTM's first column, usually the audio file's stem
+    recording: str = "audio"  # usually the audio file's stem
+    # (samples, sample_rate) of the audio that was aligned: mono (or channels mixed down)
+    audio: tuple[Any, int] | None = field(default=None, compare=False, repr=False)
+    plot: PlotOptions = field(default_factory=PlotOptions)
+
+    def require_audio(self, format_name: str) -> tuple[Any, int]:
+        """The audio, or a ``ValueError`` saying that ``format_name`` needs it."""
+        if self.audio is None:
+            raise ValueError(
+                f"the {format_name} format needs the audio: WriteOptions(audio=(samples, rate))"
+            )
+        return self.audio
 
 
 def _timestamp(ms: int, decimal: str) -> str:
@@ -167,13 +186,34 @@ def to_tsv(alignment: Alignment, options: WriteOptions) -> str:
     return buffer.getvalue()
 
 
+def to_html(alignment: Alignment, options: WriteOptions) -> str:
+    """A self-contained HTML page to see and hear the alignment (needs ``options.audio``)."""
+    samples, rate = options.require_audio("html")
+    return html_report(alignment, samples, rate, title=options.recording)
+
+
+def _png_is_binary(alignment: Alignment, options: WriteOptions) -> str:
+    raise ValueError("png is an image, not text: write it with save(alignment, 'png', path)")
+
+
+def _save_png(alignment: Alignment, options: WriteOptions, path: Path) -> list[Path]:
+    samples, rate = options.require_audio("png")
+    return save_png(path, alignment, samples, rate, options.plot, title=options.recording)
+
+
 @dataclass(frozen=True)
 class Format:
-    """An output format: its name on the command line, file suffix and renderer."""
+    """An output format: its name on the command line, file suffix and renderer.
+
+    ``render`` gives text formats' text. Formats with a ``save`` are written to files only (by
+    :func:`save`); ``needs_audio`` formats picture the audio and need ``WriteOptions.audio``.
+    """
 
     name: str
     suffix: str
     render: Callable[[Alignment, WriteOptions], str]
+    needs_audio: bool = False
+    save: Callable[[Alignment, WriteOptions, Path], list[Path]] | None = None
 
 
 FORMATS: dict[str, Format] = {
@@ -185,19 +225,47 @@ FORMATS: dict[str, Format] = {
         Format("textgrid", ".TextGrid", to_textgrid),
         Format("ctm", ".ctm", to_ctm),
         Format("tsv", ".tsv", to_tsv),
+        Format("html", ".html", to_html, needs_audio=True),
+        Format("png", ".png", _png_is_binary, needs_audio=True, save=_save_png),
     )
 }
 
 
-def render(alignment: Alignment, format_name: str, options: WriteOptions | None = None) -> str:
-    """``alignment`` as text in the format named ``format_name`` (a key of :data:`FORMATS`)."""
+def get_format(format_name: str) -> Format:
+    """The format named ``format_name`` (a key of :data:`FORMATS`), or a ``ValueError``."""
     try:
-        fmt = FORMATS[format_name]
+        return FORMATS[format_name]
     except KeyError:
         raise ValueError(
             f"unknown format {format_name!r}; use one of: {', '.join(FORMATS)}"
         ) from None
-    return fmt.render(alignment, options or WriteOptions())
+
+
+def render(alignment: Alignment, format_name: str, options: WriteOptions | None = None) -> str:
+    """``alignment`` as text in the format named ``format_name`` (a key of :data:`FORMATS`).
+
+    ``html`` needs ``options.audio``; ``png`` is not text (use :func:`save`).
+    """
+    return get_format(format_name).render(alignment, options or WriteOptions())
+
+
+def save(
+    alignment: Alignment,
+    format_name: str,
+    path: str | os.PathLike[str],
+    options: WriteOptions | None = None,
+) -> list[Path]:
+    """Write ``alignment`` to ``path`` in any format, atomically; returns the files written.
+
+    That is ``path`` alone, except for PNG recordings longer than a page (see
+    :func:`qwen3_aligner_client.plot.page_paths`).
+    """
+    fmt = get_format(format_name)
+    options = options or WriteOptions()
+    if fmt.save is not None:
+        return fmt.save(alignment, options, Path(path))
+    write_atomic(path, fmt.render(alignment, options))
+    return [Path(path)]
 
 
 def write_atomic(path: str | os.PathLike[str], text: str) -> None:
@@ -206,11 +274,16 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
     The text goes to a temporary file in the same folder, which then replaces ``path`` in one
     rename; an interrupted run leaves at most a hidden ``.*.tmp`` file behind.
     """
+    write_atomic_bytes(path, text.encode("utf-8"))
+
+
+def write_atomic_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` as :func:`write_atomic` writes text."""
     target = Path(path)
     fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temp_name, 0o666 & ~_umask())  # as a plainly created file would be
