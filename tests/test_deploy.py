@@ -47,8 +47,11 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from qwen3_aligner_triton.tritonserver import (
+    WATCHDOG_INTERVAL_SECONDS,
     ServerError,
     TritonInstallation,
+    backend_stub_pids,
+    build_command,
     free_ports,
     http_ready,
     locate,
@@ -449,6 +452,23 @@ def test_dockerfile_pins_agree_with_constraints_pyproject_and_setup_venv():
     assert "nvidia-pytriton" not in locked, "the image uses the container's tritonserver"
 
 
+def test_update_constraints_script_reads_the_same_pins():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "update_constraints", DOCKER / "update_constraints.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    text = DOCKERFILE.read_text()
+    args = script.dockerfile_args(text)
+    assert {k: v for k, v in args.items() if v} == {k: v for k, v in build_args().items() if v}
+    pins = {Requirement(p) for p in script.dockerfile_pins(text, args)}
+    assert {canonicalize_name(r.name): str(r.specifier)[2:] for r in pins} == {
+        name: version for name, version in pip_pins().items() if name != "qwen-asr"
+    }
+
+
 def test_constraints_satisfy_every_dependency_of_the_project():
     locked = constraints()
     env = default_environment()
@@ -533,10 +553,19 @@ def test_entrypoint_and_default_arguments():
     assert env["HF_HOME"] and env["ALIGNER_BAKED_CHECKPOINT"].startswith("/opt/qwen3-aligner/")
 
 
+def container_command(environ: dict[str, str], gpu_count: int) -> list[str]:
+    """The tritonserver command line the entrypoint runs in the image, for its default CMD."""
+    plan = entrypoint.plan_container(environ, gpu_count)
+    opts = entrypoint.server_options(plan, exec_form("CMD"))
+    return build_command(TritonInstallation(Path("tritonserver"), None, "PATH"), opts)
+
+
 def test_every_server_flag_is_one_tritonserver_accepts():
     check_server_flags(exec_form("CMD"), "Dockerfile CMD")
     check_server_flags(aligner_container()["args"], "Deployment args")
-    check_server_flags(list(entrypoint.CPU_ONLY_ARGS), "entrypoint CPU_ONLY_ARGS")
+    for gpus in (0, 1):
+        cmd = container_command({}, gpus)
+        check_server_flags(cmd[1:], f"entrypoint's command ({gpus} GPU)")
     with pytest.raises(AssertionError, match="no flag --no-such-flag"):
         check_server_flags(["--no-such-flag=1"], "self-check")
     with pytest.raises(AssertionError, match="expected true or false"):
@@ -841,37 +870,62 @@ def test_plan_container_rejects_bad_settings(env, gpus, message):
         entrypoint.plan_container(env, gpus)
 
 
-def test_server_command_owns_the_repository_and_keeps_the_given_flags_last(tmp_path):
-    install = TritonInstallation(Path("/opt/tritonserver/bin/tritonserver"), None, "PATH")
+def test_server_options_take_the_ports_from_the_arguments_and_pass_them_all_on(tmp_path):
     plan = entrypoint.plan_container(
         {"DEVICE": "cpu", entrypoint.RENDERED_ENV: str(tmp_path)}, gpu_count=0
     )
-    cmd = entrypoint.server_command(install, plan, ["--allow-gpu-metrics=true", "--http-port=1"])
-    assert cmd[:2] == [str(install.binary), f"--model-repository={tmp_path}"]
-    assert cmd[2:] == [*entrypoint.CPU_ONLY_ARGS, "--allow-gpu-metrics=true", "--http-port=1"]
+    args = ["--http-port=9000", "--grpc-port=9001", "--metrics-port=9002", "--log-verbose=1"]
+    opts = entrypoint.server_options(plan, args)
+    assert (opts.http_port, opts.grpc_port, opts.metrics_port) == (9000, 9001, 9002)
+    assert opts.model_repository == tmp_path and opts.gpu is False and opts.watchdog is True
+    assert opts.extra_args == tuple(args)
+    defaults = entrypoint.server_options(plan, [])
+    assert (defaults.http_port, defaults.grpc_port, defaults.metrics_port) == (8000, 8001, 8002)
     gpu_plan = entrypoint.plan_container({entrypoint.RENDERED_ENV: str(tmp_path)}, gpu_count=1)
-    wheel = TritonInstallation(Path("/w/bin/tritonserver"), Path("/w/backends"), "nvidia-pytriton")
-    assert entrypoint.server_command(wheel, gpu_plan, []) == [
-        "/w/bin/tritonserver",
-        f"--model-repository={tmp_path}",
-        "--backend-directory=/w/backends",
-    ]
-    for owned in ("--model-repository=/x", "--model-store=/x", "--model-repository"):
-        with pytest.raises(ValueError, match="sets the model repository itself"):
-            entrypoint.server_command(install, plan, [owned])
+    assert entrypoint.server_options(gpu_plan, []).gpu is True
 
 
-def test_main_renders_the_repository_then_execs_tritonserver(tmp_path, monkeypatch, capsys):
-    calls = []
+def test_server_options_refuse_what_the_entrypoint_sets_itself(tmp_path):
+    plan = entrypoint.plan_container({"DEVICE": "cpu"}, gpu_count=0)
+    owned = ("--model-repository=/x", "--model-store=/x", "--model-control-mode=none")
+    for arg in (*owned, "--load-model=other"):
+        with pytest.raises(ValueError, match="the entrypoint sets"):
+            entrypoint.server_options(plan, [arg])
+    for arg in ("--http-port", "--grpc-port=80a"):
+        with pytest.raises(ValueError, match="give the port as"):
+            entrypoint.server_options(plan, [arg])
 
-    class Exec(Exception):
-        pass
 
-    def fake_execve(path, argv, env):
-        calls.append((path, argv, env))
-        raise Exec
+def test_the_containers_command_keeps_the_images_arguments_last():
+    cmd = container_command({"DEVICE": "cpu"}, 0)
+    cmd_args = exec_form("CMD")
+    assert cmd[-len(cmd_args) :] == cmd_args, "the image's CMD must override the launcher"
+    assert cmd[1] == f"--model-repository={entrypoint.DEFAULT_RENDERED}"
+    # The watchdog reloads the model through the repository API: explicit control, restricted.
+    assert "--model-control-mode=explicit" in cmd and f"--load-model={MODEL}" in cmd
+    assert any(a.startswith("--http-restricted-api=model-repository:") for a in cmd)
+    assert any(a.startswith("--grpc-restricted-protocol=model-repository:") for a in cmd)
+    assert not any(a.startswith("--backend-directory") for a in cmd), "the image's default"
 
-    monkeypatch.setattr(entrypoint.os, "execve", fake_execve)
+
+class FakeServer:
+    """Stands in for a started tritonserver that exits with ``code``."""
+
+    def __init__(self, code: int) -> None:
+        self.process = subprocess.Popen([sys.executable, "-c", f"raise SystemExit({code})"])
+
+    def stop(self) -> int:
+        return self.process.wait()
+
+
+def test_main_renders_the_repository_and_runs_the_server(tmp_path, monkeypatch, capsys):
+    started = []
+
+    def fake_start(opts, install, env=None, echo=None):
+        started.append((opts, install, env))
+        return FakeServer(0)
+
+    monkeypatch.setattr(entrypoint, "start", fake_start)
     monkeypatch.setattr(entrypoint, "cuda_device_count", lambda: 0)
     repo = tmp_path / "rendered"
     environ = {
@@ -881,27 +935,40 @@ def test_main_renders_the_repository_then_execs_tritonserver(tmp_path, monkeypat
         entrypoint.RENDERED_ENV: str(repo),
         "PATH": "/usr/bin",
     }
-    with pytest.raises(Exec):
-        entrypoint.main(["--http-port=8000"], environ)
-    ((path, argv, env),) = calls
-    assert path == argv[0] == str(locate().binary)
-    assert argv[1] == f"--model-repository={repo}" and argv[-1] == "--http-port=8000"
-    assert env["PATH"].split(os.pathsep)[0] == str(BIN), "the stub must see this environment"
+    assert entrypoint.main(["--http-port=8100"], environ) == 0
+    ((opts, install, env),) = started
+    assert install == locate()
+    assert opts.model_repository == repo and opts.http_port == 8100 and not opts.gpu
+    assert env == environ
     config = load_config(repo / MODEL / "config.pbtxt")
     (group,) = config.instance_group
     assert (group.count, group.kind) == (2, 2)  # 2 = KIND_CPU
     assert config.parameters["checkpoint"].string_value == "/models/ckpt"
     assert (repo / MODEL / "1" / "model.py").is_file()
-    assert "serving /models/ckpt on CPU x2" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "serving /models/ckpt on CPU x2" in out and "exited with status 0" in out
+
+
+@pytest.mark.parametrize(("code", "status"), [(0, 0), (1, 1), (-9, 1)])
+def test_main_exits_with_the_servers_status(monkeypatch, tmp_path, code, status):
+    monkeypatch.setattr(entrypoint, "start", lambda *a, **k: FakeServer(code))
+    monkeypatch.setattr(entrypoint, "cuda_device_count", lambda: 0)
+    if code < 0:
+        server = FakeServer(0)
+        server.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        server.process.kill()
+        monkeypatch.setattr(entrypoint, "start", lambda *a, **k: server)
+    environ = {"DEVICE": "cpu", entrypoint.RENDERED_ENV: str(tmp_path)}
+    assert entrypoint.main([], environ) == status
 
 
 def test_main_reports_a_bad_setting_without_starting_anything(monkeypatch, capsys):
     monkeypatch.setattr(entrypoint, "cuda_device_count", lambda: 0)
-    monkeypatch.setattr(entrypoint.os, "execve", lambda *a: pytest.fail("exec on a bad setting"))
+    monkeypatch.setattr(entrypoint, "start", lambda *a, **k: pytest.fail("started anyway"))
     assert entrypoint.main([], {"MAX_CONCURRENT": "many"}) == 2
     assert "entrypoint: error: MAX_CONCURRENT must be an integer" in capsys.readouterr().err
     assert entrypoint.main(["--model-store=/m"], {"DEVICE": "cpu"}) == 2
-    assert "sets the model repository itself" in capsys.readouterr().err
+    assert "the entrypoint sets --model-store itself" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1001,9 +1068,33 @@ def test_the_hpa_metric_is_computable_from_the_servers_counters(server):
     assert math.isfinite(per_request) and 0 <= per_request < 60e6
 
 
+def child_tritonserver(parent: int) -> int:
+    """PID of the tritonserver process started by ``parent``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        if cmdline.endswith(b"/tritonserver") and f"\nPPid:\t{parent}\n" in status:
+            return int(entry.name)
+    raise AssertionError(f"no tritonserver child of {parent}")
+
+
+def wait_for_line(log: Path, text: str, process: subprocess.Popen, timeout: float) -> None:
+    started = time.monotonic()
+    while text not in log.read_text():
+        assert process.poll() is None, f"exited with {process.returncode}:\n{log.read_text()}"
+        assert time.monotonic() - started < timeout, f"no {text!r} in:\n{log.read_text()}"
+        time.sleep(0.25)
+
+
 @pytest.mark.integration
 def test_entrypoint_runs_a_real_server_with_the_images_arguments(tmp_path, tiny_checkpoint):
-    """The container's start-up path, outside a container: entrypoint -> exec tritonserver."""
+    """The container's start-up path outside a container: the image's arguments, the watchdog
+    reloading the model after a stub dies, and a graceful stop on SIGTERM."""
     http, grpc, metrics = free_ports(3)
     ports = {"--http-port": http, "--grpc-port": grpc, "--metrics-port": metrics}
     args = [
@@ -1045,12 +1136,21 @@ def test_entrypoint_runs_a_real_server_with_the_images_arguments(tmp_path, tiny_
         assert config["parameters"]["checkpoint"]["string_value"] == str(tiny_checkpoint)
         assert http_get(f"http://127.0.0.1:{metrics}/metrics") == 200
         send_requests(f"127.0.0.1:{http}", 1)
-        # The entrypoint exec'd: the process that gets SIGTERM is tritonserver, and it drains.
+        # A backend stub dies (the kernel's OOM killer picks the biggest process): the watchdog
+        # reloads the model and the container goes on serving.
+        time.sleep(3 * WATCHDOG_INTERVAL_SECONDS)  # the watchdog notes the stubs once ready
+        stubs = backend_stub_pids(child_tritonserver(process.pid))
+        assert len(stubs) == 2, stubs
+        os.kill(min(stubs), signal.SIGKILL)
+        wait_for_line(log, f"watchdog: {MODEL} reloaded", process, SERVER_READY_TIMEOUT)
+        send_requests(f"127.0.0.1:{http}", 1)
+        # SIGTERM (docker stop, pod deletion) reaches tritonserver, which drains and exits.
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=int(flag_value(args, "--exit-timeout-secs")) + 30)
         output = log.read_text()
         assert process.returncode == 0, output
-        assert "entrypoint: exec " in output and "Waiting for in-flight requests" in output
+        assert "Waiting for in-flight requests" in output
+        assert "entrypoint: tritonserver exited with status 0" in output
         rendered = load_config(tmp_path / "rendered" / MODEL / "config.pbtxt")
         assert text_format.MessageToString(rendered).count("KIND_CPU") == 1
     finally:

@@ -1,37 +1,44 @@
-"""The container's entrypoint: environment -> rendered model repository -> ``exec tritonserver``.
+"""The container's entrypoint: environment -> rendered model repository -> supervised tritonserver.
 
 ``MODEL_PATH``, ``DEVICE`` and ``MAX_CONCURRENT`` are resolved exactly as ``./scripts/serve``
 resolves them (:func:`~qwen3_aligner_triton.serve.plan_launch`). When ``MODEL_PATH`` is unset and a
 checkpoint was baked into the image at build time, that checkpoint is served. The repository that
-ships in the image is rendered into a writable folder, then this process *becomes* ``tritonserver``
-(so the server receives the container's SIGTERM itself and drains for ``--exit-timeout-secs``).
-Its arguments are the container's arguments (the image's ``CMD`` or Kubernetes ``args``) after
-``--model-repository``, which the entrypoint owns.
+ships in the image is rendered into a writable folder, and ``tritonserver`` is started on it the
+way ``./scripts/serve`` starts it (:func:`~qwen3_aligner_triton.tritonserver.build_command`, with
+the watchdog that reloads the model when a backend stub dies), followed by the container's own
+arguments (the image's ``CMD`` or Kubernetes ``args``; tritonserver keeps a flag's last value).
+SIGTERM is passed on, so the server drains for ``--exit-timeout-secs``; the entrypoint exits with
+the server's status.
 """
 
 from __future__ import annotations
 
 import os
-import shlex
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .params import CHECKPOINT_ENV
 from .repository import SOURCE_REPOSITORY, Placement, render_repository
-from .serve import EXIT_USAGE, cuda_device_count, plan_launch
-from .tritonserver import ServerError, TritonInstallation, locate, server_environment
+from .serve import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cuda_device_count, plan_launch, wait_for_exit
+from .tritonserver import ServerError, ServerOptions, locate, start
 
 TEMPLATE_ENV = "ALIGNER_REPOSITORY_TEMPLATE"  # the model repository as shipped (read-only is fine)
 RENDERED_ENV = "ALIGNER_REPOSITORY_DIR"  # where the rendered repository is written
 BAKED_CHECKPOINT_ENV = "ALIGNER_BAKED_CHECKPOINT"  # checkpoint folder baked in at build time
 DEFAULT_RENDERED = Path(tempfile.gettempdir()) / "qwen3-aligner" / "model_repository"
-# Silence the GPU-only parts of the server on a CPU placement (given before the container's own
-# arguments, so an explicit flag there still wins: tritonserver keeps the last value of a flag).
-CPU_ONLY_ARGS = ("--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0")
-OWNED_FLAGS = ("--model-repository", "--model-store")
+# Set by the entrypoint: the repository it renders, and the explicit model control the watchdog
+# reloads through.
+OWNED_FLAGS = ("--model-repository", "--model-store", "--model-control-mode", "--load-model")
+PORT_FLAGS = {
+    "--http-port": "http_port",
+    "--grpc-port": "grpc_port",
+    "--metrics-port": "metrics_port",
+}
 
 
 @dataclass(frozen=True)
@@ -58,43 +65,62 @@ def plan_container(environ: Mapping[str, str], gpu_count: int) -> ContainerPlan:
     return ContainerPlan(launch.checkpoint, launch.placement, template, repository)
 
 
-def server_command(
-    install: TritonInstallation, plan: ContainerPlan, args: Sequence[str]
-) -> list[str]:
-    """The ``tritonserver`` argument list; raises ValueError if ``args`` name a repository."""
+def server_options(plan: ContainerPlan, args: Sequence[str]) -> ServerOptions:
+    """Options for :func:`~qwen3_aligner_triton.tritonserver.start`; ``args`` go last, as given.
+
+    The ports are read from ``args`` too, so that the watchdog polls the port the server uses.
+    Raises ValueError if ``args`` set what the entrypoint sets itself.
+    """
+    ports: dict[str, int] = {}
     for arg in args:
-        if arg.split("=", 1)[0] in OWNED_FLAGS:
-            raise ValueError(
-                f"{arg!r}: the entrypoint sets the model repository itself; "
-                f"use {TEMPLATE_ENV} to serve another one"
-            )
-    cmd = [str(install.binary), f"--model-repository={plan.repository}"]
-    if install.backend_dir is not None:
-        cmd.append(f"--backend-directory={install.backend_dir}")
-    if plan.placement.kind == "KIND_CPU":
-        cmd += CPU_ONLY_ARGS
-    return cmd + list(args)
+        flag, eq, value = arg.partition("=")
+        if flag in OWNED_FLAGS:
+            raise ValueError(f"{arg!r}: the entrypoint sets {flag} itself")
+        if flag in PORT_FLAGS:
+            if not eq or not value.isdigit():
+                raise ValueError(f"{arg!r}: give the port as {flag}=NUMBER")
+            ports[PORT_FLAGS[flag]] = int(value)
+    return ServerOptions(
+        model_repository=plan.repository,
+        gpu=plan.placement.kind == "KIND_GPU",
+        extra_args=tuple(args),
+        **ports,
+    )
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    """Render the repository and exec ``tritonserver``; returns only on a configuration error."""
+    """Render the repository, run tritonserver until it exits; returns its exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     environ = os.environ if environ is None else environ
     try:
         plan = plan_container(environ, cuda_device_count())
+        opts = server_options(plan, args)
         install = locate()
-        cmd = server_command(install, plan, args)
     except (ValueError, ServerError) as e:
         print(f"entrypoint: error: {e}", file=sys.stderr, flush=True)
         return EXIT_USAGE
     render_repository(
         plan.repository, plan.placement, {"checkpoint": plan.checkpoint}, source=plan.template
     )
-    where = "GPU" if plan.placement.kind == "KIND_GPU" else "CPU"
+    where = "GPU" if opts.gpu else "CPU"
+    print(f"entrypoint: tritonserver from {install.source} ({install.binary})", flush=True)
     print(f"entrypoint: serving {plan.checkpoint} on {where} x{plan.placement.count}", flush=True)
-    print(f"entrypoint: exec {shlex.join(cmd)}", flush=True)
-    os.execve(cmd[0], cmd, server_environment(dict(environ)))
-    return EXIT_USAGE  # not reached: execve replaces this process or raises
+    server = start(opts, install, env=dict(environ), echo=lambda line: print(line, flush=True))
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if not stopping.is_set():
+            os.write(1, f"entrypoint: {signal.Signals(signum).name}: stopping\n".encode())
+        stopping.set()
+        server.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    code = wait_for_exit(server, stopping)
+    print(f"entrypoint: tritonserver exited with status {code}", flush=True)
+    if code == 0:
+        return EXIT_OK
+    return code if code > 0 else EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -186,8 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 name = signal.Signals(signum).name
                 os.write(1, f"serve: {name}: stopping tritonserver\n".encode())
             stopping.set()
-            if server.process.poll() is None:
-                server.process.send_signal(signal.SIGTERM)
+            server.request_stop()
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)

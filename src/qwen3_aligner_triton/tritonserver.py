@@ -226,6 +226,11 @@ class RunningServer:
             if not lost:
                 self._stubs_when_ready = stubs
                 continue
+            # A stub also exits when the server shuts down (SIGTERM from anyone): the server then
+            # stops being ready, whereas after a crash it keeps claiming to be ready.
+            if self._stopping.is_set() or not http_ready(self.host, self.options.http_port):
+                self._stubs_when_ready = None
+                continue
             self._say(
                 f"watchdog: backend stub process(es) {sorted(lost)} exited; reloading {MODEL_NAME}"
             )
@@ -284,6 +289,12 @@ class RunningServer:
         picked = [ln for ln in lines if any(k in ln for k in keys)]
         chosen = picked[-12:] if picked else lines[-20:]
         return "\n".join("  " + ln for ln in chosen)
+
+    def request_stop(self) -> None:
+        """Ask the server to drain and exit (SIGTERM) without waiting; safe in signal handlers."""
+        self._stopping.set()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> int:
         """SIGTERM, wait up to ``grace`` seconds, then SIGKILL; clean leftover shm regions."""
