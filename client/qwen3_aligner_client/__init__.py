@@ -24,9 +24,11 @@ from .client import (
     transport,
 )
 from .cues import Cue, CueOptions, group_cues
+from .longform import CueGroup, align_cues, align_groups, merge_alignments, plan_groups
 from .plot import PlotOptions, png_pages, save_png
 from .report import html_report
 from .results import AlignedWord, Alignment
+from .segments import Segment, SegmentLike, SubtitleError, parse_subtitles, subtitle_kind, tidy_cues
 from .writers import FORMATS, Format, WriteOptions, render, save, write_atomic
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "AudioSource",
     "BatchItem",
     "Cue",
+    "CueGroup",
     "CueOptions",
     "Format",
     "ItemResult",
@@ -51,9 +54,14 @@ __all__ = [
     "PlotOptions",
     "Readiness",
     "RequestRejectedError",
+    "Segment",
+    "SegmentLike",
     "ServerBusyError",
     "ServerUnreachableError",
+    "SubtitleError",
     "WriteOptions",
+    "align_cues",
+    "align_groups",
     "default_url",
     "group_cues",
     "html_report",
@@ -61,10 +69,15 @@ __all__ = [
     "items_from_manifest",
     "load_audio",
     "load_items",
+    "merge_alignments",
+    "parse_subtitles",
+    "plan_groups",
     "png_pages",
     "render",
     "save",
     "save_png",
+    "subtitle_kind",
+    "tidy_cues",
     "transport",
     "write_atomic",
 ]

@@ -5,6 +5,11 @@ One file::
     qwen3-align speech.wav transcript.txt --language en --format srt -o speech.srt
     qwen3-align speech.wav transcript.txt --language en -o speech.html   # see and hear it
 
+A long recording with its subtitles (SRT or WebVTT: each cue guides where its words go; sent a
+few minutes per request, with a progress bar)::
+
+    qwen3-align lecture.mp3 lecture.srt --language en -o lecture.words.srt
+
 A folder (audio files with same-stem .txt transcripts) or a JSONL manifest::
 
     qwen3-align --batch clips/ --language en --out-dir aligned/ --format vtt --concurrency 8
@@ -20,10 +25,15 @@ or usage; 3 server unreachable; 4 server up but model not ready.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import numpy as np
 
 from .audio import AudioError, load_audio
 from .batch import BatchItem, ManifestError, load_items, read_transcript
@@ -39,7 +49,10 @@ from .client import (
     default_url,
 )
 from .cues import CueOptions
+from .longform import CueGroup, align_groups, plan_groups
 from .plot import PlotOptions, require_matplotlib
+from .results import Alignment
+from .segments import Segment, SubtitleError, parse_subtitles, subtitle_kind
 from .writers import FORMATS, WriteOptions, render, save
 
 EXIT_OK = 0
@@ -49,6 +62,8 @@ EXIT_UNREACHABLE = 3  # nothing answers at the server address
 EXIT_NOT_READY = 4  # the server answers but the model is not ready
 CHECK_TIMEOUT = 10.0  # seconds for the health calls made before aligning
 DEFAULT_CONCURRENCY = 8
+LONG_AUDIO_SECONDS = 180.0  # a plain transcript for longer audio shows a spinner while it waits
+SPINNER_INTERVAL = 0.25  # seconds between two redraws of the spinner
 
 
 class CliError(Exception):
@@ -71,7 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         "3 server unreachable, 4 model not ready.",
     )
     parser.add_argument("audio", nargs="?", help="audio file (WAV, FLAC, OGG, MP3; any rate)")
-    parser.add_argument("transcript", nargs="?", help="UTF-8 transcript file, or - for stdin")
+    parser.add_argument(
+        "transcript",
+        nargs="?",
+        help="UTF-8 transcript file, or - for stdin; an SRT or WebVTT file (by its .srt/.vtt "
+        "suffix or its content) aligns each cue's words within the cue's times",
+    )
     parser.add_argument(
         "-l",
         "--language",
@@ -101,10 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency",
         type=int,
         default=DEFAULT_CONCURRENCY,
-        help=f"batch mode: requests in flight (default {DEFAULT_CONCURRENCY})",
+        help=f"requests in flight: files in batch mode, groups of cues for a subtitle file "
+        f"(default {DEFAULT_CONCURRENCY})",
     )
-    parser.add_argument(
-        "--no-progress", action="store_true", help="batch mode: no progress bar on stderr"
+    progress = parser.add_mutually_exclusive_group()
+    progress.add_argument(
+        "--no-progress", action="store_true", help="no progress bar or spinner on stderr"
+    )
+    progress.add_argument(
+        "--progress",
+        action="store_true",
+        help="show progress on stderr even when it is not a terminal (default: only on one)",
     )
     server = parser.add_argument_group("server")
     server.add_argument(
@@ -240,20 +267,115 @@ def run_check(settings: Settings) -> int:
     return EXIT_OK
 
 
+def _progress_disabled(args: argparse.Namespace) -> bool | None:
+    """tqdm's ``disable``: True with --no-progress, False with --progress, else None (only when
+    stderr is a terminal)."""
+    if args.no_progress:
+        return True
+    return False if args.progress else None
+
+
+@contextlib.contextmanager
+def _spinner(description: str, disable: bool | None) -> Iterator[None]:
+    """Show ``description``, a spinner and the elapsed time on stderr while the body runs.
+
+    For one long request there is nothing to count, so a background thread redraws the line
+    every :data:`SPINNER_INTERVAL` seconds to show that the client is still waiting.
+    """
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, file=sys.stderr, disable=disable, bar_format="{desc} {elapsed} elapsed")
+    if bar.disable:
+        yield
+        return
+    stop = threading.Event()
+
+    def spin() -> None:
+        for frame in itertools.cycle("|/-\\"):
+            bar.set_description_str(f"{frame} {description}", refresh=True)
+            if stop.wait(SPINNER_INTERVAL):
+                return
+
+    thread = threading.Thread(target=spin, name="qwen3-align-spinner", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        bar.close()
+
+
+def _read_cues(path: str, text: str) -> list[Segment] | None:
+    """The tidy cues when the transcript is an SRT or WebVTT file, else None."""
+    kind = subtitle_kind(path, text)
+    if kind is None:
+        return None
+    try:
+        return parse_subtitles(text, kind)
+    except SubtitleError as e:
+        raise CliError(f"cannot use subtitles {path}: {e}", EXIT_USAGE) from e
+
+
+def _align_cues(
+    client: AlignerClient,
+    audio: tuple[np.ndarray, int],
+    groups: list[CueGroup],
+    args: argparse.Namespace,
+) -> Alignment:
+    """Align a subtitle file's groups of cues, each its own request, with a progress bar."""
+    from tqdm import tqdm
+
+    wave, rate = audio
+    with tqdm(
+        total=len(groups),
+        file=sys.stderr,
+        unit="group",
+        desc=f"aligning {sum(len(g.cues) for g in groups)} cues",
+        disable=_progress_disabled(args),
+    ) as bar:
+        return align_groups(
+            client,
+            wave,
+            rate,
+            groups,
+            args.language,
+            concurrency=args.concurrency,
+            on_done=lambda group: bar.update(1),
+        )
+
+
 def run_single(args: argparse.Namespace, settings: Settings) -> int:
-    """Align one audio file and write one output."""
+    """Align one audio file and write one output (guided by cues for a subtitle transcript)."""
     try:
         text = read_transcript(args.transcript)
     except (OSError, UnicodeDecodeError) as e:
         raise CliError(f"cannot read transcript {args.transcript}: {e}", EXIT_USAGE) from e
+    cues = _read_cues(args.transcript, text)
     try:
         audio = load_audio(args.audio)  # decoded before contacting the server: bad input is 2
     except AudioError as e:
         raise CliError(str(e), EXIT_USAGE) from e
+    seconds = audio[0].shape[0] / audio[1]
+    groups = None
+    if cues is not None:
+        try:
+            groups = plan_groups(cues, seconds)
+        except SubtitleError as e:
+            raise CliError(f"cannot use subtitles {args.transcript}: {e}", EXIT_USAGE) from e
     _require_ready(settings)
     with settings.client() as client:
         try:
-            alignment = client.align(audio, text, args.language)
+            if groups is not None:
+                alignment = _align_cues(client, audio, groups, args)
+            elif seconds > LONG_AUDIO_SECONDS:
+                wait = _spinner(
+                    f"aligning {seconds / 60:.1f} min of audio", _progress_disabled(args)
+                )
+                with wait:
+                    alignment = client.align(audio, text, args.language)
+            else:
+                alignment = client.align(audio, text, args.language)
         except (AudioError, RequestRejectedError) as e:
             raise CliError(str(e), EXIT_USAGE) from e
         except ServerUnreachableError as e:
@@ -309,7 +431,7 @@ def run_batch(args: argparse.Namespace, settings: Settings) -> int:
     if todo:
         _require_ready(settings)
 
-    progress = tqdm(total=len(todo), file=sys.stderr, unit="file", disable=args.no_progress or None)
+    progress = tqdm(total=len(todo), file=sys.stderr, unit="file", disable=_progress_disabled(args))
 
     def fail(item: BatchItem, message: str) -> None:
         summary.failures.append((item, message))

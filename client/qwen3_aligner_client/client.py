@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType, TracebackType
 from typing import Any
@@ -17,6 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from .audio import AudioError, AudioSource, load_audio
 from .results import Alignment
+from .segments import SegmentLike, to_segments
 
 MODEL_NAME = "qwen3_aligner"
 DEFAULT_TIMEOUT = 300.0  # seconds for one request; a 300 s clip on a busy CPU server takes a while
@@ -110,12 +112,17 @@ class Readiness:
 
 @dataclass(frozen=True)
 class AlignItem:
-    """One alignment job for :meth:`AlignerClient.align_many`."""
+    """One alignment job for :meth:`AlignerClient.align_many`.
+
+    With ``segments`` (subtitle cues or ASR segments, see :meth:`AlignerClient.align`) ``text``
+    is ignored and may be ``""``.
+    """
 
     audio: AudioSource
     text: str
     language: str
     key: Any = None  # anything that identifies the item to the caller; returned with the result
+    segments: Sequence[SegmentLike] | None = None
 
 
 @dataclass(frozen=True)
@@ -261,32 +268,67 @@ class AlignerClient:
         """True when the server is live and ready and the model is ready to serve."""
         return self.check().ok
 
-    def _inputs(self, wave: np.ndarray, sample_rate: int, text: str, language: str) -> list[Any]:
+    def _inputs(
+        self,
+        wave: np.ndarray,
+        sample_rate: int,
+        text: str,
+        language: str,
+        segments: str | None = None,
+    ) -> list[Any]:
+        """The request's tensors; ``segments`` is the ``SEGMENTS`` JSON document, if any."""
         module = self.transport.module
         audio = wave.reshape(1, -1)
+        strings = {"TEXT": text, "LANGUAGE": language}
+        if segments is not None:
+            strings["SEGMENTS"] = segments
         inputs = [
             module.InferInput("AUDIO", list(audio.shape), "FP32"),
             module.InferInput("SAMPLE_RATE", [1, 1], "INT32"),
-            module.InferInput("TEXT", [1, 1], "BYTES"),
-            module.InferInput("LANGUAGE", [1, 1], "BYTES"),
         ]
         inputs[0].set_data_from_numpy(audio)
         inputs[1].set_data_from_numpy(np.array([[sample_rate]], dtype=np.int32))
-        inputs[2].set_data_from_numpy(np.array([[text.encode("utf-8")]], dtype=np.object_))
-        inputs[3].set_data_from_numpy(np.array([[language.encode("utf-8")]], dtype=np.object_))
+        for name, value in strings.items():
+            tensor = module.InferInput(name, [1, 1], "BYTES")
+            tensor.set_data_from_numpy(np.array([[value.encode("utf-8")]], dtype=np.object_))
+            inputs.append(tensor)
         return inputs
 
-    def align(self, audio: AudioSource, text: str, language: str) -> Alignment:
+    def align(
+        self,
+        audio: AudioSource,
+        text: str,
+        language: str,
+        segments: Sequence[SegmentLike] | None = None,
+    ) -> Alignment:
         """Align ``text`` to ``audio`` and return the timed words.
 
         ``audio`` is a path, encoded bytes, an open binary file or ``(samples, sample_rate)``;
         ``language`` is one of the aligner's 11 languages by name or code (``English``, ``en``).
+
+        ``segments`` switches the server to cue-guided mode: subtitle cues or ASR segments as
+        :class:`~qwen3_aligner_client.segments.Segment`, ``(start, end, text)`` tuples or
+        ``{"start", "end", "text"}`` dicts, in seconds from the start of ``audio``, in order, not
+        overlapping, each at most 180 s. Each cue's words are then placed within its span (plus
+        a margin of about 1 s); ``text`` is not sent (``TEXT`` is ``""``) and may be ``""``. The
+        result's ``text`` is the cue texts joined by ``"\\n"``, which its character spans refer
+        to. For subtitle files, :mod:`~qwen3_aligner_client.segments` cleans the cues (markup,
+        overlaps) and :mod:`~qwen3_aligner_client.longform` splits a long recording into
+        requests of a few minutes.
+
         Raises :class:`~qwen3_aligner_client.audio.AudioError` for audio that cannot be decoded,
-        :class:`RequestRejectedError` when the server refuses the inputs, and the other
-        :class:`AlignerError` subclasses when the server cannot be reached or is not ready.
+        :class:`RequestRejectedError` when the server refuses the inputs (overlapping or
+        over-long cues among them), ``ValueError`` for ``segments`` that are not cues at all, and
+        the other :class:`AlignerError` subclasses when the server cannot be reached or is not
+        ready.
         """
+        document: str | None = None
+        if segments is not None:
+            cues = to_segments(segments)
+            document = json.dumps([c.to_dict() for c in cues], ensure_ascii=False)
+            text = ""
         wave, sample_rate = load_audio(audio)
-        inputs = self._inputs(wave, sample_rate, text, language)
+        inputs = self._inputs(wave, sample_rate, text, language, document)
         options = self.transport.call_options(self.timeout)
         for attempt in range(self.retries + 1):
             try:
@@ -297,10 +339,10 @@ class AlignerClient:
                 if not isinstance(error, ServerBusyError) or attempt == self.retries:
                     raise error from e
             time.sleep(RETRY_DELAY * 2**attempt)
-        document = result.as_numpy("ALIGNMENT")
-        if document is None:
+        output = result.as_numpy("ALIGNMENT")
+        if output is None:
             raise AlignerError("the server's response has no ALIGNMENT output")
-        alignment = Alignment.from_json(document.reshape(-1)[0], text=text)
+        alignment = Alignment.from_json(output.reshape(-1)[0], text=text)
         _check_words(alignment, result)
         return alignment
 
@@ -312,15 +354,16 @@ class AlignerClient:
         Results are yielded as they complete (not in input order; :attr:`ItemResult.index` gives
         the position). A failing item yields an :class:`ItemResult` with its ``error`` and the
         others go on. ``items`` is consumed lazily, so it may be a generator over a huge corpus.
-        Several requests in flight let Triton's dynamic batcher fill its batches.
+        Several requests in flight let Triton's dynamic batcher fill its batches. Items with
+        ``segments`` are sent in cue-guided mode (see :meth:`align`).
         """
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
 
         def run(index: int, item: AlignItem) -> ItemResult:
             try:
-                alignment = self.align(item.audio, item.text, item.language)
-            except (AlignerError, AudioError) as e:
+                alignment = self.align(item.audio, item.text, item.language, item.segments)
+            except (AlignerError, AudioError, ValueError) as e:
                 return ItemResult(index, item, error=e)
             except Exception as e:  # anything else is still this item's failure alone
                 return ItemResult(index, item, error=AlignerError(f"{type(e).__name__}: {e}"))
