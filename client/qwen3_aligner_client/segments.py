@@ -127,8 +127,20 @@ def subtitle_kind(name: str | Path | None, content: str) -> str | None:
     return None
 
 
+def _require(module: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise SubtitleError(
+            "reading subtitle files needs the 'subtitles' extra: "
+            "pip install 'qwen3-aligner-triton[subtitles]'"
+        ) from None
+
+
 def _parse_srt(content: str) -> list[Segment]:
-    import srt
+    srt = _require("srt")
 
     try:
         subtitles = list(srt.parse(content))
@@ -141,7 +153,7 @@ def _parse_srt(content: str) -> list[Segment]:
 
 
 def _parse_vtt(content: str) -> list[Segment]:
-    import webvtt
+    webvtt = _require("webvtt")
     from webvtt.errors import MalformedFileError
 
     try:
