@@ -92,8 +92,8 @@ BAD_REQUESTS = {
         "holds at most",
     ),
     "TEXT over the limit": (
-        lambda: raw_inputs(ONE_SECOND, b"a " * 10001, b"en"),
-        "the limit is 20000",
+        lambda: raw_inputs(ONE_SECOND, b"a" * 400001, b"en"),
+        "the limit is 400000",
     ),
     "invalid UTF-8": (lambda: raw_inputs(ONE_SECOND, b"caf\xe9 \xff", b"en"), "not valid UTF-8"),
     "control characters": (

@@ -41,7 +41,13 @@ def test_model_metadata_and_config(server):
     with httpclient.InferenceServerClient(server.http_url) as client:
         meta = client.get_model_metadata(MODEL)
         config = client.get_model_config(MODEL)
-    assert {i["name"] for i in meta["inputs"]} == {"AUDIO", "SAMPLE_RATE", "TEXT", "LANGUAGE"}
+    assert {i["name"] for i in meta["inputs"]} == {
+        "AUDIO",
+        "SAMPLE_RATE",
+        "TEXT",
+        "LANGUAGE",
+        "SEGMENTS",
+    }
     assert {o["name"] for o in meta["outputs"]} == {
         "WORDS",
         "START_TIMES",
