@@ -114,10 +114,15 @@ def test_summary_table_adds_audio_throughput():
 
 def test_perf_cli_defaults_and_conflicts():
     args = perf.parse_args(["--clips", "5"])
-    assert args.measurement_mode == "count_windows" and args.request_count == 20
+    assert args.measurement_mode == "count_windows" and args.window_requests == 40
     assert args.url is None and args.protocol == "http"
     with pytest.raises(SystemExit):
         perf.parse_args(["--url", "x:1", "--start-server"])
+    with pytest.raises(SystemExit):  # perf_analyzer takes --request-count with one level only
+        perf.parse_args(["--total-requests", "10", "--concurrency-range", "1:4"])
+    assert (
+        perf.parse_args(["--total-requests", "10", "--concurrency-range", "4"]).total_requests == 10
+    )
     assert perf.parse_args(["--", "--percentile", "95"]).extra == ["--percentile", "95"]
 
 
@@ -241,24 +246,21 @@ def _model_counts(url: str) -> tuple[int, int]:
 
 
 @pytest.mark.integration
-def test_perf_analyzer_http_sweep(server, analyzer, tmp_path):
+def test_perf_analyzer_over_http(server, analyzer, tmp_path):
     clips = make_clips(4, 1.0, 6.0, seed=5)
     data = pa.write_input_data(clips, tmp_path / "input.json")
+    # A fixed number of requests at one level: the run cannot fail on measurement stability
+    # (which on a shared machine says nothing about the server), only on errors.
     settings = pa.PerfSettings(
-        url=server.http_url,
-        protocol="http",
-        concurrency_range="1:2",
-        measurement_mode="count_windows",
-        measurement_request_count=16,
-        stability_percentage=100.0,  # this checks that it runs cleanly, not the numbers
+        url=server.http_url, protocol="http", concurrency_range="2", request_count=32
     )
     ok_before, failed_before = _model_counts(server.http_url)
     result = pa.run(analyzer, settings, data, tmp_path / "perf.csv", timeout=PERF_TIMEOUT)
     assert result.ok, f"perf_analyzer failed (exit {result.returncode}):\n{result.output[-3000:]}"
-    assert [int(r["Concurrency"]) for r in result.rows] == [1, 2]
-    assert all(float(r["Inferences/Second"]) > 0 for r in result.rows)
+    assert [int(r["Concurrency"]) for r in result.rows] == [2]
+    assert float(result.rows[0]["Inferences/Second"]) > 0
     ok_after, failed_after = _model_counts(server.http_url)
-    assert ok_after - ok_before >= 2 * 3 * 16  # 3+ windows of 16 requests per level
+    assert ok_after - ok_before >= 32
     assert failed_after == failed_before
 
 
@@ -271,19 +273,20 @@ def test_scripts_perf_over_grpc(server, analyzer, tmp_path, capsys):
             "--protocol",
             "grpc",
             "--concurrency-range",
-            "1:2",
+            "2",
+            "--total-requests",
+            "24",
             "--clips",
             "3",
             "--max-seconds",
             "5",
-            "--stability-percentage",
-            "100",
             "--csv",
             str(tmp_path / "perf.csv"),
         ]
     )
-    out = capsys.readouterr().out
-    assert code == 0, out[-3000:]
+    captured = capsys.readouterr()
+    out = captured.out
+    assert code == 0, f"{out[-3000:]}\n{captured.err[-2000:]}"
     assert "| concurrency | infer/s |" in out
     assert "nvcr.io/nvidia/tritonserver:24.10-py3-sdk" in out
     assert (tmp_path / "perf.csv").read_text().startswith("Concurrency,Inferences/Second")

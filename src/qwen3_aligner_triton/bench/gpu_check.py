@@ -65,6 +65,7 @@ def _batch_sizes(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``scripts/gpu_check``."""
     parser = argparse.ArgumentParser(
         prog="scripts/gpu_check",
         description="Milliseconds per 30 s clip at several batch sizes on one CUDA GPU: "
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse and check the command line."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.repeats < 1:
@@ -353,6 +355,7 @@ def _checkpoint(args: argparse.Namespace) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the check; 0 when it ran, 2 without CUDA, 1 when the server did not start."""
     args = parse_args(argv)
     started = time.monotonic()
     problem = cuda_problem()

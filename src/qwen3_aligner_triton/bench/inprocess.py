@@ -36,6 +36,14 @@ def upstream_one_at_a_time(
     )
 
 
+def upstream_single(aligner: Any, clip: Clip) -> tuple[float, float]:
+    """One ``align()`` call on ``clip``: (wall seconds, CPU seconds of this process)."""
+    cpu = time.process_time()
+    t0 = time.perf_counter()
+    aligner.align(audio=(clip.audio, SAMPLE_RATE), text=clip.text, language=clip.language)
+    return time.perf_counter() - t0, time.process_time() - cpu
+
+
 def upstream_batched(
     aligner: Any, clips: Sequence[Clip], batch_size: int, mode: str = "upstream-batched"
 ) -> PassResult:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import shlex
 import sys
 import tempfile
@@ -40,6 +41,7 @@ def log(message: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``scripts/perf``."""
     parser = argparse.ArgumentParser(
         prog="scripts/perf",
         description="perf_analyzer against qwen3_aligner with real-length audio and transcripts.",
@@ -74,9 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
         "input data, so windows are comparable; time_windows uses --measurement-interval",
     )
     parser.add_argument(
-        "--request-count",
+        "--window-requests",
         type=int,
-        help="requests per window in count_windows mode (default 4 x --clips)",
+        help="requests per window in count_windows mode (default 8 x --clips)",
+    )
+    parser.add_argument(
+        "--total-requests",
+        type=int,
+        default=0,
+        help="send exactly this many requests at a single concurrency and report them, with no "
+        "search for stable windows (perf_analyzer's --request-count); a quick smoke run",
     )
     parser.add_argument(
         "--stability-percentage",
@@ -109,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line, fill defaults that depend on other options, reject conflicts."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.extra and args.extra[0] == "--":
@@ -119,8 +129,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--write-input-data-only needs --input-data-out")
     if args.url:
         args.url = args.url.split("://")[-1]
-    if args.request_count is None:
-        args.request_count = 4 * args.clips
+    if args.window_requests is None:
+        args.window_requests = 8 * args.clips
+    if args.total_requests and not re.fullmatch(r"\d+(:(\d+))?(:\d+)?", args.concurrency_range):
+        parser.error(f"bad --concurrency-range {args.concurrency_range!r}")
+    if args.total_requests and len(set(args.concurrency_range.split(":")[:2])) > 1:
+        parser.error("--total-requests needs a single concurrency (e.g. --concurrency-range 4)")
     if args.clips < 1 or not 0 < args.min_seconds <= args.max_seconds:
         parser.error("need --clips >= 1 and 0 < --min-seconds <= --max-seconds")
     return args
@@ -134,7 +148,8 @@ def summary_table(rows: Sequence[dict[str, str]], mean_clip_seconds: float) -> s
     """
     headers = [label for _, label in CSV_COLUMNS] + ["audio s/s"]
     table = []
-    for row in rows:
+    # perf_analyzer orders its CSV by throughput; the table goes by concurrency.
+    for row in sorted(rows, key=lambda r: float(r.get("Concurrency", "0") or 0)):
         cells: list[object] = []
         for key, _ in CSV_COLUMNS:
             value = float(row.get(key, "nan") or "nan")
@@ -164,13 +179,15 @@ def _target(args: argparse.Namespace, scratch: Path) -> Iterator[str]:
 
 
 def settings_from(args: argparse.Namespace, url: str) -> pa.PerfSettings:
+    """The perf_analyzer sweep the command line asks for, against ``url``."""
     return pa.PerfSettings(
         url=url,
         protocol=args.protocol,
         concurrency_range=args.concurrency_range,
         measurement_interval_ms=args.measurement_interval,
         measurement_mode=args.measurement_mode,
-        measurement_request_count=args.request_count,
+        measurement_request_count=args.window_requests,
+        request_count=args.total_requests,
         stability_percentage=args.stability_percentage,
         max_trials=args.max_trials,
         extra_args=tuple(args.extra),
@@ -178,6 +195,7 @@ def settings_from(args: argparse.Namespace, url: str) -> pa.PerfSettings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the sweep; 0 on success, 1 when perf_analyzer reports errors, 2 when it cannot run."""
     args = parse_args(argv)
     clips: list[Clip] = make_clips(args.clips, args.min_seconds, args.max_seconds, args.seed)
     mean_seconds = sum(c.seconds for c in clips) / len(clips)

@@ -61,6 +61,7 @@ class PerfAnalyzer:
     source: str  # "env", "PATH", "wheel" or "wheel+sysroot"
 
     def command(self, args: Sequence[str]) -> list[str]:
+        """The full argv that runs perf_analyzer with ``args``."""
         return [*self.prefix, *args]
 
     def version(self, timeout: float = 30.0) -> str:
@@ -305,6 +306,9 @@ class PerfSettings:
     measurement_request_count: int = 10  # per window in count_windows mode
     stability_percentage: float = 10.0
     max_trials: int = 10
+    # > 0: exactly this many requests at the (single) concurrency, no search for stable windows
+    # (perf_analyzer allows it with one concurrency value only).
+    request_count: int = 0
     extra_args: tuple[str, ...] = ()
 
 
@@ -336,6 +340,8 @@ def perf_arguments(settings: PerfSettings, data_file: Path, csv_file: Path) -> l
     ]
     if settings.measurement_mode == "count_windows":
         args += ["--measurement-request-count", str(settings.measurement_request_count)]
+    if settings.request_count > 0:
+        args += ["--request-count", str(settings.request_count)]
     return args + list(settings.extra_args)
 
 
@@ -350,6 +356,7 @@ class PerfResult:
 
     @property
     def ok(self) -> bool:
+        """perf_analyzer exited 0, printed no error and wrote at least one CSV row."""
         return self.returncode == 0 and not self.errors and bool(self.rows)
 
 

@@ -1,6 +1,6 @@
 """``./scripts/bench``: the served aligner vs upstream ``align()``, on the same inputs, in one run.
 
-Modes, each a pass over the same mixed-length clips (2-60 s of speech-like 16 kHz audio with
+Modes, each covering the same mixed-length clips (2-60 s of speech-like 16 kHz audio with
 English or Chinese transcripts sized to the duration):
 
 (a) ``upstream``          upstream ``Qwen3ForcedAligner.align()`` in-process, one clip per call
@@ -8,9 +8,12 @@ English or Chinese transcripts sized to the duration):
     ``engine``            (optional) this package's engine in-process, same batches as (b)
 (c) ``http c=N`` / ``grpc c=N``  the Triton server with at most N requests in flight
 
-Then the latency of one 30 s clip (upstream vs served, concurrency 1) and the timestamp-repair
-speed-up. The machine is shared and noisy, so modes run interleaved round by round (the order
-reversed every other round) and the ratios are medians of per-round ratios.
+The machine is shared and noisy, so nothing is compared across minutes if it can be compared
+across seconds: the one-at-a-time modes ((a) and the servers at concurrency 1) run interleaved
+request by request, the other modes run as passes in rounds whose order reverses every other
+round, and ratios are medians of per-round ratios. Before the rounds, one 30 s clip is timed
+alone (upstream vs served, interleaved, paired ratios); after them, the timestamp-repair
+speed-up on 10,000 timestamps.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 
 from .checkpoints import CheckpointChoice, resolve_checkpoint
 from .repair import RepairResult, measure_repair
-from .stats import ModeSummary, PassResult, format_table, paired_ratio
+from .stats import ModeSummary, PassResult, format_table, load_average, paired_ratio
 from .workload import Clip, fixed_clips, make_clips
 
 UPSTREAM = "upstream"
@@ -80,6 +83,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``scripts/bench``; defaults that depend on the checkpoint stay None."""
     parser = argparse.ArgumentParser(
         prog="scripts/bench",
         description="Served Qwen3-ForcedAligner vs upstream align(), same inputs, one run.",
@@ -219,16 +223,29 @@ class Mode:
     name: str
     run: Callable[[], PassResult]
     in_flight: int  # most requests in flight at once
+    # One request at a time (latency, CPU seconds): such modes run interleaved request by request.
+    single: Callable[[Clip], tuple[float, float]] | None = None
     passes: list[PassResult] = field(default_factory=list)
 
 
 def build_modes(
-    args: argparse.Namespace, aligner: Any, engine: Any, endpoints: Any, clips: Sequence[Clip]
+    args: argparse.Namespace,
+    aligner: Any,
+    engine: Any,
+    endpoints: Any,
+    clips: Sequence[Clip],
+    requesters: dict[str, Any],
 ) -> list[Mode]:
+    """Every mode of the run; ``requesters`` holds one open connection per protocol."""
     from . import inprocess, served
 
     modes = [
-        Mode(UPSTREAM, lambda: inprocess.upstream_one_at_a_time(aligner, clips, UPSTREAM), 1),
+        Mode(
+            UPSTREAM,
+            lambda: inprocess.upstream_one_at_a_time(aligner, clips, UPSTREAM),
+            1,
+            single=lambda clip: inprocess.upstream_single(aligner, clip),
+        ),
         Mode(
             UPSTREAM_BATCHED,
             lambda: inprocess.upstream_batched(aligner, clips, args.batch_size, UPSTREAM_BATCHED),
@@ -253,15 +270,74 @@ def build_modes(
                         endpoints, p, clips, c, n
                     ),
                     min(c, len(clips)),
+                    single=requesters[protocol] if c == 1 else None,
                 )
             )
     return modes
 
 
-def run_rounds(modes: list[Mode], rounds: int, budget: Budget, skipped: list[str]) -> None:
-    """Run every mode once per round, reversing the order every other round."""
+def run_interleaved(
+    modes: list[Mode], clips: Sequence[Clip], rotation: int, budget: Budget
+) -> dict[str, PassResult]:
+    """One request at a time, clip by clip, every mode in turn (the order rotating per clip).
+
+    Each mode's pass is the sum of its own requests, so all of them ran under the same
+    conditions to within seconds. Stops early (partial passes) when the budget runs out.
+    """
+    latencies: dict[str, list[float]] = {m.name: [] for m in modes}
+    cpu: dict[str, float] = {m.name: 0.0 for m in modes}
+    errors: dict[str, list[str]] = {m.name: [] for m in modes}
+    audio = 0.0
+    for i, clip in enumerate(clips):
+        last = sum(v[-1] for v in latencies.values() if v)
+        if not budget.allows(last):
+            log(f"interleaved one-at-a-time pass stopped after {i} clips: time budget")
+            break
+        k = (i + rotation) % len(modes)
+        for mode in modes[k:] + modes[:k]:
+            assert mode.single is not None
+            try:
+                latency, used = mode.single(clip)
+            except Exception as e:  # counted and reported like a failed request of a pass
+                errors[mode.name].append(f"{clip.name}: {e}")
+                continue
+            latencies[mode.name].append(latency)
+            cpu[mode.name] += used
+        audio += clip.seconds
+    return {
+        m.name: PassResult(
+            m.name,
+            sum(latencies[m.name]),
+            audio,
+            latencies[m.name],
+            errors=len(errors[m.name]),
+            first_error=errors[m.name][0] if errors[m.name] else "",
+            cpu_seconds=cpu[m.name],
+            load_average=load_average(),
+        )
+        for m in modes
+    }
+
+
+def run_rounds(
+    modes: list[Mode], clips: Sequence[Clip], rounds: int, budget: Budget, skipped: list[str]
+) -> None:
+    """Per round: the one-at-a-time modes interleaved request by request, then every other mode
+    as a pass of its own, in an order reversed every other round."""
     for r in range(rounds):
-        order = modes if r % 2 == 0 else list(reversed(modes))
+        single = [m for m in modes if m.single is not None]
+        if len(single) > 1:
+            for name, result in run_interleaved(single, clips, r, budget).items():
+                mode = next(m for m in single if m.name == name)
+                mode.passes.append(result)
+                log(
+                    f"round {r + 1}: {name:<16} {result.wall_seconds:7.2f} s  "
+                    f"{result.audio_per_second:7.2f} x real time (interleaved)"
+                )
+        else:
+            single = []
+        rest = [m for m in modes if m not in single]
+        order = rest if r % 2 == 0 else list(reversed(rest))
         for mode in order:
             estimate = mode.passes[-1].wall_seconds if mode.passes else 0.0
             if not budget.allows(estimate):
@@ -273,24 +349,27 @@ def run_rounds(modes: list[Mode], rounds: int, budget: Budget, skipped: list[str
             note = f", {result.errors} errors ({result.first_error})" if result.errors else ""
             log(
                 f"round {r + 1}: {mode.name:<16} {result.wall_seconds:7.2f} s  "
-                f"{result.audio_per_second:7.1f} x real time{note}"
+                f"{result.audio_per_second:7.2f} x real time{note}"
             )
 
 
 def latency_check(
-    args: argparse.Namespace, aligner: Any, endpoints: Any, budget: Budget, skipped: list[str]
+    args: argparse.Namespace,
+    aligner: Any,
+    requesters: dict[str, Any],
+    budget: Budget,
+    skipped: list[str],
 ) -> dict[str, Any]:
     """One ``--latency-seconds`` clip, alone: upstream vs served at concurrency 1, interleaved."""
-    from . import inprocess, served
+    from . import inprocess
 
     if args.latency_repeats == 0:
         return {}
-    clip = fixed_clips(1, args.latency_seconds, seed=args.seed + 7)
-    paths: dict[str, Callable[[], PassResult]] = {
-        UPSTREAM: lambda: inprocess.upstream_one_at_a_time(aligner, clip),
+    clip = fixed_clips(1, args.latency_seconds, seed=args.seed + 7)[0]
+    paths: dict[str, Callable[[Clip], tuple[float, float]]] = {
+        UPSTREAM: lambda c: inprocess.upstream_single(aligner, c),
+        **requesters,
     }
-    for protocol in args.protocols:
-        paths[protocol] = lambda p=protocol: served.run_concurrent(endpoints, p, clip, 1)
     samples: dict[str, list[float]] = {name: [] for name in paths}
     cpu: dict[str, list[float]] = {name: [] for name in paths}
     for r in range(args.latency_repeats):
@@ -300,21 +379,20 @@ def latency_check(
             if not budget.allows(estimate):
                 skipped.append(f"latency repeat {r + 1}: {name} (time budget)")
                 continue
-            result = paths[name]()
-            if result.errors:
-                raise RuntimeError(f"latency check via {name} failed: {result.first_error}")
-            samples[name].append(result.latencies[0])
-            cpu[name].append(result.cpu_seconds)
+            latency, used = paths[name](clip)
+            samples[name].append(latency)
+            cpu[name].append(used)
     out: dict[str, Any] = {
         "clip_seconds": args.latency_seconds,
         "samples": samples,
         "cpu_samples": cpu,
         "median_cpu": {name: _median(values) for name, values in cpu.items()},
     }
-    base = _median(samples[UPSTREAM])
     out["median"] = {name: _median(values) for name, values in samples.items()}
+    # Each served sample is compared with the upstream sample of the same repeat (seconds apart,
+    # so under the same load from other work); the median of those ratios is reported.
     out["vs_upstream"] = {
-        name: (_median(values) / base if base == base and values else float("nan"))
+        name: _median([v / u for v, u in zip(values, samples[UPSTREAM], strict=False) if u > 0])
         for name, values in samples.items()
     }
     return out
@@ -363,6 +441,7 @@ def throughput_table(records: dict[str, dict[str, Any]]) -> str:
 
 
 def latency_table(latency: dict[str, Any]) -> str:
+    """The single-clip latency check as a table."""
     rows = [
         [
             name,
@@ -375,11 +454,12 @@ def latency_table(latency: dict[str, Any]) -> str:
         for name in latency["samples"]
     ]
     return format_table(
-        ["path", "repeats", "median s", "best s", "median vs upstream", "median CPU s"], rows
+        ["path", "repeats", "median s", "best s", "vs upstream (paired)", "median CPU s"], rows
     )
 
 
 def repair_table(result: RepairResult) -> str:
+    """The timestamp-repair comparison as a one-row table."""
     return format_table(
         ["timestamps", "ours ms", "upstream ms", "speed-up", "identical output"],
         [
@@ -395,6 +475,7 @@ def repair_table(result: RepairResult) -> str:
 
 
 def describe_workload(clips: Sequence[Clip]) -> dict[str, Any]:
+    """Counts and lengths of the workload, for the report."""
     seconds = [c.seconds for c in clips]
     return {
         "clips": len(clips),
@@ -431,6 +512,7 @@ def _mode_record(mode: Mode, a: list[PassResult], b: list[PassResult]) -> dict[s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; 0 when every request succeeded and repair outputs matched, else 1."""
     args = parse_args(argv)
     command = "./scripts/bench " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     budget = Budget(args.budget_minutes)
@@ -490,12 +572,16 @@ def _measure(
     log("warming up both sides")
     aligner.align(audio=(clips[0].audio, 16000), text=clips[0].text, language=clips[0].language)
     served.warm_up(endpoints, clips)
-    log(f"latency of one {args.latency_seconds:g} s clip, concurrency 1")
-    report.latency = latency_check(args, aligner, endpoints, budget, report.skipped)
-    stats_before = served.executed_batch_sizes(served.server_statistics(endpoints))
-
-    modes = build_modes(args, aligner, engine, endpoints, clips)
-    run_rounds(modes, args.rounds, budget, report.skipped)
+    requesters = {p: served.Requester(endpoints, p) for p in args.protocols}
+    try:
+        log(f"latency of one {args.latency_seconds:g} s clip, concurrency 1")
+        report.latency = latency_check(args, aligner, requesters, budget, report.skipped)
+        stats_before = served.executed_batch_sizes(served.server_statistics(endpoints))
+        modes = build_modes(args, aligner, engine, endpoints, clips, requesters)
+        run_rounds(modes, clips, args.rounds, budget, report.skipped)
+    finally:
+        for requester in requesters.values():
+            requester.close()
     stats_after = served.executed_batch_sizes(served.server_statistics(endpoints))
     report.server_batch_sizes = {
         size: count - stats_before.get(size, 0)
@@ -534,10 +620,9 @@ def _print_report(report: Report, args: argparse.Namespace) -> None:
     print("Throughput. audio s/s: seconds of audio aligned per wall-clock second; vs (a), vs (b):")
     print("per-round medians of audio s/s against (a) upstream one at a time and (b) upstream")
     print("batched; CPU s/audio s: CPU time used per audio second (in-process: this process;")
-    print("served: client + tritonserver + stub), which other work on the machine hardly moves;")
-    print(
-        f"load: 1-minute load average at the end of the pass ({report.machine['cpu_count']} CPUs)."
-    )
+    print("served: client + tritonserver + stub); load: 1-minute load average at the end of the")
+    print(f"pass: above {report.machine['cpu_count']} (the CPU count), other work competed and")
+    print("wall and CPU time both grow (descheduled threads leave their peers spinning).")
     print()
     if report.modes:
         print(throughput_table(report.modes))

@@ -220,6 +220,31 @@ def run_concurrent(
     )
 
 
+class Requester:
+    """One connection sending one clip at a time, for request-by-request interleaving with the
+    in-process baseline (the fairest comparison on a machine whose load changes by the second)."""
+
+    def __init__(self, endpoints: Endpoints, protocol: str) -> None:
+        self.endpoints = endpoints
+        self.protocol = protocol
+        self.module, self.client = _client(protocol, endpoints.url(protocol))
+
+    def __call__(self, clip: Clip) -> tuple[float, float]:
+        """Send ``clip``; returns (latency seconds, CPU seconds of client and server)."""
+        server_cpu = process_tree_cpu_seconds(self.endpoints.server_pid)
+        client_cpu = time.process_time()
+        t0 = time.perf_counter()
+        _infer(self.module, self.client, clip, self.protocol)
+        latency = time.perf_counter() - t0
+        cpu = (time.process_time() - client_cpu) + (
+            process_tree_cpu_seconds(self.endpoints.server_pid) - server_cpu
+        )
+        return latency, cpu
+
+    def close(self) -> None:
+        self.client.close()
+
+
 def warm_up(endpoints: Endpoints, clips: Sequence[Clip]) -> None:
     """One request per protocol so connection set-up and first-call costs are not measured."""
     for protocol in PROTOCOLS:

@@ -31,8 +31,8 @@ class PassResult:
     latencies: list[float] = field(default_factory=list)  # seconds, one per successful request
     errors: int = 0
     first_error: str = ""
-    # CPU seconds the alignment used (all threads; client + server processes when served). On a
-    # shared machine wall time depends on the neighbours; CPU time much less so.
+    # CPU seconds the alignment used (all threads; client + server processes when served): the
+    # cost side of throughput. Contention inflates it too, though less than wall time.
     cpu_seconds: float = float("nan")
     load_average: float = float("nan")  # 1-minute load average when the pass ended
 
