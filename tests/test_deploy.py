@@ -10,6 +10,7 @@ container's entrypoint is run for real.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -1155,8 +1156,15 @@ def test_entrypoint_runs_a_real_server_with_the_images_arguments(tmp_path, tiny_
         assert text_format.MessageToString(rendered).count("KIND_CPU") == 1
     finally:
         if process.poll() is None:
+            try:  # the server runs in a session of its own: a failed test must stop it too
+                server_pid: int | None = child_tritonserver(process.pid)
+            except AssertionError:
+                server_pid = None
             process.kill()
             process.wait()
+            if server_pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(server_pid, signal.SIGKILL)
         for region in shm_regions() - before:
             Path(region).unlink(missing_ok=True)
 

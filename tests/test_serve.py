@@ -138,8 +138,27 @@ def test_serve_runs_until_interrupted(tiny_checkpoint):
             requests.get(f"http://127.0.0.1:{http}/v2/health/live", timeout=5)
     finally:
         if proc.poll() is None:
+            # tritonserver runs in a session of its own: stop it too when the test fails
+            for pid in children_named(proc.pid, b"tritonserver"):
+                os.kill(pid, signal.SIGKILL)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def children_named(parent: int, name: bytes) -> list[int]:
+    """PIDs of the direct children of ``parent`` whose executable is called ``name``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            exe = (entry / "cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        if exe.endswith(b"/" + name) and f"\nPPid:\t{parent}\n" in status:
+            found.append(int(entry.name))
+    return found
 
 
 def test_module_entry_point_help():
