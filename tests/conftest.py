@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from qwen3_aligner_triton.repository import Placement, render_repository
-from qwen3_aligner_triton.tritonserver import ServerOptions, free_ports, shm_regions, start
+from qwen3_aligner_triton.tritonserver import (
+    ServerOptions,
+    loopback_options,
+    shm_regions,
+    start,
+)
 
 SERVER_READY_TIMEOUT = 180.0  # seconds; the tiny model is ready in ~10 s on two cores
 
@@ -79,14 +84,7 @@ def launch(tmp_dir: Path, parameters: dict[str, str], edit_config=None):
         config = load_config(path)
         edit_config(config)
         path.write_text(text_format.MessageToString(config))
-    http, grpc, metrics = free_ports(3)
-    opts = ServerOptions(
-        model_repository=repo,
-        http_port=http,
-        grpc_port=grpc,
-        metrics_port=metrics,
-        address="127.0.0.1",
-    )
+    opts = loopback_options(repo)
     return start(opts), opts
 
 

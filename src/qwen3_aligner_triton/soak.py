@@ -144,8 +144,11 @@ def process_tree_rss_mb(pid: int) -> float:
     return total_kb / 1024.0
 
 
-def _sender(protocol: str, url: str) -> Callable[[SoakRequest], tuple[bool, str]]:
-    """A function sending one request; returns (succeeded, error text)."""
+def _sender(
+    protocol: str, url: str
+) -> tuple[Callable[[SoakRequest], tuple[bool, str]], Callable[[], None]]:
+    """A function sending one request (returns (succeeded, error text)), and one closing the
+    connection (an open keep-alive connection would hold up the server's shutdown)."""
     if protocol == "http":
         import tritonclient.http as client_module
     else:
@@ -173,7 +176,7 @@ def _sender(protocol: str, url: str) -> Callable[[SoakRequest], tuple[bool, str]
         words = result.as_numpy("WORDS")
         return (words is not None and words.size > 0), "no words"
 
-    return send
+    return send, client.close
 
 
 def _is_invalid_arg(error: str) -> bool:
@@ -202,24 +205,27 @@ def run_soak(
 
     def worker(index: int) -> None:
         protocol = "http" if index % 2 == 0 else "grpc"
-        send = _sender(protocol, http_url if protocol == "http" else grpc_url)
+        send, close = _sender(protocol, http_url if protocol == "http" else grpc_url)
         rng = random.Random(seed * 1000 + index)
-        while time.monotonic() < deadline:
-            req = rng.choice(invalid if rng.random() < invalid_fraction else valid)
-            t0 = time.perf_counter()
-            ok, error = send(req)
-            elapsed_ms = (time.perf_counter() - t0) * 1000.0
-            with lock:
-                report.requests += 1
-                if req.valid and ok:
-                    report.valid_ok += 1
-                    latencies.append(elapsed_ms)
-                elif not req.valid and not ok and _is_invalid_arg(error):
-                    report.invalid_rejected += 1
-                else:
-                    report.unexpected += 1
-                    what = "succeeded" if ok else error
-                    report.unexpected_examples.append(f"{protocol} {req.name}: {what}"[:300])
+        try:
+            while time.monotonic() < deadline:
+                req = rng.choice(invalid if rng.random() < invalid_fraction else valid)
+                t0 = time.perf_counter()
+                ok, error = send(req)
+                elapsed_ms = (time.perf_counter() - t0) * 1000.0
+                with lock:
+                    report.requests += 1
+                    if req.valid and ok:
+                        report.valid_ok += 1
+                        latencies.append(elapsed_ms)
+                    elif not req.valid and not ok and _is_invalid_arg(error):
+                        report.invalid_rejected += 1
+                    else:
+                        report.unexpected += 1
+                        what = "succeeded" if ok else error
+                        report.unexpected_examples.append(f"{protocol} {req.name}: {what}"[:300])
+        finally:
+            close()
 
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(concurrency)]
     for t in threads:
@@ -254,17 +260,16 @@ def run_soak(
 def _start_tiny_server(work: Path):
     from .checkpoint_builder import build_checkpoint
     from .repository import Placement, render_repository
-    from .tritonserver import ServerOptions, free_ports, start
+    from .tritonserver import loopback_options, start
 
     checkpoint = build_checkpoint(work / "tiny")
     repo = render_repository(
         work / "repo", Placement("KIND_CPU", 1), {"checkpoint": str(checkpoint)}
     )
-    http, grpc, metrics = free_ports(3)
-    opts = ServerOptions(repo, http, grpc, metrics, address="127.0.0.1")
+    opts = loopback_options(repo)
     running = start(opts)
     running.wait_ready(300)
-    return running, f"127.0.0.1:{http}", f"127.0.0.1:{grpc}"
+    return running, f"127.0.0.1:{opts.http_port}", f"127.0.0.1:{opts.grpc_port}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -364,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     import torch
 
-    from ..tritonserver import ServerError, ServerOptions, free_ports, start
+    from ..tritonserver import ServerError, loopback_options, start
     from .served import Endpoints, render_bench_repository
     from .workload import fixed_clips
 
@@ -404,15 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 },
                 max_batch_size=max(biggest, 16),
             )
-            http, grpc, metrics = free_ports(3)
-            opts = ServerOptions(
-                model_repository=repo,
-                http_port=http,
-                grpc_port=grpc,
-                metrics_port=metrics,
-                address="127.0.0.1",
-                gpu=True,
-            )
+            opts = loopback_options(repo, gpu=True)
+            http, grpc, metrics = opts.http_port, opts.grpc_port, opts.metrics_port
             log("starting tritonserver (KIND_GPU) in the background")
             running = start(opts)
             endpoints = Endpoints(f"127.0.0.1:{http}", f"127.0.0.1:{grpc}")

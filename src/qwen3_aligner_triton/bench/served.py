@@ -74,21 +74,14 @@ def bench_server(
     log=None,
 ) -> Iterator[Endpoints]:
     """A ``tritonserver`` serving ``checkpoint`` on loopback; stopped (and shm cleaned) on exit."""
-    from ..tritonserver import ServerOptions, free_ports, start
+    from ..tritonserver import loopback_options, start
 
     with tempfile.TemporaryDirectory(prefix="qwen3-aligner-bench-") as tmp:
         repo = render_bench_repository(
             Path(tmp) / "repo", checkpoint, kind, parameters or {}, max_batch_size
         )
-        http, grpc, metrics = free_ports(3)
-        opts = ServerOptions(
-            model_repository=repo,
-            http_port=http,
-            grpc_port=grpc,
-            metrics_port=metrics,
-            address="127.0.0.1",
-            gpu=kind == "KIND_GPU",
-        )
+        opts = loopback_options(repo, gpu=kind == "KIND_GPU")
+        http, grpc = opts.http_port, opts.grpc_port
         running = start(opts)
         try:
             waited = running.wait_ready(ready_timeout)
