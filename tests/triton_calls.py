@@ -8,24 +8,13 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from qwen3_aligner_triton.wire import infer_inputs
+
 MODEL = "qwen3_aligner"
 
 
 def build_inputs(module, audio: np.ndarray, sample_rate: int | None, text: str, language: str):
-    audio = np.asarray(audio, dtype=np.float32).reshape(1, -1)
-    inputs = [
-        module.InferInput("AUDIO", list(audio.shape), "FP32"),
-        module.InferInput("TEXT", [1, 1], "BYTES"),
-        module.InferInput("LANGUAGE", [1, 1], "BYTES"),
-    ]
-    inputs[0].set_data_from_numpy(audio)
-    inputs[1].set_data_from_numpy(np.array([[text.encode("utf-8")]], dtype=np.object_))
-    inputs[2].set_data_from_numpy(np.array([[language.encode("utf-8")]], dtype=np.object_))
-    if sample_rate is not None:
-        rate = module.InferInput("SAMPLE_RATE", [1, 1], "INT32")
-        rate.set_data_from_numpy(np.array([[sample_rate]], dtype=np.int32))
-        inputs.append(rate)
-    return inputs
+    return infer_inputs(module, audio, sample_rate, text, language)
 
 
 def parse(result) -> dict:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .tritonserver import MODEL_NAME, shm_regions
+from .wire import infer_inputs
 
 MAX_GROWTH = 0.05  # fraction of server memory after warm-up
 WARMUP_FRACTION = 0.25  # first quarter of the run is warm-up
@@ -158,17 +159,7 @@ def _sender(
     client = client_module.InferenceServerClient(url)
 
     def send(req: SoakRequest) -> tuple[bool, str]:
-        audio = req.audio.reshape(1, -1)
-        inputs = [
-            client_module.InferInput("AUDIO", list(audio.shape), "FP32"),
-            client_module.InferInput("SAMPLE_RATE", [1, 1], "INT32"),
-            client_module.InferInput("TEXT", [1, 1], "BYTES"),
-            client_module.InferInput("LANGUAGE", [1, 1], "BYTES"),
-        ]
-        inputs[0].set_data_from_numpy(audio)
-        inputs[1].set_data_from_numpy(np.array([[req.sample_rate]], np.int32))
-        inputs[2].set_data_from_numpy(np.array([[req.text.encode()]], dtype=np.object_))
-        inputs[3].set_data_from_numpy(np.array([[req.language.encode()]], dtype=np.object_))
+        inputs = infer_inputs(client_module, req.audio, req.sample_rate, req.text, req.language)
         try:
             result = client.infer(MODEL_NAME, inputs)
         except InferenceServerException as e:

@@ -18,9 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from ..tritonserver import MODEL_NAME
+from ..wire import infer_inputs
 from .stats import PassResult, load_average
 from .workload import SAMPLE_RATE, Clip
 
@@ -129,18 +128,7 @@ def _client(protocol: str, url: str):
 
 
 def _inputs(module, clip: Clip) -> list:
-    audio = clip.audio.reshape(1, -1)
-    inputs = [
-        module.InferInput("AUDIO", list(audio.shape), "FP32"),
-        module.InferInput("SAMPLE_RATE", [1, 1], "INT32"),
-        module.InferInput("TEXT", [1, 1], "BYTES"),
-        module.InferInput("LANGUAGE", [1, 1], "BYTES"),
-    ]
-    inputs[0].set_data_from_numpy(audio)
-    inputs[1].set_data_from_numpy(np.array([[SAMPLE_RATE]], dtype=np.int32))
-    inputs[2].set_data_from_numpy(np.array([[clip.text.encode("utf-8")]], dtype=np.object_))
-    inputs[3].set_data_from_numpy(np.array([[clip.language.encode("utf-8")]], dtype=np.object_))
-    return inputs
+    return infer_inputs(module, clip.audio, SAMPLE_RATE, clip.text, clip.language)
 
 
 def _infer(module, client, clip: Clip, protocol: str) -> int:
