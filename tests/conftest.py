@@ -103,7 +103,6 @@ def dedicated_server(tmp_dir: Path, checkpoint: Path, edit_config=None, **parame
 @pytest.fixture(scope="session")
 def server(tmp_path_factory, tiny_checkpoint):
     """A real tritonserver serving the tiny checkpoint on CPU, shared by the session."""
-    before = shm_regions()
     running, opts = launch(
         tmp_path_factory.mktemp("server"),
         {
@@ -117,6 +116,6 @@ def server(tmp_path_factory, tiny_checkpoint):
         yield LiveServer(running, opts)
     finally:
         code = running.stop()
-        leftover = shm_regions() - before
+        leftover = shm_regions(opts.shm_prefix)
         assert not leftover, f"shared-memory regions left behind: {leftover}"
         assert code == 0, f"tritonserver exited with {code}:\n{running.failure_summary()}"

@@ -278,7 +278,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     running = None
     with tempfile.TemporaryDirectory(prefix="qwen3-aligner-soak-") as tmp:
-        before = shm_regions()
         http_url, grpc_url, pid = args.http_url, args.grpc_url, args.server_pid
         if args.start_server:
             running, http_url, grpc_url = _start_tiny_server(Path(tmp))
@@ -291,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if running is not None:
                 running.stop()
         if running is not None:
-            report.leftover_shm = len(shm_regions() - before)
+            report.leftover_shm = len(shm_regions(running.options.shm_prefix))
     for line in report.lines():
         print(line)
     if args.json:

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MODEL_NAME = "qwen3_aligner"
-SHM_GLOB = "/dev/shm/triton_python_backend_shm_region_*"
+SHM_DIR = Path("/dev/shm")
+SHM_PREFIX = "triton_python_backend_shm_region_"  # the Python backend's default region prefix
 READY_POLL_SECONDS = 0.25
 STOP_GRACE_SECONDS = 45.0  # wait this long after SIGTERM before SIGKILL
 LOG_TAIL_LINES = 400
@@ -90,6 +91,9 @@ class ServerOptions:
     # API is then restricted to callers presenting ``admin_token`` in the ADMIN_HEADER header.
     watchdog: bool = True
     admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
+    # The Python backend's shared-memory regions are named after this prefix, so stopping this
+    # server cleans its own regions and never those of another server on the same machine.
+    shm_prefix: str = field(default_factory=lambda: f"{SHM_PREFIX}{secrets.token_hex(4)}_")
 
 
 def loopback_options(model_repository: Path, gpu: bool = False) -> ServerOptions:
@@ -129,6 +133,7 @@ def build_command(install: TritonInstallation, opts: ServerOptions) -> list[str]
             f"--http-restricted-api=model-repository:{ADMIN_HEADER}={opts.admin_token}",
             f"--grpc-restricted-protocol=model-repository:{ADMIN_HEADER}={opts.admin_token}",
         ]
+    cmd.append(f"--backend-config=python,shm-region-prefix-name={opts.shm_prefix}")
     if install.backend_dir is not None:
         cmd.append(f"--backend-directory={install.backend_dir}")
     if not opts.gpu:
@@ -190,9 +195,10 @@ def reload_model(host: str, port: int, token: str, timeout: float = RELOAD_TIMEO
             raise ServerError(f"reloading {MODEL_NAME} answered HTTP {resp.status}")
 
 
-def shm_regions() -> set[str]:
-    """Python-backend shared-memory regions currently in ``/dev/shm``."""
-    return set(glob.glob(SHM_GLOB))
+def shm_regions(prefix: str = SHM_PREFIX) -> set[str]:
+    """Python-backend shared-memory regions in ``/dev/shm`` whose names start with ``prefix``
+    (default: every server's)."""
+    return {str(p) for p in SHM_DIR.glob(glob.escape(prefix) + "*")}
 
 
 @dataclass
@@ -205,7 +211,6 @@ class RunningServer:
     log_tail: collections.deque = field(
         default_factory=lambda: collections.deque(maxlen=LOG_TAIL_LINES)
     )
-    shm_before: set[str] = field(default_factory=set)
 
     reloads: int = 0  # how often the watchdog reloaded the model
 
@@ -320,7 +325,7 @@ class RunningServer:
                 self.process.kill()
                 self.process.wait()
         self._reader.join(timeout=5)
-        for path in shm_regions() - self.shm_before:
+        for path in shm_regions(self.options.shm_prefix):
             with contextlib.suppress(OSError):
                 os.unlink(path)
         return self.process.returncode
@@ -335,7 +340,6 @@ def start(
     """Start ``tritonserver`` in the background (own process group)."""
     install = install or locate()
     cmd = build_command(install, opts)
-    before = shm_regions()
     process = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
@@ -344,7 +348,7 @@ def start(
         env=server_environment(env),
         start_new_session=True,
     )
-    return RunningServer(process=process, options=opts, echo=echo, shm_before=before)
+    return RunningServer(process=process, options=opts, echo=echo)
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
