@@ -153,6 +153,10 @@ def server_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     venv = Path(sys.prefix)
     if venv != Path(sys.base_prefix):
         env["VIRTUAL_ENV"] = str(venv)
+    # The front's and the core's stubs run torch side by side: OpenMP threads that spin while
+    # waiting steal the cores the other stubs need (measured: CPU forwards 10-30x slower under
+    # load). Waiting threads sleep instead, unless the operator chose otherwise.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
 
 
