@@ -188,31 +188,10 @@ def backend_stub_pids(server_pid: int) -> set[int]:
     return pids
 
 
-def stub_models(pids: Iterable[int]) -> dict[int, str]:
-    """The model each backend stub serves, read from its command line (the model's path)."""
-    out: dict[int, str] = {}
-    for pid in pids:
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        for name in MODELS:
-            if f"/{name}/".encode() in cmdline:
-                out[pid] = name
-    return out
-
-
-def reload_model(
-    host: str,
-    port: int,
-    token: str,
-    timeout: float = RELOAD_TIMEOUT_SECONDS,
-    models: Iterable[str] = MODELS,
-) -> None:
-    """Ask the server to (re)load ``models`` (default both, the core first): new instances start,
-    then replace the old ones."""
-    wanted = set(models)
-    for name in (m for m in MODELS if m in wanted):
+def reload_model(host: str, port: int, token: str, timeout: float = RELOAD_TIMEOUT_SECONDS) -> None:
+    """Ask the server to (re)load both models, the core first: new instances start, then replace
+    the old ones."""
+    for name in MODELS:
         request = urllib.request.Request(
             f"http://{host}:{port}/v2/repository/models/{name}/load",
             data=b"",
@@ -248,7 +227,6 @@ class RunningServer:
         self._reader.start()
         self._stopping = threading.Event()
         self._stubs_when_ready: set[int] | None = None
-        self._stub_models: dict[int, str] = {}  # stub pid -> model, noted while alive
         if self.options.watchdog:
             threading.Thread(target=self._watch, daemon=True).start()
 
@@ -266,7 +244,6 @@ class RunningServer:
             if baseline is None:
                 if http_ready(self.host, self.options.http_port):
                     self._stubs_when_ready = backend_stub_pids(self.process.pid)
-                    self._stub_models.update(stub_models(self._stubs_when_ready))
                 continue
             if not baseline:  # no stub visible in /proc (another process model): nothing to watch
                 continue
@@ -274,24 +251,17 @@ class RunningServer:
             lost = baseline - stubs
             if not lost:
                 self._stubs_when_ready = stubs
-                self._stub_models.update(stub_models(stubs - set(self._stub_models)))
                 continue
             # A stub also exits when the server shuts down (SIGTERM from anyone): the server then
             # stops being ready, whereas after a crash it keeps claiming to be ready.
             if self._stopping.is_set() or not http_ready(self.host, self.options.http_port):
                 self._stubs_when_ready = None
                 continue
-            # Only the models whose stubs died: after a front stub died, reloading the core as
-            # well crashed Triton 2.51 on the next request (measured).
-            models = sorted({self._stub_models.get(pid) for pid in lost} - {None}) or list(MODELS)
             self._say(
-                f"watchdog: backend stub process(es) {sorted(lost)} exited; reloading "
-                f"{MODEL_NAME} ({', '.join(models)})"
+                f"watchdog: backend stub process(es) {sorted(lost)} exited; reloading {MODEL_NAME}"
             )
             try:
-                reload_model(
-                    self.host, self.options.http_port, self.options.admin_token, models=models
-                )
+                reload_model(self.host, self.options.http_port, self.options.admin_token)
             except (OSError, ServerError) as e:
                 if self._stopping.is_set() or self.process.poll() is not None:
                     return
@@ -300,7 +270,6 @@ class RunningServer:
                 return
             self.reloads += 1
             self._stubs_when_ready = backend_stub_pids(self.process.pid)
-            self._stub_models.update(stub_models(self._stubs_when_ready))
             self._say(f"watchdog: {MODEL_NAME} reloaded; serving again")
 
     def _pump(self) -> None:
