@@ -48,6 +48,8 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from qwen3_aligner_triton.tritonserver import (
+    CLOSED_APIS,
+    CLOSED_HEADER,
     WATCHDOG_INTERVAL_SECONDS,
     ServerError,
     TritonInstallation,
@@ -902,10 +904,12 @@ def test_the_containers_command_keeps_the_images_arguments_last():
     cmd_args = exec_form("CMD")
     assert cmd[-len(cmd_args) :] == cmd_args, "the image's CMD must override the launcher"
     assert cmd[1] == f"--model-repository={entrypoint.DEFAULT_RENDERED}"
-    # The watchdog reloads the model through the repository API: explicit control, restricted.
-    assert "--model-control-mode=explicit" in cmd and f"--load-model={MODEL}" in cmd
-    assert any(a.startswith("--http-restricted-api=model-repository:") for a in cmd)
-    assert any(a.startswith("--grpc-restricted-protocol=model-repository:") for a in cmd)
+    # Every model of the repository loads at start (model control "none"); the admin groups are
+    # closed on both protocols by a header no request can carry.
+    assert not any(a.startswith(("--model-control-mode", "--load-model")) for a in cmd)
+    for flag in ("--http-restricted-api", "--grpc-restricted-protocol"):
+        (value,) = [a for a in cmd if a.startswith(flag + "=")]
+        assert value == f"{flag}={','.join(CLOSED_APIS)}:{CLOSED_HEADER}=none"
     assert not any(a.startswith("--backend-directory") for a in cmd), "the image's default"
 
 
@@ -914,6 +918,12 @@ class FakeServer:
 
     def __init__(self, code: int) -> None:
         self.process = subprocess.Popen([sys.executable, "-c", f"raise SystemExit({code})"])
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def stop(self) -> int:
         return self.process.wait()
@@ -1094,8 +1104,8 @@ def wait_for_line(log: Path, text: str, process: subprocess.Popen, timeout: floa
 
 @pytest.mark.integration
 def test_entrypoint_runs_a_real_server_with_the_images_arguments(tmp_path, tiny_checkpoint):
-    """The container's start-up path outside a container: the image's arguments, the watchdog
-    reloading the model after a stub dies, and a graceful stop on SIGTERM."""
+    """The container's start-up path outside a container: the image's arguments, the admin API
+    closed, the watchdog restarting the server after a stub dies, and a graceful stop on SIGTERM."""
     http, grpc, metrics = free_ports(3)
     ports = {"--http-port": http, "--grpc-port": grpc, "--metrics-port": metrics}
     args = [
@@ -1130,20 +1140,28 @@ def test_entrypoint_runs_a_real_server_with_the_images_arguments(tmp_path, tiny_
         base = f"http://127.0.0.1:{http}"
         for path in ("/v2/health/ready", "/v2/health/live", f"/v2/models/{MODEL}/ready"):
             assert http_get(base + path) == 200, path
-        with urllib.request.urlopen(f"{base}/v2/models/{MODEL}/config", timeout=10) as resp:
-            config = json.loads(resp.read())
-        assert config["instance_group"][0]["kind"] == "KIND_CPU"
-        assert config["instance_group"][0]["count"] == 2
-        assert config["parameters"]["checkpoint"]["string_value"] == str(tiny_checkpoint)
+        # The admin groups are closed in the container too; the rendered files tell the config.
+        assert http_get(f"{base}/v2/models/{MODEL}/config") == 403
+        assert http_get(f"{base}/v2/systemsharedmemory/status") == 403
+        config = load_config(tmp_path / "rendered" / MODEL / "config.pbtxt")
+        assert config.instance_group[0].count == 2
+        assert config.parameters["checkpoint"].string_value == str(tiny_checkpoint)
         assert http_get(f"http://127.0.0.1:{metrics}/metrics") == 200
         send_requests(f"127.0.0.1:{http}", 1)
         # A backend stub dies (the kernel's OOM killer picks the biggest process): the watchdog
-        # reloads the model and the container goes on serving.
+        # restarts tritonserver and the container goes on serving.
         time.sleep(3 * WATCHDOG_INTERVAL_SECONDS)  # the watchdog notes the stubs once ready
-        stubs = backend_stub_pids(child_tritonserver(process.pid))
+        first = child_tritonserver(process.pid)
+        stubs = backend_stub_pids(first)
         assert len(stubs) == 2, stubs
         os.kill(min(stubs), signal.SIGKILL)
-        wait_for_line(log, f"watchdog: {MODEL} reloaded", process, SERVER_READY_TIMEOUT)
+        wait_for_line(log, "watchdog: tritonserver restarted", process, SERVER_READY_TIMEOUT)
+        started = time.monotonic()
+        while not http_ready("127.0.0.1", http):
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() - started < SERVER_READY_TIMEOUT, log.read_text()
+            time.sleep(0.5)
+        assert child_tritonserver(process.pid) != first
         send_requests(f"127.0.0.1:{http}", 1)
         # SIGTERM (docker stop, pod deletion) reaches tritonserver, which drains and exits.
         process.send_signal(signal.SIGTERM)
