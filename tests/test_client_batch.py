@@ -72,7 +72,7 @@ def test_a_link_out_of_the_manifest_folder_is_refused(tmp_path):
     manifest = write_manifest(
         tmp_path / "list" / "m.jsonl", {"audio": "a.wav", "text_file": "t.txt", "language": "en"}
     )
-    with pytest.raises(ManifestError, match="'text_file' .*leads out of the manifest's folder"):
+    with pytest.raises(ManifestError, match=r"'text_file' .*leads out of the manifest's folder"):
         items_from_manifest(manifest, language=None)
 
 

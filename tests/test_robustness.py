@@ -218,7 +218,7 @@ def test_killed_backend_stub_gets_the_server_serving_again(
                     result = parse(client.infer(MODEL, good_inputs()))
                     assert client.is_model_ready(MODEL)
                 break
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 seen.append(str(e))
                 time.sleep(0.5)
         else:

@@ -240,7 +240,7 @@ def test_admin_groups_are_closed_and_the_process_list_holds_no_key(tmp_path, tin
             timeout=30,
         ).stdout
         assert "--http-restricted-api" in ps and "qwen3-aligner-admin" not in ps
-        cmdline, environ = process_text(server_pid)
+        cmdline = process_text(server_pid)[0]
         seen = []
         for flag in RESTRICT:
             for value in flag_values(cmdline.split(), flag):

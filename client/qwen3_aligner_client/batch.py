@@ -9,7 +9,8 @@ A manifest has one JSON object per line::
 absolute path or one that leads out with ``..`` or a link is refused: a manifest from elsewhere
 must not make the CLI send, say, ``~/.ssh/id_rsa`` to a server as a transcript). ``language``
 falls back to the command line's ``--language``; ``id`` (default: the audio file's stem) names the
-output file, must be unique and holds no path separator or control character. A malformed manifest is rejected as a whole (:class:`ManifestError`); an item whose
+output file, must be unique and holds no path separator or control character. A malformed
+manifest is rejected as a whole (:class:`ManifestError`), before any work starts; an item whose
 files are missing is kept and fails on its own when processed, so the rest of the batch still runs.
 """
 
@@ -182,7 +183,9 @@ def items_from_manifest(manifest: Path, language: str | None) -> list[BatchItem]
                 audio=audio_path,
                 language=item_language,
                 text=text,
-                text_file=None if text_file is None else _inside(base, text_file, "text_file", where),
+                text_file=(
+                    None if text_file is None else _inside(base, text_file, "text_file", where)
+                ),
                 origin=where,
             )
         )

@@ -328,11 +328,13 @@ class RunningServer:
             lost = watch.observe(backend_stub_pids(process.pid), self._ready)
             if watch.baseline:
                 restarted_at = None
-            elif restarted_at is not None:
-                if time.monotonic() - restarted_at > self.restart_ready_timeout:
-                    self._say("watchdog: the restarted server is not ready in time; stopping it")
-                    process.send_signal(signal.SIGTERM)
-                    return
+            elif (
+                restarted_at is not None
+                and time.monotonic() - restarted_at > self.restart_ready_timeout
+            ):
+                self._say("watchdog: the restarted server is not ready in time; stopping it")
+                process.send_signal(signal.SIGTERM)
+                return
             if not lost:
                 continue
             self._say(
@@ -493,8 +495,8 @@ __all__: Sequence[str] = (
     "RunningServer",
     "ServerError",
     "ServerOptions",
-    "TritonInstallation",
     "StubWatch",
+    "TritonInstallation",
     "build_command",
     "closing_flags",
     "describe_endpoints",
