@@ -13,7 +13,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from cases import CASES
-from conftest import dedicated_server, upstream_align
+from conftest import SERVER_READY_TIMEOUT, dedicated_server, upstream_align
 from triton_calls import MODEL, as_float32, build_inputs, parse
 from tritonclient.utils import InferenceServerException
 
@@ -210,7 +210,7 @@ def test_killed_backend_stub_gets_the_server_serving_again(
         assert len(pids) == 1, pids
         os.kill(next(iter(pids)), signal.SIGKILL)
         started = time.monotonic()
-        deadline = started + 120
+        deadline = started + SERVER_READY_TIMEOUT  # a restart is a model load (~10 s idle)
         seen: list[str] = []
         while time.monotonic() < deadline:
             try:  # refused connections while the server restarts

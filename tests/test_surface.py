@@ -152,14 +152,15 @@ OPEN_HTTP = [
 
 
 def raw_http(port: int, method: str, path: str, body: str | None, header: bytes = b"") -> tuple:
-    """(status, body) of one request written by hand, so that any header line can be sent."""
+    """(status, body) of one request written by hand, so that any ``header`` line can be sent."""
     data = (body or "").encode()
     request = (
         f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
     ).encode()
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(request + header + b"\r\n" + data)
+        line = header + b"\r\n" if header else b""
+        sock.sendall(request + line + b"\r\n" + data)
         reply = b""
         while chunk := sock.recv(65536):
             reply += chunk
@@ -222,8 +223,8 @@ def test_admin_groups_are_closed_and_the_process_list_holds_no_key(tmp_path, tin
                     assert status in ("StatusCode.UNAVAILABLE", "StatusCode.PERMISSION_DENIED")
                     assert "restricted" in info.value.message(), (group, info.value)
             assert client.is_server_ready() and client.is_model_ready(MODEL)
-            assert client.get_model_metadata(MODEL)["name"] == MODEL
-            assert client.get_inference_statistics(MODEL)["model_stats"]
+            assert client.get_model_metadata(MODEL).name == MODEL
+            assert client.get_inference_statistics(MODEL).model_stats
             inputs = build_inputs(grpcclient, ONE_SECOND, 16000, "hello", "en")
             assert parse(client.infer(MODEL, inputs))["units"]
         with httpclient.InferenceServerClient(srv.http_url) as client:
@@ -256,7 +257,7 @@ def test_admin_groups_are_closed_and_the_process_list_holds_no_key(tmp_path, tin
         for header in (f"{key}: {value}", f"{key}:{value}", f"{key.split(':')[0]}: {value}"):
             status, _ = raw_http(port, *CLOSED_HTTP["model-config"][0][:2], None, header.encode())
             assert status == 403, header
-            status, _ = raw_http(port, *CLOSED_HTTP["shared-memory"][0], header.encode() + b"\r\n")
+            status, _ = raw_http(port, *CLOSED_HTTP["shared-memory"][0], header.encode())
             assert status == 403, header
         with grpcclient.InferenceServerClient(srv.grpc_url) as client:
             for metadata in ({f"triton-grpc-protocol-{key}": value}, {key: value}):
