@@ -192,6 +192,67 @@ def grpc_calls(client: grpcclient.InferenceServerClient) -> dict:
     }
 
 
+def _hpack_literal(name: str, value: str) -> bytes:
+    """One header as an HPACK literal without indexing, no Huffman coding (RFC 7541 6.2.2)."""
+
+    def string(text: str) -> bytes:
+        data = text.encode()
+        assert len(data) < 127
+        return bytes([len(data)]) + data
+
+    return b"\x00" + string(name) + string(value)
+
+
+def _frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    head = len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big")
+    return head + payload
+
+
+def raw_grpc_answers(port: int, method: str, extra: dict[str, str]) -> bool:
+    """Whether a gRPC call written frame by frame (HTTP/2, any header bytes at all) gets a
+    response message back: a client that skips every check gRPC libraries make."""
+    headers = {
+        ":method": "POST",
+        ":scheme": "http",
+        ":path": f"/inference.GRPCInferenceService/{method}",
+        ":authority": "127.0.0.1",
+        "content-type": "application/grpc",
+        "te": "trailers",
+        **extra,
+    }
+    block = b"".join(_hpack_literal(k, v) for k, v in headers.items())
+    empty_message = b"\x00\x00\x00\x00\x00"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+            + _frame(4, 0, 0, b"")  # SETTINGS
+            + _frame(1, 0x4, 1, block)  # HEADERS, END_HEADERS
+            + _frame(0, 0x1, 1, empty_message)  # DATA, END_STREAM
+        )
+        buffer = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                return False
+            if not chunk:
+                return False
+            buffer += chunk
+            while len(buffer) >= 9:
+                size = int.from_bytes(buffer[:3], "big")
+                if len(buffer) < 9 + size:
+                    break
+                kind, flags = buffer[3], buffer[4]
+                stream = int.from_bytes(buffer[5:9], "big") & 0x7FFFFFFF
+                buffer = buffer[9 + size :]
+                if kind == 4 and not flags & 0x1:
+                    sock.sendall(_frame(4, 0x1, 0, b""))  # acknowledge the server's SETTINGS
+                if stream == 1 and kind == 0 and size > 0:
+                    return True  # a response message
+                if (stream == 1 and (kind == 3 or flags & 0x1)) or kind == 7:
+                    return False  # reset, trailers only, or connection closed
+
+
 def process_text(pid: int) -> tuple[str, str]:
     """What other users may read of a process (its command line), and its environment."""
     proc = Path("/proc", str(pid))
@@ -264,6 +325,13 @@ def test_admin_groups_are_closed_and_the_process_list_holds_no_key(tmp_path, tin
                 with pytest.raises(InferenceServerException) as info:
                     client.get_system_shared_memory_status(headers=metadata)
                 assert info.value.status() != "StatusCode.OK"
+        # Not even a hand-written HTTP/2 client that sends the key as it is gets through.
+        grpc_port = int(srv.grpc_url.rsplit(":", 1)[1])
+        assert raw_grpc_answers(grpc_port, "ServerLive", {}), "the raw client works"
+        assert not raw_grpc_answers(grpc_port, "SystemSharedMemoryStatus", {})
+        for name in (f"triton-grpc-protocol-{key}", key):
+            assert not raw_grpc_answers(grpc_port, "SystemSharedMemoryStatus", {name: value})
+            assert not raw_grpc_answers(grpc_port, "RepositoryIndex", {name: value})
         assert srv.running.process.poll() is None and srv.running.restarts == 0
 
 
