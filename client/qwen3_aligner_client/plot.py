@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .audio import to_mono_float32
+from .files import write_atomic_bytes
 from .results import AlignedWord, Alignment
 
 if TYPE_CHECKING:
@@ -392,8 +393,6 @@ def save_png(
     Every file is written atomically, page 1 last: when ``path`` exists, so do all its pages
     (batch mode's resume relies on that).
     """
-    from .writers import write_atomic_bytes
-
     pages = png_pages(alignment, samples, sample_rate, options, title)
     paths = page_paths(path, len(pages))
     for target, data in reversed(list(zip(paths, pages, strict=True))):
