@@ -67,7 +67,7 @@ def require_matplotlib() -> None:
 
     if importlib.util.find_spec("matplotlib") is None:
         raise ModuleNotFoundError(
-            "PNG pictures need matplotlib: pip install 'qwen3-aligner-triton[report]'",
+            "PNG pictures need matplotlib: pip install 'qwen3-aligner-client[report]'",
             name="matplotlib",
         )
 
