@@ -52,6 +52,7 @@ class Seen:
     path: str
     range: str | None
     status: int
+    authorization: str | None = None
 
 
 @dataclass
@@ -159,7 +160,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._record(status)
 
     def _record(self, status: int) -> None:
-        self.standin.record(Seen(self.command, self.path, self.headers.get("Range"), status))
+        self.standin.record(
+            Seen(
+                self.command,
+                self.path,
+                self.headers.get("Range"),
+                status,
+                self.headers.get("Authorization"),
+            )
+        )
 
     def _error(self, status: int, code: str, message: str, commit: str | None = None) -> None:
         body = json.dumps({"error": message}).encode()

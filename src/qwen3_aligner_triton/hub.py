@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -155,7 +156,7 @@ def fetch_checkpoint(
         if _offline():
             why = "HF_HUB_OFFLINE is set"
         else:
-            why = f"the Hub at {hub} cannot be reached ({_short(unreachable or e)})"
+            why = f"the Hub at {hub} cannot be reached ({_network_reason(unreachable or e)})"
         raise CheckpointUnavailable(
             f"cannot get {where}: {why}, and the Hugging Face cache ({cache}) holds "
             f"no copy of it. {local_folder_advice(repo_id)}"
@@ -188,6 +189,18 @@ def _endpoint() -> str:
     from huggingface_hub import constants
 
     return constants.ENDPOINT
+
+
+def _network_reason(error: BaseException) -> str:
+    """The operating system's words for a failed connection ("Connection refused", ...)."""
+    import requests
+
+    found = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", str(error))
+    if found:
+        return found.group(1).strip()
+    if isinstance(error, requests.exceptions.Timeout):
+        return f"no answer within {PROBE_TIMEOUT_SECONDS:g} s"
+    return _short(error)
 
 
 def _short(error: BaseException) -> str:
