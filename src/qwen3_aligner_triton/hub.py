@@ -208,6 +208,22 @@ def _short(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+def is_hub_id(checkpoint: str) -> bool:
+    """True for a hub id (no local folder of that name), False for a folder or a path."""
+    try:
+        return describe_checkpoint(checkpoint) == "hub"
+    except ValueError:
+        return False
+
+
+def describe_source(checkpoint: str, revision: str | None = None) -> str:
+    """One line saying where a hub checkpoint will come from."""
+    at = f" at {revision}" if revision else ""
+    if _offline():
+        return f"HF_HUB_OFFLINE is set: {checkpoint}{at} from the cache {cache_location()}"
+    return f"fetching {checkpoint}{at} from {_endpoint()} into {cache_location()}"
+
+
 def resolve_checkpoint(checkpoint: str, revision: str | None = None) -> str:
     """A loadable folder for ``checkpoint``: folders as given, hub ids fetched first.
 

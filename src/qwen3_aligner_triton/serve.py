@@ -20,7 +20,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .hub import REVISION_ENV, CheckpointUnavailable, resolve_checkpoint
+from .hub import (
+    REVISION_ENV,
+    CheckpointUnavailable,
+    describe_source,
+    is_hub_id,
+    resolve_checkpoint,
+)
 from .params import CHECKPOINT_ENV, DEFAULT_CHECKPOINT
 from .repository import Placement, render_repository
 from .tritonserver import (
@@ -118,6 +124,8 @@ def wait_for_exit(server: RunningServer, stopping: threading.Event) -> int:
 
 def fetch_for_launch(who: str, checkpoint: str, revision: str | None) -> str:
     """The folder to hand the model: ``checkpoint`` itself, or a hub id's downloaded snapshot."""
+    if is_hub_id(checkpoint):
+        print(f"{who}: {describe_source(checkpoint, revision)}", flush=True)
     folder = resolve_checkpoint(checkpoint, revision)
     if folder != checkpoint:
         print(f"{who}: {checkpoint} is in {folder}", flush=True)
