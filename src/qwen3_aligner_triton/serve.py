@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -105,14 +104,13 @@ def plan_launch(
 
 
 def wait_for_exit(server: RunningServer, stopping: threading.Event) -> int:
-    """Wait for tritonserver to exit; after a stop request, kill it if it overstays its grace."""
+    """Wait for tritonserver to exit for good (a watchdog restart is not an exit); after a stop
+    request, kill it if it overstays its grace."""
     stop_requested_at: float | None = None
     while True:
-        try:
-            code = server.process.wait(timeout=WAIT_POLL_SECONDS)
+        code = server.wait(timeout=WAIT_POLL_SECONDS)
+        if code is not None:
             break
-        except subprocess.TimeoutExpired:
-            pass
         if stopping.is_set():
             stop_requested_at = stop_requested_at or time.monotonic()
             if time.monotonic() - stop_requested_at > STOP_GRACE_SECONDS:

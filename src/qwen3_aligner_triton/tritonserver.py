@@ -37,9 +37,20 @@ READY_POLL_SECONDS = 0.25
 STOP_GRACE_SECONDS = 45.0  # wait this long after SIGTERM before SIGKILL
 LOG_TAIL_LINES = 400
 EXIT_TIMEOUT_SECONDS = 30  # tritonserver's drain time for in-flight requests on SIGTERM
-ADMIN_HEADER = "qwen3-aligner-admin"
 WATCHDOG_INTERVAL_SECONDS = 1.0
-RELOAD_TIMEOUT_SECONDS = 900.0
+RESTART_READY_TIMEOUT_SECONDS = 900.0  # a restarted server must be ready again within this
+# Triton's API groups (the names --http-restricted-api and --grpc-restricted-protocol take).
+# Clients, probes and Prometheus need these ...
+CLIENT_APIS = ("health", "metadata", "inference", "statistics")
+# ... and nobody needs these from the network: shared memory (system and CUDA) lets a caller map
+# memory into the server, the repository API loads code, the others reveal or change settings.
+CLOSED_APIS = ("shared-memory", "model-config", "model-repository", "logging", "trace")
+# Closed groups are restricted to a header that no request can carry: ':' ends an HTTP/1.1 header
+# name, and gRPC refuses metadata keys with ':' (Triton expects "triton-grpc-protocol-<key>").
+# So nothing on the command line opens them: there is no secret to leak.
+CLOSED_HEADER = "closed:no-credential"
+CLOSED_VALUE = "none"
+RESTRICT_FLAGS = ("--http-restricted-api", "--grpc-restricted-protocol")
 STUB_NAME = b"triton_python_backend_stub"
 
 
@@ -133,19 +144,27 @@ class ServerOptions:
     gpu: bool = False
     log_verbose: int = 0
     extra_args: tuple[str, ...] = ()
-    # Reload the model when a backend stub process dies (Triton 2.51 would otherwise keep
-    # reporting ready while every request fails). Needs explicit model control; the repository
-    # API is then restricted to callers presenting ``admin_token`` in the ADMIN_HEADER header.
+    # Restart tritonserver when a backend stub process dies (Triton 2.51 would otherwise keep
+    # reporting ready while every request fails).
     watchdog: bool = True
-    admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
+    # Triton API groups closed on HTTP and gRPC (see CLOSED_APIS). A group that ``extra_args``
+    # restrict under a credential of the operator's own is left to that flag.
+    closed_apis: tuple[str, ...] = CLOSED_APIS
     # The Python backend's shared-memory regions are named after this prefix, so stopping this
     # server cleans its own regions and never those of another server on the same machine.
     shm_prefix: str = field(default_factory=lambda: f"{SHM_PREFIX}{secrets.token_hex(4)}_")
 
 
-def loopback_options(model_repository: Path, gpu: bool = False) -> ServerOptions:
-    """Options for a server on 127.0.0.1 with three free ports (tests, benchmarks, soak)."""
+def loopback_options(
+    model_repository: Path, gpu: bool = False, open_apis: Iterable[str] = ()
+) -> ServerOptions:
+    """Options for a server on 127.0.0.1 with three free ports (tests, benchmarks, soak);
+    ``open_apis`` lists groups of CLOSED_APIS to leave open (perf_analyzer reads model-config)."""
     http, grpc, metrics = free_ports(3)
+    opened = set(open_apis)
+    unknown = opened - set(CLOSED_APIS)
+    if unknown:
+        raise ValueError(f"not a closed API group: {sorted(unknown)}; closed: {CLOSED_APIS}")
     return ServerOptions(
         model_repository=model_repository,
         http_port=http,
@@ -153,7 +172,46 @@ def loopback_options(model_repository: Path, gpu: bool = False) -> ServerOptions
         metrics_port=metrics,
         address="127.0.0.1",
         gpu=gpu,
+        closed_apis=tuple(a for a in CLOSED_APIS if a not in opened),
     )
+
+
+def flag_values(args: Sequence[str], flag: str) -> list[str]:
+    """Every value given to ``flag`` (as ``--flag=value``), in order; tritonserver uses the last
+    one of most flags and every one of the restriction flags."""
+    return [a.split("=", 1)[1] for a in args if a.startswith(flag + "=")]
+
+
+def restricted_groups(args: Sequence[str], flag: str) -> set[str]:
+    """API groups that ``args`` restrict with ``flag`` (``--flag=group,group:key=value``)."""
+    groups: set[str] = set()
+    for value in flag_values(args, flag):
+        groups.update(g.strip() for g in value.split(":", 1)[0].split(",") if g.strip())
+    return groups
+
+
+def closing_flags(closed: Sequence[str], extra_args: Sequence[str]) -> list[str]:
+    """The restriction flags that close ``closed`` on HTTP and gRPC. Triton refuses to start when
+    one group appears in two flags, so groups that ``extra_args`` restrict are left to them."""
+    flags = []
+    for flag in RESTRICT_FLAGS:
+        taken = restricted_groups(extra_args, flag)
+        groups = [g for g in closed if g not in taken]
+        if groups:
+            flags.append(f"{flag}={','.join(groups)}:{CLOSED_HEADER}={CLOSED_VALUE}")
+    return flags
+
+
+def http_endpoint(args: Sequence[str]) -> tuple[str, int]:
+    """Where the server started with ``args`` answers HTTP, as (host to connect to, port): the
+    last --http-address and --http-port given; a wildcard address is reached on loopback."""
+    host = (flag_values(args, "--http-address") or ["0.0.0.0"])[-1].strip("[]")
+    port = int((flag_values(args, "--http-port") or ["8000"])[-1])
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return host, port
 
 
 def build_command(install: TritonInstallation, opts: ServerOptions) -> list[str]:
@@ -173,13 +231,9 @@ def build_command(install: TritonInstallation, opts: ServerOptions) -> list[str]
         f"--log-verbose={opts.log_verbose}",
         f"--exit-timeout-secs={EXIT_TIMEOUT_SECONDS}",
     ]
-    if opts.watchdog:
-        cmd += [
-            "--model-control-mode=explicit",
-            f"--load-model={MODEL_NAME}",
-            f"--http-restricted-api=model-repository:{ADMIN_HEADER}={opts.admin_token}",
-            f"--grpc-restricted-protocol=model-repository:{ADMIN_HEADER}={opts.admin_token}",
-        ]
+    # Model control mode "none" (the default): every model in the repository is loaded at start
+    # and the repository API can load nothing, with or without a credential.
+    cmd += closing_flags(opts.closed_apis, opts.extra_args)
     cmd.append(f"--backend-config=python,shm-region-prefix-name={opts.shm_prefix}")
     if install.backend_dir is not None:
         cmd.append(f"--backend-directory={install.backend_dir}")
@@ -216,7 +270,8 @@ def server_environment(
 def http_ready(host: str, port: int, path: str = "/v2/health/ready", timeout: float = 2.0) -> bool:
     """True when ``GET path`` answers 200."""
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=timeout) as resp:
+        where = f"[{host}]" if ":" in host else host
+        with urllib.request.urlopen(f"http://{where}:{port}{path}", timeout=timeout) as resp:
             return resp.status == 200
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return False
@@ -241,19 +296,6 @@ def backend_stub_pids(server_pid: int) -> set[int]:
     return pids
 
 
-def reload_model(host: str, port: int, token: str, timeout: float = RELOAD_TIMEOUT_SECONDS) -> None:
-    """Ask the server to (re)load the model: new instances start, then replace the old ones."""
-    request = urllib.request.Request(
-        f"http://{host}:{port}/v2/repository/models/{MODEL_NAME}/load",
-        data=b"",
-        method="POST",
-        headers={ADMIN_HEADER: token},
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as resp:
-        if resp.status != 200:
-            raise ServerError(f"reloading {MODEL_NAME} answered HTTP {resp.status}")
-
-
 def shm_regions(prefix: str = SHM_PREFIX) -> set[str]:
     """Python-backend shared-memory regions in ``/dev/shm`` whose names start with ``prefix``
     (default: every server's)."""
@@ -261,79 +303,150 @@ def shm_regions(prefix: str = SHM_PREFIX) -> set[str]:
 
 
 @dataclass
-class RunningServer:
-    """A started ``tritonserver`` process whose output is echoed and remembered."""
+class StubWatch:
+    """Tells from the backend stub PIDs (and readiness) when the server has lost a stub.
 
-    process: subprocess.Popen
+    Triton 2.51 goes on reporting ready after a stub dies and fails every request of that model
+    instance. Stubs are noted once the server is ready; while none is seen (not yet started, or
+    another process model) the watch keeps looking instead of giving up. A stub that disappears
+    while the server is not ready belongs to a shutdown, not a crash.
+    """
+
+    baseline: set[int] | None = None
+
+    def observe(self, stubs: set[int], ready: Callable[[], bool]) -> set[int]:
+        """The stubs lost since the last observation while the server claims to be ready."""
+        if not self.baseline:
+            if stubs and ready():
+                self.baseline = set(stubs)
+            return set()
+        lost = self.baseline - stubs
+        if not lost:
+            self.baseline = set(stubs)
+            return set()
+        if not ready():
+            self.baseline = None
+            return set()
+        return lost
+
+
+@dataclass
+class RunningServer:
+    """A started ``tritonserver`` whose output is echoed and remembered; with the watchdog on,
+    the process is restarted (same command) when one of its backend stubs dies."""
+
+    command: list[str]
     options: ServerOptions
+    env: dict[str, str] | None = None
     echo: Callable[[str], None] | None = None
     log_tail: collections.deque = field(
         default_factory=lambda: collections.deque(maxlen=LOG_TAIL_LINES)
     )
+    restart_ready_timeout: float = RESTART_READY_TIMEOUT_SECONDS
 
-    reloads: int = 0  # how often the watchdog reloaded the model
+    restarts: int = 0  # how often the watchdog restarted the server
 
     def __post_init__(self) -> None:
-        self._reader = threading.Thread(target=self._pump, daemon=True)
-        self._reader.start()
+        self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._stubs_when_ready: set[int] | None = None
+        self._restarting = False
+        self.host, self.http_port = http_endpoint(self.command)
+        self.process = self._spawn()
         if self.options.watchdog:
             threading.Thread(target=self._watch, daemon=True).start()
+
+    def _spawn(self) -> subprocess.Popen:
+        process = subprocess.Popen(
+            self.command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._pump, args=(process,), daemon=True)
+        self._reader.start()
+        return process
 
     def _say(self, message: str) -> None:
         self.log_tail.append(message)
         if self.echo is not None:
             self.echo(message)
 
+    def _ready(self) -> bool:
+        return http_ready(self.host, self.http_port)
+
     def _watch(self) -> None:
-        """Reload the model when one of its backend stubs dies."""
+        """Restart the server when one of its backend stubs dies."""
+        watch = StubWatch()
+        restarted_at: float | None = None
         while not self._stopping.wait(WATCHDOG_INTERVAL_SECONDS):
-            if self.process.poll() is not None:
+            process = self.process
+            if process.poll() is not None:
+                return  # exited for good: wait() reports it
+            lost = watch.observe(backend_stub_pids(process.pid), self._ready)
+            if watch.baseline:
+                restarted_at = None
+            elif (
+                restarted_at is not None
+                and time.monotonic() - restarted_at > self.restart_ready_timeout
+            ):
+                self._say("watchdog: the restarted server is not ready in time; stopping it")
+                process.send_signal(signal.SIGTERM)
                 return
-            baseline = self._stubs_when_ready
-            if baseline is None:
-                if http_ready(self.host, self.options.http_port):
-                    self._stubs_when_ready = backend_stub_pids(self.process.pid)
-                continue
-            if not baseline:  # no stub visible in /proc (another process model): nothing to watch
-                continue
-            stubs = backend_stub_pids(self.process.pid)
-            lost = baseline - stubs
             if not lost:
-                self._stubs_when_ready = stubs
-                continue
-            # A stub also exits when the server shuts down (SIGTERM from anyone): the server then
-            # stops being ready, whereas after a crash it keeps claiming to be ready.
-            if self._stopping.is_set() or not http_ready(self.host, self.options.http_port):
-                self._stubs_when_ready = None
                 continue
             self._say(
-                f"watchdog: backend stub process(es) {sorted(lost)} exited; reloading {MODEL_NAME}"
+                f"watchdog: backend stub process(es) {sorted(lost)} exited; restarting tritonserver"
             )
-            try:
-                reload_model(self.host, self.options.http_port, self.options.admin_token)
-            except (OSError, ServerError) as e:
-                if self._stopping.is_set() or self.process.poll() is not None:
-                    return
-                self._say(f"watchdog: reloading {MODEL_NAME} failed: {e}; stopping the server")
-                self.process.send_signal(signal.SIGTERM)
+            if not self._restart():
                 return
-            self.reloads += 1
-            self._stubs_when_ready = backend_stub_pids(self.process.pid)
-            self._say(f"watchdog: {MODEL_NAME} reloaded; serving again")
+            watch = StubWatch()
+            restarted_at = time.monotonic()
 
-    def _pump(self) -> None:
-        assert self.process.stdout is not None
-        for raw in iter(self.process.stdout.readline, b""):
+    def _restart(self) -> bool:
+        """Stop the server (drain, then kill), clean its shm, start the same command again."""
+        with self._lock:
+            if self._stopping.is_set():
+                return False
+            self._restarting = True
+            old = self.process
+        try:
+            self._terminate(old, STOP_GRACE_SECONDS)
+            self._reader.join(timeout=5)
+            self._clean_shm()
+            with self._lock:
+                if self._stopping.is_set():
+                    return False
+                self.process = self._spawn()
+                self.restarts += 1
+        finally:
+            with self._lock:
+                self._restarting = False
+        self._say(f"watchdog: tritonserver restarted (pid {self.process.pid})")
+        return True
+
+    def _pump(self, process: subprocess.Popen) -> None:
+        assert process.stdout is not None
+        for raw in iter(process.stdout.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip("\n")
             self.log_tail.append(line)
             if self.echo is not None:
                 self.echo(line)
 
-    @property
-    def host(self) -> str:
-        return "127.0.0.1" if self.options.address in ("0.0.0.0", "") else self.options.address
+    def wait(self, timeout: float | None = None) -> int | None:
+        """The exit status once the server has exited for good (a watchdog restart is not an
+        exit); None if it is still running after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                process, restarting = self.process, self._restarting
+            code = process.poll()
+            if code is not None and not restarting and process is self.process:
+                return code
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
 
     def wait_ready(self, timeout: float) -> float:
         """Block until ``/v2/health/ready`` is 200; returns seconds waited. Raises ServerError
@@ -341,15 +454,13 @@ class RunningServer:
         started = time.monotonic()
         while True:
             code = self.process.poll()
-            if code is not None:
+            if code is not None and not self._restarting:
                 self._reader.join(timeout=5)
                 raise ServerError(
                     f"tritonserver exited with code {code} before it was ready\n"
                     + self.failure_summary()
                 )
-            if http_ready(self.host, self.options.http_port):
-                if self._stubs_when_ready is None:
-                    self._stubs_when_ready = backend_stub_pids(self.process.pid)
+            if self._ready():
                 return time.monotonic() - started
             if time.monotonic() - started > timeout:
                 self.stop()
@@ -373,21 +484,30 @@ class RunningServer:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
 
-    def stop(self, grace: float = STOP_GRACE_SECONDS) -> int:
-        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL; clean leftover shm regions."""
-        self._stopping.set()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+    @staticmethod
+    def _terminate(process: subprocess.Popen, grace: float) -> None:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=grace)
+                process.wait(timeout=grace)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._reader.join(timeout=5)
+                process.kill()
+                process.wait()
+
+    def _clean_shm(self) -> None:
         for path in shm_regions(self.options.shm_prefix):
             with contextlib.suppress(OSError):
                 os.unlink(path)
-        return self.process.returncode
+
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> int:
+        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL; clean leftover shm regions."""
+        self._stopping.set()
+        with self._lock:
+            process = self.process
+        self._terminate(process, grace)
+        self._reader.join(timeout=5)
+        self._clean_shm()
+        return process.returncode
 
 
 def start(
@@ -398,16 +518,12 @@ def start(
 ) -> RunningServer:
     """Start ``tritonserver`` in the background (own process group)."""
     install = install or locate()
-    cmd = build_command(install, opts)
-    process = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
+    return RunningServer(
+        command=build_command(install, opts),
+        options=opts,
         env=server_environment(env, install.python_libdir),
-        start_new_session=True,
+        echo=echo,
     )
-    return RunningServer(process=process, options=opts, echo=echo)
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
@@ -438,10 +554,13 @@ __all__: Sequence[str] = (
     "RunningServer",
     "ServerError",
     "ServerOptions",
+    "StubWatch",
     "TritonInstallation",
     "build_command",
+    "closing_flags",
     "describe_endpoints",
     "free_ports",
+    "http_endpoint",
     "http_ready",
     "locate",
     "loopback_options",
