@@ -275,6 +275,9 @@ def test_the_container_entrypoint_downloads_before_starting(monkeypatch, tmp_pat
     class Exited:
         process = subprocess.Popen([sys.executable, "-c", "pass"])
 
+        def wait(self, timeout=None):
+            return self.process.wait(timeout=timeout)
+
         def stop(self):
             return self.process.wait()
 
