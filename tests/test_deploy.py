@@ -1040,6 +1040,7 @@ def test_main_renders_the_repository_and_runs_the_server(tmp_path, monkeypatch, 
 @pytest.mark.parametrize(("code", "status"), [(0, 0), (1, 1), (-9, 1)])
 def test_main_exits_with_the_servers_status(monkeypatch, tmp_path, code, status):
     monkeypatch.setattr(entrypoint, "start", lambda *a, **k: FakeServer(code))
+    monkeypatch.setattr(entrypoint, "fetch_for_launch", lambda who, checkpoint, rev: checkpoint)
     monkeypatch.setattr(entrypoint, "cuda_device_count", lambda: 0)
     if code < 0:
         server = FakeServer(0)

@@ -9,7 +9,8 @@ admin API groups closed, and the watchdog that restarts tritonserver when a back
 followed by the container's own arguments (the image's ``CMD`` or Kubernetes ``args``;
 tritonserver keeps a flag's last value).
 SIGTERM is passed on, so the server drains for ``--exit-timeout-secs``; the entrypoint exits with
-the server's status.
+the server's status. A hub-id checkpoint is downloaded into ``$HF_HOME`` (at ``MODEL_REVISION``
+when set) before the server starts, as ``./scripts/serve`` does.
 """
 
 from __future__ import annotations
@@ -23,9 +24,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .hub import REVISION_ENV, CheckpointUnavailable
 from .params import CHECKPOINT_ENV
 from .repository import SOURCE_REPOSITORY, Placement, render_repository
-from .serve import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cuda_device_count, plan_launch, wait_for_exit
+from .serve import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    cuda_device_count,
+    fetch_for_launch,
+    plan_launch,
+    wait_for_exit,
+)
 from .tritonserver import ServerError, ServerOptions, locate, start
 
 TEMPLATE_ENV = "ALIGNER_REPOSITORY_TEMPLATE"  # the model repository as shipped (read-only is fine)
@@ -101,9 +111,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except (ValueError, ServerError) as e:
         print(f"entrypoint: error: {e}", file=sys.stderr, flush=True)
         return EXIT_USAGE
-    render_repository(
-        plan.repository, plan.placement, {"checkpoint": plan.checkpoint}, source=plan.template
-    )
+    revision = environ.get(REVISION_ENV, "").strip() or None
+    try:
+        folder = fetch_for_launch("entrypoint", plan.checkpoint, revision)
+    except (ValueError, CheckpointUnavailable) as e:
+        print(f"entrypoint: error: {e}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
+    render_repository(plan.repository, plan.placement, {"checkpoint": folder}, source=plan.template)
     where = "GPU" if opts.gpu else "CPU"
     print(f"entrypoint: tritonserver from {install.source} ({install.binary})", flush=True)
     print(f"entrypoint: serving {plan.checkpoint} on {where} x{plan.placement.count}", flush=True)
