@@ -77,7 +77,12 @@ CUSTOM_COUNTERS = (
     "qwen3_aligner_units_total",
     "qwen3_aligner_rejected_requests_total",
 )
-CUSTOM_HISTOGRAMS = ("qwen3_aligner_forward_batch_size", "qwen3_aligner_stage_seconds")
+CUSTOM_HISTOGRAMS = (
+    "qwen3_aligner_forward_batch_size",
+    "qwen3_aligner_stage_seconds",
+    "qwen3_aligner_request_mean_score",
+    "qwen3_aligner_request_repaired_share",
+)
 # Triton metrics the dashboard must show.
 TRITON_METRICS = (
     "nv_inference_request_success",

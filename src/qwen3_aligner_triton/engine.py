@@ -21,12 +21,13 @@ import torch
 
 from .audio import MODEL_SAMPLE_RATE, prepare_waveform
 from .batching import plan_batches
-from .longform import LongformPlan, LongformSettings, Window, energy_envelope
+from .longform import MOVED_SECONDS, LongformPlan, LongformSettings, Window, energy_envelope
 from .params import ModelSettings
 from .requests import AlignRequest, RequestError
 from .results import AlignedUnit, Alignment
+from .scores import slot_predictions, unit_repaired, unit_scores
 from .spans import UnitSpan, locate_units
-from .timestamps import repair_timestamps
+from .timestamps import repair
 
 MS_PER_SECOND = 1000.0
 AUDIO_PROMPT = "<|audio_start|><|audio_pad|><|audio_end|>"
@@ -77,6 +78,8 @@ class WindowedJob:
     window: Window | None = None
     starts: list[float] | None = None
     ends: list[float] | None = None
+    scores: list[float] | None = None
+    repaired: list[bool] | None = None
 
 
 class AlignerEngine:
@@ -223,6 +226,8 @@ class AlignerEngine:
         if job.cues is not None:
             starts: list[float] = []
             ends: list[float] = []
+            scores: list[float] = []
+            repaired: list[bool] = []
             floor = 0.0
             for (window, _), result in zip(job.cues, results, strict=True):
                 # A cue's words stay inside its window (its span plus margin), in order.
@@ -232,18 +237,31 @@ class AlignerEngine:
                     end = min(max(window.start + unit.end, start), window.end)
                     starts.append(start)
                     ends.append(end)
+                    scores.append(unit.score)
+                    moved = abs(start - (window.start + unit.start)) > MOVED_SECONDS or (
+                        abs(end - (window.start + unit.end)) > MOVED_SECONDS
+                    )
+                    repaired.append(unit.repaired or moved)
                     floor = end
-            job.starts, job.ends = starts, ends
+            job.starts, job.ends, job.scores, job.repaired = starts, ends, scores, repaired
             return
         assert job.plan is not None and job.window is not None
         (result,) = results
-        job.plan.accept(job.window, [u.start for u in result.units], [u.end for u in result.units])
+        job.plan.accept(
+            job.window,
+            [u.start for u in result.units],
+            [u.end for u in result.units],
+            [u.score for u in result.units],
+            [u.repaired for u in result.units],
+        )
 
     def _finish(self, job: WindowedJob) -> Alignment:
         if job.cues is None:
             assert job.plan is not None
             job.starts, job.ends = job.plan.starts, job.plan.ends
+            job.scores, job.repaired = job.plan.scores, job.plan.repaired
         assert job.starts is not None and job.ends is not None
+        assert job.scores is not None and job.repaired is not None
         spans = locate_units(job.text, job.words)
         units = tuple(
             AlignedUnit(
@@ -254,8 +272,12 @@ class AlignerEngine:
                 char_end=span.char_end,
                 display_start=span.display_start,
                 display_end=span.display_end,
+                score=score,
+                repaired=fixed,
             )
-            for word, start, end, span in zip(job.words, job.starts, job.ends, spans, strict=True)
+            for word, start, end, score, fixed, span in zip(
+                job.words, job.starts, job.ends, job.scores, job.repaired, spans, strict=True
+            )
         )
         return Alignment(job.language, job.duration, units, job.text)
 
@@ -390,24 +412,34 @@ class AlignerEngine:
             feature_attention_mask=feature_mask.to(self.device),
             use_cache=False,  # one pass, no generation: a KV cache would only cost memory
         ).logits
-        classes = logits.argmax(dim=-1)
-        slots = [
-            (classes[b][input_ids[b] == self.timestamp_token_id] * self.timestamp_segment_time)
-            .to("cpu")
-            .numpy()
-            for b in range(size)
-        ]
+        slots = []
+        for b in range(size):
+            # Upstream's argmax, and the softmax only at this item's <timestamp> rows.
+            bins, confidence = slot_predictions(logits[b][input_ids[b] == self.timestamp_token_id])
+            slots.append(
+                (
+                    (bins * self.timestamp_segment_time).to("cpu").numpy(),
+                    confidence.to("cpu").numpy(),
+                )
+            )
         computed = time.perf_counter()
-        out = [self._to_alignment(it, ms) for it, ms in zip(batch, slots, strict=True)]
+        out = [
+            self._to_alignment(it, ms, conf) for it, (ms, conf) in zip(batch, slots, strict=True)
+        ]
         if self.observer is not None:
             self.observer.forward_done(size, computed - started, time.perf_counter() - computed)
         return out
 
-    def _to_alignment(self, item: PreparedItem, ms: np.ndarray) -> Alignment:
+    def _to_alignment(
+        self, item: PreparedItem, ms: np.ndarray, confidence: np.ndarray
+    ) -> Alignment:
         expected = 2 * len(item.words)
         if ms.shape[0] != expected:
             raise RuntimeError(f"model produced {ms.shape[0]} timestamps for {expected} slots")
-        fixed = repair_timestamps(ms.tolist())
+        repaired = repair(ms.tolist())
+        fixed = repaired.values
+        scores = unit_scores(confidence)
+        flags = unit_repaired(repaired.replaced)
         spans = (
             locate_units(item.text, item.words)
             if item.text is not None
@@ -422,6 +454,8 @@ class AlignerEngine:
                 char_end=span.char_end,
                 display_start=span.display_start,
                 display_end=span.display_end,
+                score=float(scores[k]),
+                repaired=flags[k],
             )
             for k, (word, span) in enumerate(zip(item.words, spans, strict=True))
         )

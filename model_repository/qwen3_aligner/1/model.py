@@ -30,6 +30,7 @@ OUTPUTS = {
     "START_TIMES": "TYPE_FP32",
     "END_TIMES": "TYPE_FP32",
     "ALIGNMENT": "TYPE_STRING",
+    "SCORES": "TYPE_FP32",
 }
 MIN_MAX_BATCH_SIZE = 16
 
@@ -125,6 +126,7 @@ class TritonPythonModel:
                     )
                     continue
                 self.metrics.aligned(result.duration, len(result.units))
+                self.metrics.scored(result.mean_score, result.repaired_share)
                 tensors = [
                     pb_utils.Tensor(name, array) for name, array in result.output_arrays().items()
                 ]
