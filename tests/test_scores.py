@@ -1,4 +1,4 @@
-"""Confidence per unit: the formulas, and the engine's scores on the tiny checkpoint (in-process)."""
+"""Confidence per unit: the formulas, and the engine's scores on the tiny checkpoint."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def model_slots(upstream, case):
     ``align()`` builds its inputs (processor on one clip), independent of the engine."""
     from qwen3_aligner_triton.audio import prepare_waveform
 
-    words, prompt = upstream.aligner_processor.encode_timestamp(case.text, case.upstream_language)
+    _words, prompt = upstream.aligner_processor.encode_timestamp(case.text, case.upstream_language)
     wave = prepare_waveform(case.audio(), case.sample_rate)
     inputs = upstream.processor(text=[prompt], audio=[wave], return_tensors="pt", padding=True)
     with torch.inference_mode():

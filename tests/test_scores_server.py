@@ -48,8 +48,9 @@ def lone(server) -> dict[str, dict]:
 def test_scores_in_range_deterministic_and_equal_over_http_and_grpc(server, lone, case):
     first = lone[case.name]
     check_scores(first)
-    again = infer_http(server.http_url, case.audio(), case.sample_rate, case.text, case.language)
-    over_grpc = infer_grpc(server.grpc_url, case.audio(), case.sample_rate, case.text, case.language)
+    args = (case.audio(), case.sample_rate, case.text, case.language)
+    again = infer_http(server.http_url, *args)
+    over_grpc = infer_grpc(server.grpc_url, *args)
     for other in (again, over_grpc):
         check_scores(other)
         assert other["units"] == first["units"]

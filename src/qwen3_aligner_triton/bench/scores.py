@@ -71,7 +71,7 @@ def _clip(seed: int = 0) -> tuple[np.ndarray, str]:
     t = np.arange(int(CLIP_SECONDS * rate)) / rate
     wave = 0.3 * (0.5 + 0.5 * np.sin(2 * np.pi * 2.5 * t)) * np.sin(2 * np.pi * 200 * t)
     wave = (wave + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
-    words = "the quick brown fox jumps over the lazy dog".split()
+    words = ["the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog"]
     count = int(CLIP_SECONDS * WORDS_PER_SECOND)
     return wave, " ".join(words[k % len(words)] for k in range(count))
 
