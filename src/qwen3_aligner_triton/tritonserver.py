@@ -25,7 +25,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MODEL_NAME = "qwen3_aligner"
+MODEL_NAME = "qwen3_aligner"  # the public model (the front)
+CORE_MODEL_NAME = "qwen3_aligner_core"  # the forward it calls
+MODELS = (CORE_MODEL_NAME, MODEL_NAME)  # load order: the public model needs the core
 SHM_DIR = Path("/dev/shm")
 SHM_PREFIX = "triton_python_backend_shm_region_"  # the Python backend's default region prefix
 READY_POLL_SECONDS = 0.25
@@ -129,7 +131,7 @@ def build_command(install: TritonInstallation, opts: ServerOptions) -> list[str]
     if opts.watchdog:
         cmd += [
             "--model-control-mode=explicit",
-            f"--load-model={MODEL_NAME}",
+            *(f"--load-model={name}" for name in MODELS),
             f"--http-restricted-api=model-repository:{ADMIN_HEADER}={opts.admin_token}",
             f"--grpc-restricted-protocol=model-repository:{ADMIN_HEADER}={opts.admin_token}",
         ]
@@ -151,6 +153,10 @@ def server_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     venv = Path(sys.prefix)
     if venv != Path(sys.base_prefix):
         env["VIRTUAL_ENV"] = str(venv)
+    # The front's and the core's stubs run torch side by side: OpenMP threads that spin while
+    # waiting steal the cores the other stubs need (measured: CPU forwards 10-30x slower under
+    # load). Waiting threads sleep instead, unless the operator chose otherwise.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
 
 
@@ -183,16 +189,18 @@ def backend_stub_pids(server_pid: int) -> set[int]:
 
 
 def reload_model(host: str, port: int, token: str, timeout: float = RELOAD_TIMEOUT_SECONDS) -> None:
-    """Ask the server to (re)load the model: new instances start, then replace the old ones."""
-    request = urllib.request.Request(
-        f"http://{host}:{port}/v2/repository/models/{MODEL_NAME}/load",
-        data=b"",
-        method="POST",
-        headers={ADMIN_HEADER: token},
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as resp:
-        if resp.status != 200:
-            raise ServerError(f"reloading {MODEL_NAME} answered HTTP {resp.status}")
+    """Ask the server to (re)load both models, the core first: new instances start, then replace
+    the old ones."""
+    for name in MODELS:
+        request = urllib.request.Request(
+            f"http://{host}:{port}/v2/repository/models/{name}/load",
+            data=b"",
+            method="POST",
+            headers={ADMIN_HEADER: token},
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            if resp.status != 200:
+                raise ServerError(f"reloading {name} answered HTTP {resp.status}")
 
 
 def shm_regions(prefix: str = SHM_PREFIX) -> set[str]:
@@ -375,6 +383,7 @@ def describe_endpoints(host: str, opts: ServerOptions) -> Iterable[str]:
 
 
 __all__: Sequence[str] = (
+    "CORE_MODEL_NAME",
     "MODEL_NAME",
     "RunningServer",
     "ServerError",

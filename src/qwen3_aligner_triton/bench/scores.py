@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import engine as engine_module
+from .. import core as core_module
 from ..scores import slot_predictions, unit_scores
 
 CLIP_SECONDS = 30.0
@@ -36,13 +36,13 @@ def argmax_only(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 @contextlib.contextmanager
 def predictions(function: Callable) -> Iterator[None]:
-    """Make the engine use ``function`` in place of ``slot_predictions`` for a while."""
-    saved = engine_module.slot_predictions
-    engine_module.slot_predictions = function
+    """Make the forward use ``function`` in place of ``slot_predictions`` for a while."""
+    saved = core_module.slot_predictions
+    core_module.slot_predictions = function
     try:
         yield
     finally:
-        engine_module.slot_predictions = saved
+        core_module.slot_predictions = saved
 
 
 @dataclass(frozen=True)
