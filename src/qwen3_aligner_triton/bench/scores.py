@@ -17,6 +17,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -139,7 +140,7 @@ def table(cost: ScoreCost) -> str:
     rows = [
         "| per 30 s clip (75 words, 150 slots) | with scores | without | extra |",
         "|---|---|---|---|",
-        f"| engine, {cost.checkpoint} checkpoint (prepare + forward + repair + outputs) | "
+        f"| engine, checkpoint {Path(cost.checkpoint).name} (prepare, forward, repair, outputs) | "
         f"{cost.with_scores_ms:.2f} ms | {cost.without_scores_ms:.2f} ms | "
         f"{cost.extra_ms:+.2f} ms |",
         f"| timestamp head of the real size ({REAL_CLASSES} bins) | {cost.head_with_ms:.3f} ms | "
