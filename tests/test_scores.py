@@ -193,3 +193,42 @@ def test_long_recordings_and_cues_carry_scores(upstream):
         np.testing.assert_allclose(
             [u.score for u in a.units], [u.score for u in b.units], atol=BATCH_TOLERANCE
         )
+
+
+def test_words_the_audio_never_holds_raise_the_repaired_share():
+    """On a checkpoint whose timestamps follow the audio, inserting words that are never spoken
+    (half as many again) raises the repaired share over the set and lowers the mean score.
+
+    The random tiny checkpoint cannot show this: its timestamps ignore the audio, and its repaired
+    share grows with the number of words even over pure noise (a length effect, not a mismatch).
+    So this runs on the tiny checkpoint trained on synthetic speech (``checkpoint_training``).
+    """
+    training = pytest.importorskip(
+        "qwen3_aligner_triton.checkpoint_training",
+        reason="needs the tiny checkpoint trained to follow the audio (checkpoint_training)",
+    )
+    from qwen3_aligner_triton.loading import load_aligner
+
+    path = str(training.cached_trained_checkpoint())
+    engine = AlignerEngine(load_aligner(path, "cpu"), ModelSettings(checkpoint=path))
+    rng = np.random.default_rng(5)
+    syllables = ["ba", "ko", "mi", "ru", "te", "sa", "no", "pi"]
+    own_share, foreign_share, lower_score = [], [], 0
+    clips = training.synthetic_set(321, 30, 4.0, 14.0)
+    for clip in clips:
+        words = list(clip.words)
+        foreign = list(words)
+        for _ in range(max(2, len(words) // 2)):
+            made_up = "".join(rng.choice(syllables, size=int(rng.integers(1, 4))))
+            foreign.insert(int(rng.integers(0, len(foreign) + 1)), made_up)
+        own, other = engine.align(
+            [
+                engine.prepare(AlignRequest(clip.wave, 16000, " ".join(w), "English"))
+                for w in (words, foreign)
+            ]
+        )
+        own_share.append(own.repaired_share)
+        foreign_share.append(other.repaired_share)
+        lower_score += other.mean_score < own.mean_score
+    assert np.mean(foreign_share) > np.mean(own_share)
+    assert lower_score >= 0.8 * len(clips)
