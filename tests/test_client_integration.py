@@ -142,6 +142,7 @@ def test_every_format_from_the_cli_reads_back_as_the_alignment(
         for row, word in zip(rows, expected.words, strict=True):
             assert float(row[2]) == pytest.approx(word.start, abs=5e-4)
             assert float(row[2]) + float(row[3]) == pytest.approx(word.end, abs=1e-3)
+            assert float(row[5]) == pytest.approx(word.score, abs=5e-5)  # confidence column
     else:
         rows = list(csv.DictReader(io.StringIO(written), delimiter="\t"))
         assert [(r["text"], r["display"]) for r in rows] == [
@@ -153,6 +154,10 @@ def test_every_format_from_the_cli_reads_back_as_the_alignment(
         assert [float(r["start"]) for r in rows] == pytest.approx(
             [w.start for w in expected.words], abs=5e-4
         )
+        assert [float(r["score"]) for r in rows] == pytest.approx(
+            [w.score for w in expected.words], abs=5e-5
+        )
+        assert [r["repaired"] for r in rows] == [str(w.repaired).lower() for w in expected.words]
 
 
 def word_chars(text: str) -> str:

@@ -13,6 +13,14 @@ and a unit's score is the geometric mean of its start and end slots' confidences
 near-zero end pulls the score near zero. Both are in [0, 1]. The softmax is computed only at the
 timestamp positions (a few rows per word, never over the whole sequence), in float32.
 
+Measured on the tiny checkpoint trained on synthetic speech (888 slots of 40 clips, median error
+416 ms): the argmax probability alone, the mass within one bin, within two bins and one minus the
+normalised entropy all track the timestamp error about equally (Spearman -0.53 to -0.54; AUROC
+0.73 for telling slots within 80 ms of the truth from slots off by more than 160 ms). The one-bin
+mass is kept because it reads as "sure to within 80 ms" and does not punish a boundary that falls
+between two bins; the random tiny checkpoint shows no relation at all (its slots are off by
+minutes), so it can test these formulas' plumbing, not their meaning.
+
 Whether upstream's monotonic repair overruled a unit's slots is reported beside the score
 (:func:`unit_repaired`), not folded into it: the score is the model's own belief in the bins it
 predicted, the repair flag says the transcript's order disagreed with them.
