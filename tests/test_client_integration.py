@@ -328,13 +328,15 @@ def test_batch_flags_items_below_a_mean_score_or_above_a_repaired_share(
     below = (ordered[1] + ordered[2]) / 2
     assert ordered[1] < below < ordered[2]
     argv = ["--batch", manifest, "-f", "json", "--url", server.http_url]
-    assert run_cli(*argv, "--out-dir", tmp_path / "a", "--flag-below", below) == EXIT_OK
+    # Only the score rule (no share is above 1): the two items below the threshold.
+    only_scores = ["--flag-below", below, "--flag-repaired", "1"]
+    assert run_cli(*argv, "--out-dir", tmp_path / "a", *only_scores) == EXIT_OK
     err = capsys.readouterr().err
-    expected = sorted(k for k in TEXTS if means[k] < below or shares[k] > 0.1)
-    assert f"4 aligned, 0 skipped (output already in {tmp_path / 'a'}), 0 failed, " in err
-    assert f"{len(expected)} flagged" in err
-    flagged = sorted(re.findall(r"FLAGGED .*batch\.jsonl:(\d)", err))
-    assert [list(TEXTS)[int(n) - 1] for n in flagged] == expected
+    expected = sorted(k for k in TEXTS if means[k] < below)
+    assert len(expected) == 2
+    assert f"4 aligned, 0 skipped (output already in {tmp_path / 'a'}), 0 failed, 2 flagged" in err
+    flagged = re.findall(r"FLAGGED .*batch\.jsonl:(\d)", err)
+    assert sorted(list(TEXTS)[int(n) - 1] for n in flagged) == expected
     # Only the repaired share: every item with any repaired unit.
     argv += ["--out-dir", tmp_path / "b", "--flag-below", "0", "--flag-repaired", "0"]
     assert run_cli(*argv) == EXIT_OK
