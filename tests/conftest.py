@@ -18,6 +18,7 @@ from qwen3_aligner_triton.tritonserver import (
 )
 
 SERVER_READY_TIMEOUT = 180.0  # seconds; the tiny model is ready in ~10 s on two cores
+TEST_FRONT_INSTANCES = 2  # front instances of test servers (fewer stubs than the default)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -69,13 +70,25 @@ class LiveServer:
         self.metrics_url = f"http://127.0.0.1:{opts.metrics_port}/metrics"
 
 
-def launch(tmp_dir: Path, parameters: dict[str, str], edit_config=None, open_apis=()):
+def launch(
+    tmp_dir: Path,
+    parameters: dict[str, str],
+    edit_config=None,
+    front_instances: int = TEST_FRONT_INSTANCES,
+    forward_instances: int = 1,
+    open_apis=(),
+):
     """Start a real tritonserver on loopback with free ports; returns (running, opts).
 
-    ``edit_config(config)`` may change the rendered ``ModelConfig`` (queue policy, ...);
-    ``open_apis`` leaves those of the closed API groups open.
+    ``edit_config(config)`` may change the rendered ``ModelConfig`` of the public model (queue
+    policy, ...); ``open_apis`` leaves those of the closed API groups open.
     """
-    repo = render_repository(tmp_dir / "repo", Placement("KIND_CPU", 1), parameters)
+    repo = render_repository(
+        tmp_dir / "repo",
+        Placement("KIND_CPU", forward_instances),
+        parameters,
+        front_instances=front_instances,
+    )
     if edit_config is not None:
         from google.protobuf import text_format
 
@@ -90,10 +103,16 @@ def launch(tmp_dir: Path, parameters: dict[str, str], edit_config=None, open_api
 
 
 @contextlib.contextmanager
-def dedicated_server(tmp_dir: Path, checkpoint: Path, edit_config=None, **parameters):
+def dedicated_server(
+    tmp_dir: Path,
+    checkpoint: Path,
+    edit_config=None,
+    front_instances: int = TEST_FRONT_INSTANCES,
+    **parameters,
+):
     """A server of a test's own (for tests that overload, kill or stop it)."""
     params = {"checkpoint": str(checkpoint), **{k: str(v) for k, v in parameters.items()}}
-    running, opts = launch(tmp_dir, params, edit_config)
+    running, opts = launch(tmp_dir, params, edit_config, front_instances)
     try:
         running.wait_ready(SERVER_READY_TIMEOUT)
         yield LiveServer(running, opts)

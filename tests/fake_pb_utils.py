@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
@@ -32,6 +32,10 @@ class TritonError:
     def code(self) -> int:
         return self._code
 
+    def __call__(self) -> TritonError:
+        # A BLS response's error is read as ``response.error()``; model.py's as ``.error``.
+        return self
+
 
 class Tensor:
     def __init__(self, name: str, array: np.ndarray) -> None:
@@ -45,11 +49,42 @@ class Tensor:
         return self._array
 
 
-@dataclass
-class InferenceRequest:
-    """A request as the backend sees it: named input tensors."""
+TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
 
-    inputs: dict[str, np.ndarray] = field(default_factory=dict)
+
+class ResponseSender:
+    """Records what a model sends for one request."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[object, int]] = []
+
+    def send(self, response=None, flags: int = 0) -> None:
+        self.sent.append((response, flags))
+
+
+class InferenceRequest:
+    """A request as the backend sees it (named input tensors), or one a model builds for BLS.
+
+    ``InferenceRequest.handler`` answers BLS calls: a function of the request returning an
+    ``InferenceResponse`` (tests wire it to another model's ``execute``).
+    """
+
+    handler: ClassVar[Callable[[InferenceRequest], InferenceResponse] | None] = None
+
+    def __init__(self, inputs=None, model_name: str = "", requested_output_names=None) -> None:
+        if isinstance(inputs, list):
+            inputs = {t.name(): t.as_numpy() for t in inputs}
+        self.inputs: dict[str, np.ndarray] = dict(inputs or {})
+        self.model_name = model_name
+        self.requested_output_names = list(requested_output_names or [])
+        self.sender = ResponseSender()
+
+    def get_response_sender(self) -> ResponseSender:
+        return self.sender
+
+    async def async_exec(self) -> InferenceResponse:
+        assert InferenceRequest.handler is not None, "no BLS handler installed"
+        return InferenceRequest.handler(self)
 
 
 class InferenceResponse:
@@ -65,6 +100,13 @@ class InferenceResponse:
             if t.name() == name:
                 return t.as_numpy()
         raise KeyError(name)
+
+
+def get_output_tensor_by_name(response: InferenceResponse, name: str) -> Tensor | None:
+    for t in response.output_tensors:
+        if t.name() == name:
+            return t
+    return None
 
 
 def get_input_tensor_by_name(request: InferenceRequest, name: str) -> Tensor | None:

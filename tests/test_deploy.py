@@ -40,7 +40,11 @@ from triton_calls import MODEL, build_inputs
 
 from qwen3_aligner_triton import entrypoint
 from qwen3_aligner_triton.params import CHECKPOINT_ENV, DEFAULT_CHECKPOINT
-from qwen3_aligner_triton.repository import SOURCE_REPOSITORY, load_config
+from qwen3_aligner_triton.repository import (
+    SOURCE_REPOSITORY,
+    default_front_instances,
+    load_config,
+)
 
 try:
     import tomllib
@@ -50,6 +54,7 @@ except ModuleNotFoundError:  # Python 3.10
 from qwen3_aligner_triton.tritonserver import (
     CLOSED_APIS,
     CLOSED_HEADER,
+    CORE_MODEL_NAME,
     WATCHDOG_INTERVAL_SECONDS,
     ServerError,
     TritonInstallation,
@@ -79,7 +84,12 @@ CUSTOM_COUNTERS = (
     "qwen3_aligner_units_total",
     "qwen3_aligner_rejected_requests_total",
 )
-CUSTOM_HISTOGRAMS = ("qwen3_aligner_forward_batch_size", "qwen3_aligner_stage_seconds")
+CUSTOM_HISTOGRAMS = (
+    "qwen3_aligner_forward_batch_size",
+    "qwen3_aligner_stage_seconds",
+    "qwen3_aligner_request_mean_score",
+    "qwen3_aligner_request_repaired_share",
+)
 # Triton metrics the dashboard must show.
 TRITON_METRICS = (
     "nv_inference_request_success",
@@ -942,7 +952,7 @@ def test_plan_container_prefers_model_path_then_the_baked_checkpoint(tmp_path):
         ({"DEVICE": "cuda"}, 0, "no CUDA GPU"),
         ({"DEVICE": "cuda:2"}, 2, "only 2 GPU"),
         ({"DEVICE": "tpu"}, 1, "unknown device"),
-        ({entrypoint.TEMPLATE_ENV: "/nonexistent"}, 1, "holds no qwen3_aligner/config.pbtxt"),
+        ({entrypoint.TEMPLATE_ENV: "/nonexistent"}, 1, "holds no qwen3_aligner_core/config.pbtxt"),
     ],
 )
 def test_plan_container_rejects_bad_settings(env, gpus, message):
@@ -1028,13 +1038,18 @@ def test_main_renders_the_repository_and_runs_the_server(tmp_path, monkeypatch, 
     assert install == locate()
     assert opts.model_repository == repo and opts.http_port == 8100 and not opts.gpu
     assert env == environ
-    config = load_config(repo / MODEL / "config.pbtxt")
-    (group,) = config.instance_group
-    assert (group.count, group.kind) == (2, 2)  # 2 = KIND_CPU
-    assert config.parameters["checkpoint"].string_value == "/models/ckpt"
+    core = load_config(repo / CORE_MODEL_NAME / "config.pbtxt")
+    (group,) = core.instance_group
+    assert (group.count, group.kind) == (2, 2)  # MAX_CONCURRENT forwards; 2 = KIND_CPU
+    front = load_config(repo / MODEL / "config.pbtxt")
+    (group,) = front.instance_group
+    assert (group.count, group.kind) == (default_front_instances(), 2)
+    for config in (core, front):
+        assert config.parameters["checkpoint"].string_value == "/models/ckpt"
     assert (repo / MODEL / "1" / "model.py").is_file()
+    assert (repo / CORE_MODEL_NAME / "1" / "model.py").is_file()
     out = capsys.readouterr().out
-    assert "serving /models/ckpt on CPU x2" in out and "exited with status 0" in out
+    assert "serving /models/ckpt: forward on CPU x2" in out and "exited with status 0" in out
 
 
 @pytest.mark.parametrize(("code", "status"), [(0, 0), (1, 1), (-9, 1)])
@@ -1130,7 +1145,8 @@ def test_metrics_used_by_the_hpa_adapter_and_dashboard_are_exported(server):
         missing = sorted(n for n in custom if n not in samples)
         assert not missing, f"the model does not export {missing}"
         for name in custom:
-            assert all(labels.get("model") == MODEL for labels, _ in samples[name]), name
+            models = {labels.get("model") for labels, _ in samples[name]}
+            assert models <= {MODEL, CORE_MODEL_NAME}, (name, models)
         reasons = [labels.get("reason") for labels, _ in samples[CUSTOM_COUNTERS[2]]]
         assert reasons and all(reasons), "rejected requests carry a reason label"
         stages = {labels.get("stage") for labels, _ in samples["qwen3_aligner_stage_seconds_count"]}
@@ -1223,8 +1239,8 @@ def test_entrypoint_runs_a_real_server_with_the_images_arguments(tmp_path, tiny_
         # The admin groups are closed in the container too; the rendered files tell the config.
         assert http_get(f"{base}/v2/models/{MODEL}/config") == 403
         assert http_get(f"{base}/v2/systemsharedmemory/status") == 403
-        config = load_config(tmp_path / "rendered" / MODEL / "config.pbtxt")
-        assert config.instance_group[0].count == 2
+        config = load_config(tmp_path / "rendered" / CORE_MODEL_NAME / "config.pbtxt")
+        assert config.instance_group[0].count == 2  # MAX_CONCURRENT: forward instances
         assert config.parameters["checkpoint"].string_value == str(tiny_checkpoint)
         assert http_get(f"http://127.0.0.1:{metrics}/metrics") == 200
         send_requests(f"127.0.0.1:{http}", 1)
@@ -1233,7 +1249,7 @@ def test_entrypoint_runs_a_real_server_with_the_images_arguments(tmp_path, tiny_
         time.sleep(3 * WATCHDOG_INTERVAL_SECONDS)  # the watchdog notes the stubs once ready
         first = child_tritonserver(process.pid)
         stubs = backend_stub_pids(first)
-        assert len(stubs) == 2, stubs
+        assert len(stubs) == 2 + default_front_instances(), stubs
         os.kill(min(stubs), signal.SIGKILL)
         wait_for_line(log, "watchdog: tritonserver restarted", process, SERVER_READY_TIMEOUT)
         started = time.monotonic()
@@ -1250,8 +1266,9 @@ def test_entrypoint_runs_a_real_server_with_the_images_arguments(tmp_path, tiny_
         assert process.returncode == 0, output
         assert "Waiting for in-flight requests" in output
         assert "entrypoint: tritonserver exited with status 0" in output
-        rendered = load_config(tmp_path / "rendered" / MODEL / "config.pbtxt")
-        assert text_format.MessageToString(rendered).count("KIND_CPU") == 1
+        for name in (MODEL, CORE_MODEL_NAME):
+            rendered = load_config(tmp_path / "rendered" / name / "config.pbtxt")
+            assert text_format.MessageToString(rendered).count("KIND_CPU") == 1
     finally:
         if process.poll() is None:
             try:  # the server runs in a session of its own: a failed test must stop it too

@@ -1,7 +1,10 @@
-"""model.py with a fake ``triton_python_backend_utils``: load, batching, per-request errors."""
+"""Both model.py files with a fake ``triton_python_backend_utils``: the front's BLS calls are
+answered by the core's own ``execute`` in-process. Load checks, one response per request, errors
+isolated per request, the core's failure branches, metrics and finalize()."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import sys
@@ -12,39 +15,38 @@ import numpy as np
 import pytest
 from conftest import upstream_align
 
-MODEL_DIR = Path(__file__).resolve().parents[1] / "model_repository" / "qwen3_aligner"
+REPO = Path(__file__).resolve().parents[1] / "model_repository"
+FRONT, CORE = "qwen3_aligner", "qwen3_aligner_core"
 
 
-def load_model_module():
+def load_model_module(name: str = FRONT):
     sys.modules["triton_python_backend_utils"] = pb
-    spec = importlib.util.spec_from_file_location(
-        "qwen3_aligner_model_py", MODEL_DIR / "1/model.py"
-    )
+    spec = importlib.util.spec_from_file_location(f"{name}_model_py", REPO / name / "1/model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def model_config(**parameters) -> str:
+def model_config(name: str = FRONT, **parameters) -> str:
     from google.protobuf import json_format
 
     from qwen3_aligner_triton.repository import load_config
 
-    config = load_config(MODEL_DIR / "config.pbtxt")
+    config = load_config(REPO / name / "config.pbtxt")
     for key, value in parameters.items():
         config.parameters[key].string_value = value
     return json.dumps(json_format.MessageToDict(config, preserving_proto_field_name=True))
 
 
-def init_args(config_json: str, kind: str = "CPU") -> dict:
+def init_args(config_json: str, kind: str = "CPU", name: str = FRONT) -> dict:
     return {
         "model_config": config_json,
         "model_instance_kind": kind,
         "model_instance_device_id": "0",
-        "model_repository": str(MODEL_DIR),
+        "model_repository": str(REPO / name),
         "model_version": "1",
-        "model_name": "qwen3_aligner",
-        "model_instance_name": "qwen3_aligner_0_0",
+        "model_name": name,
+        "model_instance_name": f"{name}_0_0",
     }
 
 
@@ -59,22 +61,60 @@ def request(audio, text, language, sample_rate=None) -> pb.InferenceRequest:
     return pb.InferenceRequest({k: v for k, v in inputs.items() if v is not None})
 
 
+def serve(front, requests) -> list:
+    """Run the front's ``execute`` and return the one final response each request got."""
+    assert asyncio.run(front.execute(requests)) is None
+    responses = []
+    for r in requests:
+        assert len(r.sender.sent) == 1, "exactly one response per request"
+        response, flags = r.sender.sent[0]
+        assert flags == pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        responses.append(response)
+    return responses
+
+
+def make_core(checkpoint, **parameters):
+    instance = load_model_module(CORE).TritonPythonModel()
+    params = {"checkpoint": str(checkpoint), "max_forward_batch": "16", **parameters}
+    instance.initialize(init_args(model_config(CORE, **params), name=CORE))
+    return instance
+
+
+def wire(core) -> None:
+    """Answer the front's BLS calls with the core's execute, one clip per call."""
+    pb.InferenceRequest.handler = lambda req: core.execute([req])[0]
+
+
 @pytest.fixture(scope="module")
-def model(tiny_checkpoint):
-    module = load_model_module()
-    instance = module.TritonPythonModel()
-    instance.initialize(init_args(model_config(checkpoint=str(tiny_checkpoint))))
+def core(tiny_checkpoint):
+    instance = make_core(tiny_checkpoint)
     yield instance
     instance.finalize()
 
 
-def test_initialize_logs_device_and_readiness(model):
+@pytest.fixture(scope="module")
+def front(tiny_checkpoint, core):
+    instance = load_model_module(FRONT).TritonPythonModel()
+    instance.initialize(init_args(model_config(FRONT, checkpoint=str(tiny_checkpoint))))
+    yield instance
+    instance.finalize()
+
+
+@pytest.fixture(autouse=True)
+def wired(request):
+    if "core" in request.fixturenames:
+        wire(request.getfixturevalue("core"))
+    yield
+    pb.InferenceRequest.handler = None
+
+
+def test_initialize_logs_readiness(front, core):
     messages = [m for level, m in pb.Logger.records if level == "info"]
-    assert any("ready on cpu" in m for m in messages)
-    assert model.engine.dtype.is_floating_point
+    assert any("front ready" in m for m in messages)
+    assert any(f"on {core.device} (torch.float32) ready" in m for m in messages)
 
 
-def test_one_response_per_request_in_order_with_errors_isolated(model, upstream):
+def test_one_response_per_request_in_order_with_errors_isolated(front, upstream):
     rng = np.random.default_rng(0)
     a1 = (rng.standard_normal(16000 * 2 + 33) * 0.2).astype(np.float32)
     a2 = (rng.standard_normal(8000 * 5) * 0.2).astype(np.float32)
@@ -86,8 +126,7 @@ def test_one_response_per_request_in_order_with_errors_isolated(model, upstream)
         request(a1, "?!", "en"),
         request(np.full(16000, np.nan), "nan audio", "en"),
     ]
-    responses = model.execute(requests)
-    assert len(responses) == len(requests)
+    responses = serve(front, requests)
     ok = [0, 3]
     for i, response in enumerate(responses):
         if i in ok:
@@ -112,11 +151,32 @@ def test_one_response_per_request_in_order_with_errors_isolated(model, upstream)
     assert [(w["text"], w["start"], w["end"]) for w in doc["words"]] == expected
 
 
-def test_metrics_count_alignments_rejections_and_stages(model):
-    families = pb.MetricFamily.families
+def test_core_answers_bins_and_confidences_per_slot(core, front):
+    rng = np.random.default_rng(1)
+    item = front.front.preparer.prepare(_align_request(rng, "one two three")).core_input()
+    from qwen3_aligner_triton.front import core_request_arrays
+
+    req = pb.InferenceRequest(core_request_arrays(item))
+    (response,) = core.execute([req])
+    bins = response.output("TIMESTAMP_BINS")
+    confidence = response.output("SLOT_CONFIDENCE")
+    assert bins.dtype == np.int32 and confidence.dtype == np.float32
+    assert bins.shape == confidence.shape == (1, 6)
+    assert ((confidence > 0) & (confidence <= 1)).all()
+
+
+def _align_request(rng, text):
+    from qwen3_aligner_triton.requests import AlignRequest
+
+    audio = (rng.standard_normal(16000 * 2) * 0.2).astype(np.float32)
+    return AlignRequest(audio=audio, sample_rate=16000, text=text, language="English")
+
+
+def test_metrics_count_alignments_rejections_and_stages(front, core):
+    families = front.metrics._families
     audio = np.zeros(16000, np.float32)
     before_units = families["qwen3_aligner_units_total"].metrics[0].value
-    model.execute([request(audio, "one two", "en"), request(audio, "x", "klingon")])
+    serve(front, [request(audio, "one two", "en"), request(audio, "x", "klingon")])
     assert families["qwen3_aligner_units_total"].metrics[0].value == before_units + 2
     assert families["qwen3_aligner_audio_seconds_total"].metrics[0].value >= 1.0
     rejected = {
@@ -125,44 +185,206 @@ def test_metrics_count_alignments_rejections_and_stages(model):
     }
     assert rejected["bad_language"] >= 1
     stages = {m.labels["stage"]: m for m in families["qwen3_aligner_stage_seconds"].metrics}
-    assert all(stages[s].observations for s in ("preprocess", "forward", "postprocess"))
-    assert families["qwen3_aligner_forward_batch_size"].metrics[0].observations[-1] == 1
+    assert all(stages[s].observations for s in ("preprocess", "postprocess"))
+    core_families = core.metrics._families
+    batches = core_families["qwen3_aligner_forward_batch_size"].metrics[0]
+    assert batches.labels["model"] == CORE and batches.observations[-1] == 1
+    core_stages = {
+        m.labels["stage"]: m for m in core_families["qwen3_aligner_stage_seconds"].metrics
+    }
+    assert core_stages["forward"].observations
 
 
-def test_unexpected_failure_in_one_request_spares_the_others(model, monkeypatch):
-    real_prepare = model.engine.prepare
+def test_scores_output_document_and_metrics(front):
+    families = front.metrics._families
+    means = families["qwen3_aligner_request_mean_score"].metrics[0]
+    shares = families["qwen3_aligner_request_repaired_share"].metrics[0]
+    before = len(means.observations)
+    audio = np.sin(np.arange(32000, dtype=np.float32) / 7.0) * 0.3
+    (response,) = serve(front, [request(audio, "one two three four", "en")])
+    scores = response.output("SCORES")
+    assert scores.dtype == np.float32 and scores.shape == (1, 4)
+    assert np.all((scores >= 0.0) & (scores <= 1.0))
+    doc = json.loads(response.output("ALIGNMENT")[0][0])
+    assert [w["score"] for w in doc["words"]] == pytest.approx(scores[0].tolist(), abs=1e-6)
+    assert all(isinstance(w["repaired"], bool) for w in doc["words"])
+    assert doc["mean_score"] == pytest.approx(float(np.mean(scores)), abs=1e-6)
+    share = sum(w["repaired"] for w in doc["words"]) / 4
+    assert doc["repaired_share"] == pytest.approx(share)
+    assert means.observations[before:] == [pytest.approx(doc["mean_score"], abs=1e-6)]
+    assert shares.observations[before:] == [pytest.approx(share)]
+
+
+def test_unexpected_failure_in_one_request_spares_the_others(front, monkeypatch):
+    real_prepare = front.front.preparer.prepare
 
     def prepare(req):
         if req.text == "explode":
             raise MemoryError("simulated")
         return real_prepare(req)
 
-    monkeypatch.setattr(model.engine, "prepare", prepare)
+    monkeypatch.setattr(front.front.preparer, "prepare", prepare)
     audio = np.zeros(16000, np.float32)
-    responses = model.execute([request(audio, "explode", "en"), request(audio, "fine", "en")])
+    responses = serve(front, [request(audio, "explode", "en"), request(audio, "fine", "en")])
     assert responses[0].error.code() == pb.TritonError.INTERNAL
     assert not responses[1].has_error()
 
 
+def test_a_core_error_fails_only_its_request(front, core, monkeypatch):
+    real = pb.InferenceRequest.handler
+
+    def handler(req):
+        if req.inputs["FEATURES"].shape[-1] == 300:  # the 3 s clip
+            return pb.InferenceResponse(error=pb.TritonError("forward failed: boom"))
+        return real(req)
+
+    monkeypatch.setattr(pb.InferenceRequest, "handler", handler)
+    responses = serve(
+        front,
+        [
+            request(np.zeros(48000, np.float32), "three seconds", "en"),
+            request(np.zeros(16000, np.float32), "one", "en"),
+        ],
+    )
+    assert responses[0].error.code() == pb.TritonError.INTERNAL
+    assert "boom" in responses[0].error.message()
+    assert not responses[1].has_error()
+
+
+def test_a_core_call_that_raises_fails_only_its_request(front, monkeypatch):
+    def handler(req):
+        raise RuntimeError("stub gone")
+
+    monkeypatch.setattr(pb.InferenceRequest, "handler", handler)
+    responses = serve(front, [request(np.zeros(16000, np.float32), "one", "en")])
+    assert responses[0].error.code() == pb.TritonError.INTERNAL
+
+
+def core_requests(front, texts):
+    from qwen3_aligner_triton.front import core_request_arrays
+
+    rng = np.random.default_rng(2)
+    return [
+        pb.InferenceRequest(
+            core_request_arrays(front.front.preparer.prepare(_align_request(rng, t)).core_input())
+        )
+        for t in texts
+    ]
+
+
+def test_core_forward_raising_as_a_whole_answers_every_clip(front, core, monkeypatch):
+    def run(items, on_batch=None):
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(core.runner, "run", run)
+    responses = core.execute(core_requests(front, ["a b", "c d e"]))
+    assert len(responses) == 2
+    assert all(r.error.code() == pb.TritonError.INTERNAL for r in responses)
+    assert "device lost" in responses[0].error.message()
+
+
+def test_core_short_results_list_leaves_no_request_unanswered(front, core, monkeypatch):
+    real_run = core.runner.run
+    monkeypatch.setattr(core.runner, "run", lambda items, on_batch=None: real_run(items)[:1])
+    responses = core.execute(core_requests(front, ["a b", "c d e"]))
+    assert not responses[0].has_error()
+    assert "no result" in responses[1].error.message()
+
+
+def test_core_per_clip_forward_failure_spares_the_others(front, core, monkeypatch):
+    real_run = core.runner.run
+
+    def run(items, on_batch=None):
+        out = real_run(items)
+        out[0] = RuntimeError("out of memory")
+        return out
+
+    monkeypatch.setattr(core.runner, "run", run)
+    responses = core.execute(core_requests(front, ["a b", "c d e"]))
+    assert "forward failed: out of memory" in responses[0].error.message()
+    assert responses[1].output("TIMESTAMP_BINS").shape == (1, 6)
+
+
+def test_core_without_its_inputs_is_an_error_response(core):
+    (response,) = core.execute([pb.InferenceRequest({})])
+    assert response.error.code() == pb.TritonError.INTERNAL
+
+
+def test_simulated_core_answers_ordered_placeholders_inside_the_audio(tiny_checkpoint, front):
+    sim = make_core(tiny_checkpoint, simulate_gpu="0+0n")
+    try:
+        assert any("SIMULATED GPU" in m for _, m in pb.Logger.records)
+        wire(sim)
+        audio = np.zeros(16000 * 4, np.float32)
+        (response,) = serve(front, [request(audio, "one two three four five", "en")])
+        starts = response.output("START_TIMES")[0]
+        ends = response.output("END_TIMES")[0]
+        assert len(starts) == 5
+        assert (np.diff(starts) > 0).all() and (starts < ends).all()
+        assert starts[0] >= 0 and ends[-1] <= 4.0
+    finally:
+        sim.finalize()
+
+
 def test_misconfiguration_fails_the_load(tiny_checkpoint):
-    module = load_model_module()
+    front_module = load_model_module(FRONT)
+    core_module = load_model_module(CORE)
     with pytest.raises(pb.TritonModelException, match="unknown parameter"):
-        module.TritonPythonModel().initialize(
+        front_module.TritonPythonModel().initialize(
             init_args(model_config(checkpoint=str(tiny_checkpoint), max_audio_secs="3"))
         )
     with pytest.raises(pb.TritonModelException, match="does not exist"):
-        module.TritonPythonModel().initialize(
+        front_module.TritonPythonModel().initialize(
             init_args(model_config(checkpoint="/nonexistent/aligner"))
         )
+    with pytest.raises(pb.TritonModelException, match="does not exist"):
+        core_module.TritonPythonModel().initialize(
+            init_args(model_config(CORE, checkpoint="/nonexistent/aligner"), name=CORE)
+        )
     with pytest.raises(pb.TritonModelException, match="unsupported instance kind"):
-        module.TritonPythonModel().initialize(
-            init_args(model_config(checkpoint=str(tiny_checkpoint)), kind="TPU")
+        core_module.TritonPythonModel().initialize(
+            init_args(model_config(CORE, checkpoint=str(tiny_checkpoint)), kind="TPU", name=CORE)
+        )
+    with pytest.raises(pb.TritonModelException, match="simulate_gpu"):
+        core_module.TritonPythonModel().initialize(
+            init_args(model_config(CORE, simulate_gpu="fast"), name=CORE)
         )
 
 
-def test_config_must_declare_the_contract(tiny_checkpoint):
-    module = load_model_module()
+@pytest.mark.parametrize(
+    ("name", "section", "tensor"),
+    [
+        (FRONT, "input", "LANGUAGE"),
+        (FRONT, "output", "ALIGNMENT"),
+        (CORE, "input", "FEATURES"),
+        (CORE, "output", "SLOT_CONFIDENCE"),
+    ],
+)
+def test_config_must_declare_the_tensors(tiny_checkpoint, name, section, tensor):
+    module = load_model_module(name)
+    config = json.loads(model_config(name, checkpoint=str(tiny_checkpoint)))
+    config[section] = [t for t in config[section] if t["name"] != tensor]
+    with pytest.raises(pb.TritonModelException, match=tensor):
+        module.TritonPythonModel().initialize(init_args(json.dumps(config), name=name))
+
+
+def test_front_max_batch_size_is_checked(tiny_checkpoint):
+    module = load_model_module(FRONT)
     config = json.loads(model_config(checkpoint=str(tiny_checkpoint)))
-    config["input"] = [i for i in config["input"] if i["name"] != "LANGUAGE"]
-    with pytest.raises(pb.TritonModelException, match="LANGUAGE"):
+    config["max_batch_size"] = 4
+    with pytest.raises(pb.TritonModelException, match="max_batch_size"):
         module.TritonPythonModel().initialize(init_args(json.dumps(config)))
+
+
+def test_finalize_releases_and_tolerates_a_failed_load(tiny_checkpoint):
+    core = make_core(tiny_checkpoint, warmup="false")
+    core.finalize()
+    assert core.forward is None and core.runner is None
+    assert any("released the forward" in m for _, m in pb.Logger.records)
+    for name in (FRONT, CORE):
+        instance = load_model_module(name).TritonPythonModel()
+        with pytest.raises(pb.TritonModelException):
+            instance.initialize(
+                init_args(model_config(name, checkpoint="/nonexistent/aligner"), name=name)
+            )
+        instance.finalize()  # after a failed initialize: nothing to release, no exception

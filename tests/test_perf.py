@@ -301,3 +301,42 @@ def test_perf_analyzer_errors_fail_the_run(server, analyzer, tmp_path):
     result = pa.run(analyzer, settings, data, tmp_path / "perf.csv", timeout=PERF_TIMEOUT)
     assert not result.ok
     assert any("LANGUAGE" in line for line in result.errors), result.output[-2000:]
+
+
+def test_gpu_check_judges_the_served_goals():
+    report = gpu_check.GpuReport(
+        command="./scripts/gpu_check",
+        date="2026-01-01",
+        gpu="test",
+        torch="x",
+        checkpoint="full",
+        dtype="bfloat16",
+        attn_implementation="auto",
+        clip_seconds=30.0,
+        batch_sizes=[1, 64],
+        protocol="grpc",
+    )
+    assert gpu_check.goal_lines(report) == [
+        "served throughput at batch 64: not measured",
+        "served latency of one clip alone: not measured",
+    ]
+    report.cells = {"server": {1: gpu_check.Cell(31.0), 64: gpu_check.Cell(8.0)}}
+    fast, slow = gpu_check.goal_lines(report)
+    assert "125 clips/s" in fast and fast.endswith("met)") and "NOT" not in fast
+    assert "31.0 ms" in slow and "NOT met" in slow
+
+
+def test_bench_repository_raises_both_models_batch_limits(tmp_path):
+    from qwen3_aligner_triton.bench.served import render_bench_repository
+    from qwen3_aligner_triton.repository import load_config
+
+    repo = render_bench_repository(
+        tmp_path / "repo", "/ckpt", "KIND_GPU", {"max_forward_batch": "128"}, 128
+    )
+    front = load_config(repo / "qwen3_aligner" / "config.pbtxt")
+    core = load_config(repo / "qwen3_aligner_core" / "config.pbtxt")
+    assert front.max_batch_size == core.max_batch_size == 128
+    assert core.parameters["max_forward_batch"].string_value == "128"
+    assert "max_forward_batch" not in front.parameters
+    assert core.instance_group[0].kind == 1  # KIND_GPU: the forward on the GPU
+    assert front.instance_group[0].kind == 2  # KIND_CPU: the front on the host

@@ -7,13 +7,14 @@ import concurrent.futures
 import os
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from cases import CASES
-from conftest import SERVER_READY_TIMEOUT, dedicated_server, upstream_align
+from conftest import SERVER_READY_TIMEOUT, TEST_FRONT_INSTANCES, dedicated_server, upstream_align
 from triton_calls import MODEL, as_float32, build_inputs, parse
 from tritonclient.utils import InferenceServerException
 
@@ -172,8 +173,13 @@ def overloaded_queue(config):
 
 
 def test_overload_is_answered_promptly_with_unavailable(tmp_path, tiny_checkpoint):
+    # One front instance takes at most one batch (16 requests); the queue holds 2 more.
     with dedicated_server(
-        tmp_path, tiny_checkpoint, edit_config=overloaded_queue, max_forward_batch=1
+        tmp_path,
+        tiny_checkpoint,
+        edit_config=overloaded_queue,
+        front_instances=1,
+        max_forward_batch=1,
     ) as srv:
         outcomes: list[tuple[str, float]] = []
 
@@ -186,8 +192,8 @@ def test_overload_is_answered_promptly_with_unavailable(tmp_path, tiny_checkpoin
                 except InferenceServerException as e:
                     return f"{e.status()} {e.message()}", time.monotonic() - started
 
-        with concurrent.futures.ThreadPoolExecutor(24) as pool:
-            outcomes = list(pool.map(one, range(24)))
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            outcomes = list(pool.map(one, range(32)))
         ok = [t for o, t in outcomes if o == "ok"]
         rejected = [(o, t) for o, t in outcomes if o != "ok"]
         assert ok, outcomes
@@ -206,8 +212,12 @@ def test_killed_backend_stub_gets_the_server_serving_again(
     healthy"; the launcher's watchdog restarts tritonserver (no credential involved)."""
     with dedicated_server(tmp_path, tiny_checkpoint) as srv:
         first = srv.running.process.pid
-        pids = backend_stub_pids(first)
-        assert len(pids) == 1, pids
+        stubs = backend_stub_pids(first)
+        assert len(stubs) == 1 + TEST_FRONT_INSTANCES, stubs
+        pids = {
+            p for p in stubs if b"qwen3_aligner_core" in Path(f"/proc/{p}/cmdline").read_bytes()
+        }
+        assert len(pids) == 1, pids  # the forward's stub
         os.kill(next(iter(pids)), signal.SIGKILL)
         started = time.monotonic()
         deadline = started + SERVER_READY_TIMEOUT  # a restart is a model load (~10 s idle)
@@ -269,7 +279,11 @@ def test_out_of_memory_splits_the_batch_and_fails_only_the_culprit(
     # (< 200 tokens each) but not all together.
     with (
         dedicated_server(
-            tmp_path, tiny_checkpoint, simulate_oom_above_tokens=400, bucket_ratio=1000
+            tmp_path,
+            tiny_checkpoint,
+            simulate_oom_above_tokens=400,
+            bucket_ratio=1000,
+            max_forward_batch=16,
         ) as srv,
         httpclient.InferenceServerClient(srv.http_url, concurrency=16) as client,
     ):

@@ -37,7 +37,7 @@ from .plot import PlotOptions, save_png
 from .report import html_report
 from .results import Alignment
 
-TSV_COLUMNS = ("start", "end", "text", "display", "char_start", "char_end")
+TSV_COLUMNS = ("start", "end", "text", "display", "char_start", "char_end", "score", "repaired")
 
 
 @dataclass(frozen=True)
@@ -159,17 +159,22 @@ def _recording_id(name: str) -> str:
 
 
 def to_ctm(alignment: Alignment, options: WriteOptions) -> str:
-    """NIST CTM: ``recording channel start duration word`` per unit, times in seconds."""
+    """NIST CTM: ``recording channel start duration word confidence`` per unit, times in seconds.
+
+    The confidence column is the unit's score (0-1); it is left out for servers that send none.
+    """
     recording = _recording_id(options.recording)
     rows = [
         f"{recording} 1 {w.start:.3f} {max(w.end - w.start, 0.0):.3f} {w.text}"
+        + ("" if w.score is None else f" {w.score:.4f}")
         for w in alignment.words
     ]
     return "".join(row + "\n" for row in rows)
 
 
 def to_tsv(alignment: Alignment, options: WriteOptions) -> str:
-    """Tab-separated values with a header: times in seconds, unit, display form and span."""
+    """Tab-separated values with a header: times in seconds, unit, display form, span, score
+    (0-1) and repaired (``true``/``false``); fields a server did not send are empty."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
     writer.writerow(TSV_COLUMNS)
@@ -182,6 +187,8 @@ def to_tsv(alignment: Alignment, options: WriteOptions) -> str:
                 w.label,
                 "" if w.char_start is None else w.char_start,
                 "" if w.char_end is None else w.char_end,
+                "" if w.score is None else f"{w.score:.4f}",
+                "" if w.repaired is None else str(w.repaired).lower(),
             ]
         )
     return buffer.getvalue()

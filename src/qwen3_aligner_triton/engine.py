@@ -21,12 +21,14 @@ import torch
 
 from .audio import MODEL_SAMPLE_RATE, prepare_waveform
 from .batching import plan_batches
-from .longform import LongformPlan, LongformSettings, Window, energy_envelope
+from .core import CoreInput, ModelForward
+from .longform import MOVED_SECONDS, LongformPlan, LongformSettings, Window, energy_envelope
 from .params import ModelSettings
 from .requests import AlignRequest, RequestError
 from .results import AlignedUnit, Alignment
+from .scores import unit_repaired, unit_scores
 from .spans import UnitSpan, locate_units
-from .timestamps import repair_timestamps
+from .timestamps import repair
 
 MS_PER_SECOND = 1000.0
 AUDIO_PROMPT = "<|audio_start|><|audio_pad|><|audio_end|>"
@@ -62,6 +64,10 @@ class PreparedItem:
     duration: float  # seconds of submitted audio
     text: str | None  # the submitted transcript; None for a window of a longer request
 
+    def core_input(self) -> CoreInput:
+        """What the forward needs: the prompt ids and the clip's own frames (masks are all on)."""
+        return CoreInput(input_ids=self.input_ids.numpy(), features=self.input_features.numpy())
+
 
 @dataclass
 class WindowedJob:
@@ -77,26 +83,29 @@ class WindowedJob:
     window: Window | None = None
     starts: list[float] | None = None
     ends: list[float] | None = None
+    scores: list[float] | None = None
+    repaired: list[bool] | None = None
 
 
-class AlignerEngine:
-    """Wraps a loaded ``qwen_asr.Qwen3ForcedAligner`` for batched, batch-invariant alignment."""
+class Preparer:
+    """Turns requests into model inputs and model outputs back into alignments (no model needed).
 
-    def __init__(self, aligner: Any, settings: ModelSettings) -> None:
-        self.model = aligner.model
-        self.processor = aligner.processor
-        self.text_processor = aligner.aligner_processor
+    The public model's front runs this; :class:`AlignerEngine` adds the forward for in-process use.
+    """
+
+    def __init__(
+        self,
+        processor: Any,
+        text_processor: Any,
+        settings: ModelSettings,
+        timestamp_segment_time: float,
+        audio_token_id: int,
+    ) -> None:
+        self.processor = processor
+        self.text_processor = text_processor
         self.settings = settings
-        self.device = self.model.device
-        self.dtype = self.model.dtype
-        self.timestamp_token_id = int(self.model.config.timestamp_token_id)
-        self.timestamp_segment_time = float(self.model.config.timestamp_segment_time)
-        self.audio_token_id = int(self.model.config.thinker_config.audio_token_id)
-        self.observer: EngineObserver | None = None
-        tokenizer = self.processor.tokenizer
-        self.pad_token_id = int(
-            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        )
+        self.timestamp_segment_time = float(timestamp_segment_time)
+        self.audio_token_id = int(audio_token_id)
 
     def prepare(self, request: AlignRequest) -> PreparedItem | WindowedJob:
         """Split the transcript into units and build this request's model inputs.
@@ -184,7 +193,7 @@ class AlignerEngine:
         text = "\n".join(seg.text for seg in segments)
         return WindowedJob(all_words, wave, request.language, request.duration, text, cues=cues)
 
-    def _window_item(self, job: WindowedJob, window: Window, words: list[str]) -> PreparedItem:
+    def window_item(self, job: WindowedJob, window: Window, words: list[str]) -> PreparedItem:
         """Model inputs for ``words`` in ``window`` of a windowed job (prompt as upstream's)."""
         first = round(window.start * MODEL_SAMPLE_RATE)
         last = round(window.end * MODEL_SAMPLE_RATE)
@@ -205,24 +214,26 @@ class AlignerEngine:
             text=None,
         )
 
-    def _next_items(self, job: WindowedJob) -> list[PreparedItem]:
+    def next_items(self, job: WindowedJob) -> list[PreparedItem]:
         """Items of the job's next round: one window of a long recording, or every cue."""
         if job.cues is not None:
             if job.starts is not None:
                 return []
-            return [self._window_item(job, w, words) for w, words in job.cues]
+            return [self.window_item(job, w, words) for w, words in job.cues]
         assert job.plan is not None
         window = job.plan.next_window()
         job.window = window
         if window is None:
             return []
         words = job.words[window.first_word : window.first_word + window.n_words]
-        return [self._window_item(job, window, words)]
+        return [self.window_item(job, window, words)]
 
-    def _take_results(self, job: WindowedJob, results: list[Alignment]) -> None:
+    def take_results(self, job: WindowedJob, results: list[Alignment]) -> None:
         if job.cues is not None:
             starts: list[float] = []
             ends: list[float] = []
+            scores: list[float] = []
+            repaired: list[bool] = []
             floor = 0.0
             for (window, _), result in zip(job.cues, results, strict=True):
                 # A cue's words stay inside its window (its span plus margin), in order.
@@ -232,18 +243,31 @@ class AlignerEngine:
                     end = min(max(window.start + unit.end, start), window.end)
                     starts.append(start)
                     ends.append(end)
+                    scores.append(unit.score)
+                    moved = abs(start - (window.start + unit.start)) > MOVED_SECONDS or (
+                        abs(end - (window.start + unit.end)) > MOVED_SECONDS
+                    )
+                    repaired.append(unit.repaired or moved)
                     floor = end
-            job.starts, job.ends = starts, ends
+            job.starts, job.ends, job.scores, job.repaired = starts, ends, scores, repaired
             return
         assert job.plan is not None and job.window is not None
         (result,) = results
-        job.plan.accept(job.window, [u.start for u in result.units], [u.end for u in result.units])
+        job.plan.accept(
+            job.window,
+            [u.start for u in result.units],
+            [u.end for u in result.units],
+            [u.score for u in result.units],
+            [u.repaired for u in result.units],
+        )
 
-    def _finish(self, job: WindowedJob) -> Alignment:
+    def finish(self, job: WindowedJob) -> Alignment:
         if job.cues is None:
             assert job.plan is not None
             job.starts, job.ends = job.plan.starts, job.plan.ends
+            job.scores, job.repaired = job.plan.scores, job.plan.repaired
         assert job.starts is not None and job.ends is not None
+        assert job.scores is not None and job.repaired is not None
         spans = locate_units(job.text, job.words)
         units = tuple(
             AlignedUnit(
@@ -254,10 +278,79 @@ class AlignerEngine:
                 char_end=span.char_end,
                 display_start=span.display_start,
                 display_end=span.display_end,
+                score=score,
+                repaired=fixed,
             )
-            for word, start, end, span in zip(job.words, job.starts, job.ends, spans, strict=True)
+            for word, start, end, score, fixed, span in zip(
+                job.words, job.starts, job.ends, job.scores, job.repaired, spans, strict=True
+            )
         )
         return Alignment(job.language, job.duration, units, job.text)
+
+    def to_alignment(self, item: PreparedItem, ms: np.ndarray, confidence: np.ndarray) -> Alignment:
+        """The alignment of ``item`` from its slots' times (ms, upstream's argmax bins) and
+        confidences: upstream's repair, and per unit its score and repair flag."""
+        expected = 2 * len(item.words)
+        if ms.shape[0] != expected or confidence.shape[0] != expected:
+            raise RuntimeError(
+                f"model produced {ms.shape[0]} timestamps and {confidence.shape[0]} confidences "
+                f"for {expected} slots"
+            )
+        repaired = repair(ms.tolist())
+        fixed = repaired.values
+        scores = unit_scores(confidence)
+        flags = unit_repaired(repaired.replaced)
+        spans = (
+            locate_units(item.text, item.words)
+            if item.text is not None
+            else [UnitSpan(0, 0, 0, 0)] * len(item.words)
+        )
+        units = tuple(
+            AlignedUnit(
+                text=word,
+                start=round(fixed[2 * k] / MS_PER_SECOND, 3),
+                end=round(fixed[2 * k + 1] / MS_PER_SECOND, 3),
+                char_start=span.char_start,
+                char_end=span.char_end,
+                display_start=span.display_start,
+                display_end=span.display_end,
+                score=float(scores[k]),
+                repaired=flags[k],
+            )
+            for k, (word, span) in enumerate(zip(item.words, spans, strict=True))
+        )
+        return Alignment(
+            language=item.language, duration=item.duration, units=units, text=item.text or ""
+        )
+
+    def load_word_splitters(self) -> None:
+        """The Japanese and Korean word splitters load their dictionaries on first use."""
+        self.text_processor.encode_timestamp("今日は", "Japanese")
+        self.text_processor.encode_timestamp("안녕하세요", "Korean")
+
+
+class AlignerEngine(Preparer):
+    """Wraps a loaded ``qwen_asr.Qwen3ForcedAligner`` for batched, batch-invariant alignment."""
+
+    def __init__(self, aligner: Any, settings: ModelSettings) -> None:
+        config = aligner.model.config
+        super().__init__(
+            aligner.processor,
+            aligner.aligner_processor,
+            settings,
+            float(config.timestamp_segment_time),
+            int(config.thinker_config.audio_token_id),
+        )
+        self.model = aligner.model
+        self.device = self.model.device
+        self.dtype = self.model.dtype
+        self.timestamp_token_id = int(config.timestamp_token_id)
+        self.observer: EngineObserver | None = None
+        tokenizer = self.processor.tokenizer
+        self.pad_token_id = int(
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        )
+        self._forward = ModelForward(self.model, self.pad_token_id)
 
     def plan(self, items: Sequence[PreparedItem]) -> list[list[int]]:
         """Group items into forward passes by prompt length."""
@@ -287,7 +380,7 @@ class AlignerEngine:
                 round_items.append((i, p))
                 continue
             try:
-                round_items += [(i, it) for it in self._next_items(p)]
+                round_items += [(i, it) for it in self.next_items(p)]
             except Exception as e:  # a failure of one job must not fail its batch-mates
                 results[i] = e
         while round_items:
@@ -306,12 +399,12 @@ class AlignerEngine:
                     results[i] = failed
                     continue
                 try:
-                    self._take_results(job, [o for o in outs_i if isinstance(o, Alignment)])
-                    following = self._next_items(job)
+                    self.take_results(job, [o for o in outs_i if isinstance(o, Alignment)])
+                    following = self.next_items(job)
                     if following:
                         round_items += [(i, it) for it in following]
                     else:
-                        results[i] = self._finish(job)
+                        results[i] = self.finish(job)
                 except Exception as e:
                     results[i] = e
         return [r if r is not None else RuntimeError("not aligned") for r in results]
@@ -355,79 +448,27 @@ class AlignerEngine:
         for i, alignment in zip(group, aligned, strict=False):
             results[i] = alignment
 
-    @torch.inference_mode()
     def forward(self, batch: Sequence[PreparedItem]) -> list[Alignment]:
         """One forward pass over ``batch``; raises if the pass fails."""
         started = time.perf_counter()
         size = len(batch)
-        max_tokens = max(int(it.input_ids.shape[0]) for it in batch)
-        max_frames = max(int(it.input_features.shape[-1]) for it in batch)
-        first = batch[0]
-        input_ids = torch.full((size, max_tokens), self.pad_token_id, dtype=first.input_ids.dtype)
-        attention_mask = torch.zeros((size, max_tokens), dtype=first.attention_mask.dtype)
-        features = torch.zeros(
-            (size, first.input_features.shape[0], max_frames), dtype=first.input_features.dtype
-        )
-        feature_mask = torch.zeros((size, max_frames), dtype=first.feature_attention_mask.dtype)
-        for b, it in enumerate(batch):
-            n = int(it.input_ids.shape[0])
-            input_ids[b, max_tokens - n :] = it.input_ids  # left padding, as the processor pads
-            attention_mask[b, max_tokens - n :] = it.attention_mask
-            frames = int(it.input_features.shape[-1])
-            features[b, :, :frames] = it.input_features
-            feature_mask[b, :frames] = it.feature_attention_mask
-
         limit = self.settings.simulate_oom_above_tokens
+        max_tokens = max(int(it.input_ids.shape[0]) for it in batch)
         if limit and size * max_tokens > limit:
             raise torch.OutOfMemoryError(
                 f"simulated out of memory: {size} x {max_tokens} tokens > {limit}"
             )
-        input_ids = input_ids.to(self.device)
-        logits = self.model.thinker(
-            input_ids=input_ids,
-            attention_mask=attention_mask.to(self.device),
-            input_features=features.to(self.device, self.dtype),
-            feature_attention_mask=feature_mask.to(self.device),
-            use_cache=False,  # one pass, no generation: a KV cache would only cost memory
-        ).logits
-        classes = logits.argmax(dim=-1)
-        slots = [
-            (classes[b][input_ids[b] == self.timestamp_token_id] * self.timestamp_segment_time)
-            .to("cpu")
-            .numpy()
-            for b in range(size)
-        ]
+        slots = self._forward([it.core_input() for it in batch])
         computed = time.perf_counter()
-        out = [self._to_alignment(it, ms) for it, ms in zip(batch, slots, strict=True)]
+        out = [
+            self.to_alignment(
+                it, s.bins.astype(np.float64) * self.timestamp_segment_time, s.confidence
+            )
+            for it, s in zip(batch, slots, strict=True)
+        ]
         if self.observer is not None:
             self.observer.forward_done(size, computed - started, time.perf_counter() - computed)
         return out
-
-    def _to_alignment(self, item: PreparedItem, ms: np.ndarray) -> Alignment:
-        expected = 2 * len(item.words)
-        if ms.shape[0] != expected:
-            raise RuntimeError(f"model produced {ms.shape[0]} timestamps for {expected} slots")
-        fixed = repair_timestamps(ms.tolist())
-        spans = (
-            locate_units(item.text, item.words)
-            if item.text is not None
-            else [UnitSpan(0, 0, 0, 0)] * len(item.words)
-        )
-        units = tuple(
-            AlignedUnit(
-                text=word,
-                start=round(fixed[2 * k] / MS_PER_SECOND, 3),
-                end=round(fixed[2 * k + 1] / MS_PER_SECOND, 3),
-                char_start=span.char_start,
-                char_end=span.char_end,
-                display_start=span.display_start,
-                display_end=span.display_end,
-            )
-            for k, (word, span) in enumerate(zip(item.words, spans, strict=True))
-        )
-        return Alignment(
-            language=item.language, duration=item.duration, units=units, text=item.text or ""
-        )
 
     def warmup(self) -> None:
         """Run one short alignment so kernels and lazy imports are ready before traffic."""
@@ -436,9 +477,7 @@ class AlignerEngine:
         request = AlignRequest(
             audio=wave, sample_rate=MODEL_SAMPLE_RATE, text=WARMUP_TEXT, language="English"
         )
-        # The Japanese and Korean word splitters load their dictionaries on first use.
-        self.text_processor.encode_timestamp("今日は", "Japanese")
-        self.text_processor.encode_timestamp("안녕하세요", "Korean")
+        self.load_word_splitters()
         result = self.align([self.prepare(request)])[0]
         if isinstance(result, Exception):
             raise RuntimeError(f"warm-up alignment failed: {result}") from result

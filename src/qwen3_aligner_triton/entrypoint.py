@@ -36,7 +36,7 @@ from .serve import (
     plan_launch,
     wait_for_exit,
 )
-from .tritonserver import ServerError, ServerOptions, locate, start
+from .tritonserver import MODELS, ServerError, ServerOptions, locate, start
 
 TEMPLATE_ENV = "ALIGNER_REPOSITORY_TEMPLATE"  # the model repository as shipped (read-only is fine)
 RENDERED_ENV = "ALIGNER_REPOSITORY_DIR"  # where the rendered repository is written
@@ -70,8 +70,9 @@ def plan_container(environ: Mapping[str, str], gpu_count: int) -> ContainerPlan:
         env[CHECKPOINT_ENV] = baked
     launch = plan_launch(None, None, None, env, gpu_count)
     template = Path(env.get(TEMPLATE_ENV, "").strip() or SOURCE_REPOSITORY)
-    if not (template / "qwen3_aligner" / "config.pbtxt").is_file():
-        raise ValueError(f"{TEMPLATE_ENV}={template} holds no qwen3_aligner/config.pbtxt")
+    for model in MODELS:
+        if not (template / model / "config.pbtxt").is_file():
+            raise ValueError(f"{TEMPLATE_ENV}={template} holds no {model}/config.pbtxt")
     repository = Path(env.get(RENDERED_ENV, "").strip() or DEFAULT_RENDERED)
     return ContainerPlan(launch.checkpoint, launch.placement, template, repository)
 
@@ -120,7 +121,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     render_repository(plan.repository, plan.placement, {"checkpoint": folder}, source=plan.template)
     where = "GPU" if opts.gpu else "CPU"
     print(f"entrypoint: tritonserver from {install.source} ({install.binary})", flush=True)
-    print(f"entrypoint: serving {plan.checkpoint} on {where} x{plan.placement.count}", flush=True)
+    print(
+        f"entrypoint: serving {plan.checkpoint}: forward on {where} x{plan.placement.count}",
+        flush=True,
+    )
     server = start(opts, install, env=dict(environ), echo=lambda line: print(line, flush=True))
     stopping = threading.Event()
 

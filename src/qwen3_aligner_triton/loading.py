@@ -6,6 +6,7 @@ import importlib
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +127,80 @@ def load_aligner(
             f"(thinker model_type {thinker_type!r}); use Qwen3-ForcedAligner, not Qwen3-ASR"
         )
     return aligner
+
+
+def load_checkpoint_config(checkpoint: str, shadowing_dir: str | None = None) -> Any:
+    """The checkpoint's config (no weights): timestamp token, bin width, audio token."""
+    kind = describe_checkpoint(checkpoint)
+    import_qwen_asr(shadowing_dir)
+    from qwen_asr.core.transformers_backend import Qwen3ASRConfig
+    from transformers import AutoConfig
+
+    AutoConfig.register("qwen3_asr", Qwen3ASRConfig, exist_ok=True)
+    source = str(Path(checkpoint).expanduser()) if kind == "folder" else checkpoint
+    try:
+        return AutoConfig.from_pretrained(source)
+    except Exception as e:
+        raise ConfigError(f"could not load the config of {checkpoint!r}: {e}") from e
+
+
+def load_preparer(checkpoint: str, settings: Any, shadowing_dir: str | None = None) -> Any:
+    """Everything the front needs from a checkpoint: its processors and constants, no weights."""
+    config = load_checkpoint_config(checkpoint, shadowing_dir)
+    from qwen_asr.core.transformers_backend import Qwen3ASRConfig, Qwen3ASRProcessor
+    from qwen_asr.inference.qwen3_forced_aligner import Qwen3ForceAlignProcessor
+    from transformers import AutoProcessor
+
+    from .engine import Preparer
+
+    AutoProcessor.register(Qwen3ASRConfig, Qwen3ASRProcessor, exist_ok=True)
+    kind = describe_checkpoint(checkpoint)
+    source = str(Path(checkpoint).expanduser()) if kind == "folder" else checkpoint
+    try:
+        processor = AutoProcessor.from_pretrained(source, fix_mistral_regex=True)
+    except Exception as e:
+        raise ConfigError(f"could not load the processor of {checkpoint!r}: {e}") from e
+    return Preparer(
+        processor,
+        Qwen3ForceAlignProcessor(),
+        settings,
+        float(config.timestamp_segment_time),
+        int(config.thinker_config.audio_token_id),
+    )
+
+
+@dataclass(frozen=True)
+class LoadedForward:
+    """The forward a core instance runs, and how to describe it in the log."""
+
+    run: Any  # core.Forward
+    description: str
+
+
+def load_forward(settings: Any, device: str, shadowing_dir: str | None = None) -> LoadedForward:
+    """The real model on ``device`` (warmed up), or the simulated device of ``simulate_gpu``."""
+    from .core import SimulatedDevice, parse_gpu_cost
+    from .engine import AlignerEngine
+
+    if settings.simulate_gpu:
+        cost = parse_gpu_cost(settings.simulate_gpu)
+        config = load_checkpoint_config(settings.checkpoint, shadowing_dir)
+        device_sim = SimulatedDevice(
+            cost, int(config.timestamp_token_id), float(config.timestamp_segment_time)
+        )
+        return LoadedForward(
+            device_sim,
+            f"SIMULATED GPU ({settings.simulate_gpu} ms per pass of n clips): "
+            "placeholder timestamps",
+        )
+    aligner = load_aligner(
+        settings.checkpoint,
+        device,
+        dtype=settings.dtype,
+        attn_implementation=settings.attn_implementation,
+        shadowing_dir=shadowing_dir,
+    )
+    engine = AlignerEngine(aligner, settings)
+    if settings.warmup:
+        engine.warmup()
+    return LoadedForward(engine._forward, f"{settings.checkpoint} on {device} ({engine.dtype})")

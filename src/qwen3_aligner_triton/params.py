@@ -18,12 +18,32 @@ DEFAULT_CHECKPOINT = "Qwen/Qwen3-ForcedAligner-0.6B"
 CHECKPOINT_ENV = "MODEL_PATH"  # the variable operators of the FastAPI service already set
 # Parameters Triton itself interprets; allowed in the file, ignored by the model.
 TRITON_KEYS = frozenset({"EXECUTION_ENV_PATH"})
+_COST = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*\+\s*(\d+(?:\.\d+)?)\s*\*?\s*n\s*$")
 _UNFILLED = re.compile(r"^\$\{[^}]*\}$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 MAX_WINDOW_SECONDS = 300.0
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2")
+
+
+@dataclass(frozen=True)
+class GpuCost:
+    """A simulated device's cost per pass of n clips: ``fixed_ms + per_item_ms * n``."""
+
+    fixed_ms: float
+    per_item_ms: float
+
+    def seconds(self, n: int) -> float:
+        return (self.fixed_ms + self.per_item_ms * n) / 1000.0
+
+
+def parse_gpu_cost(spec: str) -> GpuCost:
+    """``"25+8.1n"`` -> ``GpuCost(25.0, 8.1)``; raises ValueError naming the expected form."""
+    match = _COST.match(spec)
+    if not match:
+        raise ValueError(f"simulated GPU cost {spec!r} must read A+Bn (milliseconds), e.g. 25+8.1n")
+    return GpuCost(float(match.group(1)), float(match.group(2)))
 
 
 class ConfigError(ValueError):
@@ -55,6 +75,9 @@ class ModelSettings:
     # Fault injection for tests: forward passes with more padded tokens than this raise an
     # out-of-memory error (0: off). Lets CPU test suites exercise the split-and-retry path.
     simulate_oom_above_tokens: int = 0
+    # Benchmarking only: "A+Bn" replaces the forward by a machine-wide simulated device held for
+    # A + B*n ms per pass of n clips, answering placeholder timestamps ("": the real model).
+    simulate_gpu: str = ""
 
 
 def _parse_bool(key: str, raw: str) -> bool:
@@ -153,5 +176,10 @@ def _validate(s: ModelSettings) -> None:
         )
     if s.segment_margin_seconds < 0:
         raise ConfigError("parameter 'segment_margin_seconds' must be >= 0")
+    if s.simulate_gpu:
+        try:
+            parse_gpu_cost(s.simulate_gpu)
+        except ValueError as e:
+            raise ConfigError(f"parameter 'simulate_gpu': {e}") from None
     if s.bucket_ratio < 1.0:
         raise ConfigError(f"parameter 'bucket_ratio' must be >= 1, got {s.bucket_ratio}")

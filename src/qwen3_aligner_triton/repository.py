@@ -1,13 +1,20 @@
 """Rendering the model repository for one deployment choice.
 
-The repository's ``config.pbtxt`` targets GPUs. A launch on a CPU-only machine, with another
-instance count or another checkpoint, gets a rendered copy: the config is parsed with Triton's own
-``ModelConfig`` protobuf, changed, and written into a fresh folder next to a copy of the model code.
-The repository in the source tree is never modified.
+The repository holds two models: the public front ``qwen3_aligner`` (CPU instances: validation,
+preparation, results) and the forward-only ``qwen3_aligner_core`` (GPU instances). A launch on a
+CPU-only machine, with other instance counts or another checkpoint, gets a rendered copy: each
+config is parsed with Triton's own ``ModelConfig`` protobuf, changed, and written into a fresh
+folder next to a copy of the model code. The repository in the source tree is never modified.
+
+``--instances`` means forward instances (the core's ``instance_group``); the front's instance count
+follows the machine's CPU cores. On a CPU placement the core runs one clip per forward pass
+(batched forwards are slower there, measured in docs/benchmarks.md) unless told otherwise; a
+simulated GPU keeps the GPU's batching policy.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,7 +23,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from .tritonserver import MODEL_NAME
+from .tritonserver import CORE_MODEL_NAME, MODEL_NAME
 
 SOURCE_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 
@@ -28,6 +35,41 @@ class Placement:
     kind: str  # "KIND_GPU" or "KIND_CPU"
     count: int = 1  # instances per device (GPU) or in total (CPU)
     gpus: tuple[int, ...] = ()  # empty: every visible GPU
+
+
+# Parameters only the core reads; "checkpoint" and "warmup" go to both, the rest to the front.
+CORE_PARAMETERS = frozenset(
+    {
+        "dtype",
+        "attn_implementation",
+        "max_forward_batch",
+        "max_forward_tokens",
+        "bucket_ratio",
+        "simulate_oom_above_tokens",
+        "simulate_gpu",
+    }
+)
+SHARED_PARAMETERS = frozenset({"checkpoint", "warmup"})
+CPU_FORWARD_BATCH = 1  # clips per forward pass on a CPU placement (batching loses there)
+MAX_FRONT_INSTANCES = 8
+
+
+def default_front_instances(cpus: int | None = None) -> int:
+    """Front instances for a machine: two per CPU core (one prepares while one waits), 2..8."""
+    cpus = cpus if cpus is not None else (os.cpu_count() or 1)
+    return max(2, min(MAX_FRONT_INSTANCES, 2 * cpus))
+
+
+def split_parameters(parameters: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """``(front, core)`` parameters: each key goes to the model(s) that read it."""
+    front: dict[str, str] = {}
+    core: dict[str, str] = {}
+    for key, value in parameters.items():
+        if key in SHARED_PARAMETERS or key not in CORE_PARAMETERS:
+            front[key] = value
+        if key in SHARED_PARAMETERS or key in CORE_PARAMETERS:
+            core[key] = value
+    return front, core
 
 
 def load_config(path: Path) -> model_config_pb2.ModelConfig:
@@ -60,15 +102,26 @@ def render_repository(
     parameters: Mapping[str, str] | None = None,
     source: Path = SOURCE_REPOSITORY,
     model_files: Sequence[str] = ("model.py",),
+    front_instances: int | None = None,
 ) -> Path:
-    """Write a one-model repository into ``destination`` (emptied first); returns it."""
-    src_model = source / MODEL_NAME
-    dst_model = destination / MODEL_NAME
+    """Write the two-model repository into ``destination`` (emptied first); returns it.
+
+    ``placement`` places the forward (the core); the front always runs ``front_instances`` CPU
+    instances (default: :func:`default_front_instances`).
+    """
+    front_params, core_params = split_parameters(parameters or {})
+    if placement.kind == "KIND_CPU" and not core_params.get("simulate_gpu"):
+        core_params.setdefault("max_forward_batch", str(CPU_FORWARD_BATCH))
+    count = front_instances if front_instances is not None else default_front_instances()
     if destination.exists():
         shutil.rmtree(destination)
-    (dst_model / "1").mkdir(parents=True)
-    for name in model_files:
-        shutil.copy2(src_model / "1" / name, dst_model / "1" / name)
-    config = render_config(load_config(src_model / "config.pbtxt"), placement, parameters)
-    (dst_model / "config.pbtxt").write_text(text_format.MessageToString(config))
+    for name, where, params in (
+        (CORE_MODEL_NAME, placement, core_params),
+        (MODEL_NAME, Placement("KIND_CPU", count), front_params),
+    ):
+        (destination / name / "1").mkdir(parents=True)
+        for file in model_files:
+            shutil.copy2(source / name / "1" / file, destination / name / "1" / file)
+        config = render_config(load_config(source / name / "config.pbtxt"), where, params)
+        (destination / name / "config.pbtxt").write_text(text_format.MessageToString(config))
     return destination

@@ -26,8 +26,8 @@ from .hub import (
     is_hub_id,
     resolve_checkpoint,
 )
-from .params import CHECKPOINT_ENV, DEFAULT_CHECKPOINT
-from .repository import Placement, render_repository
+from .params import CHECKPOINT_ENV, DEFAULT_CHECKPOINT, parse_gpu_cost
+from .repository import Placement, default_front_instances, render_repository
 from .tritonserver import (
     MODEL_NAME,
     STOP_GRACE_SECONDS,
@@ -103,6 +103,17 @@ def plan_launch(
     return LaunchPlan(checkpoint=checkpoint, placement=Placement(kind, count, gpus))
 
 
+def simulation_banner(cost: str) -> list[str]:
+    """The lines that say a simulated-GPU server's results are placeholders."""
+    rule = "serve: " + "!" * 72
+    return [
+        rule,
+        f"serve: SIMULATED GPU ({cost} ms per forward pass of n clips): every timestamp this",
+        "serve: server returns is a PLACEHOLDER, not an alignment. For benchmarking only.",
+        rule,
+    ]
+
+
 def wait_for_exit(server: RunningServer, stopping: threading.Event) -> int:
     """Wait for tritonserver to exit for good (a watchdog restart is not an exit); after a stop
     request, kill it if it overstays its grace."""
@@ -147,7 +158,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--instances",
         type=int,
-        help="model instances, i.e. requests aligned at once (env MAX_CONCURRENT; default 1)",
+        help="forward instances per GPU (on CPU: in total), i.e. forward passes run at once "
+        "(env MAX_CONCURRENT; default 1)",
+    )
+    p.add_argument(
+        "--front-instances",
+        type=int,
+        help="CPU instances of the public model that prepare requests and build results "
+        f"(default: two per CPU core, 2..8; here {default_front_instances()})",
+    )
+    p.add_argument(
+        "--simulate-gpu",
+        metavar="A+Bn",
+        help="benchmarking only: replace the forward by one machine-wide simulated device held "
+        "A + B*n ms per pass of n clips (e.g. 25+8.1n); results are PLACEHOLDERS",
     )
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--grpc-port", type=int, default=8001)
@@ -175,6 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         plan = plan_launch(args.model, args.device, args.instances, os.environ, cuda_device_count())
+        if args.simulate_gpu:
+            parse_gpu_cost(args.simulate_gpu)
+        if args.front_instances is not None and args.front_instances < 1:
+            raise ValueError(f"--front-instances must be >= 1, got {args.front_instances}")
         install = locate()
     except (ValueError, ServerError) as e:
         print(f"serve: error: {e}", file=sys.stderr)
@@ -190,10 +218,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     extra = tuple(a for a in args.triton_args if a != "--")
     with tempfile.TemporaryDirectory(prefix="qwen3-aligner-repo-") as tmp:
+        parameters = {"checkpoint": folder}
+        if args.simulate_gpu:
+            parameters["simulate_gpu"] = args.simulate_gpu
+            for line in simulation_banner(args.simulate_gpu):
+                print(line, flush=True)
         repo = render_repository(
             args.repository_dir or Path(tmp) / "model_repository",
             plan.placement,
-            {"checkpoint": folder},
+            parameters,
+            front_instances=args.front_instances,
         )
         opts = ServerOptions(
             model_repository=repo,
@@ -207,7 +241,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         where = "GPU" if opts.gpu else "CPU"
         print(f"serve: tritonserver from {install.source} ({install.binary})", flush=True)
-        print(f"serve: loading {plan.checkpoint} on {where} x{plan.placement.count}", flush=True)
+        fronts = args.front_instances or default_front_instances()
+        print(
+            f"serve: loading {plan.checkpoint}: forward on {where} x{plan.placement.count}, "
+            f"{fronts} front instance(s) on CPU",
+            flush=True,
+        )
         server = start(opts, install, echo=lambda line: print(line, flush=True))
         stopping = threading.Event()
 
@@ -234,6 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return EXIT_FAILED
         print(f"serve: ready in {waited:.1f} s", flush=True)
+        if args.simulate_gpu:
+            print(simulation_banner(args.simulate_gpu)[1], flush=True)
         for line in describe_endpoints(server.host, opts):
             print(f"serve: {line}", flush=True)
         code = wait_for_exit(server, stopping)

@@ -30,7 +30,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MODEL_NAME = "qwen3_aligner"
+MODEL_NAME = "qwen3_aligner"  # the public model (the front)
+CORE_MODEL_NAME = "qwen3_aligner_core"  # the forward it calls
+MODELS = (CORE_MODEL_NAME, MODEL_NAME)  # load order: the public model needs the core
 SHM_DIR = Path("/dev/shm")
 SHM_PREFIX = "triton_python_backend_shm_region_"  # the Python backend's default region prefix
 READY_POLL_SECONDS = 0.25
@@ -264,6 +266,10 @@ def server_environment(
         rest = [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
         env["LD_LIBRARY_PATH"] = os.pathsep.join([str(python_libdir), *rest])
     env["HF_HUB_OFFLINE"] = "1"
+    # The front's and the core's stubs run torch side by side: OpenMP threads that spin while
+    # waiting steal the cores the other stubs need (measured: CPU forwards 10-30x slower under
+    # load). Waiting threads sleep instead, unless the operator chose otherwise.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
 
 
@@ -550,6 +556,7 @@ def describe_endpoints(host: str, opts: ServerOptions) -> Iterable[str]:
 
 
 __all__: Sequence[str] = (
+    "CORE_MODEL_NAME",
     "MODEL_NAME",
     "RunningServer",
     "ServerError",

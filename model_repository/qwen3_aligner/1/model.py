@@ -1,156 +1,118 @@
-"""Triton Python backend for Qwen3-ForcedAligner: glue between Triton and ``qwen3_aligner_triton``.
+"""Triton Python backend of the public ``qwen3_aligner`` model: the front.
 
-Everything that needs no Triton (validation, audio preparation, batching, timestamp repair, result
-documents) lives in the ``qwen3_aligner_triton`` package and is unit-tested there.
+Each front instance validates and prepares requests (``qwen3_aligner_triton.front``), sends every
+clip, window or cue to the forward-only ``qwen3_aligner_core`` with a BLS ``async_exec()`` and
+answers each request through its response sender as soon as its own result is ready. ``execute``
+is a coroutine: while one clip waits for the core, the instance prepares the next one. Exactly one
+response per request; nothing raises out of ``execute``.
 """
 
 from __future__ import annotations
 
-import gc
+import asyncio
 import json
 import os
 import time
 
 import triton_python_backend_utils as pb_utils
 
-from qwen3_aligner_triton.engine import AlignerEngine
-from qwen3_aligner_triton.loading import load_aligner, resolve_device
+from qwen3_aligner_triton.front import (
+    CORE_MODEL_NAME,
+    CORE_OUTPUTS,
+    REQUEST_INPUTS,
+    AlignerFront,
+    CoreFailed,
+    Outcome,
+    core_request_arrays,
+    slots_from_arrays,
+)
+from qwen3_aligner_triton.loading import load_preparer
 from qwen3_aligner_triton.metrics import AlignerMetrics
+from qwen3_aligner_triton.modelconfig import FRONT_CONTRACT, check_config
 from qwen3_aligner_triton.params import read_settings
-from qwen3_aligner_triton.requests import RequestError, decode_request
 
-INPUTS = {
-    "AUDIO": "TYPE_FP32",
-    "SAMPLE_RATE": "TYPE_INT32",
-    "TEXT": "TYPE_STRING",
-    "LANGUAGE": "TYPE_STRING",
-}
-OUTPUTS = {
-    "WORDS": "TYPE_STRING",
-    "START_TIMES": "TYPE_FP32",
-    "END_TIMES": "TYPE_FP32",
-    "ALIGNMENT": "TYPE_STRING",
-}
-MIN_MAX_BATCH_SIZE = 16
-
-
-def _check_config(config: dict) -> None:
-    """Fail the load when config.pbtxt does not declare the contract's tensors."""
-    for section, expected in (("input", INPUTS), ("output", OUTPUTS)):
-        declared = {t["name"]: t["data_type"] for t in config.get(section, [])}
-        for name, data_type in expected.items():
-            if declared.get(name) != data_type:
-                raise pb_utils.TritonModelException(
-                    f"config.pbtxt: {section} {name} must be declared with {data_type}, "
-                    f"found {declared.get(name)}"
-                )
-    if int(config.get("max_batch_size", 0)) < MIN_MAX_BATCH_SIZE:
-        raise pb_utils.TritonModelException(
-            f"config.pbtxt: max_batch_size must be >= {MIN_MAX_BATCH_SIZE}"
-        )
+FRONT_TORCH_THREADS = 1  # several front instances share the cores; one thread each
 
 
 class TritonPythonModel:
-    """One model instance: one aligner on one device."""
+    """One front instance: preparation and results on the CPU, the forward in the core."""
 
     def initialize(self, args: dict) -> None:
+        import torch
+
+        torch.set_num_threads(FRONT_TORCH_THREADS)
         self.logger = pb_utils.Logger
         config = json.loads(args["model_config"])
-        _check_config(config)
         try:
+            check_config(config, FRONT_CONTRACT)
             self.settings = read_settings(config.get("parameters", {}))
-            device = resolve_device(args["model_instance_kind"], args["model_instance_device_id"])
         except ValueError as e:
             raise pb_utils.TritonModelException(f"{args['model_name']}: {e}") from e
-        self.device = device
         version_dir = os.path.join(args["model_repository"], args["model_version"])
         started = time.monotonic()
-        self.logger.log_info(
-            f"{args['model_instance_name']}: loading {self.settings.checkpoint} on {device}"
-        )
         try:
-            aligner = load_aligner(
-                self.settings.checkpoint,
-                device,
-                dtype=self.settings.dtype,
-                attn_implementation=self.settings.attn_implementation,
-                shadowing_dir=version_dir,
-            )
+            preparer = load_preparer(self.settings.checkpoint, self.settings, version_dir)
         except ValueError as e:
             raise pb_utils.TritonModelException(str(e)) from e
-        self.engine = AlignerEngine(aligner, self.settings)
-        self.metrics = AlignerMetrics(pb_utils, args["model_name"], args["model_version"])
         if self.settings.warmup:
-            self.engine.warmup()
-        self.engine.observer = self.metrics  # after warm-up: count user traffic only
+            preparer.load_word_splitters()
+        self.metrics = AlignerMetrics(pb_utils, args["model_name"], args["model_version"])
+        self.front = AlignerFront(preparer, self._core, self.metrics, self.logger.log_error)
         self.logger.log_info(
-            f"{args['model_instance_name']}: ready on {device} ({self.engine.dtype}) in "
-            f"{time.monotonic() - started:.1f} s"
+            f"{args['model_instance_name']}: front ready in {time.monotonic() - started:.1f} s"
         )
 
-    def execute(self, requests: list) -> list:
-        started = time.perf_counter()
-        responses: list = [None] * len(requests)
-        prepared: list = []
-        slots: list[int] = []
-        for i, request in enumerate(requests):
-            try:
-                align_request = decode_request(
-                    _input(request, "AUDIO"),
-                    _input(request, "SAMPLE_RATE"),
-                    _input(request, "TEXT"),
-                    _input(request, "LANGUAGE"),
-                    self.settings,
-                    _input(request, "SEGMENTS"),
-                )
-                prepared.append(self.engine.prepare(align_request))
-                slots.append(i)
-            except RequestError as e:
-                self.metrics.rejected(e.reason)
-                responses[i] = _error(str(e), pb_utils.TritonError.INVALID_ARG)
-            except Exception as e:  # never let one request fail its batch-mates
-                self.logger.log_error(f"preparing request {i} failed: {e!r}")
-                self.metrics.rejected("internal")
-                responses[i] = _error(f"cannot prepare request: {e}", pb_utils.TritonError.INTERNAL)
-        self.metrics.stage("preprocess", time.perf_counter() - started)
+    async def execute(self, requests: list) -> None:
+        await asyncio.gather(*(self._answer(request) for request in requests))
+        return None
 
-        if prepared:
-            results = self.engine.align(prepared)
-            for i, result in zip(slots, results, strict=False):
-                if isinstance(result, Exception):
-                    self.logger.log_error(f"aligning request {i} failed: {result!r}")
-                    self.metrics.rejected("forward_failed")
-                    responses[i] = _error(
-                        f"alignment failed: {result}", pb_utils.TritonError.INTERNAL
-                    )
-                    continue
-                self.metrics.aligned(result.duration, len(result.units))
-                tensors = [
-                    pb_utils.Tensor(name, array) for name, array in result.output_arrays().items()
-                ]
-                responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
-        return responses
+    async def _answer(self, request) -> None:
+        try:
+            arrays = {}
+            for name in REQUEST_INPUTS:
+                tensor = pb_utils.get_input_tensor_by_name(request, name)
+                arrays[name] = None if tensor is None else tensor.as_numpy()
+            outcome = await self.front.serve(arrays)
+        except Exception as e:  # serve() catches everything; this is the last resort
+            self.logger.log_error(f"answering a request failed: {e!r}")
+            outcome = Outcome(error=f"cannot serve request: {e}")
+        try:
+            request.get_response_sender().send(
+                _response(outcome), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+            )
+        except Exception as e:
+            self.logger.log_error(f"sending a response failed: {e!r}")
+
+    async def _core(self, item) -> object:
+        request = pb_utils.InferenceRequest(
+            model_name=CORE_MODEL_NAME,
+            requested_output_names=list(CORE_OUTPUTS),
+            inputs=[
+                pb_utils.Tensor(name, array) for name, array in core_request_arrays(item).items()
+            ],
+        )
+        response = await request.async_exec()
+        if response.has_error():
+            raise CoreFailed(response.error().message())
+        return slots_from_arrays(
+            {
+                name: pb_utils.get_output_tensor_by_name(response, name).as_numpy()
+                for name in CORE_OUTPUTS
+            }
+        )
 
     def finalize(self) -> None:
         metrics = getattr(self, "metrics", None)
         if metrics is not None:
             metrics.close()
-        engine = getattr(self, "engine", None)
-        self.engine = None
-        if engine is not None:
-            del engine
-            gc.collect()
-            if self.device.startswith("cuda"):
-                import torch
-
-                torch.cuda.empty_cache()
-        pb_utils.Logger.log_info(f"qwen3_aligner: released the model on {self.device}")
+        self.front = None
+        pb_utils.Logger.log_info("qwen3_aligner: front stopped")
 
 
-def _input(request, name: str):
-    tensor = pb_utils.get_input_tensor_by_name(request, name)
-    return None if tensor is None else tensor.as_numpy()
-
-
-def _error(message: str, code) -> object:
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
+def _response(outcome: Outcome) -> object:
+    if outcome.outputs is not None:
+        return pb_utils.InferenceResponse(
+            output_tensors=[pb_utils.Tensor(n, a) for n, a in outcome.outputs.items()]
+        )
+    code = pb_utils.TritonError.INVALID_ARG if outcome.invalid else pb_utils.TritonError.INTERNAL
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(outcome.error, code))

@@ -4,15 +4,17 @@ What it does, within a self-imposed time budget (default 7 minutes, so the whole
 under 8 on a machine like an H200):
 
 1. builds the full-size random checkpoint once, rewritten in bfloat16 (cached);
-2. starts a ``tritonserver`` with the model on the GPU (KIND_GPU, ``max_batch_size`` and
-   ``max_forward_batch`` raised to the largest batch) while the same checkpoint loads in-process;
+2. starts a ``tritonserver`` in the served shape: the forward-only ``qwen3_aligner_core`` on the
+   GPU (KIND_GPU, ``max_batch_size`` and ``max_forward_batch`` raised to the largest batch) behind
+   the public front's CPU instances, while the same checkpoint loads in-process;
 3. for each batch size N (1, 8, 32, 64): N distinct 30 s clips through this package's
    ``AlignerEngine`` (prepare + forward + repair), through upstream ``align()`` with list inputs,
    and through the server with N requests in flight; milliseconds per clip (median of repeats
    after one warm-up) and peak GPU memory (``torch.cuda.max_memory_allocated`` in-process, the
    server's device memory from its metrics endpoint);
-4. prints one table (and ``--json``). A measurement that would overrun the budget is skipped and
-   marked so.
+4. prints one table (and ``--json``) and the served goals: >= 100 clips/s of 30 s clips at the
+   largest batch, < 30 ms for one clip alone. A measurement that would overrun the budget is
+   skipped and marked so.
 
 Without CUDA it stops at once with a message saying how to get a CUDA build of torch.
 """
@@ -159,6 +161,35 @@ class GpuReport:
 
 
 PATHS = ("engine", "upstream", "server")
+GOAL_CLIPS_PER_S = 100.0  # served, 30 s clips, at the largest batch
+GOAL_LONE_MS = 30.0  # served, one clip alone
+
+
+def goal_lines(report: GpuReport) -> list[str]:
+    """The served path against its goals, one line each (or why it cannot be judged)."""
+    cells = report.cells.get("server", {})
+    lines = []
+    biggest = max(report.batch_sizes)
+    big = cells.get(biggest)
+    if big is None or big.ms_per_clip != big.ms_per_clip:  # missing or NaN
+        lines.append(f"served throughput at batch {biggest}: not measured")
+    else:
+        rate = 1000.0 / big.ms_per_clip
+        verdict = "met" if rate >= GOAL_CLIPS_PER_S else "NOT met"
+        lines.append(
+            f"served throughput at batch {biggest}: {rate:.0f} clips/s "
+            f"(goal >= {GOAL_CLIPS_PER_S:g}: {verdict})"
+        )
+    lone = cells.get(1)
+    if lone is None or lone.ms_per_clip != lone.ms_per_clip:
+        lines.append("served latency of one clip alone: not measured")
+    else:
+        verdict = "met" if lone.ms_per_clip < GOAL_LONE_MS else "NOT met"
+        lines.append(
+            f"served latency of one clip alone: {lone.ms_per_clip:.1f} ms "
+            f"(goal < {GOAL_LONE_MS:g} ms: {verdict})"
+        )
+    return lines
 
 
 def results_table(report: GpuReport) -> str:
@@ -441,6 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for n, cell in cells.items()
         if cell.note
     ]
+    print("\n" + "\n".join(goal_lines(report)))
     if notes:
         print("\n" + "\n".join(notes))
     print(f"\ntotal {time.monotonic() - started:.0f} s (budget {args.budget_seconds:.0f} s)")

@@ -138,6 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="stop starting new passes past this much time (tiny 5, otherwise 10)",
     )
+    parser.add_argument(
+        "--instances", type=int, default=1, help="forward instances of the started server (1)"
+    )
+    parser.add_argument(
+        "--front-instances", type=int, help="front instances of the started server (default)"
+    )
+    parser.add_argument(
+        "--simulate-gpu",
+        metavar="A+Bn",
+        help="the started server's forward is a simulated device of A + B*n ms per pass: "
+        "throughput of everything but the forward; results are placeholders",
+    )
     parser.add_argument("--seed", type=int, default=0, help="workload seed (0)")
     parser.add_argument("--json", type=Path, help="also write all numbers to this JSON file")
     return parser
@@ -549,7 +561,18 @@ def _server(args: argparse.Namespace, choice: CheckpointChoice):
         yield served.Endpoints(args.url, args.grpc_url)
         return
     log("starting tritonserver (CPU placement, loopback, free ports)")
-    with served.bench_server(choice.location, "KIND_CPU", log=log) as endpoints:
+    parameters = {}
+    if args.simulate_gpu:
+        log(f"SIMULATED GPU ({args.simulate_gpu} ms per pass): served results are placeholders")
+        parameters["simulate_gpu"] = args.simulate_gpu
+    with served.bench_server(
+        choice.location,
+        "KIND_CPU",
+        parameters,
+        log=log,
+        instances=args.instances,
+        front_instances=args.front_instances,
+    ) as endpoints:
         yield endpoints
 
 

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..tritonserver import MODEL_NAME
+from ..tritonserver import CORE_MODEL_NAME, MODEL_NAME
 from ..wire import infer_inputs
 from .stats import PassResult, load_average
 from .workload import SAMPLE_RATE, Clip
@@ -45,6 +45,8 @@ def render_bench_repository(
     kind: str,
     parameters: Mapping[str, str],
     max_batch_size: int | None,
+    instances: int = 1,
+    front_instances: int | None = None,
 ) -> Path:
     """The model repository for a benchmark server: ``checkpoint`` placed as ``kind``, with
     ``parameters`` and (for batch sizes above the shipped 16) another ``max_batch_size``."""
@@ -53,13 +55,17 @@ def render_bench_repository(
     from ..repository import Placement, load_config, render_repository
 
     repo = render_repository(
-        destination, Placement(kind, 1), {"checkpoint": checkpoint, **parameters}
+        destination,
+        Placement(kind, instances),
+        {"checkpoint": checkpoint, **parameters},
+        front_instances=front_instances,
     )
     if max_batch_size is not None:
-        path = repo / MODEL_NAME / "config.pbtxt"
-        config = load_config(path)
-        config.max_batch_size = max_batch_size
-        path.write_text(text_format.MessageToString(config))
+        for name in (MODEL_NAME, CORE_MODEL_NAME):
+            path = repo / name / "config.pbtxt"
+            config = load_config(path)
+            config.max_batch_size = max(config.max_batch_size, max_batch_size)
+            path.write_text(text_format.MessageToString(config))
     return repo
 
 
@@ -71,13 +77,21 @@ def bench_server(
     max_batch_size: int | None = None,
     ready_timeout: float = 900.0,
     log=None,
+    instances: int = 1,
+    front_instances: int | None = None,
 ) -> Iterator[Endpoints]:
     """A ``tritonserver`` serving ``checkpoint`` on loopback; stopped (and shm cleaned) on exit."""
     from ..tritonserver import loopback_options, start
 
     with tempfile.TemporaryDirectory(prefix="qwen3-aligner-bench-") as tmp:
         repo = render_bench_repository(
-            Path(tmp) / "repo", checkpoint, kind, parameters or {}, max_batch_size
+            Path(tmp) / "repo",
+            checkpoint,
+            kind,
+            parameters or {},
+            max_batch_size,
+            instances,
+            front_instances,
         )
         # perf_analyzer reads the model's configuration: on loopback, leave that group open.
         opts = loopback_options(repo, gpu=kind == "KIND_GPU", open_apis=("model-config",))

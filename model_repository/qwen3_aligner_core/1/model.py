@@ -1,0 +1,107 @@
+"""Triton Python backend of ``qwen3_aligner_core``: the aligner's forward pass and nothing else.
+
+The public model ``qwen3_aligner`` (the front) prepares each clip and sends it here; Triton's
+dynamic batcher gathers clips of every front instance into one ``execute()``, which runs them in
+length-bucketed forward passes (``qwen3_aligner_triton.core``) and answers, per clip, the bin and
+the confidence of each ``<timestamp>`` slot.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import time
+
+import triton_python_backend_utils as pb_utils
+
+from qwen3_aligner_triton.core import CoreInput, CoreRunner
+from qwen3_aligner_triton.loading import load_forward, resolve_device
+from qwen3_aligner_triton.metrics import AlignerMetrics
+from qwen3_aligner_triton.modelconfig import CORE_CONTRACT, check_config
+from qwen3_aligner_triton.params import read_settings
+
+
+class TritonPythonModel:
+    """One forward instance on one device (or one simulated device)."""
+
+    def initialize(self, args: dict) -> None:
+        self.logger = pb_utils.Logger
+        config = json.loads(args["model_config"])
+        try:
+            check_config(config, CORE_CONTRACT)
+            self.settings = read_settings(config.get("parameters", {}))
+            kind, device_id = args["model_instance_kind"], args["model_instance_device_id"]
+            self.device = resolve_device(kind, device_id)
+        except ValueError as e:
+            raise pb_utils.TritonModelException(f"{args['model_name']}: {e}") from e
+        version_dir = os.path.join(args["model_repository"], args["model_version"])
+        started = time.monotonic()
+        try:
+            self.forward = load_forward(self.settings, self.device, shadowing_dir=version_dir)
+        except ValueError as e:
+            raise pb_utils.TritonModelException(str(e)) from e
+        self.metrics = AlignerMetrics(pb_utils, args["model_name"], args["model_version"])
+        self.runner = CoreRunner(
+            self.forward.run, self.settings, self.metrics, self.device.startswith("cuda")
+        )
+        self.logger.log_info(
+            f"{args['model_instance_name']}: {self.forward.description} ready in "
+            f"{time.monotonic() - started:.1f} s"
+        )
+
+    def execute(self, requests: list) -> list:
+        responses: list = [None] * len(requests)
+        items: list[CoreInput] = []
+        slots: list[int] = []
+        for i, request in enumerate(requests):
+            ids = pb_utils.get_input_tensor_by_name(request, "INPUT_IDS")
+            features = pb_utils.get_input_tensor_by_name(request, "FEATURES")
+            if ids is None or features is None:
+                responses[i] = _error("INPUT_IDS and FEATURES are required")
+                continue
+            frames = features.as_numpy()
+            items.append(CoreInput(ids.as_numpy().reshape(-1), frames.reshape(frames.shape[-2:])))
+            slots.append(i)
+        try:
+            results = self.runner.run(items) if items else []
+        except Exception as e:  # never raise out of execute(): answer each clip with the error
+            self.logger.log_error(f"forward of {len(items)} clip(s) failed: {e!r}")
+            results = [e] * len(items)
+        for i, result in zip(slots, results, strict=False):
+            if isinstance(result, Exception):
+                self.logger.log_error(f"forward of clip {i} failed: {result!r}")
+                responses[i] = _error(f"forward failed: {result}")
+                continue
+            responses[i] = pb_utils.InferenceResponse(
+                output_tensors=[
+                    pb_utils.Tensor("TIMESTAMP_BINS", result.bins[None, :]),
+                    pb_utils.Tensor("SLOT_CONFIDENCE", result.confidence[None, :]),
+                ]
+            )
+        for i, response in enumerate(responses):
+            if response is None:  # a short results list: never leave a request unanswered
+                responses[i] = _error("forward produced no result")
+        return responses
+
+    def finalize(self) -> None:
+        metrics = getattr(self, "metrics", None)
+        if metrics is not None:
+            metrics.close()
+        forward = getattr(self, "forward", None)
+        device = getattr(self, "device", "cpu")
+        self.forward = self.runner = None
+        if forward is not None:
+            del forward
+            gc.collect()
+            if device.startswith("cuda"):
+                import torch
+
+                torch.cuda.empty_cache()
+        pb_utils.Logger.log_info(f"qwen3_aligner_core: released the forward on {device}")
+
+
+def _error(message: str) -> object:
+    return pb_utils.InferenceResponse(
+        error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL)
+    )

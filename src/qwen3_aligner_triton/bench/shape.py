@@ -1,0 +1,275 @@
+"""``./scripts/bench-shape``: the GPU-shaped pipeline measured on a CPU box, in one run.
+
+1. ``simulated``: the server with ``--simulate-gpu 25+8.1n`` (everything real but the forward),
+   ``--clips`` 30 s clips at ``--concurrency`` over gRPC: clips/s against this machine's serial
+   preparation capacity measured in the same run (the front's own preparation, one thread, in
+   this process, before and after the server pass), and the simulated device's busy fraction
+   (its passes, from the core's batch statistics, times their simulated cost, over the wall time).
+2. ``longform``: 5 s requests while a ``--long-minutes`` recording is aligned (tiny checkpoint on
+   CPU), against their idle p95 and the latency of one lone 180 s request; with 1 and with 2
+   forward instances.
+
+Every figure comes with the load average it was measured under; the machine may be shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..params import parse_gpu_cost
+from ..tritonserver import CORE_MODEL_NAME
+from .checkpoints import resolve_checkpoint
+from .served import Endpoints, bench_server, run_concurrent, warm_up
+from .stats import load_average
+from .workload import SAMPLE_RATE, Clip, fixed_clips, speech_like_audio, transcript
+
+
+def log(message: str) -> None:
+    print(f"[bench-shape {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def p95(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def serial_preparation_rate(checkpoint: str, clips: Sequence[Clip]) -> tuple[float, float]:
+    """Clips per second the front's preparation reaches serially on one thread, in-process, and
+    its CPU milliseconds per clip."""
+    import torch
+
+    from ..loading import load_preparer
+    from ..params import ModelSettings
+    from ..requests import AlignRequest
+
+    torch.set_num_threads(1)
+    preparer = load_preparer(checkpoint, ModelSettings(checkpoint=checkpoint))
+    preparer.prepare(AlignRequest(clips[0].audio, SAMPLE_RATE, clips[0].text, clips[0].language))
+    started, cpu = time.perf_counter(), time.process_time()
+    for c in clips:
+        preparer.prepare(AlignRequest(c.audio, SAMPLE_RATE, c.text, c.language))
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return len(clips) / wall, 1000 * cpu / len(clips)
+
+
+def core_passes(endpoints: Endpoints) -> dict[int, int]:
+    """Executed forward passes of the core by batch size."""
+    import tritonclient.http as httpclient
+
+    with httpclient.InferenceServerClient(endpoints.http_url) as client:
+        stats = client.get_inference_statistics(CORE_MODEL_NAME)
+    out: dict[int, int] = {}
+    for model in stats.get("model_stats", []):
+        for entry in model.get("batch_stats", []):
+            out[int(entry["batch_size"])] = int(entry["compute_infer"]["count"])
+    return out
+
+
+def cpu_by_process(server_pid: int | None) -> dict[str, float]:
+    """CPU seconds (user + system) of tritonserver and of its stubs, by model."""
+    import psutil
+
+    out: dict[str, float] = {}
+    if server_pid is None:
+        return out
+    server = psutil.Process(server_pid)
+    for proc in [server, *server.children(recursive=True)]:
+        try:
+            cmd = " ".join(proc.cmdline())
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        name = "tritonserver"
+        if "triton_python_backend_stub" in cmd:
+            name = "core stub" if CORE_MODEL_NAME in cmd else "front stubs"
+        out[name] = out.get(name, 0.0) + times.user + times.system
+    return out
+
+
+def measure_simulated(args: argparse.Namespace, checkpoint: str) -> dict[str, Any]:
+    cost = parse_gpu_cost(args.simulate_gpu)
+    clips = fixed_clips(args.clips, 30.0, seed=args.seed)
+    prep_clips = clips[: args.prep_clips]
+    log(f"serial preparation of {len(prep_clips)} x 30 s clips (one thread)")
+    prep_before, prep_cpu_before = serial_preparation_rate(checkpoint, prep_clips)
+    load_before = load_average()
+    log(f"server with --simulate-gpu {args.simulate_gpu} (results are placeholders)")
+    with bench_server(
+        checkpoint,
+        "KIND_CPU",
+        {"simulate_gpu": args.simulate_gpu},
+        log=log,
+        front_instances=args.front_instances,
+    ) as endpoints:
+        warm_up(endpoints, clips[:4])
+        passes_before = core_passes(endpoints)
+        cpu_before = cpu_by_process(endpoints.server_pid)
+        client_before = time.process_time()
+        result = run_concurrent(endpoints, "grpc", clips, args.concurrency)
+        client_cpu = time.process_time() - client_before
+        cpu_after = cpu_by_process(endpoints.server_pid)
+        passes_after = core_passes(endpoints)
+    cpu_ms_per_clip = {
+        name: round(1000 * (cpu_after[name] - cpu_before.get(name, 0.0)) / len(clips), 1)
+        for name in cpu_after
+    }
+    cpu_ms_per_clip["load generator"] = round(1000 * client_cpu / len(clips), 1)
+    passes = {
+        b: passes_after.get(b, 0) - passes_before.get(b, 0)
+        for b in passes_after
+        if passes_after.get(b, 0) > passes_before.get(b, 0)
+    }
+    busy = sum(n * cost.seconds(b) for b, n in passes.items())
+    log("serial preparation again, after the server pass")
+    prep_after, prep_cpu_after = serial_preparation_rate(checkpoint, prep_clips)
+    prep = (prep_before + prep_after) / 2
+    prep_cpu_ms = (prep_cpu_before + prep_cpu_after) / 2
+    server_cpu_ms = sum(v for k, v in cpu_ms_per_clip.items() if k != "load generator")
+    cpus = os.cpu_count() or 1
+    # What the CPU work per clip allows when the machine's cores are ours alone: the server
+    # (and its load generator) on every core against preparation on one.
+    idle_capacity = cpus * 1000 / (server_cpu_ms + cpu_ms_per_clip["load generator"])
+    served = (len(clips) - result.errors) / result.wall_seconds
+    mean_batch = sum(b * n for b, n in passes.items()) / max(1, sum(passes.values()))
+    return {
+        "clips": len(clips),
+        "concurrency": args.concurrency,
+        "errors": result.errors,
+        "served_clips_per_s": round(served, 1),
+        "serial_prep_clips_per_s": round(prep, 1),
+        "serial_prep_before_after": [round(prep_before, 1), round(prep_after, 1)],
+        "ratio": round(served / prep, 2),
+        "device_busy_fraction": round(busy / result.wall_seconds, 2),
+        "core_passes_by_batch_size": dict(sorted(passes.items())),
+        "mean_core_batch": round(mean_batch, 1),
+        "cpu_ms_per_clip": cpu_ms_per_clip,
+        "serial_prep_cpu_ms_per_clip": round(prep_cpu_ms, 1),
+        "server_cpu_ms_per_clip": round(server_cpu_ms, 1),
+        "cpu_bound_capacity_clips_per_s": round(idle_capacity, 1),
+        "cpu_bound_ratio": round(idle_capacity * prep_cpu_ms / 1000, 2),
+        "load_average": [round(load_before, 2), round(result.load_average, 2)],
+    }
+
+
+def _send(endpoints: Endpoints, clip: Clip) -> float:
+    from .served import _client, _infer
+
+    module, client = _client("http", endpoints.http_url)
+    try:
+        started = time.perf_counter()
+        _infer(module, client, clip, "http")
+        return time.perf_counter() - started
+    finally:
+        client.close()
+
+
+def measure_longform(args: argparse.Namespace, checkpoint: str, instances: int) -> dict[str, Any]:
+    short = fixed_clips(args.short_requests, 5.0, seed=args.seed + 1)
+    lone = fixed_clips(3, 179.0, seed=args.seed + 2)
+    seconds = args.long_minutes * 60.0
+    log(f"building a {args.long_minutes:g}-minute recording")
+    long_clip = Clip(
+        "long",
+        speech_like_audio(seconds, args.seed + 3),
+        transcript(seconds, "English"),
+        "English",
+    )
+    with bench_server(
+        checkpoint,
+        "KIND_CPU",
+        {"max_audio_seconds": str(max(14400.0, seconds))},
+        log=log,
+        instances=instances,
+        front_instances=args.front_instances,
+        ready_timeout=900.0,
+    ) as endpoints:
+        warm_up(endpoints, short[:2] + lone[:1])
+        idle = [_send(endpoints, c) for c in short]
+        lone_s = statistics.median(_send(endpoints, c) for c in lone)
+        load_idle = load_average()
+        long_latency: list[float] = []
+        done = threading.Event()
+
+        def run_long() -> None:
+            try:
+                long_latency.append(_send(endpoints, long_clip))
+            finally:
+                done.set()
+
+        thread = threading.Thread(target=run_long, daemon=True)
+        thread.start()
+        time.sleep(args.upload_grace)  # let the recording arrive and its first window start
+        during: list[float] = []
+        k = 0
+        while not done.is_set():
+            during.append(_send(endpoints, short[k % len(short)]))
+            k += 1
+        thread.join()
+        load_busy = load_average()
+    return {
+        "forward_instances": instances,
+        "idle_p95_s": round(p95(idle), 3),
+        "lone_180s_s": round(lone_s, 3),
+        "during_p95_s": round(p95(during), 3) if during else None,
+        "during_requests": len(during),
+        "long_recording_s": round(long_latency[0], 1) if long_latency else None,
+        "during_over_idle": round(p95(during) / p95(idle), 2) if during else None,
+        "during_over_lone_180s": round(p95(during) / lone_s, 2) if during else None,
+        "load_average": [round(load_idle, 2), round(load_busy, 2)],
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scripts/bench-shape", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", default="tiny", help="tiny (built on the fly) or a folder")
+    p.add_argument("--only", choices=("simulated", "longform"), help="run one measurement")
+    p.add_argument("--simulate-gpu", default="25+8.1n", metavar="A+Bn")
+    p.add_argument("--clips", type=int, default=96, help="30 s clips of the simulated pass (96)")
+    p.add_argument("--prep-clips", type=int, default=32, help="clips timed for serial prep (32)")
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--front-instances", type=int, help="front instances (default: the launcher's)")
+    p.add_argument("--long-minutes", type=float, default=40.0)
+    p.add_argument("--short-requests", type=int, default=20, help="5 s requests timed idle (20)")
+    p.add_argument("--instances", default="1,2", help="forward instances of the longform runs")
+    p.add_argument("--upload-grace", type=float, default=3.0, help="seconds before sampling")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    scratch = Path(tempfile.mkdtemp(prefix="qwen3-aligner-shape-"))
+    choice = resolve_checkpoint(args.checkpoint, scratch)
+    report: dict[str, Any] = {
+        "command": " ".join(["scripts/bench-shape", *(argv or sys.argv[1:])]),
+        "cpus": os.cpu_count(),
+        "checkpoint": str(choice.location),
+    }
+    if args.only in (None, "simulated"):
+        report["simulated"] = measure_simulated(args, str(choice.location))
+        log(json.dumps(report["simulated"]))
+    if args.only in (None, "longform"):
+        report["longform"] = [
+            measure_longform(args, str(choice.location), int(n)) for n in args.instances.split(",")
+        ]
+        log(json.dumps(report["longform"]))
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""The forward pass alone: what the ``qwen3_aligner_core`` model runs.
+
+The core receives prepared clips (prompt ids with ``<|audio_pad|>`` expanded, log-mel frames of the
+clip alone) and answers, per clip, the bin of each ``<timestamp>`` slot and the model's confidence
+in it. Clips are grouped into forward passes by prompt length; inside a pass ids are left-padded
+and frames right-padded with the masks off, so each clip gets its lone result (see ``engine``).
+
+:class:`SimulatedDevice` stands in for the forward when measuring the pipeline without a GPU: each
+pass holds one machine-wide device (a file lock shared by every process) for ``A + B*n`` ms and
+answers placeholder bins.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from .batching import plan_batches
+from .params import GpuCost, ModelSettings
+from .params import parse_gpu_cost as parse_gpu_cost
+from .scores import slot_predictions
+
+MEL_FRAME_MS = 10.0  # one log-mel frame per 160 samples at 16 kHz
+SIMULATED_DEVICE_LOCK = os.path.join(
+    "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir(),
+    "qwen3-aligner-simulated-gpu.lock",
+)
+
+
+@dataclass(frozen=True)
+class CoreInput:
+    """One prepared clip as the core receives it."""
+
+    input_ids: np.ndarray  # int64 [tokens]: the prompt, <|audio_pad|> expanded
+    features: np.ndarray  # float32 [mel_bins, frames]: the clip's own log-mel frames
+
+    @property
+    def tokens(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+@dataclass(frozen=True)
+class SlotResult:
+    """The core's answer for one clip: per ``<timestamp>`` slot, in prompt order."""
+
+    bins: np.ndarray  # int32 [slots]: upstream's argmax bin (x timestamp_segment_time = ms)
+    confidence: np.ndarray  # float32 [slots]: probability mass within one bin of it (scores.py)
+
+
+class Forward(Protocol):
+    """One forward pass over a batch of clips; raises if the pass fails."""
+
+    def __call__(self, batch: Sequence[CoreInput]) -> list[SlotResult]: ...
+
+
+class ForwardObserver(Protocol):
+    """Receives the timing of each successful forward pass (for metrics)."""
+
+    def forward_done(self, batch_size: int, forward_s: float, postprocess_s: float) -> None: ...
+
+
+class ModelForward:
+    """The real forward: ``model.thinker`` once over a padded batch."""
+
+    def __init__(self, model: Any, pad_token_id: int) -> None:
+        self.model = model
+        self.device = model.device
+        self.dtype = model.dtype
+        self.pad_token_id = pad_token_id
+        self.timestamp_token_id = int(model.config.timestamp_token_id)
+
+    @torch.inference_mode()
+    def __call__(self, batch: Sequence[CoreInput]) -> list[SlotResult]:
+        size = len(batch)
+        max_tokens = max(it.tokens for it in batch)
+        max_frames = max(int(it.features.shape[-1]) for it in batch)
+        mel_bins = int(batch[0].features.shape[0])
+        input_ids = torch.full((size, max_tokens), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((size, max_tokens), dtype=torch.long)
+        features = torch.zeros((size, mel_bins, max_frames), dtype=torch.float32)
+        feature_mask = torch.zeros((size, max_frames), dtype=torch.long)
+        for b, it in enumerate(batch):
+            n = it.tokens
+            input_ids[b, max_tokens - n :] = torch.from_numpy(it.input_ids.astype(np.int64))
+            attention_mask[b, max_tokens - n :] = 1  # left padding, as the processor pads
+            frames = int(it.features.shape[-1])
+            features[b, :, :frames] = torch.from_numpy(it.features)
+            feature_mask[b, :frames] = 1
+        input_ids = input_ids.to(self.device)
+        logits = self.model.thinker(
+            input_ids=input_ids,
+            attention_mask=attention_mask.to(self.device),
+            input_features=features.to(self.device, self.dtype),
+            feature_attention_mask=feature_mask.to(self.device),
+            use_cache=False,  # one pass, no generation: a KV cache would only cost memory
+        ).logits
+        out = []
+        for b in range(size):
+            bins, confidence = slot_predictions(logits[b][input_ids[b] == self.timestamp_token_id])
+            out.append(
+                SlotResult(
+                    bins=bins.to("cpu").numpy().astype(np.int32),
+                    confidence=confidence.to("cpu").numpy().astype(np.float32),
+                )
+            )
+        return out
+
+
+def placeholder_bins(slots: int, frames: int, segment_ms: float) -> np.ndarray:
+    """Ordered start/end bins, one pair per unit, spread evenly inside ``frames`` of audio."""
+    units = slots // 2
+    duration_ms = frames * MEL_FRAME_MS
+    k = np.arange(units, dtype=np.float64)
+    starts = k * duration_ms / max(units, 1)
+    ends = (k + 0.5) * duration_ms / max(units, 1)
+    pairs = np.stack([starts, ends], axis=1).reshape(-1)
+    return np.floor(pairs / segment_ms).astype(np.int32)
+
+
+class SimulatedDevice:
+    """Stands in for the forward: one machine-wide device held for ``A + B*n`` ms per pass.
+
+    The device is a file lock, so every core instance and every server process on the machine
+    shares it, as they would share one GPU. Results are placeholders, never alignments.
+    """
+
+    def __init__(
+        self,
+        cost: GpuCost,
+        timestamp_token_id: int,
+        segment_ms: float,
+        lock_path: str = SIMULATED_DEVICE_LOCK,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.cost = cost
+        self.timestamp_token_id = timestamp_token_id
+        self.segment_ms = segment_ms
+        self.lock_path = lock_path
+        self._sleep = sleep
+        self.busy_s = 0.0  # seconds this process held the device
+
+    def __call__(self, batch: Sequence[CoreInput]) -> list[SlotResult]:
+        out = []
+        for it in batch:
+            slots = int(np.count_nonzero(it.input_ids == self.timestamp_token_id))
+            bins = placeholder_bins(slots, int(it.features.shape[-1]), self.segment_ms)
+            out.append(SlotResult(bins=bins, confidence=np.ones(slots, dtype=np.float32)))
+        with open(self.lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                started = time.perf_counter()
+                self._sleep(self.cost.seconds(len(batch)))
+                self.busy_s += time.perf_counter() - started
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        return out
+
+
+class CoreRunner:
+    """Runs the core's requests through ``forward`` in length-bucketed passes.
+
+    A pass that fails (for example out of memory) is split in halves and retried, so one oversized
+    batch costs only the clips that fail on their own.
+    """
+
+    def __init__(
+        self,
+        forward: Forward,
+        settings: ModelSettings,
+        observer: ForwardObserver | None = None,
+        is_cuda: bool = False,
+    ) -> None:
+        self.forward = forward
+        self.settings = settings
+        self.observer = observer
+        self.is_cuda = is_cuda
+
+    def plan(self, items: Sequence[CoreInput]) -> list[list[int]]:
+        s = self.settings
+        return plan_batches(
+            [it.tokens for it in items],
+            max_batch=s.max_forward_batch,
+            max_tokens=s.max_forward_tokens,
+            ratio=s.bucket_ratio,
+        )
+
+    def run(
+        self, items: Sequence[CoreInput], on_batch: Callable[[int], None] | None = None
+    ) -> list[SlotResult | Exception]:
+        """Per item, its slots or the error its forward pass met."""
+        results: list[SlotResult | Exception | None] = [None] * len(items)
+        for group in self.plan(items):
+            self._run_group(items, group, results, on_batch)
+        return [r if r is not None else RuntimeError("not computed") for r in results]
+
+    def _run_group(
+        self,
+        items: Sequence[CoreInput],
+        group: list[int],
+        results: list[SlotResult | Exception | None],
+        on_batch: Callable[[int], None] | None,
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            batch = [items[i] for i in group]
+            limit = self.settings.simulate_oom_above_tokens
+            padded = len(batch) * max(it.tokens for it in batch)
+            if limit and padded > limit:
+                raise torch.OutOfMemoryError(
+                    f"simulated out of memory: {len(batch)} clips, {padded} padded tokens > {limit}"
+                )
+            out = self.forward(batch)
+            if len(out) != len(batch):
+                raise RuntimeError(f"forward returned {len(out)} results for {len(batch)} clips")
+        except Exception as e:
+            if self.is_cuda:
+                torch.cuda.empty_cache()
+            if len(group) == 1:
+                results[group[0]] = e
+                return
+            half = len(group) // 2
+            self._run_group(items, group[:half], results, on_batch)
+            self._run_group(items, group[half:], results, on_batch)
+            return
+        if self.observer is not None:
+            self.observer.forward_done(len(group), time.perf_counter() - started, 0.0)
+        if on_batch is not None:
+            on_batch(len(group))
+        for i, result in zip(group, out, strict=True):
+            results[i] = result

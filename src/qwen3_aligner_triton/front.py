@@ -1,0 +1,158 @@
+"""The public model's front: validation, preparation and results around the forward-only core.
+
+One :class:`AlignerFront` per front instance. For each request it validates the inputs, prepares
+the clip (resampling, word split, log-mel frames, prompt ids), sends it to the core and turns the
+core's slot bins into the alignment. A recording longer than one window is sent window by window,
+and cue-guided requests cue by cue: every piece is its own core request, so the core's batcher
+interleaves them with other clients' clips and a short request never waits for a whole recording.
+
+The core call is injected (``CoreCall``): in the server it is a BLS ``async_exec()``; in tests, a
+fake. Nothing here raises out of :meth:`AlignerFront.serve`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from .core import CoreInput, SlotResult
+from .engine import PreparedItem, Preparer, WindowedJob
+from .longform import Window
+from .params import ModelSettings
+from .requests import RequestError, decode_request
+from .results import Alignment
+from .tritonserver import CORE_MODEL_NAME as CORE_MODEL_NAME
+
+CORE_INPUTS = {"INPUT_IDS": "TYPE_INT64", "FEATURES": "TYPE_FP32"}
+CORE_OUTPUTS = {"TIMESTAMP_BINS": "TYPE_INT32", "SLOT_CONFIDENCE": "TYPE_FP32"}
+REQUEST_INPUTS = ("AUDIO", "SAMPLE_RATE", "TEXT", "LANGUAGE", "SEGMENTS")
+MAX_PIECES_IN_FLIGHT = 64  # cues of one request prepared and awaiting the core at once
+
+CoreCall = Callable[[CoreInput], Awaitable[SlotResult]]
+
+
+class CoreFailed(RuntimeError):
+    """The core answered an error for one clip (its forward pass failed)."""
+
+
+class FrontMetrics(Protocol):
+    """What the front reports (``metrics.AlignerMetrics`` in the server)."""
+
+    def rejected(self, reason: str) -> None: ...
+
+    def aligned(self, audio_seconds: float, units: int) -> None: ...
+
+    def scored(self, mean_score: float, repaired_share: float) -> None: ...
+
+    def stage(self, name: str, seconds: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The answer to one request: output arrays, or an error message and whether it is the
+    client's (INVALID_ARG) or the server's (INTERNAL)."""
+
+    outputs: dict[str, np.ndarray] | None = None
+    error: str | None = None
+    invalid: bool = False
+
+
+def core_request_arrays(item: CoreInput) -> dict[str, np.ndarray]:
+    """The core's input tensors for one clip, with the batch dimension of 1."""
+    return {
+        "INPUT_IDS": np.ascontiguousarray(item.input_ids, dtype=np.int64)[None, :],
+        "FEATURES": np.ascontiguousarray(item.features, dtype=np.float32)[None, :, :],
+    }
+
+
+def slots_from_arrays(arrays: Mapping[str, np.ndarray]) -> SlotResult:
+    """A :class:`SlotResult` from the core's output tensors."""
+    return SlotResult(
+        bins=np.asarray(arrays["TIMESTAMP_BINS"]).reshape(-1).astype(np.int32),
+        confidence=np.asarray(arrays["SLOT_CONFIDENCE"]).reshape(-1).astype(np.float32),
+    )
+
+
+class AlignerFront:
+    """Serves requests of one front instance; the forward runs elsewhere (``core``)."""
+
+    def __init__(
+        self,
+        preparer: Preparer,
+        core: CoreCall,
+        metrics: FrontMetrics,
+        log_error: Callable[[str], None] = lambda message: None,
+    ) -> None:
+        self.preparer = preparer
+        self.settings: ModelSettings = preparer.settings
+        self.core = core
+        self.metrics = metrics
+        self.log_error = log_error
+
+    async def serve(self, arrays: Mapping[str, np.ndarray | None]) -> Outcome:
+        """Answer one request given its input arrays (missing optional inputs as None)."""
+        started = time.perf_counter()
+        try:
+            request = decode_request(
+                arrays.get("AUDIO"),
+                arrays.get("SAMPLE_RATE"),
+                arrays.get("TEXT"),
+                arrays.get("LANGUAGE"),
+                self.settings,
+                arrays.get("SEGMENTS"),
+            )
+            prepared = self.preparer.prepare(request)
+        except RequestError as e:
+            self.metrics.rejected(e.reason)
+            return Outcome(error=str(e), invalid=True)
+        except Exception as e:  # never let one request fail the instance
+            self.log_error(f"preparing a request failed: {e!r}")
+            self.metrics.rejected("internal")
+            return Outcome(error=f"cannot prepare request: {e}")
+        self.metrics.stage("preprocess", time.perf_counter() - started)
+        try:
+            if isinstance(prepared, WindowedJob):
+                alignment = await self._windowed(prepared)
+            else:
+                alignment = await self._clip(prepared)
+        except Exception as e:
+            self.log_error(f"aligning a request failed: {e!r}")
+            self.metrics.rejected("forward_failed")
+            return Outcome(error=f"alignment failed: {e}")
+        finished = time.perf_counter()
+        outputs = alignment.output_arrays()
+        self.metrics.stage("postprocess", time.perf_counter() - finished)
+        self.metrics.aligned(alignment.duration, len(alignment.units))
+        self.metrics.scored(alignment.mean_score, alignment.repaired_share)
+        return Outcome(outputs=outputs)
+
+    async def _clip(self, item: PreparedItem) -> Alignment:
+        core_input = item.core_input()
+        await asyncio.sleep(0)  # let answers of other requests go out before waiting
+        slots = await self.core(core_input)
+        expected = 2 * len(item.words)
+        if slots.bins.shape[0] != expected:
+            raise RuntimeError(f"model produced {slots.bins.shape[0]} timestamps for {expected}")
+        ms = slots.bins.astype(np.float64) * self.preparer.timestamp_segment_time
+        return self.preparer.to_alignment(item, ms, slots.confidence)
+
+    async def _windowed(self, job: WindowedJob) -> Alignment:
+        if job.cues is not None:
+            limit = asyncio.Semaphore(MAX_PIECES_IN_FLIGHT)
+
+            async def cue(window: Window, words: list[str]) -> Alignment:
+                async with limit:
+                    return await self._clip(self.preparer.window_item(job, window, words))
+
+            results = await asyncio.gather(*(cue(w, words) for w, words in job.cues))
+            self.preparer.take_results(job, list(results))
+        else:
+            # A long recording: each window starts where the last one's accepted words end.
+            while items := self.preparer.next_items(job):
+                self.preparer.take_results(job, [await self._clip(item) for item in items])
+        return self.preparer.finish(job)

@@ -1,0 +1,146 @@
+"""The forward-only core without Triton: cost parsing, the simulated device, the pass planner."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from qwen3_aligner_triton.core import (
+    CoreInput,
+    CoreRunner,
+    SimulatedDevice,
+    SlotResult,
+    placeholder_bins,
+)
+from qwen3_aligner_triton.params import (
+    ConfigError,
+    GpuCost,
+    ModelSettings,
+    parse_gpu_cost,
+    read_settings,
+)
+
+TS = 7  # timestamp token id of these fake prompts
+
+
+def clip(words: int, frames: int = 300, extra_tokens: int = 5) -> CoreInput:
+    ids = np.array([1] * extra_tokens + [TS, TS] * words, dtype=np.int64)
+    return CoreInput(ids, np.zeros((128, frames), np.float32))
+
+
+@pytest.mark.parametrize(
+    ("spec", "cost"),
+    [("25+8.1n", GpuCost(25.0, 8.1)), (" 0 + 0n ", GpuCost(0.0, 0.0)), ("30+2*n", GpuCost(30, 2))],
+)
+def test_gpu_cost_parses(spec, cost):
+    assert parse_gpu_cost(spec) == cost
+    assert cost.seconds(2) == pytest.approx((cost.fixed_ms + 2 * cost.per_item_ms) / 1000)
+
+
+@pytest.mark.parametrize("spec", ["25", "n", "25+8.1", "-1+2n", "fast"])
+def test_bad_gpu_cost_is_rejected_with_the_form(spec):
+    with pytest.raises(ValueError, match="A\\+Bn"):
+        parse_gpu_cost(spec)
+    with pytest.raises(ConfigError, match="simulate_gpu"):
+        read_settings({"simulate_gpu": {"string_value": spec}, "checkpoint": {"string_value": "x"}})
+
+
+@pytest.mark.parametrize(("slots", "frames"), [(2, 10), (10, 300), (400, 18000)])
+def test_placeholder_bins_are_ordered_pairs_inside_the_audio(slots, frames):
+    bins = placeholder_bins(slots, frames, 80.0)
+    assert bins.shape == (slots,) and bins.dtype == np.int32
+    assert (np.diff(bins) >= 0).all()
+    assert bins.min() >= 0 and bins.max() * 80 <= frames * 10
+
+
+def test_simulated_device_answers_per_clip_and_charges_the_cost(tmp_path):
+    slept: list[float] = []
+    device = SimulatedDevice(GpuCost(25, 8), TS, 80.0, str(tmp_path / "gpu.lock"), slept.append)
+    out = device([clip(3), clip(1, frames=100)])
+    assert slept == [pytest.approx(0.041)]
+    assert [r.bins.shape[0] for r in out] == [6, 2]
+    assert all((r.confidence == 1).all() for r in out)
+
+
+def test_simulated_devices_never_overlap(tmp_path):
+    """Two devices on one lock file (as two processes would be) take turns."""
+    lock = str(tmp_path / "gpu.lock")
+    busy = threading.Event()
+    overlaps: list[bool] = []
+
+    def sleep(seconds: float) -> None:
+        overlaps.append(busy.is_set())
+        busy.set()
+        time.sleep(0.05)
+        busy.clear()
+
+    devices = [SimulatedDevice(GpuCost(0, 0), TS, 80.0, lock, sleep) for _ in range(4)]
+    threads = [threading.Thread(target=d, args=([clip(1)],)) for d in devices for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(overlaps) == 12 and not any(overlaps)
+
+
+class Recorder:
+    def __init__(self, fail_on=None):
+        self.passes: list[int] = []
+        self.fail_on = fail_on
+
+    def __call__(self, batch):
+        if self.fail_on is not None and any(it is self.fail_on for it in batch):
+            raise RuntimeError("CUDA out of memory (simulated)")
+        self.passes.append(len(batch))
+        return [SlotResult(np.zeros(it.tokens, np.int32), np.ones(1, np.float32)) for it in batch]
+
+
+def test_gpu_policy_runs_similar_clips_in_one_pass():
+    forward = Recorder()
+    runner = CoreRunner(forward, ModelSettings(max_forward_batch=64, max_forward_tokens=65536))
+    results = runner.run([clip(40) for _ in range(64)])
+    assert forward.passes == [64]
+    assert all(isinstance(r, SlotResult) for r in results)
+
+
+def test_cpu_policy_runs_one_clip_per_pass():
+    forward = Recorder()
+    CoreRunner(forward, ModelSettings(max_forward_batch=1)).run([clip(4) for _ in range(5)])
+    assert forward.passes == [1] * 5
+
+
+def test_a_failing_pass_is_split_and_only_the_culprit_fails():
+    items = [clip(4) for _ in range(6)]
+    forward = Recorder(fail_on=items[3])
+    sizes: list[int] = []
+    results = CoreRunner(forward, ModelSettings()).run(items, on_batch=sizes.append)
+    assert isinstance(results[3], RuntimeError)
+    assert all(isinstance(r, SlotResult) for i, r in enumerate(results) if i != 3)
+    assert sum(sizes) == 5
+
+
+def test_simulated_out_of_memory_limits_padded_tokens():
+    forward = Recorder()
+    settings = ModelSettings(simulate_oom_above_tokens=100)
+    results = CoreRunner(forward, settings).run([clip(10, extra_tokens=30) for _ in range(4)])
+    assert all(isinstance(r, SlotResult) for r in results)  # 50 tokens each: passes of 2
+    assert forward.passes == [2, 2]
+    (alone,) = CoreRunner(forward, settings).run([clip(60)])
+    assert isinstance(alone, torch.OutOfMemoryError)
+
+
+def test_observer_sees_each_successful_pass():
+    seen: list[int] = []
+
+    class Observer:
+        def forward_done(self, batch_size, forward_s, postprocess_s):
+            seen.append(batch_size)
+
+    CoreRunner(Recorder(), ModelSettings(max_forward_batch=2), Observer()).run(
+        [clip(3) for _ in range(5)]
+    )
+    assert seen == [2, 2, 1]

@@ -1,0 +1,193 @@
+"""The front without Triton: the real preparation of the tiny checkpoint, a fake core."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from qwen3_aligner_triton import front as front_module
+from qwen3_aligner_triton.core import CoreInput, SlotResult, placeholder_bins
+from qwen3_aligner_triton.front import AlignerFront, core_request_arrays, slots_from_arrays
+from qwen3_aligner_triton.loading import load_preparer
+from qwen3_aligner_triton.params import ModelSettings
+
+TIMESTAMP_ID = None  # read from the preparer's tokenizer
+
+
+class Metrics:
+    def __init__(self):
+        self.rejections: list[str] = []
+        self.units = 0
+        self.stages: dict[str, int] = {}
+        self.quality: list[tuple[float, float]] = []
+
+    def rejected(self, reason):
+        self.rejections.append(reason)
+
+    def aligned(self, audio_seconds, units):
+        self.units += units
+
+    def stage(self, name, seconds):
+        self.stages[name] = self.stages.get(name, 0) + 1
+
+    def scored(self, mean_score, repaired_share):
+        self.quality.append((mean_score, repaired_share))
+
+
+class FakeCore:
+    """Answers ordered placeholder bins after ``delay`` seconds; records what it was sent."""
+
+    def __init__(
+        self, timestamp_id: int, delay: float = 0.01, slots_delta: int = 0, confidence=None
+    ):
+        self.timestamp_id = timestamp_id
+        self.confidence = confidence  # per-slot confidences by slot index (default all 1)
+        self.delay = delay
+        self.slots_delta = slots_delta
+        self.frames: list[int] = []
+        self.in_flight = 0
+        self.peak = 0
+
+    async def __call__(self, item: CoreInput) -> SlotResult:
+        self.frames.append(int(item.features.shape[-1]))
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        await asyncio.sleep(self.delay)
+        self.in_flight -= 1
+        slots = int((item.input_ids == self.timestamp_id).sum()) + self.slots_delta
+        bins = placeholder_bins(slots, int(item.features.shape[-1]), 80.0)
+        conf = np.ones(slots, np.float32)
+        if self.confidence is not None:
+            conf = np.array([self.confidence(k) for k in range(slots)], np.float32)
+        return SlotResult(bins, conf)
+
+
+@pytest.fixture(scope="module")
+def preparer(tiny_checkpoint):
+    return load_preparer(
+        str(tiny_checkpoint), ModelSettings(checkpoint=str(tiny_checkpoint), window_seconds=20.0)
+    )
+
+
+@pytest.fixture()
+def core(preparer):
+    return FakeCore(preparer.processor.tokenizer.convert_tokens_to_ids("<timestamp>"))
+
+
+def arrays(seconds: float, text: str, language: str = "en", segments=None, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    audio = (rng.standard_normal(int(16000 * seconds)) * 0.1).astype(np.float32)
+    out = {
+        "AUDIO": audio[None, :],
+        "TEXT": np.array([[text.encode()]], dtype=np.object_),
+        "LANGUAGE": np.array([[language.encode()]], dtype=np.object_),
+    }
+    if segments is not None:
+        out["SEGMENTS"] = np.array([[json.dumps(segments).encode()]], dtype=np.object_)
+    return out
+
+
+def words(n: int) -> str:
+    return " ".join(f"word{k}" for k in range(n))
+
+
+def test_a_clip_is_one_core_request_and_its_times_come_back(preparer, core):
+    metrics = Metrics()
+    outcome = asyncio.run(AlignerFront(preparer, core, metrics).serve(arrays(4.0, words(5))))
+    assert outcome.error is None
+    assert len(core.frames) == 1
+    starts = outcome.outputs["START_TIMES"][0]
+    assert len(starts) == 5 and (np.diff(starts) > 0).all()
+    assert metrics.units == 5 and metrics.stages == {"preprocess": 1, "postprocess": 1}
+
+
+def test_each_window_of_a_long_recording_is_its_own_core_request(preparer, core):
+    outcome = asyncio.run(AlignerFront(preparer, core, Metrics()).serve(arrays(75.0, words(60))))
+    assert outcome.error is None
+    assert len(core.frames) >= 3
+    assert max(core.frames) <= 20 * 100  # no piece longer than one window (100 frames/s)
+    assert len(outcome.outputs["WORDS"][0]) == 60
+    assert core.peak == 1  # windows of one recording go one after another
+
+
+def test_a_short_request_is_answered_between_the_windows_of_a_long_one(preparer, core):
+    front = AlignerFront(preparer, core, Metrics())
+    finished: list[str] = []
+
+    async def run(name, request, wait=0.0):
+        await asyncio.sleep(wait)
+        outcome = await front.serve(request)
+        assert outcome.error is None
+        finished.append(name)
+
+    async def both():
+        await asyncio.gather(
+            run("long", arrays(75.0, words(60))), run("short", arrays(2.0, "a b"), 0.005)
+        )
+
+    asyncio.run(both())
+    assert finished == ["short", "long"]
+
+
+def test_cues_are_core_requests_of_their_own_with_a_bound_in_flight(preparer, core, monkeypatch):
+    monkeypatch.setattr(front_module, "MAX_PIECES_IN_FLIGHT", 2)
+    cues = [{"start": 2.0 * k, "end": 2.0 * k + 1.5, "text": f"cue {k} words"} for k in range(6)]
+    outcome = asyncio.run(
+        AlignerFront(preparer, core, Metrics()).serve(arrays(12.0, "", segments=cues))
+    )
+    assert outcome.error is None
+    assert len(core.frames) == 6 and core.peak == 2
+    starts = outcome.outputs["START_TIMES"][0]
+    assert len(starts) == 18 and (np.diff(starts) >= 0).all()
+
+
+def test_a_client_mistake_is_invalid_and_counted(preparer, core):
+    metrics = Metrics()
+    outcome = asyncio.run(
+        AlignerFront(preparer, core, metrics).serve(arrays(2.0, "hello", language="klingon"))
+    )
+    assert outcome.invalid and "LANGUAGE" in outcome.error
+    assert metrics.rejections == ["bad_language"] and not core.frames
+
+
+def test_a_core_answer_of_the_wrong_size_is_an_internal_error(preparer):
+    bad = FakeCore(
+        preparer.processor.tokenizer.convert_tokens_to_ids("<timestamp>"), slots_delta=-1
+    )
+    metrics = Metrics()
+    logged: list[str] = []
+    outcome = asyncio.run(
+        AlignerFront(preparer, bad, metrics, logged.append).serve(arrays(2, "a b"))
+    )
+    assert not outcome.invalid and outcome.error.startswith("alignment failed")
+    assert metrics.rejections == ["forward_failed"] and logged
+
+
+def test_scores_come_from_the_cores_confidences(preparer):
+    # Start slots 0.81, end slots 0.25: every unit scores sqrt(0.81 * 0.25) = 0.45.
+    timestamp_id = preparer.processor.tokenizer.convert_tokens_to_ids("<timestamp>")
+    core = FakeCore(timestamp_id, confidence=lambda k: 0.81 if k % 2 == 0 else 0.25)
+    metrics = Metrics()
+    front = AlignerFront(preparer, core, metrics)
+    for request, units in ((arrays(4.0, words(5)), 5), (arrays(75.0, words(60)), 60)):
+        outcome = asyncio.run(front.serve(request))
+        assert outcome.error is None
+        np.testing.assert_allclose(outcome.outputs["SCORES"][0], [0.45] * units, rtol=1e-6)
+        doc = json.loads(outcome.outputs["ALIGNMENT"][0][0])
+        assert doc["mean_score"] == pytest.approx(0.45)
+        assert doc["repaired_share"] == 0.0  # placeholder bins are in order
+    assert metrics.quality == [(pytest.approx(0.45), 0.0)] * 2
+
+
+def test_core_tensors_round_trip(preparer, core):
+    item = CoreInput(np.arange(5, dtype=np.int64), np.ones((128, 7), np.float32))
+    sent = core_request_arrays(item)
+    assert sent["INPUT_IDS"].shape == (1, 5) and sent["FEATURES"].shape == (1, 128, 7)
+    back = slots_from_arrays(
+        {"TIMESTAMP_BINS": np.array([[1, 2]]), "SLOT_CONFIDENCE": np.array([[0.5, 1.0]])}
+    )
+    assert back.bins.dtype == np.int32 and back.bins.tolist() == [1, 2]
+    assert back.confidence.dtype == np.float32

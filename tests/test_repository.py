@@ -1,0 +1,65 @@
+"""Rendering the two-model repository: placement, parameters per model, the CPU policy."""
+
+from __future__ import annotations
+
+import pytest
+
+from qwen3_aligner_triton.repository import (
+    CPU_FORWARD_BATCH,
+    Placement,
+    default_front_instances,
+    load_config,
+    render_repository,
+    split_parameters,
+)
+from qwen3_aligner_triton.serve import simulation_banner
+
+FRONT, CORE = "qwen3_aligner", "qwen3_aligner_core"
+
+
+def rendered(tmp_path, placement, parameters=None, **kwargs):
+    repo = render_repository(tmp_path / "repo", placement, parameters or {}, **kwargs)
+    return load_config(repo / FRONT / "config.pbtxt"), load_config(repo / CORE / "config.pbtxt")
+
+
+def test_instances_place_the_forward_and_the_front_stays_on_cpu(tmp_path):
+    front, core = rendered(tmp_path, Placement("KIND_GPU", 2, (1,)), front_instances=3)
+    assert (core.instance_group[0].count, core.instance_group[0].kind) == (2, 1)  # KIND_GPU
+    assert list(core.instance_group[0].gpus) == [1]
+    assert (front.instance_group[0].count, front.instance_group[0].kind) == (3, 2)  # KIND_CPU
+    assert (tmp_path / "repo" / CORE / "1" / "model.py").is_file()
+    assert (tmp_path / "repo" / FRONT / "1" / "model.py").is_file()
+
+
+def test_parameters_go_to_the_models_that_read_them():
+    front, core = split_parameters(
+        {"checkpoint": "/c", "warmup": "false", "max_forward_batch": "4", "window_seconds": "60"}
+    )
+    assert front == {"checkpoint": "/c", "warmup": "false", "window_seconds": "60"}
+    assert core == {"checkpoint": "/c", "warmup": "false", "max_forward_batch": "4"}
+
+
+def test_cpu_placement_runs_one_clip_per_forward_unless_told(tmp_path):
+    _, core = rendered(tmp_path, Placement("KIND_CPU", 1), {"checkpoint": "/c"})
+    assert core.parameters["max_forward_batch"].string_value == str(CPU_FORWARD_BATCH)
+    _, core = rendered(tmp_path, Placement("KIND_CPU", 1), {"max_forward_batch": "16"})
+    assert core.parameters["max_forward_batch"].string_value == "16"
+    _, core = rendered(tmp_path, Placement("KIND_GPU", 1), {"checkpoint": "/c"})
+    assert core.parameters["max_forward_batch"].string_value == "64"
+
+
+def test_a_simulated_gpu_keeps_the_gpu_batching_policy_on_cpu(tmp_path):
+    _, core = rendered(tmp_path, Placement("KIND_CPU", 1), {"simulate_gpu": "25+8.1n"})
+    assert core.parameters["max_forward_batch"].string_value == "64"
+    assert core.parameters["simulate_gpu"].string_value == "25+8.1n"
+    assert core.max_batch_size == 64
+
+
+@pytest.mark.parametrize(("cpus", "fronts"), [(1, 2), (2, 4), (3, 6), (16, 8)])
+def test_front_instances_follow_the_cores(cpus, fronts):
+    assert default_front_instances(cpus) == fronts
+
+
+def test_the_simulation_banner_says_results_are_placeholders():
+    text = "\n".join(simulation_banner("25+8.1n"))
+    assert "SIMULATED GPU" in text and "PLACEHOLDER" in text and "25+8.1n" in text
