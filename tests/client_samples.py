@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Sequence
+from dataclasses import replace
 
 from qwen3_aligner_client import AlignedWord, Alignment
 
@@ -38,6 +39,11 @@ def unit_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+def sample_score(k: int) -> tuple[float, bool]:
+    """A made-up (score, repaired) for unit ``k``: scores spread over [0, 1], every 7th repaired."""
+    return round(((k * 37) % 101) / 100, 4), k % 7 == 3
+
+
 def make_alignment(
     text: str,
     times: Sequence[tuple[float, float]] | None = None,
@@ -45,10 +51,12 @@ def make_alignment(
     spans: bool = True,
     language: str = "English",
     duration: float | None = None,
+    scored: bool = False,
 ) -> Alignment:
     """An alignment of ``text`` with display spans (punctuation reattached) like the server's.
 
-    ``times`` default to 0.3 s per unit with 0.1 s gaps.
+    ``times`` default to 0.3 s per unit with 0.1 s gaps. ``scored`` gives every unit a score
+    and repair flag as a server that sends them does (see :func:`sample_score`).
     """
     cores = unit_spans(text)
     if times is None:
@@ -86,6 +94,11 @@ def make_alignment(
             )
         else:
             words.append(AlignedWord(text=text[cs:ce], start=t0, end=t1))
+    if scored:
+        words = [
+            replace(w, score=sample_score(k)[0], repaired=sample_score(k)[1])
+            for k, w in enumerate(words)
+        ]
     last = max((t for _, t in times), default=0.0)
     return Alignment(
         language=language,

@@ -76,11 +76,12 @@ def launch(
     edit_config=None,
     front_instances: int = TEST_FRONT_INSTANCES,
     forward_instances: int = 1,
+    open_apis=(),
 ):
     """Start a real tritonserver on loopback with free ports; returns (running, opts).
 
     ``edit_config(config)`` may change the rendered ``ModelConfig`` of the public model (queue
-    policy, ...).
+    policy, ...); ``open_apis`` leaves those of the closed API groups open.
     """
     repo = render_repository(
         tmp_dir / "repo",
@@ -97,7 +98,7 @@ def launch(
         config = load_config(path)
         edit_config(config)
         path.write_text(text_format.MessageToString(config))
-    opts = loopback_options(repo)
+    opts = loopback_options(repo, open_apis=open_apis)
     return start(opts), opts
 
 
@@ -121,7 +122,9 @@ def dedicated_server(
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory, tiny_checkpoint):
-    """A real tritonserver serving the tiny checkpoint on CPU, shared by the session."""
+    """A real tritonserver serving the tiny checkpoint on CPU, shared by the session. Its
+    model-config API is open: perf_analyzer reads the model's configuration (dedicated servers
+    keep every closed group closed, as deployments do)."""
     running, opts = launch(
         tmp_path_factory.mktemp("server"),
         {
@@ -129,6 +132,7 @@ def server(tmp_path_factory, tiny_checkpoint):
             "max_forward_batch": "16",
             "max_audio_seconds": "3600",
         },
+        open_apis=("model-config",),
     )
     try:
         running.wait_ready(SERVER_READY_TIMEOUT)

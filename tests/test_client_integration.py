@@ -142,6 +142,7 @@ def test_every_format_from_the_cli_reads_back_as_the_alignment(
         for row, word in zip(rows, expected.words, strict=True):
             assert float(row[2]) == pytest.approx(word.start, abs=5e-4)
             assert float(row[2]) + float(row[3]) == pytest.approx(word.end, abs=1e-3)
+            assert float(row[5]) == pytest.approx(word.score, abs=5e-5)  # confidence column
     else:
         rows = list(csv.DictReader(io.StringIO(written), delimiter="\t"))
         assert [(r["text"], r["display"]) for r in rows] == [
@@ -153,6 +154,10 @@ def test_every_format_from_the_cli_reads_back_as_the_alignment(
         assert [float(r["start"]) for r in rows] == pytest.approx(
             [w.start for w in expected.words], abs=5e-4
         )
+        assert [float(r["score"]) for r in rows] == pytest.approx(
+            [w.score for w in expected.words], abs=5e-5
+        )
+        assert [r["repaired"] for r in rows] == [str(w.repaired).lower() for w in expected.words]
 
 
 def word_chars(text: str) -> str:
@@ -306,6 +311,51 @@ def test_batch_reports_failures_finishes_the_rest_and_resumes(
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [*stamps, "bad-language.srt", "missing-audio.srt"]
     )
+
+
+def test_batch_flags_items_below_a_mean_score_or_above_a_repaired_share(
+    server, clips, reference, tmp_path, capsys
+):
+    manifest = tmp_path / "batch.jsonl"
+    write_manifest(
+        manifest, [{"audio": str(clips[k]), "text": TEXTS[k], "language": k} for k in TEXTS]
+    )
+    means = {k: reference[k].mean_score for k in TEXTS}
+    shares = {k: reference[k].repaired_share for k in TEXTS}
+    assert all(m is not None and 0.0 <= m <= 1.0 for m in means.values())
+    # A threshold between the items' mean scores: only those below it are flagged.
+    ordered = sorted(means.values())
+    below = (ordered[1] + ordered[2]) / 2
+    assert ordered[1] < below < ordered[2]
+    argv = ["--batch", manifest, "-f", "json", "--url", server.http_url]
+    # Only the score rule (no share is above 1): the two items below the threshold.
+    only_scores = ["--flag-below", below, "--flag-repaired", "1"]
+    assert run_cli(*argv, "--out-dir", tmp_path / "a", *only_scores) == EXIT_OK
+    err = capsys.readouterr().err
+    expected = sorted(k for k in TEXTS if means[k] < below)
+    assert len(expected) == 2
+    assert f"4 aligned, 0 skipped (output already in {tmp_path / 'a'}), 0 failed, 2 flagged" in err
+    flagged = re.findall(r"FLAGGED .*batch\.jsonl:(\d)", err)
+    assert sorted(list(TEXTS)[int(n) - 1] for n in flagged) == expected
+    # Only the repaired share: every item with any repaired unit.
+    argv += ["--out-dir", tmp_path / "b", "--flag-below", "0", "--flag-repaired", "0"]
+    assert run_cli(*argv) == EXIT_OK
+    err = capsys.readouterr().err
+    assert f"{sum(1 for k in TEXTS if shares[k] > 0)} flagged" in err
+    # The JSON files carry what the summary was computed from.
+    doc = json.loads((tmp_path / "b" / "en.json").read_text(encoding="utf-8"))
+    assert doc["mean_score"] == pytest.approx(means["en"], abs=1e-5)
+    assert doc["repaired_share"] == pytest.approx(shares["en"], abs=1e-6)
+
+
+def test_flag_below_needs_batch_and_a_share(clips, capsys):
+    with pytest.raises(SystemExit) as stop:
+        run_cli(clips["en"], clips["en"].with_suffix(".txt"), "-l", "en", "--flag-below", "0.5")
+    assert stop.value.code == EXIT_USAGE
+    assert "--flag-below is for --batch" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run_cli("--batch", clips["en"].parent, "--out-dir", "x", "--flag-below", "2")
+    assert "--flag-below must be between 0 and 1" in capsys.readouterr().err
 
 
 def test_batch_over_a_folder_fails_audio_without_a_transcript(server, clips, tmp_path, capsys):

@@ -245,6 +245,21 @@ def test_merging_shifts_times_and_char_spans_and_rebuilds_the_joined_text():
         merge_alignments([], 1.0)
 
 
+def test_merging_keeps_scores_and_summarises_them_over_all_words():
+    parts = [(0.0, make_alignment("One two three.", scored=True)), (9.0, make_alignment("Four."))]
+    assert merge_alignments(parts, 10.0).mean_score is None  # a part without scores
+    parts[1] = (9.0, make_alignment("Four five six seven.", scored=True))
+    merged = merge_alignments(parts, duration=20.0)
+    originals = [w for _, a in parts for w in a.words]
+    assert [(w.score, w.repaired) for w in merged.words] == [
+        (w.score, w.repaired) for w in originals
+    ]
+    scores = [w.score for w in originals]
+    assert merged.mean_score == pytest.approx(sum(scores) / len(scores))
+    assert merged.repaired_share == pytest.approx(sum(w.repaired for w in originals) / 7)
+    assert json.loads(merged.to_json())["mean_score"] == pytest.approx(merged.mean_score, abs=1e-6)
+
+
 class CueEcho(AlignerClient):
     """Answers every cue request locally: each cue's words at its start, 80 ms each."""
 

@@ -32,8 +32,8 @@ TRICKY = 'He said "5 < 7 & 8 > 3" -- really? Yes: <b>bold</b>, "quoted" & done.'
 def samples() -> list[Alignment]:
     zero_length = [(1.0, 1.0)] * len(make_alignment("One two. Three four!").words)
     return [
-        make_alignment(LONG_ENGLISH),
-        make_alignment(CHINESE, language="Chinese"),
+        make_alignment(LONG_ENGLISH, scored=True),
+        make_alignment(CHINESE, language="Chinese", scored=True),
         make_alignment(TRICKY),
         make_alignment("One two. Three four!", zero_length),
         make_alignment("Hello, world! 你好。", spans=False),
@@ -131,7 +131,12 @@ def test_ctm_rows_are_the_words(alignment):
     rows = list(csv.reader(io.StringIO(text), delimiter=" "))
     assert len(rows) == len(alignment.words)
     for row, word in zip(rows, alignment.words, strict=True):
-        recording, channel, start, duration, token = row
+        if word.score is None:  # a server without scores: no confidence column
+            recording, channel, start, duration, token = row
+        else:
+            recording, channel, start, duration, token, confidence = row
+            assert float(confidence) == pytest.approx(word.score, abs=5e-5)
+            assert 0.0 <= float(confidence) <= 1.0
         assert (recording, channel, token) == ("my_clip", "1", word.text)
         assert float(start) == pytest.approx(word.start, abs=5e-4)
         assert float(start) + float(duration) == pytest.approx(max(word.end, word.start), abs=1e-3)
@@ -150,6 +155,24 @@ def test_tsv_rows_are_the_words_with_displays_and_spans(alignment):
             assert alignment.text[int(row["char_start"]) : int(row["char_end"])] == word.text
         else:
             assert row["char_start"] == row["char_end"] == ""
+        if word.score is None:
+            assert row["score"] == row["repaired"] == ""
+        else:
+            assert float(row["score"]) == pytest.approx(word.score, abs=5e-5)
+            assert row["repaired"] == ("true" if word.repaired else "false")
+
+
+def test_json_carries_scores_repairs_and_their_summary():
+    alignment = make_alignment(LONG_ENGLISH, scored=True)
+    doc = json.loads(render(alignment, "json"))
+    scores = [w["score"] for w in doc["words"]]
+    flags = [w["repaired"] for w in doc["words"]]
+    assert scores == [w.score for w in alignment.words]
+    assert any(flags) and not all(flags)
+    assert doc["mean_score"] == pytest.approx(sum(scores) / len(scores), abs=1e-6)
+    assert doc["repaired_share"] == pytest.approx(sum(flags) / len(flags), abs=1e-6)
+    unscored = json.loads(render(make_alignment(LONG_ENGLISH), "json"))
+    assert "mean_score" not in unscored and "score" not in unscored["words"][0]
 
 
 def test_srt_keeps_punctuation_and_casing_from_displays():

@@ -22,6 +22,7 @@ class Metrics:
         self.rejections: list[str] = []
         self.units = 0
         self.stages: dict[str, int] = {}
+        self.quality: list[tuple[float, float]] = []
 
     def rejected(self, reason):
         self.rejections.append(reason)
@@ -32,12 +33,18 @@ class Metrics:
     def stage(self, name, seconds):
         self.stages[name] = self.stages.get(name, 0) + 1
 
+    def scored(self, mean_score, repaired_share):
+        self.quality.append((mean_score, repaired_share))
+
 
 class FakeCore:
     """Answers ordered placeholder bins after ``delay`` seconds; records what it was sent."""
 
-    def __init__(self, timestamp_id: int, delay: float = 0.01, slots_delta: int = 0):
+    def __init__(
+        self, timestamp_id: int, delay: float = 0.01, slots_delta: int = 0, confidence=None
+    ):
         self.timestamp_id = timestamp_id
+        self.confidence = confidence  # per-slot confidences by slot index (default all 1)
         self.delay = delay
         self.slots_delta = slots_delta
         self.frames: list[int] = []
@@ -52,7 +59,10 @@ class FakeCore:
         self.in_flight -= 1
         slots = int((item.input_ids == self.timestamp_id).sum()) + self.slots_delta
         bins = placeholder_bins(slots, int(item.features.shape[-1]), 80.0)
-        return SlotResult(bins, np.ones(slots, np.float32))
+        conf = np.ones(slots, np.float32)
+        if self.confidence is not None:
+            conf = np.array([self.confidence(k) for k in range(slots)], np.float32)
+        return SlotResult(bins, conf)
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +164,22 @@ def test_a_core_answer_of_the_wrong_size_is_an_internal_error(preparer):
     )
     assert not outcome.invalid and outcome.error.startswith("alignment failed")
     assert metrics.rejections == ["forward_failed"] and logged
+
+
+def test_scores_come_from_the_cores_confidences(preparer):
+    # Start slots 0.81, end slots 0.25: every unit scores sqrt(0.81 * 0.25) = 0.45.
+    timestamp_id = preparer.processor.tokenizer.convert_tokens_to_ids("<timestamp>")
+    core = FakeCore(timestamp_id, confidence=lambda k: 0.81 if k % 2 == 0 else 0.25)
+    metrics = Metrics()
+    front = AlignerFront(preparer, core, metrics)
+    for request, units in ((arrays(4.0, words(5)), 5), (arrays(75.0, words(60)), 60)):
+        outcome = asyncio.run(front.serve(request))
+        assert outcome.error is None
+        np.testing.assert_allclose(outcome.outputs["SCORES"][0], [0.45] * units, rtol=1e-6)
+        doc = json.loads(outcome.outputs["ALIGNMENT"][0][0])
+        assert doc["mean_score"] == pytest.approx(0.45)
+        assert doc["repaired_share"] == 0.0  # placeholder bins are in order
+    assert metrics.quality == [(pytest.approx(0.45), 0.0)] * 2
 
 
 def test_core_tensors_round_trip(preparer, core):

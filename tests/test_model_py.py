@@ -195,6 +195,26 @@ def test_metrics_count_alignments_rejections_and_stages(front, core):
     assert core_stages["forward"].observations
 
 
+def test_scores_output_document_and_metrics(front):
+    families = front.metrics._families
+    means = families["qwen3_aligner_request_mean_score"].metrics[0]
+    shares = families["qwen3_aligner_request_repaired_share"].metrics[0]
+    before = len(means.observations)
+    audio = np.sin(np.arange(32000, dtype=np.float32) / 7.0) * 0.3
+    (response,) = serve(front, [request(audio, "one two three four", "en")])
+    scores = response.output("SCORES")
+    assert scores.dtype == np.float32 and scores.shape == (1, 4)
+    assert np.all((scores >= 0.0) & (scores <= 1.0))
+    doc = json.loads(response.output("ALIGNMENT")[0][0])
+    assert [w["score"] for w in doc["words"]] == pytest.approx(scores[0].tolist(), abs=1e-6)
+    assert all(isinstance(w["repaired"], bool) for w in doc["words"])
+    assert doc["mean_score"] == pytest.approx(float(np.mean(scores)), abs=1e-6)
+    share = sum(w["repaired"] for w in doc["words"]) / 4
+    assert doc["repaired_share"] == pytest.approx(share)
+    assert means.observations[before:] == [pytest.approx(doc["mean_score"], abs=1e-6)]
+    assert shares.observations[before:] == [pytest.approx(share)]
+
+
 def test_unexpected_failure_in_one_request_spares_the_others(front, monkeypatch):
     real_prepare = front.front.preparer.prepare
 

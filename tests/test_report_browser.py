@@ -347,7 +347,7 @@ def test_table_lists_units_and_seeks(browser, english):
     assert len(rows) == len(alignment.words)
     assert [row[0] for row in rows] == [str(k + 1) for k in range(len(alignment.words))]
     assert [row[5] for row in rows] == [w.display for w in alignment.words]
-    assert rows[1] == ["2", "0:00.40", "0:00.70", "0.30", "world", "world!"]
+    assert rows[1] == ["2", "0:00.40", "0:00.70", "0.30", "world", "world!", ""]  # no scores
     browser.execute_async_script(
         """
         const done = arguments[arguments.length - 1];
@@ -362,6 +362,46 @@ def test_table_lists_units_and_seeks(browser, english):
         "return [...document.querySelectorAll('#trows .row.cur')].map((r) => r.dataset.i)"
     )
     assert current_rows == ["12"]
+    assert console_problems(browser) == []
+
+
+def test_low_score_and_repaired_units_are_marked_and_listed(browser, tmp_path):
+    alignment = make_alignment(LONG_ENGLISH, scored=True)
+    path = write_report(tmp_path / "scored.html", alignment, speech_like(alignment))
+    open_report(browser, path)
+    marks = browser.execute_script(
+        "return [...document.querySelectorAll('#transcript .u')].map("
+        "(e) => [e.classList.contains('low'), e.classList.contains('rep'), e.title])"
+    )
+    assert [(low, rep) for low, rep, _ in marks] == [
+        (w.score < 0.5, bool(w.repaired)) for w in alignment.words
+    ]
+    assert any(low for low, _, _ in marks) and any(rep for _, rep, _ in marks)
+    assert f"score {alignment.words[3].score:.2f} \u00b7 times repaired" in marks[3][2]
+    checks = browser.execute_script(
+        "return [...document.querySelectorAll('#check-list li')].map((e) => Number(e.dataset.i))"
+    )
+    assert checks == alignment.low_confidence(0.5) and checks
+    summary = browser.find_element(By.ID, "checks-summary").text
+    assert summary.startswith(f"{len(checks)} units to check")
+    meta = browser.find_element(By.ID, "meta").text
+    assert f"mean score {alignment.mean_score:.2f}" in meta
+    assert f"{100 * alignment.repaired_share:.1f}% repaired" in meta
+    # Clicking a listed unit plays from its start.
+    browser.find_element(By.ID, "checks-summary").click()
+    target = checks[len(checks) // 2]
+    item = browser.find_element(By.CSS_SELECTOR, f'#check-list li[data-i="{target}"]')
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", item)
+    item.click()
+    now = pause_and_settle(browser)
+    assert now["current"] == target
+    assert abs(last_seek(browser) - alignment.words[target].start) < 0.001
+    # The table's score column.
+    browser.find_element(By.ID, "view").click()
+    rows = table_rows(browser)
+    assert [row[6] for row in rows] == [
+        f"{w.score:.2f}" + (" repaired" if w.repaired else "") for w in alignment.words
+    ]
     assert console_problems(browser) == []
 
 

@@ -22,7 +22,9 @@ def parse(result) -> dict:
     starts = result.as_numpy("START_TIMES").reshape(-1)
     ends = result.as_numpy("END_TIMES").reshape(-1)
     doc = json.loads(result.as_numpy("ALIGNMENT").reshape(-1)[0])
+    scores = result.as_numpy("SCORES")
     return {
+        "scores": None if scores is None else scores.reshape(-1),
         "units": [(w, float(s), float(e)) for w, s, e in zip(words, starts, ends, strict=True)],
         "starts": starts,
         "ends": ends,

@@ -14,6 +14,11 @@ A folder (audio files with same-stem .txt transcripts) or a JSONL manifest::
 
     qwen3-align --batch clips/ --language en --out-dir aligned/ --format vtt --concurrency 8
 
+and set aside the items the aligner was unsure of (mean score below 0.5, or more than 10% of
+their words' times repaired)::
+
+    qwen3-align --batch clips/ --language en --out-dir aligned/ --flag-below 0.5
+
 Whether the server and the model are ready::
 
     qwen3-align --check --url localhost:8001 --protocol grpc
@@ -64,6 +69,7 @@ CHECK_TIMEOUT = 10.0  # seconds for the health calls made before aligning
 DEFAULT_CONCURRENCY = 8
 LONG_AUDIO_SECONDS = 180.0  # a plain transcript for longer audio shows a spinner while it waits
 SPINNER_INTERVAL = 0.25  # seconds between two redraws of the spinner
+DEFAULT_FLAG_REPAIRED = 0.1  # --flag-below also flags items with more of their units repaired
 
 
 class CliError(Exception):
@@ -116,6 +122,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="report whether the server and model are ready"
     )
     parser.add_argument("--out-dir", help="batch mode: folder for the output files")
+    parser.add_argument(
+        "--flag-below",
+        type=float,
+        metavar="S",
+        help="batch mode: report items whose mean score is below S (0-1) or whose repaired "
+        "share exceeds --flag-repaired, and count them in the summary",
+    )
+    parser.add_argument(
+        "--flag-repaired",
+        type=float,
+        default=DEFAULT_FLAG_REPAIRED,
+        metavar="SHARE",
+        help="with --flag-below: flag items with more than this share (0-1) of units whose "
+        f"times the server repaired (default {DEFAULT_FLAG_REPAIRED:g})",
+    )
     parser.add_argument(
         "-j",
         "--concurrency",
@@ -404,6 +425,24 @@ class BatchSummary:
     aligned: int = 0
     skipped: int = 0
     failures: list[tuple[BatchItem, str]] = field(default_factory=list)
+    flagged: list[tuple[BatchItem, str]] | None = None  # with --flag-below: items to set aside
+
+
+@dataclass(frozen=True)
+class FlagRule:
+    """``--flag-below``: which aligned items to report as doubtful."""
+
+    below: float  # mean score under this flags an item
+    repaired: float  # a repaired share above this flags an item
+
+    def reason(self, alignment: Alignment) -> str | None:
+        """Why ``alignment`` is flagged, or None when it is not (or carries no scores)."""
+        mean, share = alignment.mean_score, alignment.repaired_share
+        if mean is None or share is None:
+            return None
+        if mean < self.below or share > self.repaired:
+            return f"mean score {mean:.3f}, {100 * share:.1f}% of units repaired"
+        return None
 
 
 def run_batch(args: argparse.Namespace, settings: Settings) -> int:
@@ -422,6 +461,10 @@ def run_batch(args: argparse.Namespace, settings: Settings) -> int:
     suffix = FORMATS[settings.format].suffix
     needs_audio = FORMATS[settings.format].needs_audio
     summary = BatchSummary()
+    rule = None
+    if args.flag_below is not None:
+        rule = FlagRule(args.flag_below, args.flag_repaired)
+        summary.flagged = []
     todo: list[BatchItem] = []
     for item in items:
         if (out_dir / f"{item.key}{suffix}").exists():
@@ -464,10 +507,14 @@ def run_batch(args: argparse.Namespace, settings: Settings) -> int:
             except AudioError as e:
                 fail(item, str(e))
                 continue
-            except OSError as e:
+            except (OSError, ValueError) as e:  # ValueError: a name the OS cannot take
                 fail(item, f"cannot write output: {e}")
                 continue
             summary.aligned += 1
+            reason = rule.reason(result.alignment) if rule is not None else None
+            if reason is not None and summary.flagged is not None:
+                summary.flagged.append((item, reason))
+                progress.write(f"flagged: {item.origin}: {reason}", file=sys.stderr)
             progress.update(1)
 
     _report(summary, out_dir)
@@ -475,13 +522,16 @@ def run_batch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _report(summary: BatchSummary, out_dir: Path) -> None:
+    flagged = "" if summary.flagged is None else f", {len(summary.flagged)} flagged"
     print(
         f"{summary.aligned} aligned, {summary.skipped} skipped (output already in {out_dir}), "
-        f"{len(summary.failures)} failed",
+        f"{len(summary.failures)} failed{flagged}",
         file=sys.stderr,
     )
     for item, message in summary.failures:
         print(f"  FAILED {item.origin}: {message}", file=sys.stderr)
+    for item, message in summary.flagged or []:
+        print(f"  FLAGGED {item.origin}: {message}", file=sys.stderr)
 
 
 def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -496,6 +546,10 @@ def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
             parser.error("--batch needs --out-dir")
         if args.concurrency < 1:
             parser.error("--concurrency must be at least 1")
+        if args.flag_below is not None and not 0.0 <= args.flag_below <= 1.0:
+            parser.error("--flag-below must be between 0 and 1")
+        if not 0.0 <= args.flag_repaired <= 1.0:
+            parser.error("--flag-repaired must be between 0 and 1")
     else:
         if not args.audio or not args.transcript:
             parser.error("give AUDIO and TRANSCRIPT, or --batch, or --check")
@@ -503,6 +557,8 @@ def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
             parser.error("--language is required")
         if args.out_dir:
             parser.error("--out-dir is for --batch; use -o for one file")
+    if not args.batch and args.flag_below is not None:
+        parser.error("--flag-below is for --batch")
 
 
 def _check_output(parser: argparse.ArgumentParser, args: argparse.Namespace, fmt: str) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -106,13 +106,12 @@ def shift_words(words: Sequence[AlignedWord], seconds: float, chars: int) -> lis
         return None if value is None else value + chars
 
     return [
-        AlignedWord(
-            text=w.text,
+        replace(
+            w,
             start=round(w.start + seconds, 6),
             end=round(w.end + seconds, 6),
             char_start=move(w.char_start),
             char_end=move(w.char_end),
-            display=w.display,
             display_start=move(w.display_start),
             display_end=move(w.display_end),
         )

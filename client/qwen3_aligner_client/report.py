@@ -10,6 +10,9 @@ Content-Security-Policy forbids every network request. The page shows
 * the transcript with its original punctuation and line breaks, every unit clickable (plays from
   the unit's start), its times in the hover title, the unit being played highlighted;
 * a table of all units (toggle), virtualised so that 40,000 rows scroll smoothly;
+* when the server sent scores: units with a score below ``low_score`` and units whose times the
+  server repaired marked in the transcript, the table and the waveform, and listed under "to
+  check" (click one to hear it), with the mean score and repaired share in the header;
 * keys: space plays or pauses, left and right arrows step to the previous or next unit.
 
 Long transcripts are rendered lazily, in chunks of a few hundred units as they scroll into view,
@@ -41,6 +44,7 @@ MP3_QUALITY = 0.5  # libsndfile compression level, VBR: about 26 kbit/s at 16 kH
 PEAKS_PER_SECOND = 100  # waveform resolution for short recordings (10 ms per peak)
 PEAKS_MAX = 8000  # at most this many (min, max) pairs: an hour gets one per 0.45 s
 PEAK_SCALE = 127  # peaks are stored as integers in [-127, 127], the loudest sample at +-127
+LOW_SCORE = 0.5  # units scoring below this are marked and listed as "to check"
 
 LANGUAGE_TAGS = {  # BCP 47 tags for the page's lang attribute (picks CJK glyph forms)
     "Chinese": "zh",
@@ -73,13 +77,12 @@ def report_rate(sample_rate: int) -> int:
 
 
 def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
-    """``samples`` at ``target`` Hz (polyphase filter; unchanged when the rates agree)."""
+    """``samples`` at ``target`` Hz (libsoxr, delay-compensated; unchanged when the rates agree)."""
     if rate == target:
         return samples
-    from scipy.signal import resample_poly
+    import soxr
 
-    common = math.gcd(rate, target)
-    out = resample_poly(samples, target // common, rate // common)
+    out = soxr.resample(np.asarray(samples, dtype=np.float32), rate, target, quality="HQ")
     return np.asarray(out, dtype=np.float32)
 
 
@@ -167,8 +170,15 @@ def _seconds_to_ms(value: float) -> int:
     return round(value * 1000) if math.isfinite(value) else 0
 
 
-def report_data(alignment: Alignment, samples: Any, sample_rate: int, title: str) -> dict[str, Any]:
-    """What the page's script reads: units (times in ms), transcript pieces and waveform peaks."""
+def report_data(
+    alignment: Alignment,
+    samples: Any,
+    sample_rate: int,
+    title: str,
+    low_score: float = LOW_SCORE,
+) -> dict[str, Any]:
+    """What the page's script reads: units (times in ms), transcript pieces and waveform peaks,
+    and, when the alignment has them, scores, repair flags and the units to check."""
     wave = to_mono_float32(samples)
     audio_seconds = wave.size / sample_rate
     duration = max(audio_seconds, alignment.duration, 0.0)
@@ -186,6 +196,29 @@ def report_data(alignment: Alignment, samples: Any, sample_rate: int, title: str
         "label": layout.labels,
         "gap": layout.gaps,
         "peaks": {"seconds": audio_seconds / len(low), "min": low, "max": high},
+        **score_data(alignment, low_score),
+    }
+
+
+def score_data(alignment: Alignment, low_score: float = LOW_SCORE) -> dict[str, Any]:
+    """Scores (rounded to 3 decimals), repair flags, the units to check and the document's mean
+    score and repaired share; all ``None`` (and nothing to check) for an unscored alignment."""
+    if not alignment.has_scores:
+        return {
+            "score": None,
+            "repaired": None,
+            "check": [],
+            "lowScore": low_score,
+            "meanScore": None,
+            "repairedShare": None,
+        }
+    return {
+        "score": [round(float(w.score or 0.0), 3) for w in alignment.words],
+        "repaired": [bool(w.repaired) for w in alignment.words],
+        "check": alignment.low_confidence(low_score),
+        "lowScore": low_score,
+        "meanScore": alignment.mean_score,
+        "repairedShare": alignment.repaired_share,
     }
 
 
@@ -204,18 +237,25 @@ def _asset(name: str) -> str:
     return resources.files(__package__).joinpath("assets", name).read_text(encoding="utf-8")
 
 
-def html_report(alignment: Alignment, samples: Any, sample_rate: int, title: str = "") -> str:
+def html_report(
+    alignment: Alignment,
+    samples: Any,
+    sample_rate: int,
+    title: str = "",
+    low_score: float = LOW_SCORE,
+) -> str:
     """A self-contained HTML page to see and hear ``alignment`` against its audio.
 
     ``samples`` is the waveform the alignment was made from (any shape :func:`load_audio
     <qwen3_aligner_client.audio.load_audio>` returns or accepts as an array: mono, or channels
     that are mixed down), at ``sample_rate`` Hz; ``title`` names the recording (default: its
     language and length). The page works offline and makes no network request; all text is
-    escaped. See the module docstring for what it shows.
+    escaped. Units scoring below ``low_score`` or repaired are marked and listed. See the module
+    docstring for what it shows.
     """
     if sample_rate <= 0:
         raise ValueError(f"sample rate must be positive, got {sample_rate}")
-    data = report_data(alignment, samples, sample_rate, title)
+    data = report_data(alignment, samples, sample_rate, title, low_score)
     mp3 = encode_mp3(samples, sample_rate)
     heading = title or f"{alignment.language} alignment"
     lang = LANGUAGE_TAGS.get(alignment.language, "und")

@@ -7,6 +7,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+WORD_OPTIONAL_KEYS = (
+    "char_start",
+    "char_end",
+    "display",
+    "display_start",
+    "display_end",
+    "score",
+    "repaired",
+)
+
 
 @dataclass(frozen=True)
 class AlignedWord:
@@ -17,6 +27,11 @@ class AlignedWord:
     half-open span and ``display`` (``transcript[display_start:display_end]``) is the unit with its
     adjoining punctuation and original spelling, e.g. ``"Hello,"`` for the unit ``"Hello"``. Older
     servers send neither; then the spans are ``None`` and :attr:`label` falls back to ``text``.
+
+    ``score`` (0-1) is how sure the model was of the unit's start and end, and ``repaired`` says
+    that the server's monotonic repair replaced one of them: the audio and the transcript disagree
+    there (a word never spoken, a mis-transcription, a long silence). Both are ``None`` from
+    servers that do not send them.
     """
 
     text: str
@@ -27,6 +42,8 @@ class AlignedWord:
     display: str | None = None
     display_start: int | None = None
     display_end: int | None = None
+    score: float | None = None
+    repaired: bool | None = None
 
     @property
     def label(self) -> str:
@@ -41,7 +58,7 @@ class AlignedWord:
     def to_dict(self) -> dict[str, Any]:
         """The word as in the ``ALIGNMENT`` document (span fields only when known)."""
         out: dict[str, Any] = {"text": self.text, "start": self.start, "end": self.end}
-        for key in ("char_start", "char_end", "display", "display_start", "display_end"):
+        for key in WORD_OPTIONAL_KEYS:
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -56,6 +73,8 @@ class AlignedWord:
             return None if value is None else int(value)
 
         display = data.get("display")
+        score = data.get("score")
+        repaired = data.get("repaired")
         return cls(
             text=str(data["text"]),
             start=float(data["start"]),
@@ -65,6 +84,8 @@ class AlignedWord:
             display=None if display is None else str(display),
             display_start=optional_int("display_start"),
             display_end=optional_int("display_end"),
+            score=None if score is None else float(score),
+            repaired=None if repaired is None else bool(repaired),
         )
 
 
@@ -82,14 +103,45 @@ class Alignment:
         """Whether every word carries its spans in :attr:`text`."""
         return all(w.has_spans for w in self.words)
 
+    @property
+    def has_scores(self) -> bool:
+        """Whether every word carries its score and repair flag (servers that send them)."""
+        return all(w.score is not None and w.repaired is not None for w in self.words)
+
+    @property
+    def mean_score(self) -> float | None:
+        """Mean of the words' scores; 0.0 without words, ``None`` when the server sent none."""
+        if not self.has_scores:
+            return None
+        return sum(w.score or 0.0 for w in self.words) / len(self.words) if self.words else 0.0
+
+    @property
+    def repaired_share(self) -> float | None:
+        """Share of the words whose times were repaired; ``None`` when the server sent no flags."""
+        if not self.has_scores:
+            return None
+        return sum(1 for w in self.words if w.repaired) / len(self.words) if self.words else 0.0
+
+    def low_confidence(self, below: float) -> list[int]:
+        """Indices of the words with a score below ``below`` or repaired times, in order."""
+        return [
+            k
+            for k, w in enumerate(self.words)
+            if w.repaired or (w.score is not None and w.score < below)
+        ]
+
     def to_dict(self) -> dict[str, Any]:
         """The alignment as the server's ``ALIGNMENT`` document."""
-        return {
+        out: dict[str, Any] = {
             "language": self.language,
             "duration": self.duration,
             "text": self.text,
-            "words": [w.to_dict() for w in self.words],
         }
+        if self.has_scores:
+            out["mean_score"] = round(self.mean_score or 0.0, 6)
+            out["repaired_share"] = round(self.repaired_share or 0.0, 6)
+        out["words"] = [w.to_dict() for w in self.words]
+        return out
 
     def to_json(self, indent: int | None = None) -> str:
         """The document as JSON text (UTF-8 characters kept, not escaped)."""

@@ -52,7 +52,7 @@ class SlotResult:
     """The core's answer for one clip: per ``<timestamp>`` slot, in prompt order."""
 
     bins: np.ndarray  # int32 [slots]: upstream's argmax bin (x timestamp_segment_time = ms)
-    confidence: np.ndarray  # float32 [slots]: the probability the model gave that bin
+    confidence: np.ndarray  # float32 [slots]: probability mass within one bin of it (scores.py)
 
 
 class Forward(Protocol):

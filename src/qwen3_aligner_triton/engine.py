@@ -22,12 +22,13 @@ import torch
 from .audio import MODEL_SAMPLE_RATE, prepare_waveform
 from .batching import plan_batches
 from .core import CoreInput, ModelForward
-from .longform import LongformPlan, LongformSettings, Window, energy_envelope
+from .longform import MOVED_SECONDS, LongformPlan, LongformSettings, Window, energy_envelope
 from .params import ModelSettings
 from .requests import AlignRequest, RequestError
 from .results import AlignedUnit, Alignment
+from .scores import unit_repaired, unit_scores
 from .spans import UnitSpan, locate_units
-from .timestamps import repair_timestamps
+from .timestamps import repair
 
 MS_PER_SECOND = 1000.0
 AUDIO_PROMPT = "<|audio_start|><|audio_pad|><|audio_end|>"
@@ -82,6 +83,8 @@ class WindowedJob:
     window: Window | None = None
     starts: list[float] | None = None
     ends: list[float] | None = None
+    scores: list[float] | None = None
+    repaired: list[bool] | None = None
 
 
 class Preparer:
@@ -229,6 +232,8 @@ class Preparer:
         if job.cues is not None:
             starts: list[float] = []
             ends: list[float] = []
+            scores: list[float] = []
+            repaired: list[bool] = []
             floor = 0.0
             for (window, _), result in zip(job.cues, results, strict=True):
                 # A cue's words stay inside its window (its span plus margin), in order.
@@ -238,18 +243,31 @@ class Preparer:
                     end = min(max(window.start + unit.end, start), window.end)
                     starts.append(start)
                     ends.append(end)
+                    scores.append(unit.score)
+                    moved = abs(start - (window.start + unit.start)) > MOVED_SECONDS or (
+                        abs(end - (window.start + unit.end)) > MOVED_SECONDS
+                    )
+                    repaired.append(unit.repaired or moved)
                     floor = end
-            job.starts, job.ends = starts, ends
+            job.starts, job.ends, job.scores, job.repaired = starts, ends, scores, repaired
             return
         assert job.plan is not None and job.window is not None
         (result,) = results
-        job.plan.accept(job.window, [u.start for u in result.units], [u.end for u in result.units])
+        job.plan.accept(
+            job.window,
+            [u.start for u in result.units],
+            [u.end for u in result.units],
+            [u.score for u in result.units],
+            [u.repaired for u in result.units],
+        )
 
     def finish(self, job: WindowedJob) -> Alignment:
         if job.cues is None:
             assert job.plan is not None
             job.starts, job.ends = job.plan.starts, job.plan.ends
+            job.scores, job.repaired = job.plan.scores, job.plan.repaired
         assert job.starts is not None and job.ends is not None
+        assert job.scores is not None and job.repaired is not None
         spans = locate_units(job.text, job.words)
         units = tuple(
             AlignedUnit(
@@ -260,16 +278,28 @@ class Preparer:
                 char_end=span.char_end,
                 display_start=span.display_start,
                 display_end=span.display_end,
+                score=score,
+                repaired=fixed,
             )
-            for word, start, end, span in zip(job.words, job.starts, job.ends, spans, strict=True)
+            for word, start, end, score, fixed, span in zip(
+                job.words, job.starts, job.ends, job.scores, job.repaired, spans, strict=True
+            )
         )
         return Alignment(job.language, job.duration, units, job.text)
 
-    def to_alignment(self, item: PreparedItem, ms: np.ndarray) -> Alignment:
+    def to_alignment(self, item: PreparedItem, ms: np.ndarray, confidence: np.ndarray) -> Alignment:
+        """The alignment of ``item`` from its slots' times (ms, upstream's argmax bins) and
+        confidences: upstream's repair, and per unit its score and repair flag."""
         expected = 2 * len(item.words)
-        if ms.shape[0] != expected:
-            raise RuntimeError(f"model produced {ms.shape[0]} timestamps for {expected} slots")
-        fixed = repair_timestamps(ms.tolist())
+        if ms.shape[0] != expected or confidence.shape[0] != expected:
+            raise RuntimeError(
+                f"model produced {ms.shape[0]} timestamps and {confidence.shape[0]} confidences "
+                f"for {expected} slots"
+            )
+        repaired = repair(ms.tolist())
+        fixed = repaired.values
+        scores = unit_scores(confidence)
+        flags = unit_repaired(repaired.replaced)
         spans = (
             locate_units(item.text, item.words)
             if item.text is not None
@@ -284,6 +314,8 @@ class Preparer:
                 char_end=span.char_end,
                 display_start=span.display_start,
                 display_end=span.display_end,
+                score=float(scores[k]),
+                repaired=flags[k],
             )
             for k, (word, span) in enumerate(zip(item.words, spans, strict=True))
         )
@@ -429,7 +461,9 @@ class AlignerEngine(Preparer):
         slots = self._forward([it.core_input() for it in batch])
         computed = time.perf_counter()
         out = [
-            self.to_alignment(it, s.bins.astype(np.float64) * self.timestamp_segment_time)
+            self.to_alignment(
+                it, s.bins.astype(np.float64) * self.timestamp_segment_time, s.confidence
+            )
             for it, s in zip(batch, slots, strict=True)
         ]
         if self.observer is not None:

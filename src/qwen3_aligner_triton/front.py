@@ -47,6 +47,8 @@ class FrontMetrics(Protocol):
 
     def aligned(self, audio_seconds: float, units: int) -> None: ...
 
+    def scored(self, mean_score: float, repaired_share: float) -> None: ...
+
     def stage(self, name: str, seconds: float) -> None: ...
 
 
@@ -126,6 +128,7 @@ class AlignerFront:
         outputs = alignment.output_arrays()
         self.metrics.stage("postprocess", time.perf_counter() - finished)
         self.metrics.aligned(alignment.duration, len(alignment.units))
+        self.metrics.scored(alignment.mean_score, alignment.repaired_share)
         return Outcome(outputs=outputs)
 
     async def _clip(self, item: PreparedItem) -> Alignment:
@@ -136,7 +139,7 @@ class AlignerFront:
         if slots.bins.shape[0] != expected:
             raise RuntimeError(f"model produced {slots.bins.shape[0]} timestamps for {expected}")
         ms = slots.bins.astype(np.float64) * self.preparer.timestamp_segment_time
-        return self.preparer.to_alignment(item, ms)
+        return self.preparer.to_alignment(item, ms, slots.confidence)
 
     async def _windowed(self, job: WindowedJob) -> Alignment:
         if job.cues is not None:

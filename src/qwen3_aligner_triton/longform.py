@@ -17,6 +17,9 @@ trailing words collapse). A long recording is aligned window by window, sequenti
 A wrong estimate only costs time: too few words and the next window starts earlier; too many and
 the extra ones are piled up and carried over. Every word is placed exactly once, in order, with
 monotonic times inside the recording.
+
+Each accepted word keeps the score and repair flag of the window that placed it; a word whose times
+the merge had to move (to keep the recording's times monotonic) counts as repaired too.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 FRAME_SECONDS = 0.1  # energy envelope resolution for choosing cut points
+MOVED_SECONDS = 1e-6  # a merged time further than this from the window's own was moved
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,8 @@ class LongformPlan:
     settings: LongformSettings = field(default_factory=LongformSettings)
     starts: list[float] = field(default_factory=list)
     ends: list[float] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)  # of the window that placed each word
+    repaired: list[bool] = field(default_factory=list)
     position: float = 0.0  # where the next window starts
     windows: int = 0
 
@@ -113,21 +119,36 @@ class LongformPlan:
             )
         return Window(self.position, end, first, n, is_last)
 
-    def accept(self, window: Window, starts: list[float], ends: list[float]) -> None:
-        """Take the model's times (relative to the window) for the words handed to ``window``."""
+    def accept(
+        self,
+        window: Window,
+        starts: list[float],
+        ends: list[float],
+        scores: list[float] | None = None,
+        repaired: list[bool] | None = None,
+    ) -> None:
+        """Take the model's times (relative to the window) for the words handed to ``window``,
+        with their scores and repair flags (default 0.0 and False)."""
         if len(starts) != window.n_words or len(ends) != window.n_words:
             raise ValueError("one start and one end per word of the window")
+        scores = list(scores) if scores is not None else [0.0] * window.n_words
+        repaired = list(repaired) if repaired is not None else [False] * window.n_words
+        if len(scores) != window.n_words or len(repaired) != window.n_words:
+            raise ValueError("one score and one repair flag per word of the window")
         self.windows += 1
         limit = window.end - window.start - self.settings.guard
         floor = self.ends[-1] if self.ends else 0.0
         kept = 0
-        for s, e in zip(starts, ends, strict=True):
+        for s, e, score, fixed in zip(starts, ends, scores, repaired, strict=True):
             if not window.is_last and e > limit:
                 break
             start = min(max(window.start + s, floor), self.duration)
             end = min(max(window.start + e, start), self.duration)
             self.starts.append(start)
             self.ends.append(end)
+            self.scores.append(score)
+            moved = abs(start - (window.start + s)) > MOVED_SECONDS
+            self.repaired.append(fixed or moved or abs(end - (window.start + e)) > MOVED_SECONDS)
             floor = end
             kept += 1
         if window.is_last:

@@ -14,9 +14,14 @@ UNITS = "qwen3_aligner_units_total"
 REJECTED = "qwen3_aligner_rejected_requests_total"
 BATCH_SIZE = "qwen3_aligner_forward_batch_size"
 STAGE_SECONDS = "qwen3_aligner_stage_seconds"
+MEAN_SCORE = "qwen3_aligner_request_mean_score"
+REPAIRED_SHARE = "qwen3_aligner_request_repaired_share"
 BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64]
 STAGE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 STAGES = ("preprocess", "forward", "postprocess")
+# Per-request quality, both in [0, 1]: finer steps near the ends, where drift first shows.
+SCORE_BUCKETS = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0]
+SHARE_BUCKETS = [0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0]
 
 
 class AlignerMetrics:
@@ -38,11 +43,25 @@ class AlignerMetrics:
             STAGE_SECONDS: family(
                 STAGE_SECONDS, "Seconds spent per stage of one execute()", family.HISTOGRAM
             ),
+            MEAN_SCORE: family(
+                MEAN_SCORE, "Mean unit score of each aligned request (0-1)", family.HISTOGRAM
+            ),
+            REPAIRED_SHARE: family(
+                REPAIRED_SHARE,
+                "Share of each aligned request's units whose timestamps were repaired",
+                family.HISTOGRAM,
+            ),
         }
         self._audio = self._families[AUDIO_SECONDS].Metric(labels=self._labels)
         self._units = self._families[UNITS].Metric(labels=self._labels)
         self._rejected: dict[str, Any] = {}
         self._batch = self._families[BATCH_SIZE].Metric(labels=self._labels, buckets=BATCH_BUCKETS)
+        self._mean_score = self._families[MEAN_SCORE].Metric(
+            labels=self._labels, buckets=SCORE_BUCKETS
+        )
+        self._repaired_share = self._families[REPAIRED_SHARE].Metric(
+            labels=self._labels, buckets=SHARE_BUCKETS
+        )
         self._stages = {
             stage: self._families[STAGE_SECONDS].Metric(
                 labels={**self._labels, "stage": stage}, buckets=STAGE_BUCKETS
@@ -55,6 +74,7 @@ class AlignerMetrics:
         self._rejected.clear()
         self._stages.clear()
         self._audio = self._units = self._batch = None
+        self._mean_score = self._repaired_share = None
         self._families.clear()
 
     def rejected(self, reason: str) -> None:
@@ -67,6 +87,11 @@ class AlignerMetrics:
     def aligned(self, audio_seconds: float, units: int) -> None:
         self._audio.increment(audio_seconds)
         self._units.increment(units)
+
+    def scored(self, mean_score: float, repaired_share: float) -> None:
+        """One aligned request's quality: its mean unit score and repaired share."""
+        self._mean_score.observe(mean_score)
+        self._repaired_share.observe(repaired_share)
 
     def stage(self, name: str, seconds: float) -> None:
         self._stages[name].observe(seconds)

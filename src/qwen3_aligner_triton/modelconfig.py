@@ -28,6 +28,7 @@ FRONT_CONTRACT = Contract(
         "START_TIMES": "TYPE_FP32",
         "END_TIMES": "TYPE_FP32",
         "ALIGNMENT": "TYPE_STRING",
+        "SCORES": "TYPE_FP32",
     },
     min_max_batch_size=16,
 )

@@ -6,11 +6,16 @@ subsequence (LNDS) and rebuilds the other values from their normal neighbours: r
 take the nearer neighbour, longer runs are interpolated linearly. Its LNDS is an O(n^2) dynamic
 programme (~5 s for 10,000 timestamps). This module computes the same subsequence, with the same
 tie-breaking, with a Fenwick tree over value ranks, so the output is identical.
+
+:func:`repair` also says which slots the repair overruled: a slot outside the kept subsequence
+had its predicted value replaced (by a neighbour's or an interpolated one), which is where the
+model's predictions and the transcript's order disagree.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 SHORT_RUN = 2  # anomalous runs up to this length copy the nearer neighbour
 
@@ -57,8 +62,25 @@ def _longest_non_decreasing(values: Sequence[float]) -> list[bool]:
     return normal
 
 
+@dataclass(frozen=True)
+class Repair:
+    """Upstream's repair of one sequence of slot predictions."""
+
+    values: list[int]  # whole milliseconds, exactly what upstream returns
+    replaced: list[bool]  # per slot: outside the kept subsequence, so its prediction was overruled
+
+
 def repair_timestamps(values: Sequence[float]) -> list[int]:
     """Make ``values`` (milliseconds) monotonic the way upstream does; returns whole ms."""
+    return repair(values).values
+
+
+def repair(values: Sequence[float]) -> Repair:
+    """Upstream's repair of ``values`` (milliseconds) and which slots it replaced.
+
+    A replaced slot may end up with its own value again (a neighbour can hold the same bin); it is
+    still reported, since upstream did not keep the model's prediction there.
+    """
     data = [float(v) for v in values]
     n = len(data)
     normal = _longest_non_decreasing(data)
@@ -86,4 +108,4 @@ def repair_timestamps(values: Sequence[float]) -> list[int]:
                 step = (right - left) / (count + 1)
                 result[k] = left + step * (k - i + 1)
         i = j
-    return [int(v) for v in result]
+    return Repair([int(v) for v in result], [not keep for keep in normal])

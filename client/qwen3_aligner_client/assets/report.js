@@ -21,6 +21,11 @@
     until[i] = Math.min(Math.max(ends[i], keys[i]), duration);
     if (Math.max(starts[i], ends[i]) > duration) beyond++;
   }
+  // Confidence: per-unit score (0-1) and repair flag, when the server sent them.
+  const scored = Array.isArray(data.score) && Array.isArray(data.repaired);
+  const low = (k) => scored && data.score[k] < data.lowScore;
+  const repaired = (k) => scored && data.repaired[k];
+  const flagged = (k) => low(k) || repaired(k);
   const EPS = 0.001; // s: currentTime may read back a hair below the time it was set to
   const audio = $("audio");
   const header = $("top");
@@ -40,9 +45,23 @@
     return h ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
   }
 
+  function scoreText(k) {
+    if (!scored) return "";
+    return `${data.score[k].toFixed(2)}${repaired(k) ? " repaired" : ""}`;
+  }
+
   function describe(k) {
     const length = Math.max(0, ends[k] - starts[k]).toFixed(2);
-    return `${fmt(starts[k])} \u2013 ${fmt(ends[k])} (${length} s) \u00b7 ${data.text[k]}`;
+    const times = `${fmt(starts[k])} \u2013 ${fmt(ends[k])} (${length} s) \u00b7 ${data.text[k]}`;
+    if (!scored) return times;
+    const fixed = repaired(k) ? " \u00b7 times repaired" : "";
+    return `${times} \u00b7 score ${data.score[k].toFixed(2)}${fixed}`;
+  }
+
+  // Classes that mark a unit to check: a low score, repaired times.
+  function markClasses(el, k) {
+    if (low(k)) el.classList.add("low");
+    if (repaired(k)) el.classList.add("rep");
   }
 
   function showError(message) {
@@ -161,6 +180,7 @@
       if (k > chunk.a) text(data.gap[k]);
       const span = document.createElement("span");
       span.className = ends[k] > starts[k] ? "u" : "u zero";
+      markClasses(span, k);
       if (k === current) span.classList.add("cur");
       span.dataset.i = String(k);
       span.title = describe(k);
@@ -189,6 +209,7 @@
     for (let k = first; k < last; k++) {
       const row = document.createElement("div");
       row.className = k === current ? "row cur" : "row";
+      markClasses(row, k);
       row.setAttribute("role", "row");
       row.dataset.i = String(k);
       row.title = describe(k);
@@ -199,6 +220,7 @@
         Math.max(0, ends[k] - starts[k]).toFixed(2),
         data.text[k],
         data.label[k],
+        scoreText(k),
       ];
       for (const value of cells) {
         const cell = document.createElement("span");
@@ -269,6 +291,7 @@
     current: "rgba(255, 213, 79, 0.7)",
     playhead: "#d62728",
     window: "rgba(10, 96, 194, 0.15)",
+    flagged: "rgba(214, 39, 40, 0.16)",
     label: "#1d1d1f",
     band: "rgba(255, 255, 255, 0.75)",
   };
@@ -341,7 +364,10 @@
     for (let k = first; k < n && keys[k] <= t1; k++) {
       const x0 = X(keys[k]);
       const x1 = X(until[k]);
-      if (sparse && k % 2 === 0 && x1 > x0) {
+      if (sparse && flagged(k) && x1 > x0) {
+        ctx.fillStyle = COLORS.flagged;
+        ctx.fillRect(x0, 0, x1 - x0, h);
+      } else if (sparse && k % 2 === 0 && x1 > x0) {
         ctx.fillStyle = COLORS.unit;
         ctx.fillRect(x0, 0, x1 - x0, h);
       }
@@ -518,8 +544,37 @@
   window.addEventListener("resize", () => update(false));
 
   // ---- start --------------------------------------------------------------------------------
+  const quality = scored
+    ? ` \u00b7 mean score ${data.meanScore.toFixed(2)} \u00b7 ` +
+      `${(100 * data.repairedShare).toFixed(1)}% repaired`
+    : "";
   $("meta").textContent =
-    `${data.language} \u00b7 ${fmt(duration)} \u00b7 ${n} unit${n === 1 ? "" : "s"}`;
+    `${data.language} \u00b7 ${fmt(duration)} \u00b7 ${n} unit${n === 1 ? "" : "s"}${quality}`;
+  // Units to check: low score or repaired times, each a link that plays it.
+  if (scored) {
+    const CHECK_MAX = 1000; // listed at most; the count says how many there are
+    const list = $("check-list");
+    const frag = document.createDocumentFragment();
+    for (const k of data.check.slice(0, CHECK_MAX)) {
+      const item = document.createElement("li");
+      item.dataset.i = String(k);
+      item.title = describe(k);
+      markClasses(item, k);
+      item.textContent = `${fmt(starts[k])}  ${data.label[k]}  (${scoreText(k)})`;
+      frag.appendChild(item);
+    }
+    list.appendChild(frag);
+    const more = data.check.length - CHECK_MAX;
+    $("checks-summary").textContent =
+      `${data.check.length} unit${data.check.length === 1 ? "" : "s"} to check ` +
+      `(score below ${data.lowScore} or times repaired)` +
+      (more > 0 ? `; the first ${CHECK_MAX} are listed` : "");
+    $("checks").hidden = false;
+    list.addEventListener("click", (e) => {
+      const k = unitIndex(e.target);
+      if (k >= 0) playFrom(k);
+    });
+  }
   if (beyond) {
     const [what, where] = beyond === 1 ? ["unit is", "it is"] : ["units are", "they are"];
     showError(

@@ -93,7 +93,8 @@ def bench_server(
             instances,
             front_instances,
         )
-        opts = loopback_options(repo, gpu=kind == "KIND_GPU")
+        # perf_analyzer reads the model's configuration: on loopback, leave that group open.
+        opts = loopback_options(repo, gpu=kind == "KIND_GPU", open_apis=("model-config",))
         http, grpc = opts.http_port, opts.grpc_port
         running = start(opts)
         try:

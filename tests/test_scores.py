@@ -1,0 +1,234 @@
+"""Confidence per unit: the formulas, and the engine's scores on the tiny checkpoint."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from cases import CASES
+from test_engine import request_of
+
+from qwen3_aligner_triton.engine import AlignerEngine, WindowedJob
+from qwen3_aligner_triton.params import ModelSettings
+from qwen3_aligner_triton.requests import AlignRequest, decode_request
+from qwen3_aligner_triton.results import AlignedUnit, Alignment
+from qwen3_aligner_triton.scores import slot_predictions, summary, unit_repaired, unit_scores
+from qwen3_aligner_triton.timestamps import repair
+
+BATCH_TOLERANCE = 1e-5  # scores of one request whatever its batch-mates
+
+
+def reference_confidence(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The documented formula, written plainly: softmax mass of bins b-1, b, b+1 (float64)."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    probs = np.exp(shifted) / np.exp(shifted).sum(axis=-1, keepdims=True)
+    bins = logits.argmax(axis=-1)
+    conf = np.array(
+        [p[max(0, b - 1) : b + 2].sum() for p, b in zip(probs, bins, strict=True)], dtype=np.float64
+    )
+    return bins, conf
+
+
+def test_slot_confidence_is_the_mass_within_one_bin_of_the_argmax():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (64, 500)).astype(np.float32)
+    logits[0, 0] = 40.0  # argmax at the first bin: only b and b+1 exist
+    logits[1, -1] = 40.0  # at the last bin
+    logits[2, 250] = logits[2, 251] = 30.0  # a tie: the first maximal bin, as torch.argmax picks
+    bins, conf = slot_predictions(torch.from_numpy(logits))
+    want_bins, want_conf = reference_confidence(logits.astype(np.float64))
+    assert bins.dtype == torch.int64 and conf.dtype == torch.float32
+    np.testing.assert_array_equal(bins.numpy(), want_bins)
+    np.testing.assert_allclose(conf.numpy(), want_conf, rtol=1e-5, atol=1e-6)
+    assert bins[2] == 250 and conf[2] > 0.99  # the tied neighbour's mass counts
+    assert conf[0] > 0.99 and conf[1] > 0.99
+
+
+def test_confidence_range_extremes_and_argmax_of_any_dtype():
+    classes = 5000
+    sure = torch.full((1, classes), -50.0)
+    sure[0, 1234] = 50.0
+    flat = torch.zeros((1, classes))  # argmax 0: bins 0 and 1
+    split = torch.full((1, classes), -50.0)
+    split[0, 99] = split[0, 100] = 50.0  # a boundary between two bins: still sure within 80 ms
+    far = torch.full((1, classes), -50.0)
+    far[0, 10] = 50.0
+    far[0, 3000] = 50.0 - 1e-3  # two far-apart guesses: about half
+    bins, conf = slot_predictions(torch.cat([sure, flat, split, far]).to(torch.bfloat16))
+    np.testing.assert_allclose(conf.numpy(), [1.0, 2 / classes, 1.0, 0.5], rtol=2e-2, atol=1e-6)
+    assert bins.tolist() == [1234, 0, 99, 10]
+    empty_bins, empty_conf = slot_predictions(torch.zeros((0, classes)))
+    assert empty_bins.shape == (0,) and empty_conf.shape == (0,)
+
+
+def test_unit_scores_repairs_and_summary():
+    conf = np.array([0.81, 1.0, 0.25, 0.04, 0.0, 1.0], np.float32)
+    np.testing.assert_allclose(unit_scores(conf), [0.9, 0.1, 0.0], rtol=1e-6)
+    assert unit_repaired([False, False, True, False, False, True]) == [False, True, True]
+    with pytest.raises(ValueError):
+        unit_repaired([True])
+    assert summary([0.9, 0.1, 0.5], [False, True, False]) == (pytest.approx(0.5), 1 / 3)
+    assert summary([], []) == (0.0, 0.0)
+
+
+def test_document_and_tensors_carry_scores():
+    units = (
+        AlignedUnit("a", 0.0, 0.1, score=0.25, repaired=False),
+        AlignedUnit("b", 0.1, 0.2, score=0.75, repaired=True),
+    )
+    alignment = Alignment("English", 1.0, units, "a b")
+    doc = json.loads(alignment.to_json())
+    assert [(w["score"], w["repaired"]) for w in doc["words"]] == [(0.25, False), (0.75, True)]
+    assert (doc["mean_score"], doc["repaired_share"]) == (0.5, 0.5)
+    scores = alignment.output_arrays()["SCORES"]
+    assert scores.dtype == np.float32 and scores.tolist() == [[0.25, 0.75]]
+
+
+# ---- the engine on the tiny checkpoint --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def engine(upstream):
+    return AlignerEngine(upstream, ModelSettings(checkpoint="tiny", bucket_ratio=1000.0))
+
+
+def model_slots(upstream, case):
+    """Logits at the <timestamp> slots from the upstream model on the lone clip, as upstream's
+    ``align()`` builds its inputs (processor on one clip), independent of the engine."""
+    from qwen3_aligner_triton.audio import prepare_waveform
+
+    _words, prompt = upstream.aligner_processor.encode_timestamp(case.text, case.upstream_language)
+    wave = prepare_waveform(case.audio(), case.sample_rate)
+    inputs = upstream.processor(text=[prompt], audio=[wave], return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        logits = upstream.model.thinker(
+            **{k: v.to(upstream.model.device) for k, v in inputs.items()}, use_cache=False
+        ).logits[0]
+    ts = int(upstream.model.config.timestamp_token_id)
+    return logits[inputs["input_ids"][0] == ts].float().numpy()
+
+
+@pytest.mark.parametrize("case", CASES[:6], ids=lambda c: c.name)
+def test_served_scores_and_flags_come_from_the_models_own_slots(engine, upstream, case):
+    logits = model_slots(upstream, case)
+    bins, conf = reference_confidence(logits.astype(np.float64))
+    result = engine.align([engine.prepare(request_of(case))])[0]
+    got = np.array([u.score for u in result.units])
+    want = np.sqrt(conf[0::2] * conf[1::2])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert np.all((got >= 0) & (got <= 1))
+    flags = unit_repaired(repair((bins * 80.0).tolist()).replaced)
+    assert [u.repaired for u in result.units] == flags
+
+
+def test_scores_are_deterministic_and_batch_invariant(engine):
+    alone = {c.name: engine.align([engine.prepare(request_of(c))])[0] for c in CASES}
+    again = {c.name: engine.align([engine.prepare(request_of(c))])[0] for c in CASES}
+    rng = random.Random(11)
+    for _ in range(3):
+        picked = rng.sample(CASES, 8)
+        results = engine.align([engine.prepare(request_of(c)) for c in picked])
+        for case, result in zip(picked, results, strict=True):
+            lone = alone[case.name]
+            assert [u.repaired for u in result.units] == [u.repaired for u in lone.units]
+            np.testing.assert_allclose(
+                [u.score for u in result.units],
+                [u.score for u in lone.units],
+                rtol=0,
+                atol=BATCH_TOLERANCE,
+                err_msg=case.name,
+            )
+    for name, result in alone.items():
+        assert [u.score for u in result.units] == [u.score for u in again[name].units], name
+
+
+def speechy(seconds: float, rate: int = 16000, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    wave = 0.3 * (0.5 + 0.5 * np.sin(2 * np.pi * 2.5 * t)) * np.sin(2 * np.pi * 200 * t)
+    return (wave + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def check_scored(result):
+    scores = np.array([u.score for u in result.units])
+    assert scores.size and np.all((scores >= 0) & (scores <= 1)) and np.all(np.isfinite(scores))
+    assert all(isinstance(u.repaired, bool) for u in result.units)
+    doc = json.loads(result.to_json())
+    assert doc["mean_score"] == pytest.approx(scores.mean(), abs=1e-6)
+    assert doc["repaired_share"] == pytest.approx(np.mean([u.repaired for u in result.units]))
+
+
+def test_long_recordings_and_cues_carry_scores(upstream):
+    engine = AlignerEngine(upstream, ModelSettings(checkpoint="tiny", window_seconds=20.0))
+    text = " ".join(["the quick brown fox jumps over the lazy dog"] * 6)
+    long_request = AlignRequest(speechy(45.0, seed=4), 16000, text, "English")
+    cues = [
+        {"start": 1.0, "end": 6.5, "text": "Hello there, world!"},
+        {"start": 10.0, "end": 19.0, "text": "This cue has a few more words in it."},
+    ]
+    cue_request = decode_request(
+        speechy(20.0, seed=5)[None, :],
+        None,
+        np.array([[b""]], dtype=np.object_),
+        np.array([[b"en"]], dtype=np.object_),
+        engine.settings,
+        np.array([[json.dumps(cues).encode()]], dtype=np.object_),
+    )
+    prepared = [engine.prepare(long_request), engine.prepare(cue_request)]
+    assert all(isinstance(p, WindowedJob) for p in prepared)
+    first = engine.align(prepared)
+    for result in first:
+        check_scored(result)
+    assert prepared[0].plan.windows >= 2
+    # Deterministic, and the same with a batch-mate in the first window's forward pass.
+    mate = engine.prepare(request_of(CASES[5]))
+    second = engine.align(
+        [engine.prepare(long_request), mate, engine.prepare(cue_request)], on_batch=None
+    )
+    for a, b in zip(first, [second[0], second[2]], strict=True):
+        assert [u.repaired for u in a.units] == [u.repaired for u in b.units]
+        np.testing.assert_allclose(
+            [u.score for u in a.units], [u.score for u in b.units], atol=BATCH_TOLERANCE
+        )
+
+
+def test_words_the_audio_never_holds_raise_the_repaired_share():
+    """On a checkpoint whose timestamps follow the audio, inserting words that are never spoken
+    (half as many again) raises the repaired share over the set and lowers the mean score.
+
+    The random tiny checkpoint cannot show this: its timestamps ignore the audio, and its repaired
+    share grows with the number of words even over pure noise (a length effect, not a mismatch).
+    So this runs on the tiny checkpoint trained on synthetic speech (``checkpoint_training``).
+    """
+    training = pytest.importorskip(
+        "qwen3_aligner_triton.checkpoint_training",
+        reason="needs the tiny checkpoint trained to follow the audio (checkpoint_training)",
+    )
+    from qwen3_aligner_triton.loading import load_aligner
+
+    path = str(training.cached_trained_checkpoint())
+    engine = AlignerEngine(load_aligner(path, "cpu"), ModelSettings(checkpoint=path))
+    rng = np.random.default_rng(5)
+    syllables = ["ba", "ko", "mi", "ru", "te", "sa", "no", "pi"]
+    own_share, foreign_share, lower_score = [], [], 0
+    clips = training.synthetic_set(321, 30, 4.0, 14.0)
+    for clip in clips:
+        words = list(clip.words)
+        foreign = list(words)
+        for _ in range(max(2, len(words) // 2)):
+            made_up = "".join(rng.choice(syllables, size=int(rng.integers(1, 4))))
+            foreign.insert(int(rng.integers(0, len(foreign) + 1)), made_up)
+        own, other = engine.align(
+            [
+                engine.prepare(AlignRequest(clip.wave, 16000, " ".join(w), "English"))
+                for w in (words, foreign)
+            ]
+        )
+        own_share.append(own.repaired_share)
+        foreign_share.append(other.repaired_share)
+        lower_score += other.mean_score < own.mean_score
+    assert np.mean(foreign_share) > np.mean(own_share)
+    assert lower_score >= 0.8 * len(clips)
