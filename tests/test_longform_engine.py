@@ -136,7 +136,7 @@ def test_malformed_segments_are_rejected(segments, message):
 
 
 def test_text_must_match_the_cues():
-    with pytest.raises(RequestError, match="cue texts joined by newlines"):
+    with pytest.raises(RequestError, match="cue texts joined by any whitespace"):
         decode_request(
             np.zeros((1, 16000 * 10), np.float32),
             None,

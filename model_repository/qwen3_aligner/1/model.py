@@ -14,10 +14,11 @@ import time
 import triton_python_backend_utils as pb_utils
 
 from qwen3_aligner_triton.engine import AlignerEngine
+from qwen3_aligner_triton.errors import describe
 from qwen3_aligner_triton.loading import load_aligner, resolve_device
 from qwen3_aligner_triton.metrics import AlignerMetrics
 from qwen3_aligner_triton.params import read_settings
-from qwen3_aligner_triton.requests import RequestError, decode_request
+from qwen3_aligner_triton.requests import decode_request
 
 INPUTS = {
     "AUDIO": "TYPE_FP32",
@@ -105,24 +106,15 @@ class TritonPythonModel:
                 )
                 prepared.append(self.engine.prepare(align_request))
                 slots.append(i)
-            except RequestError as e:
-                self.metrics.rejected(e.reason)
-                responses[i] = _error(str(e), pb_utils.TritonError.INVALID_ARG)
             except Exception as e:  # never let one request fail its batch-mates
-                self.logger.log_error(f"preparing request {i} failed: {e!r}")
-                self.metrics.rejected("internal")
-                responses[i] = _error(f"cannot prepare request: {e}", pb_utils.TritonError.INTERNAL)
+                responses[i] = self._failed(e, f"preparing request {i}", "internal")
         self.metrics.stage("preprocess", time.perf_counter() - started)
 
         if prepared:
             results = self.engine.align(prepared)
             for i, result in zip(slots, results, strict=False):
                 if isinstance(result, Exception):
-                    self.logger.log_error(f"aligning request {i} failed: {result!r}")
-                    self.metrics.rejected("forward_failed")
-                    responses[i] = _error(
-                        f"alignment failed: {result}", pb_utils.TritonError.INTERNAL
-                    )
+                    responses[i] = self._failed(result, f"aligning request {i}", "forward_failed")
                     continue
                 self.metrics.aligned(result.duration, len(result.units))
                 tensors = [
@@ -130,6 +122,14 @@ class TritonPythonModel:
                 ]
                 responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
         return responses
+
+    def _failed(self, error: Exception, stage: str, internal_reason: str):
+        """The error response for one request (client mistakes name the input; ours get an id)."""
+        reply = describe(error, stage, internal_reason)
+        if reply.log is not None:
+            self.logger.log_error(reply.log)
+        self.metrics.rejected(reply.reason)
+        return _error(reply.message, getattr(pb_utils.TritonError, reply.code))
 
     def finalize(self) -> None:
         metrics = getattr(self, "metrics", None)

@@ -1,0 +1,53 @@
+"""What a client is told when its request fails, and what the server log records.
+
+A request the client got wrong (:class:`~qwen3_aligner_triton.requests.RequestError`) is answered
+INVALID_ARG with its own message, which names the input and the limit. Anything else is the
+server's failure: the client gets ``internal error (id ...)`` and nothing of the exception, whose
+text and traceback go to the server log under the same id, so an operator can find what a client
+reports.
+"""
+
+from __future__ import annotations
+
+import traceback
+import uuid
+from dataclasses import dataclass
+
+from .requests import RequestError
+
+INVALID_ARG = "INVALID_ARG"  # names of pb_utils.TritonError codes
+INTERNAL = "INTERNAL"
+
+
+@dataclass(frozen=True)
+class ErrorReply:
+    """One failed request's response and log entry."""
+
+    message: str  # what the client reads
+    code: str  # INVALID_ARG or INTERNAL (an attribute of pb_utils.TritonError)
+    reason: str  # label for rejected_requests_total{reason=...}
+    log: str | None = None  # for the server log; None for client mistakes
+    error_id: str | None = None
+
+
+def new_error_id() -> str:
+    """A short random id that ties a client's error to the server's log entry."""
+    return uuid.uuid4().hex[:12]
+
+
+def describe(error: BaseException, stage: str, internal_reason: str = "internal") -> ErrorReply:
+    """The reply for a request that failed with ``error`` while ``stage`` (e.g. "preparing").
+
+    ``internal_reason`` labels server-side failures in the metrics (e.g. "forward_failed").
+    """
+    if isinstance(error, RequestError):
+        return ErrorReply(str(error), INVALID_ARG, error.reason)
+    error_id = new_error_id()
+    details = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    return ErrorReply(
+        message=f"internal error (id {error_id})",
+        code=INTERNAL,
+        reason=internal_reason,
+        log=f"{stage} failed (error id {error_id}): {details.rstrip()}",
+        error_id=error_id,
+    )
