@@ -141,6 +141,11 @@ def test_unexpected_failure_in_one_request_spares_the_others(model, monkeypatch)
     audio = np.zeros(16000, np.float32)
     responses = model.execute([request(audio, "explode", "en"), request(audio, "fine", "en")])
     assert responses[0].error.code() == pb.TritonError.INTERNAL
+    message = responses[0].error.message()
+    assert message.startswith("internal error (id ") and "simulated" not in message
+    error_id = message.removeprefix("internal error (id ").rstrip(")")
+    logged = [m for level, m in pb.Logger.records if level == "error" and error_id in m]
+    assert logged and "MemoryError: simulated" in logged[0]
     assert not responses[1].has_error()
 
 
