@@ -223,7 +223,11 @@ def test_long_japanese_text_is_refused_before_the_splitter_runs(engine, monkeypa
         engine.prepare(cue_request(speechy(1.0), cues, language=b"ja"))
 
 
-def test_a_long_korean_token_prepares_at_once(engine):
+def test_a_long_korean_token_is_refused_at_once(engine):
+    """soynlp's own splitter took minutes and gigabytes; its prompt would hold 180,000 tokens."""
     request = AlignRequest(speechy(5.0), 16000, "가" * 60000, "Korean")
-    prepared = engine.prepare(request)  # minutes and gigabytes with soynlp's own tokenizer
-    assert "".join(prepared.words) == "가" * 60000
+    with pytest.raises(RequestError, match=r"the limit is 32768 \(max_forward_tokens\)") as info:
+        engine.prepare(request)
+    assert "its longest word has" in str(info.value)
+    shorter = engine.prepare(AlignRequest(speechy(5.0), 16000, "가" * 3000, "Korean"))
+    assert "".join(shorter.words) == "가" * 3000

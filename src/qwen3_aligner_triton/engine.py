@@ -133,6 +133,7 @@ class AlignerEngine:
             inputs = self.processor(text=[prompt], audio=[wave], return_tensors="pt", padding=True)
         except Exception as e:  # the feature extractor rejects degenerate audio
             raise RequestError("input AUDIO cannot be turned into features") from e
+        self._check_prompt(int(inputs["input_ids"].shape[-1]), words, "input TEXT")
         audio_slots = int((inputs["input_ids"][0] == self.audio_token_id).sum())
         if len(words) > audio_slots:
             raise RequestError(
@@ -151,6 +152,21 @@ class AlignerEngine:
             duration=request.audio.shape[0] / request.sample_rate,
             text=request.text,
         )
+
+    def _check_prompt(self, tokens: int, words: Sequence[str], name: str) -> None:
+        """Refuse a prompt longer than one forward pass may be (attention grows with its square).
+
+        Ordinary speech stays far below: a 180 s window of dense text makes ~25k tokens. A word of
+        thousands of characters (one Korean token of 60,000 syllables is 180,000 tokens) does not.
+        """
+        limit = self.settings.max_forward_tokens
+        if tokens > limit:
+            longest = max((len(w) for w in words), default=0)
+            raise RequestError(
+                f"{name} makes a model prompt of {tokens} tokens; the limit is {limit} "
+                f"(max_forward_tokens); its longest word has {longest} characters",
+                "text_too_long",
+            )
 
     def _slots(self, seconds: float) -> int:
         """Most units ``seconds`` of audio can hold: one timestamp slot per segment time."""
@@ -237,6 +253,11 @@ class AlignerEngine:
             piece = np.pad(piece, (0, MIN_WINDOW_SAMPLES - piece.shape[0]))
         inputs = self.processor(
             text=[build_prompt(words)], audio=[piece], return_tensors="pt", padding=True
+        )
+        self._check_prompt(
+            int(inputs["input_ids"].shape[-1]),
+            words,
+            f"input TEXT for {window.start:.1f}-{window.end:.1f} s of AUDIO",
         )
         return PreparedItem(
             words=words,
