@@ -30,3 +30,15 @@ def test_internal_failures_hide_the_exception_and_log_it_under_an_id():
 def test_each_internal_failure_gets_its_own_id():
     ids = {describe(RuntimeError("boom"), "x").error_id for _ in range(50)}
     assert len(ids) == 50
+
+
+def test_out_of_memory_is_named_without_the_exception_text():
+    class OutOfMemoryError(RuntimeError):  # as torch names it
+        pass
+
+    reply = describe(OutOfMemoryError("CUDA out of memory. Tried to allocate 9 GiB"), "aligning")
+    assert reply.message == (
+        f"internal error (id {reply.error_id}): out of memory, the request does not fit on the "
+        "device even alone"
+    )
+    assert "GiB" not in reply.message and "GiB" in reply.log

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -143,7 +144,7 @@ def test_unexpected_failure_in_one_request_spares_the_others(model, monkeypatch)
     assert responses[0].error.code() == pb.TritonError.INTERNAL
     message = responses[0].error.message()
     assert message.startswith("internal error (id ") and "simulated" not in message
-    error_id = message.removeprefix("internal error (id ").rstrip(")")
+    error_id = re.match(r"internal error \(id ([0-9a-f]+)\)", message).group(1)
     logged = [m for level, m in pb.Logger.records if level == "error" and error_id in m]
     assert logged and "MemoryError: simulated" in logged[0]
     assert not responses[1].has_error()

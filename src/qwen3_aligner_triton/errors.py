@@ -35,6 +35,13 @@ def new_error_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+def _out_of_memory(error: BaseException) -> bool:
+    """Python's MemoryError or torch's OutOfMemoryError (matched by name: no torch import here)."""
+    return isinstance(error, MemoryError) or any(
+        cls.__name__ == "OutOfMemoryError" for cls in type(error).__mro__
+    )
+
+
 def describe(error: BaseException, stage: str, internal_reason: str = "internal") -> ErrorReply:
     """The reply for a request that failed with ``error`` while ``stage`` (e.g. "preparing").
 
@@ -44,8 +51,13 @@ def describe(error: BaseException, stage: str, internal_reason: str = "internal"
         return ErrorReply(str(error), INVALID_ARG, error.reason)
     error_id = new_error_id()
     details = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    message = f"internal error (id {error_id})"
+    if _out_of_memory(
+        error
+    ):  # the forward already retried it alone: say what the client can act on
+        message += ": out of memory, the request does not fit on the device even alone"
     return ErrorReply(
-        message=f"internal error (id {error_id})",
+        message=message,
         code=INTERNAL,
         reason=internal_reason,
         log=f"{stage} failed (error id {error_id}): {details.rstrip()}",
