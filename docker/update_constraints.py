@@ -23,8 +23,10 @@ DOCKERFILE = ROOT / "docker" / "Dockerfile"
 CONSTRAINTS = ROOT / "docker" / "constraints.txt"
 PROJECT = "qwen3-aligner-triton"
 OUTSIDE = {"qwen-asr"}  # installed with --no-deps, after the constrained install
-# glibc 2.35 (Ubuntu 22.04) accepts every manylinux tag up to 2_35.
+# glibc 2.39 (Ubuntu 24.04) accepts every manylinux tag up to 2_39 (pip expands a manylinux_2_N tag
+# to the older ones).
 PLATFORMS = (
+    "manylinux_2_39_x86_64",
     "manylinux_2_35_x86_64",
     "manylinux_2_28_x86_64",
     "manylinux_2_17_x86_64",

@@ -69,10 +69,11 @@ class LiveServer:
         self.metrics_url = f"http://127.0.0.1:{opts.metrics_port}/metrics"
 
 
-def launch(tmp_dir: Path, parameters: dict[str, str], edit_config=None):
+def launch(tmp_dir: Path, parameters: dict[str, str], edit_config=None, open_apis=()):
     """Start a real tritonserver on loopback with free ports; returns (running, opts).
 
-    ``edit_config(config)`` may change the rendered ``ModelConfig`` (queue policy, ...).
+    ``edit_config(config)`` may change the rendered ``ModelConfig`` (queue policy, ...);
+    ``open_apis`` leaves those of the closed API groups open.
     """
     repo = render_repository(tmp_dir / "repo", Placement("KIND_CPU", 1), parameters)
     if edit_config is not None:
@@ -84,7 +85,7 @@ def launch(tmp_dir: Path, parameters: dict[str, str], edit_config=None):
         config = load_config(path)
         edit_config(config)
         path.write_text(text_format.MessageToString(config))
-    opts = loopback_options(repo)
+    opts = loopback_options(repo, open_apis=open_apis)
     return start(opts), opts
 
 
@@ -102,7 +103,9 @@ def dedicated_server(tmp_dir: Path, checkpoint: Path, edit_config=None, **parame
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory, tiny_checkpoint):
-    """A real tritonserver serving the tiny checkpoint on CPU, shared by the session."""
+    """A real tritonserver serving the tiny checkpoint on CPU, shared by the session. Its
+    model-config API is open: perf_analyzer reads the model's configuration (dedicated servers
+    keep every closed group closed, as deployments do)."""
     running, opts = launch(
         tmp_path_factory.mktemp("server"),
         {
@@ -110,6 +113,7 @@ def server(tmp_path_factory, tiny_checkpoint):
             "max_forward_batch": "16",
             "max_audio_seconds": "3600",
         },
+        open_apis=("model-config",),
     )
     try:
         running.wait_ready(SERVER_READY_TIMEOUT)

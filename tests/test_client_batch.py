@@ -22,7 +22,7 @@ def test_manifest_items_resolve_paths_against_the_manifest_folder(tmp_path):
         tmp_path / "list.jsonl",
         {"audio": "clips/a.wav", "text": "First, inline.", "language": "fr"},
         "",
-        {"audio": "/abs/b.flac", "text_file": "texts/b.txt", "id": "b-take2"},
+        {"audio": "clips/../b.flac", "text_file": "texts/b.txt", "id": "b-take2"},
     )
     a, b = items_from_manifest(manifest, language="en")
     assert (a.key, a.audio, a.language, a.transcript()) == (
@@ -31,7 +31,7 @@ def test_manifest_items_resolve_paths_against_the_manifest_folder(tmp_path):
         "fr",
         "First, inline.",
     )
-    assert (b.key, b.audio, b.language) == ("b-take2", Path("/abs/b.flac"), "en")
+    assert (b.key, b.audio, b.language) == ("b-take2", tmp_path / "clips/../b.flac", "en")
     # The byte-order mark and the final line breaks are dropped; nothing else is.
     assert b.transcript() == "Second transcript."
     assert a.origin.endswith("list.jsonl:1") and b.origin.endswith("list.jsonl:3")
@@ -50,11 +50,29 @@ def test_manifest_items_resolve_paths_against_the_manifest_folder(tmp_path):
         ({"audio": "a.wav", "text": 5, "language": "en"}, "'text' must be a string"),
         ({"audio": "", "text": "x", "language": "en"}, "'audio' must be a non-empty string"),
         ({"audio": "a.wav", "text": "x", "language": "en", "id": "../x"}, "cannot name a file"),
+        ({"audio": "a.wav", "text": "x", "language": "en", "id": "a\u0000b"}, "cannot name a file"),
+        ({"audio": "a.wav", "text": "x", "language": "en", "id": "a\nb"}, "cannot name a file"),
+        ({"audio": "/etc/passwd", "text": "x", "language": "en"}, "'audio' is absolute"),
+        ({"audio": "a.wav", "text_file": "/root/.ssh/id_rsa", "language": "en"}, "absolute"),
+        ({"audio": "../a.wav", "text": "x", "language": "en"}, "leads out of the manifest"),
+        ({"audio": "a/../../a.wav", "text": "x", "language": "en"}, "leads out of"),
+        ({"audio": "a\u0000.wav", "text": "x", "language": "en"}, "NUL character"),
     ],
 )
 def test_malformed_manifests_are_rejected_with_the_line(tmp_path, entry, message):
     manifest = write_manifest(tmp_path / "m.jsonl", entry)
     with pytest.raises(ManifestError, match=message):
+        items_from_manifest(manifest, language=None)
+
+
+def test_a_link_out_of_the_manifest_folder_is_refused(tmp_path):
+    (tmp_path / "list").mkdir()
+    (tmp_path / "secret.txt").write_text("not for the server")
+    (tmp_path / "list" / "t.txt").symlink_to(tmp_path / "secret.txt")
+    manifest = write_manifest(
+        tmp_path / "list" / "m.jsonl", {"audio": "a.wav", "text_file": "t.txt", "language": "en"}
+    )
+    with pytest.raises(ManifestError, match=r"'text_file' .*leads out of the manifest's folder"):
         items_from_manifest(manifest, language=None)
 
 

@@ -200,3 +200,32 @@ def test_a_document_that_disagrees_with_the_words_tensor_is_an_error():
     )
     with pytest.raises(AlignerError, match="does not match"):
         client.align(AUDIO, "w", "en")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("start", "Infinity"), ("end", "-Infinity"), ("end", "NaN")]
+)
+def test_non_finite_times_from_a_server_are_its_error_not_a_crash(field, value):
+    """Python's json reads Infinity and NaN; the client refuses them with an AlignerError that
+    align_many reports for that item alone, instead of an OverflowError in a writer later."""
+
+    class Broken(FakeResult):
+        def as_numpy(self, name):
+            if name == "ALIGNMENT":
+                words = [{"text": "w", "start": 0.0, "end": 0.05}]
+                doc = json.dumps({**self.document, "words": words}).replace(
+                    f'"{field}": {words[0][field]}', f'"{field}": {value}'
+                )
+                assert value in doc
+                return np.array([[doc.encode()]], dtype=np.object_)
+            return np.array([[b"w"]], dtype=np.object_)
+
+    client = fake_client(FakeServer())
+    client.transport = dataclasses.replace(
+        client.transport,
+        connect=lambda url, timeout: type("C", (), {"infer": lambda *a, **k: Broken("w")})(),
+    )
+    with pytest.raises(AlignerError, match="non-finite times for word 0"):
+        client.align(AUDIO, "w", "en")
+    (result,) = client.align_many([(AUDIO, "w", "en")])
+    assert not result.ok and "non-finite" in str(result.error)

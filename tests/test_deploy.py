@@ -48,6 +48,8 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from qwen3_aligner_triton.tritonserver import (
+    CLOSED_APIS,
+    CLOSED_HEADER,
     WATCHDOG_INTERVAL_SECONDS,
     ServerError,
     TritonInstallation,
@@ -399,23 +401,35 @@ def test_hadolint_does_flag_unpinned_images_and_packages(tmp_path):
 
 
 def triton_release_of(server_version: str) -> str:
-    """Triton 2.N <-> container yy.mm: monthly releases since 23.01 = 2.30 (24.10 = 2.51)."""
+    """Triton 2.N -> NGC container yy.mm. Monthly since 23.01 = 2.30 (24.10 = 2.51); from 2.59 on
+    a month later (25.07 = 2.59, 26.07 = 2.71, 26.11 = 2.75)."""
     minor = int(server_version.split(".")[1])
-    months = minor - 30
+    months = minor - 30 + (1 if minor >= 59 else 0)
     return f"{23 + months // 12}.{months % 12 + 1:02d}"
 
 
-def test_base_image_is_the_pinned_triton_release_of_local_runs():
+# The first NGC release with the fixes of NVIDIA's August 2025 Triton bulletin (CVE-2025-23319,
+# -23320, -23334); its images are Ubuntu 24.04 with Python 3.12.
+FIRST_FIXED_RELEASE = "25.07"
+
+
+def test_base_image_carries_the_2025_security_fixes():
     (base,) = instructions("FROM")
     assert base == "nvcr.io/nvidia/tritonserver:${TRITON_VERSION}-py3"
     args = build_args()
     assert re.fullmatch(r"\d\d\.\d\d", args["TRITON_VERSION"])
-    assert triton_release_of("2.51.0") == "24.10"
-    # nvidia-pytriton 0.7.0 (the `server` extra) bundles Triton 2.51 (r24.10).
+    assert args["TRITON_VERSION"] >= FIRST_FIXED_RELEASE
+    assert args["PYTHON_VERSION"] == "3.12", "NGC images since 24.12 are Ubuntu 24.04 + Python 3.12"
+    assert triton_release_of("2.51.0") == "24.10" and triton_release_of("2.59.0") == "25.07"
+    assert triton_release_of("2.75.0") == "26.11"
+    # The client library of the same release (its protobuf 5 and geventhttpclient 2 have
+    # Python 3.12 wheels; 2.51's do not).
+    assert triton_release_of(args["TRITONCLIENT_VERSION"]) == args["TRITON_VERSION"]
+    # Local runs use the older server of nvidia-pytriton 0.7.0 (2.51 = 24.10): kept safe by the
+    # closed API groups (tests/test_surface.py), not by its release.
     assert "nvidia-pytriton==0.7.0" in pyproject()["project"]["optional-dependencies"]["server"]
-    assert args["TRITON_VERSION"] == triton_release_of("2.51.0")
-    stubs = locate().binary.parents[1] / "python_backend_stubs" / args["PYTHON_VERSION"]
-    assert (stubs / "triton_python_backend_stub").is_file(), "no r24.10 stub for that Python"
+    # Ubuntu 24.04 marks its Python as externally managed; the image installs into it anyway.
+    assert image_env()["PIP_BREAK_SYSTEM_PACKAGES"] == "1"
 
 
 def test_every_build_arg_has_a_pinned_default():
@@ -447,7 +461,9 @@ def test_dockerfile_pins_agree_with_constraints_pyproject_and_setup_venv():
     for name, version in pins.items():
         if name != "qwen-asr":  # installed with --no-deps, outside the constraints
             assert locked.get(name) == version, f"{name}: Dockerfile {version}, lock {locked[name]}"
-    assert SpecifierSet("<2").contains(pins["numpy"]), "the r24.10 stub needs numpy 1.x"
+    # The local r24.10 stub (pybind11 2.10) needs numpy 1.x; the image's r25.07 stub (pybind11
+    # 2.12) takes both, and runs the numpy the tests run.
+    assert SpecifierSet("<2").contains(pins["numpy"]), "tests run numpy 1.x"
     setup_venv = (ROOT / "scripts" / "setup-venv").read_text()
     assert f'QWEN_ASR_REQUIREMENT="qwen-asr=={pins["qwen-asr"]}"' in setup_venv
     assert "nvidia-pytriton" not in locked, "the image uses the container's tritonserver"
@@ -601,6 +617,8 @@ def test_compose_aligner_service():
     assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
     published = {(p["target"], int(p["published"])) for p in svc["ports"]}
     assert published == {(p, p) for p in (HTTP_PORT, GRPC_PORT, METRICS_PORT)}
+    # Unauthenticated ports: on loopback unless the operator says otherwise.
+    assert {p.get("host_ip") for p in svc["ports"]} == {"127.0.0.1"}
     assert set(svc["environment"]) >= {"MODEL_PATH", "DEVICE", "MAX_CONCURRENT"}
     assert svc["environment"]["MODEL_PATH"] == "", "empty: the baked checkpoint or the default"
     (cache_volume,) = [v for v in svc["volumes"] if v["type"] == "volume"]
@@ -613,6 +631,28 @@ def test_compose_aligner_service():
     drain = int(flag_value(exec_form("CMD"), "--exit-timeout-secs"))
     assert go_seconds(svc["stop_grace_period"]) > drain
     assert svc.get("init") is True
+
+
+def test_compose_publishes_on_loopback_and_grafana_asks_for_a_sign_in():
+    services = compose_config()["services"]
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert port.get("host_ip") == "127.0.0.1", (name, port)
+    grafana = services["grafana"]["environment"]
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert "GF_AUTH_ANONYMOUS_ORG_ROLE" not in grafana
+    env = {**os.environ, "ALIGNER_PUBLISH_ADDRESS": "0.0.0.0"}
+    out = subprocess.run(
+        [tool("docker-compose"), "-f", str(COMPOSE), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    ports = json.loads(out.stdout)["services"]["aligner"]["ports"]
+    opened = {p["target"] for p in ports if p.get("host_ip") == "0.0.0.0"}
+    assert opened == {HTTP_PORT, GRPC_PORT}, "metrics stay on loopback"
 
 
 def test_compose_passes_the_operators_settings_through():
@@ -665,6 +705,7 @@ def test_manifests_pass_the_kubernetes_schemas(version):
         "Service",
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
+        "NetworkPolicy",
     }
     for obj in objects:
         kubernetes_validate.validate(obj, version or latest_version(), strict=True)
@@ -727,6 +768,44 @@ def test_deployment_drains_gpus_shm_and_cache():
     names = {e["name"] for e in container["env"]}
     assert {"MODEL_PATH", "DEVICE", "MAX_CONCURRENT"} <= names
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_pod_is_hardened():
+    pod = k8s("Deployment")["spec"]["template"]["spec"]
+    container = aligner_container()
+    assert pod["automountServiceAccountToken"] is False
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    limits, requests = container["resources"]["limits"], container["resources"]["requests"]
+    assert "cpu" in limits and "memory" in limits
+
+    def cores(value: str) -> float:
+        return float(value[:-1]) / 1000 if value.endswith("m") else float(value)
+
+    assert cores(limits["cpu"]) >= cores(requests["cpu"])
+    # A read-only root: every place the server writes is a volume.
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    env = image_env()
+    for path in ("/tmp", "/dev/shm", env["HF_HOME"], env["HOME"]):
+        assert path in mounts, f"{path} is not writable with readOnlyRootFilesystem"
+    assert env["NUMBA_CACHE_DIR"].startswith("/tmp/")
+
+
+def test_network_policy_admits_clients_and_metrics_only_on_their_ports():
+    policy = k8s("NetworkPolicy")
+    pod_labels = k8s("Deployment")["spec"]["template"]["metadata"]["labels"]
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert set(spec["policyTypes"]) == {"Ingress", "Egress"}
+    ports = {p["name"]: p["containerPort"] for p in aligner_container()["ports"]}
+    admitted = [{p["port"] for p in rule["ports"]} for rule in spec["ingress"]]
+    assert all(rule <= set(ports) for rule in admitted), "ports named as in the pod"
+    assert set().union(*admitted) == set(ports)
+    assert {"metrics"} in admitted, "metrics get a rule (and a source) of their own"
+    egress = {(p["port"], p["protocol"]) for rule in spec["egress"] for p in rule["ports"]}
+    assert egress == {(53, "UDP"), (53, "TCP"), (443, "TCP")}
 
 
 def test_service_hpa_pdb_and_servicemonitor_select_the_deployment():
@@ -902,10 +981,12 @@ def test_the_containers_command_keeps_the_images_arguments_last():
     cmd_args = exec_form("CMD")
     assert cmd[-len(cmd_args) :] == cmd_args, "the image's CMD must override the launcher"
     assert cmd[1] == f"--model-repository={entrypoint.DEFAULT_RENDERED}"
-    # The watchdog reloads the model through the repository API: explicit control, restricted.
-    assert "--model-control-mode=explicit" in cmd and f"--load-model={MODEL}" in cmd
-    assert any(a.startswith("--http-restricted-api=model-repository:") for a in cmd)
-    assert any(a.startswith("--grpc-restricted-protocol=model-repository:") for a in cmd)
+    # Every model of the repository loads at start (model control "none"); the admin groups are
+    # closed on both protocols by a header no request can carry.
+    assert not any(a.startswith(("--model-control-mode", "--load-model")) for a in cmd)
+    for flag in ("--http-restricted-api", "--grpc-restricted-protocol"):
+        (value,) = [a for a in cmd if a.startswith(flag + "=")]
+        assert value == f"{flag}={','.join(CLOSED_APIS)}:{CLOSED_HEADER}=none"
     assert not any(a.startswith("--backend-directory") for a in cmd), "the image's default"
 
 
@@ -914,6 +995,12 @@ class FakeServer:
 
     def __init__(self, code: int) -> None:
         self.process = subprocess.Popen([sys.executable, "-c", f"raise SystemExit({code})"])
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def stop(self) -> int:
         return self.process.wait()
@@ -953,6 +1040,7 @@ def test_main_renders_the_repository_and_runs_the_server(tmp_path, monkeypatch, 
 @pytest.mark.parametrize(("code", "status"), [(0, 0), (1, 1), (-9, 1)])
 def test_main_exits_with_the_servers_status(monkeypatch, tmp_path, code, status):
     monkeypatch.setattr(entrypoint, "start", lambda *a, **k: FakeServer(code))
+    monkeypatch.setattr(entrypoint, "fetch_for_launch", lambda who, checkpoint, rev: checkpoint)
     monkeypatch.setattr(entrypoint, "cuda_device_count", lambda: 0)
     if code < 0:
         server = FakeServer(0)
@@ -995,10 +1083,12 @@ def test_every_probe_path_answers_200_on_the_servers_http_port(server):
 
 
 @pytest.mark.integration
-def test_server_release_matches_the_base_image(server):
+def test_local_server_is_older_than_the_image_and_closes_what_the_fixes_cover(server):
     with urllib.request.urlopen(f"http://{server.http_url}/v2", timeout=10) as resp:
         version = json.loads(resp.read())["version"]
-    assert triton_release_of(version) == build_args()["TRITON_VERSION"]
+    assert triton_release_of(version) == "24.10"
+    assert triton_release_of(version) < FIRST_FIXED_RELEASE <= build_args()["TRITON_VERSION"]
+    assert http_get(f"http://{server.http_url}/v2/systemsharedmemory/status") == 403
 
 
 def send_requests(url: str, count: int) -> None:
@@ -1094,8 +1184,8 @@ def wait_for_line(log: Path, text: str, process: subprocess.Popen, timeout: floa
 
 @pytest.mark.integration
 def test_entrypoint_runs_a_real_server_with_the_images_arguments(tmp_path, tiny_checkpoint):
-    """The container's start-up path outside a container: the image's arguments, the watchdog
-    reloading the model after a stub dies, and a graceful stop on SIGTERM."""
+    """The container's start-up path outside a container: the image's arguments, the admin API
+    closed, the watchdog restarting the server after a stub dies, and a graceful stop on SIGTERM."""
     http, grpc, metrics = free_ports(3)
     ports = {"--http-port": http, "--grpc-port": grpc, "--metrics-port": metrics}
     args = [
@@ -1130,20 +1220,28 @@ def test_entrypoint_runs_a_real_server_with_the_images_arguments(tmp_path, tiny_
         base = f"http://127.0.0.1:{http}"
         for path in ("/v2/health/ready", "/v2/health/live", f"/v2/models/{MODEL}/ready"):
             assert http_get(base + path) == 200, path
-        with urllib.request.urlopen(f"{base}/v2/models/{MODEL}/config", timeout=10) as resp:
-            config = json.loads(resp.read())
-        assert config["instance_group"][0]["kind"] == "KIND_CPU"
-        assert config["instance_group"][0]["count"] == 2
-        assert config["parameters"]["checkpoint"]["string_value"] == str(tiny_checkpoint)
+        # The admin groups are closed in the container too; the rendered files tell the config.
+        assert http_get(f"{base}/v2/models/{MODEL}/config") == 403
+        assert http_get(f"{base}/v2/systemsharedmemory/status") == 403
+        config = load_config(tmp_path / "rendered" / MODEL / "config.pbtxt")
+        assert config.instance_group[0].count == 2
+        assert config.parameters["checkpoint"].string_value == str(tiny_checkpoint)
         assert http_get(f"http://127.0.0.1:{metrics}/metrics") == 200
         send_requests(f"127.0.0.1:{http}", 1)
         # A backend stub dies (the kernel's OOM killer picks the biggest process): the watchdog
-        # reloads the model and the container goes on serving.
+        # restarts tritonserver and the container goes on serving.
         time.sleep(3 * WATCHDOG_INTERVAL_SECONDS)  # the watchdog notes the stubs once ready
-        stubs = backend_stub_pids(child_tritonserver(process.pid))
+        first = child_tritonserver(process.pid)
+        stubs = backend_stub_pids(first)
         assert len(stubs) == 2, stubs
         os.kill(min(stubs), signal.SIGKILL)
-        wait_for_line(log, f"watchdog: {MODEL} reloaded", process, SERVER_READY_TIMEOUT)
+        wait_for_line(log, "watchdog: tritonserver restarted", process, SERVER_READY_TIMEOUT)
+        started = time.monotonic()
+        while not http_ready("127.0.0.1", http):
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() - started < SERVER_READY_TIMEOUT, log.read_text()
+            time.sleep(0.5)
+        assert child_tritonserver(process.pid) != first
         send_requests(f"127.0.0.1:{http}", 1)
         # SIGTERM (docker stop, pod deletion) reaches tritonserver, which drains and exits.
         process.send_signal(signal.SIGTERM)

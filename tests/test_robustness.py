@@ -13,7 +13,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from cases import CASES
-from conftest import dedicated_server, upstream_align
+from conftest import SERVER_READY_TIMEOUT, dedicated_server, upstream_align
 from triton_calls import MODEL, as_float32, build_inputs, parse
 from tritonclient.utils import InferenceServerException
 
@@ -199,36 +199,40 @@ def test_overload_is_answered_promptly_with_unavailable(tmp_path, tiny_checkpoin
         assert min(t for _, t in rejected) < max(ok)
 
 
-def test_killed_backend_stub_recovers_without_a_restart(tmp_path, tiny_checkpoint, good_expected):
+def test_killed_backend_stub_gets_the_server_serving_again(
+    tmp_path, tiny_checkpoint, good_expected
+):
     """Triton 2.51 alone keeps reporting ready and fails every request with "Stub process is not
-    healthy"; the launcher's watchdog reloads the model instead."""
+    healthy"; the launcher's watchdog restarts tritonserver (no credential involved)."""
     with dedicated_server(tmp_path, tiny_checkpoint) as srv:
-        pids = backend_stub_pids(srv.running.process.pid)
+        first = srv.running.process.pid
+        pids = backend_stub_pids(first)
         assert len(pids) == 1, pids
         os.kill(next(iter(pids)), signal.SIGKILL)
-        deadline = time.monotonic() + 120
+        started = time.monotonic()
+        deadline = started + SERVER_READY_TIMEOUT  # a restart is a model load (~10 s idle)
         seen: list[str] = []
-        with httpclient.InferenceServerClient(srv.http_url) as client:
-            while time.monotonic() < deadline:
-                try:
+        while time.monotonic() < deadline:
+            try:  # refused connections while the server restarts
+                with httpclient.InferenceServerClient(srv.http_url) as client:
                     result = parse(client.infer(MODEL, good_inputs()))
-                    break
-                except InferenceServerException as e:
-                    seen.append(e.message())
-                    time.sleep(0.5)
-            else:
-                log = "\n".join(list(srv.running.log_tail)[-15:])
-                pytest.fail(
-                    f"model did not serve again after the stub was killed: {seen[-3:]}\n{log}"
-                )
-            assert result["units"] == good_expected
-            assert client.is_model_ready(MODEL)
+                    assert client.is_model_ready(MODEL)
+                break
+            except Exception as e:
+                seen.append(str(e))
+                time.sleep(0.5)
+        else:
+            log = "\n".join(list(srv.running.log_tail)[-15:])
+            pytest.fail(f"model did not serve again after the stub was killed: {seen[-3:]}\n{log}")
+        print(f"serving again {time.monotonic() - started:.1f} s after the stub was killed")
+        assert result["units"] == good_expected
+        assert srv.running.restarts == 1 and srv.running.process.pid != first
         assert backend_stub_pids(srv.running.process.pid).isdisjoint(pids)
-        assert srv.running.reloads == 1
-        assert any("reloading qwen3_aligner" in line for line in srv.running.log_tail)
+        assert any("restarting tritonserver" in line for line in srv.running.log_tail)
+        assert srv.running.wait(timeout=0) is None, "a restart is not an exit"
 
 
-def test_model_repository_api_needs_the_admin_token(server):
+def test_model_repository_api_is_closed(server):
     import requests
 
     url = f"http://{server.http_url}/v2/repository/models/{MODEL}/unload"

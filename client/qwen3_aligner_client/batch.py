@@ -5,9 +5,12 @@ A manifest has one JSON object per line::
     {"audio": "clips/a.wav", "text": "Hello world.", "language": "en"}
     {"audio": "clips/b.flac", "text_file": "clips/b.txt", "id": "b-take2"}
 
-``audio`` and ``text_file`` are relative to the manifest's folder. ``language`` falls back to the
-command line's ``--language``; ``id`` (default: the audio file's stem) names the output file and
-must be unique. A malformed manifest is rejected as a whole (:class:`ManifestError`); an item whose
+``audio`` and ``text_file`` are relative to the manifest's folder and must stay inside it (an
+absolute path or one that leads out with ``..`` or a link is refused: a manifest from elsewhere
+must not make the CLI send, say, ``~/.ssh/id_rsa`` to a server as a transcript). ``language``
+falls back to the command line's ``--language``; ``id`` (default: the audio file's stem) names the
+output file, must be unique and holds no path separator or control character. A malformed
+manifest is rejected as a whole (:class:`ManifestError`), before any work starts; an item whose
 files are missing is kept and fails on its own when processed, so the rest of the batch still runs.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,6 +110,21 @@ def _field(entry: dict[str, object], key: str, where: str) -> str | None:
     return value
 
 
+def _inside(base: Path, name: str, key: str, where: str) -> Path:
+    """``base / name``, refused unless it is relative and stays inside ``base`` (links resolved)."""
+    if "\0" in name:
+        raise ManifestError(f"{where}: {key!r} holds a NUL character")
+    path = Path(name)
+    if path.is_absolute() or path.drive:
+        raise ManifestError(
+            f"{where}: {key!r} is absolute ({name}); give it relative to the manifest's folder"
+        )
+    joined = base / path
+    if not joined.resolve().is_relative_to(base.resolve()):
+        raise ManifestError(f"{where}: {key!r} ({name}) leads out of the manifest's folder")
+    return joined
+
+
 def items_from_manifest(manifest: Path, language: str | None) -> list[BatchItem]:
     """Parse a JSONL manifest (see the module docstring); blank lines are skipped."""
     try:
@@ -143,9 +162,14 @@ def items_from_manifest(manifest: Path, language: str | None) -> list[BatchItem]
         item_language = _field(entry, "language", where) or language
         if not item_language:
             raise ManifestError(f"{where}: no 'language', and no --language to fall back on")
-        audio_path = base / audio
+        audio_path = _inside(base, audio, "audio", where)
         key = _field(entry, "id", where) or audio_path.stem
-        if "/" in key or "\\" in key or key in (".", ".."):
+        if (
+            "/" in key
+            or "\\" in key
+            or key in (".", "..")
+            or any(unicodedata.category(c) == "Cc" for c in key)
+        ):
             raise ManifestError(f"{where}: id {key!r} cannot name a file")
         if key in seen:
             raise ManifestError(
@@ -159,7 +183,9 @@ def items_from_manifest(manifest: Path, language: str | None) -> list[BatchItem]
                 audio=audio_path,
                 language=item_language,
                 text=text,
-                text_file=None if text_file is None else base / text_file,
+                text_file=(
+                    None if text_file is None else _inside(base, text_file, "text_file", where)
+                ),
                 origin=where,
             )
         )

@@ -464,7 +464,7 @@ def run_batch(args: argparse.Namespace, settings: Settings) -> int:
             except AudioError as e:
                 fail(item, str(e))
                 continue
-            except OSError as e:
+            except (OSError, ValueError) as e:  # ValueError: a name the OS cannot take
                 fail(item, f"cannot write output: {e}")
                 continue
             summary.aligned += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import json
+import math
 import re
 import threading
 import time
@@ -342,8 +343,12 @@ class AlignerClient:
         output = result.as_numpy("ALIGNMENT")
         if output is None:
             raise AlignerError("the server's response has no ALIGNMENT output")
-        alignment = Alignment.from_json(output.reshape(-1)[0], text=text)
+        try:
+            alignment = Alignment.from_json(output.reshape(-1)[0], text=text)
+        except (ValueError, KeyError, TypeError) as e:
+            raise AlignerError(f"the server's ALIGNMENT document is malformed: {e}") from e
         _check_words(alignment, result)
+        _check_times(alignment)
         return alignment
 
     def align_many(
@@ -398,6 +403,19 @@ def _check_words(alignment: Alignment, result: Any) -> None:
     texts = [w.decode("utf-8") if isinstance(w, bytes) else str(w) for w in words.reshape(-1)]
     if texts != [w.text for w in alignment.words]:
         raise AlignerError("the server's WORDS output does not match its ALIGNMENT document")
+
+
+def _check_times(alignment: Alignment) -> None:
+    """Every time must be a finite number of seconds: a server that sends ``Infinity`` or ``NaN``
+    is broken, and its document would break every writer downstream (SRT, TextGrid, ...)."""
+    if not math.isfinite(alignment.duration):
+        raise AlignerError(f"the server sent a non-finite duration ({alignment.duration})")
+    for index, word in enumerate(alignment.words):
+        if not (math.isfinite(word.start) and math.isfinite(word.end)):
+            raise AlignerError(
+                f"the server sent non-finite times for word {index} ({word.text!r}): "
+                f"{word.start}-{word.end}"
+            )
 
 
 def _close_all(connections: Iterable[Any]) -> None:

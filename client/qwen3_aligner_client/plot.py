@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .audio import to_mono_float32
+from .files import write_atomic_bytes
 from .results import AlignedWord, Alignment
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ def require_matplotlib() -> None:
 
     if importlib.util.find_spec("matplotlib") is None:
         raise ModuleNotFoundError(
-            "PNG pictures need matplotlib: pip install 'qwen3-aligner-triton[report]'",
+            "PNG pictures need matplotlib: pip install 'qwen3-aligner-client[report]'",
             name="matplotlib",
         )
 
@@ -392,8 +393,6 @@ def save_png(
     Every file is written atomically, page 1 last: when ``path`` exists, so do all its pages
     (batch mode's resume relies on that).
     """
-    from .writers import write_atomic_bytes
-
     pages = png_pages(alignment, samples, sample_rate, options, title)
     paths = page_paths(path, len(pages))
     for target, data in reversed(list(zip(paths, pages, strict=True))):

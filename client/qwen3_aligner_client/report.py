@@ -73,13 +73,12 @@ def report_rate(sample_rate: int) -> int:
 
 
 def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
-    """``samples`` at ``target`` Hz (polyphase filter; unchanged when the rates agree)."""
+    """``samples`` at ``target`` Hz (libsoxr, delay-compensated; unchanged when the rates agree)."""
     if rate == target:
         return samples
-    from scipy.signal import resample_poly
+    import soxr
 
-    common = math.gcd(rate, target)
-    out = resample_poly(samples, target // common, rate // common)
+    out = soxr.resample(np.asarray(samples, dtype=np.float32), rate, target, quality="HQ")
     return np.asarray(out, dtype=np.float32)
 
 

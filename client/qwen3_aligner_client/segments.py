@@ -135,7 +135,7 @@ def _require(module: str):
     except ImportError:
         raise SubtitleError(
             "reading subtitle files needs the 'subtitles' extra: "
-            "pip install 'qwen3-aligner-triton[subtitles]'"
+            "pip install 'qwen3-aligner-client[subtitles]'"
         ) from None
 
 

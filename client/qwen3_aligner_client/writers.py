@@ -9,7 +9,8 @@ strictly increasing with :func:`~qwen3_aligner_client.cues.tiling_intervals`.
 
 HTML (:mod:`~qwen3_aligner_client.report`) and PNG (:mod:`~qwen3_aligner_client.plot`) picture
 the alignment over its audio, so they need :attr:`WriteOptions.audio`. PNG is binary and may take
-several files: write it with :func:`save`, which writes any format to a path.
+several files: write it with :func:`save`, which writes any format to a path (atomically, with
+:func:`~qwen3_aligner_client.files.write_atomic`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import csv
 import io
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,7 @@ from .cues import (
     tiling_intervals,
     to_ms,
 )
+from .files import write_atomic
 from .plot import PlotOptions, save_png
 from .report import html_report
 from .results import Alignment
@@ -266,34 +267,3 @@ def save(
         return fmt.save(alignment, options, Path(path))
     write_atomic(path, fmt.render(alignment, options))
     return [Path(path)]
-
-
-def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` so that ``path`` never holds a partial file.
-
-    The text goes to a temporary file in the same folder, which then replaces ``path`` in one
-    rename; an interrupted run leaves at most a hidden ``.*.tmp`` file behind.
-    """
-    write_atomic_bytes(path, text.encode("utf-8"))
-
-
-def write_atomic_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` as :func:`write_atomic` writes text."""
-    target = Path(path)
-    fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp_name, 0o666 & ~_umask())  # as a plainly created file would be
-        os.replace(temp_name, target)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

@@ -4,11 +4,13 @@
 resolves them (:func:`~qwen3_aligner_triton.serve.plan_launch`). When ``MODEL_PATH`` is unset and a
 checkpoint was baked into the image at build time, that checkpoint is served. The repository that
 ships in the image is rendered into a writable folder, and ``tritonserver`` is started on it the
-way ``./scripts/serve`` starts it (:func:`~qwen3_aligner_triton.tritonserver.build_command`, with
-the watchdog that reloads the model when a backend stub dies), followed by the container's own
-arguments (the image's ``CMD`` or Kubernetes ``args``; tritonserver keeps a flag's last value).
+way ``./scripts/serve`` starts it (:func:`~qwen3_aligner_triton.tritonserver.build_command`: the
+admin API groups closed, and the watchdog that restarts tritonserver when a backend stub dies),
+followed by the container's own arguments (the image's ``CMD`` or Kubernetes ``args``;
+tritonserver keeps a flag's last value).
 SIGTERM is passed on, so the server drains for ``--exit-timeout-secs``; the entrypoint exits with
-the server's status.
+the server's status. A hub-id checkpoint is downloaded into ``$HF_HOME`` (at ``MODEL_REVISION``
+when set) before the server starts, as ``./scripts/serve`` does.
 """
 
 from __future__ import annotations
@@ -22,17 +24,26 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .hub import REVISION_ENV, CheckpointUnavailable
 from .params import CHECKPOINT_ENV
 from .repository import SOURCE_REPOSITORY, Placement, render_repository
-from .serve import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cuda_device_count, plan_launch, wait_for_exit
+from .serve import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    cuda_device_count,
+    fetch_for_launch,
+    plan_launch,
+    wait_for_exit,
+)
 from .tritonserver import ServerError, ServerOptions, locate, start
 
 TEMPLATE_ENV = "ALIGNER_REPOSITORY_TEMPLATE"  # the model repository as shipped (read-only is fine)
 RENDERED_ENV = "ALIGNER_REPOSITORY_DIR"  # where the rendered repository is written
 BAKED_CHECKPOINT_ENV = "ALIGNER_BAKED_CHECKPOINT"  # checkpoint folder baked in at build time
 DEFAULT_RENDERED = Path(tempfile.gettempdir()) / "qwen3-aligner" / "model_repository"
-# Set by the entrypoint: the repository it renders, and the explicit model control the watchdog
-# reloads through.
+# Set by the entrypoint: the repository it renders, and the model control mode "none" (every model
+# of the repository loaded at start, nothing loadable through the API).
 OWNED_FLAGS = ("--model-repository", "--model-store", "--model-control-mode", "--load-model")
 PORT_FLAGS = {
     "--http-port": "http_port",
@@ -68,8 +79,9 @@ def plan_container(environ: Mapping[str, str], gpu_count: int) -> ContainerPlan:
 def server_options(plan: ContainerPlan, args: Sequence[str]) -> ServerOptions:
     """Options for :func:`~qwen3_aligner_triton.tritonserver.start`; ``args`` go last, as given.
 
-    The ports are read from ``args`` too, so that the watchdog polls the port the server uses.
-    Raises ValueError if ``args`` set what the entrypoint sets itself.
+    The ports are read from ``args`` too (and checked); the watchdog polls the address and port
+    that the final command line gives. Raises ValueError if ``args`` set what the entrypoint sets
+    itself.
     """
     ports: dict[str, int] = {}
     for arg in args:
@@ -99,9 +111,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except (ValueError, ServerError) as e:
         print(f"entrypoint: error: {e}", file=sys.stderr, flush=True)
         return EXIT_USAGE
-    render_repository(
-        plan.repository, plan.placement, {"checkpoint": plan.checkpoint}, source=plan.template
-    )
+    revision = environ.get(REVISION_ENV, "").strip() or None
+    try:
+        folder = fetch_for_launch("entrypoint", plan.checkpoint, revision)
+    except (ValueError, CheckpointUnavailable) as e:
+        print(f"entrypoint: error: {e}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
+    render_repository(plan.repository, plan.placement, {"checkpoint": folder}, source=plan.template)
     where = "GPU" if opts.gpu else "CPU"
     print(f"entrypoint: tritonserver from {install.source} ({install.binary})", flush=True)
     print(f"entrypoint: serving {plan.checkpoint} on {where} x{plan.placement.count}", flush=True)

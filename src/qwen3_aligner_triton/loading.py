@@ -114,7 +114,9 @@ def load_aligner(
         where = (
             f"checkpoint folder {checkpoint!r}"
             if kind == "folder"
-            else f"{checkpoint!r} as {HUB_ID_HINT} (no local folder of that name exists)"
+            else f"{checkpoint!r} as {HUB_ID_HINT} (no local folder of that name exists; "
+            "the server reads hub ids from the Hugging Face cache only, which ./scripts/serve "
+            "and ./scripts/fetch-model fill before it starts)"
         )
         raise ConfigError(f"could not load {where}: {type(e).__name__}: {e}") from e
     thinker_type = str(getattr(aligner.model.config.thinker_config, "model_type", ""))

@@ -1,7 +1,9 @@
 """``./scripts/serve``: run the aligner on a real tritonserver in the foreground.
 
 Settings come from the command line, then from the variables the FastAPI service used
-(``MODEL_PATH``, ``DEVICE``, ``MAX_CONCURRENT``), then from defaults.
+(``MODEL_PATH``, ``DEVICE``, ``MAX_CONCURRENT``), then from defaults. A hub id is downloaded into
+the Hugging Face cache before the server starts (:mod:`~qwen3_aligner_triton.hub`), and the model
+is handed the local folder.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -18,6 +19,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .hub import (
+    REVISION_ENV,
+    CheckpointUnavailable,
+    describe_source,
+    is_hub_id,
+    resolve_checkpoint,
+)
 from .params import CHECKPOINT_ENV, DEFAULT_CHECKPOINT
 from .repository import Placement, render_repository
 from .tritonserver import (
@@ -31,10 +39,11 @@ from .tritonserver import (
     start,
 )
 
-DEFAULT_READY_TIMEOUT = 900.0  # seconds; a first start may download the checkpoint
+DEFAULT_READY_TIMEOUT = 900.0  # seconds for the model to load (the download comes before)
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 WAIT_POLL_SECONDS = 0.5
 
 
@@ -95,14 +104,13 @@ def plan_launch(
 
 
 def wait_for_exit(server: RunningServer, stopping: threading.Event) -> int:
-    """Wait for tritonserver to exit; after a stop request, kill it if it overstays its grace."""
+    """Wait for tritonserver to exit for good (a watchdog restart is not an exit); after a stop
+    request, kill it if it overstays its grace."""
     stop_requested_at: float | None = None
     while True:
-        try:
-            code = server.process.wait(timeout=WAIT_POLL_SECONDS)
+        code = server.wait(timeout=WAIT_POLL_SECONDS)
+        if code is not None:
             break
-        except subprocess.TimeoutExpired:
-            pass
         if stopping.is_set():
             stop_requested_at = stop_requested_at or time.monotonic()
             if time.monotonic() - stop_requested_at > STOP_GRACE_SECONDS:
@@ -110,6 +118,16 @@ def wait_for_exit(server: RunningServer, stopping: threading.Event) -> int:
                 server.process.kill()
     server.stop()  # reaps and cleans shared memory left by a killed stub
     return code
+
+
+def fetch_for_launch(who: str, checkpoint: str, revision: str | None) -> str:
+    """The folder to hand the model: ``checkpoint`` itself, or a hub id's downloaded snapshot."""
+    if is_hub_id(checkpoint):
+        print(f"{who}: {describe_source(checkpoint, revision)}", flush=True)
+    folder = resolve_checkpoint(checkpoint, revision)
+    if folder != checkpoint:
+        print(f"{who}: {checkpoint} is in {folder}", flush=True)
+    return folder
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -120,6 +138,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--model",
         help=f"checkpoint: hub id or folder (env {CHECKPOINT_ENV}; default {DEFAULT_CHECKPOINT})",
+    )
+    p.add_argument(
+        "--revision",
+        help=f"Hub branch, tag or commit of a hub-id checkpoint (env {REVISION_ENV}; default main)",
     )
     p.add_argument("--device", help="auto, cpu, gpu, cuda or cuda:N (env DEVICE; default auto)")
     p.add_argument(
@@ -157,12 +179,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, ServerError) as e:
         print(f"serve: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    revision = args.revision or os.environ.get(REVISION_ENV, "").strip() or None
+    try:
+        folder = fetch_for_launch("serve", plan.checkpoint, revision)
+    except (ValueError, CheckpointUnavailable) as e:
+        print(f"serve: error: {e}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("serve: download interrupted; run again to resume it", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     extra = tuple(a for a in args.triton_args if a != "--")
     with tempfile.TemporaryDirectory(prefix="qwen3-aligner-repo-") as tmp:
         repo = render_repository(
             args.repository_dir or Path(tmp) / "model_repository",
             plan.placement,
-            {"checkpoint": plan.checkpoint},
+            {"checkpoint": folder},
         )
         opts = ServerOptions(
             model_repository=repo,

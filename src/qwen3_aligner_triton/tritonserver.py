@@ -2,7 +2,12 @@
 
 On an NGC Triton container ``tritonserver`` is on PATH. Elsewhere (developer machines, CI) the
 binary of the ``nvidia-pytriton`` wheel is used: its Python backend needs the stub of the running
-Python version copied next to ``libtriton_python.so``, which :func:`locate` does once.
+Python version copied next to ``libtriton_python.so``, which :func:`locate` does once. That stub
+links ``libpython3.X.so.1.0`` by name; left to the dynamic linker it would load the operating
+system's build, whatever Python this environment was made from, and the environment's compiled
+standard-library modules (``_ssl``, ``_hashlib``, ...) would then run on a foreign runtime.
+:func:`locate` therefore finds the shared libpython of this environment's own interpreter, and
+:func:`start` puts its folder first on the server's ``LD_LIBRARY_PATH``.
 """
 
 from __future__ import annotations
@@ -32,9 +37,20 @@ READY_POLL_SECONDS = 0.25
 STOP_GRACE_SECONDS = 45.0  # wait this long after SIGTERM before SIGKILL
 LOG_TAIL_LINES = 400
 EXIT_TIMEOUT_SECONDS = 30  # tritonserver's drain time for in-flight requests on SIGTERM
-ADMIN_HEADER = "qwen3-aligner-admin"
 WATCHDOG_INTERVAL_SECONDS = 1.0
-RELOAD_TIMEOUT_SECONDS = 900.0
+RESTART_READY_TIMEOUT_SECONDS = 900.0  # a restarted server must be ready again within this
+# Triton's API groups (the names --http-restricted-api and --grpc-restricted-protocol take).
+# Clients, probes and Prometheus need these ...
+CLIENT_APIS = ("health", "metadata", "inference", "statistics")
+# ... and nobody needs these from the network: shared memory (system and CUDA) lets a caller map
+# memory into the server, the repository API loads code, the others reveal or change settings.
+CLOSED_APIS = ("shared-memory", "model-config", "model-repository", "logging", "trace")
+# Closed groups are restricted to a header that no request can carry: ':' ends an HTTP/1.1 header
+# name, and gRPC refuses metadata keys with ':' (Triton expects "triton-grpc-protocol-<key>").
+# So nothing on the command line opens them: there is no secret to leak.
+CLOSED_HEADER = "closed:no-credential"
+CLOSED_VALUE = "none"
+RESTRICT_FLAGS = ("--http-restricted-api", "--grpc-restricted-protocol")
 STUB_NAME = b"triton_python_backend_stub"
 
 
@@ -49,6 +65,47 @@ class TritonInstallation:
     binary: Path
     backend_dir: Path | None  # None: the binary's built-in default (/opt/tritonserver/backends)
     source: str  # "PATH" or "nvidia-pytriton"
+    # Folder holding the shared libpython the backend stub must load (first on LD_LIBRARY_PATH);
+    # None: leave the dynamic linker's choice alone (the NGC container's stub matches its Python).
+    python_libdir: Path | None = None
+
+
+# Folders the dynamic linker searches anyway: never worth putting first on LD_LIBRARY_PATH.
+_MULTIARCH = str(sysconfig.get_config_var("MULTIARCH") or "")
+SYSTEM_LIBRARY_DIRS = frozenset(
+    {"/lib", "/lib64", "/usr/lib", "/usr/lib64"}
+    | ({f"/lib/{_MULTIARCH}", f"/usr/lib/{_MULTIARCH}"} if _MULTIARCH else set())
+)
+
+
+def python_library_dir(config_var: Callable[[str], object] = sysconfig.get_config_var) -> Path:
+    """The folder with the shared libpython of the interpreter this environment was made from.
+
+    A virtual environment reports its base interpreter's build settings, so ``LIBDIR`` is where
+    that interpreter's ``libpython3.X.so.1.0`` lives when it was built with ``--enable-shared``.
+    Raises ServerError, naming the cause and the ways out, when there is none.
+    """
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    soname = str(config_var("INSTSONAME") or f"libpython{version}.so.1.0")
+    libdir = Path(str(config_var("LIBDIR") or ""))
+    shared = bool(config_var("Py_ENABLE_SHARED"))
+    if shared and (libdir / soname).is_file():
+        return libdir
+    if shared:
+        cause = f"it reports a shared libpython, but {libdir / soname} does not exist"
+    else:
+        cause = "it was built without a shared libpython (no --enable-shared)"
+    raise ServerError(
+        f"the Python this environment was made from ({sys.base_prefix}, Python "
+        f"{sys.version.split()[0]}) cannot run the Python backend of the nvidia-pytriton "
+        f"tritonserver: {cause}. The backend stub loads libpython{version}.so.1.0 and would pick "
+        "up another Python's, whose runtime breaks this environment's compiled modules (ssl, "
+        "hashlib, ...). Ways out: make .venv from a Python built with --enable-shared (pyenv: "
+        "PYTHON_CONFIGURE_OPTS=--enable-shared pyenv install ...; then rm -rf .venv and run "
+        f"PYTHON=/path/to/python{version} ./scripts/setup-venv), or from the system Python "
+        f"(PYTHON=/usr/bin/python{version} with the libpython{version} package installed), or "
+        "run the NGC Triton container (docker/Dockerfile)"
+    )
 
 
 def locate() -> TritonInstallation:
@@ -69,9 +126,10 @@ def locate() -> TritonInstallation:
     stub_dst = root / "backends" / "python" / "triton_python_backend_stub"
     if not stub_src.is_file():
         raise ServerError(f"nvidia-pytriton ships no Python backend stub for Python {version}")
+    libdir = python_library_dir()
     if not stub_dst.is_file() or stub_dst.stat().st_size != stub_src.stat().st_size:
         shutil.copy2(stub_src, stub_dst)
-    return TritonInstallation(binary, root / "backends", "nvidia-pytriton")
+    return TritonInstallation(binary, root / "backends", "nvidia-pytriton", libdir)
 
 
 @dataclass(frozen=True)
@@ -86,19 +144,27 @@ class ServerOptions:
     gpu: bool = False
     log_verbose: int = 0
     extra_args: tuple[str, ...] = ()
-    # Reload the model when a backend stub process dies (Triton 2.51 would otherwise keep
-    # reporting ready while every request fails). Needs explicit model control; the repository
-    # API is then restricted to callers presenting ``admin_token`` in the ADMIN_HEADER header.
+    # Restart tritonserver when a backend stub process dies (Triton 2.51 would otherwise keep
+    # reporting ready while every request fails).
     watchdog: bool = True
-    admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
+    # Triton API groups closed on HTTP and gRPC (see CLOSED_APIS). A group that ``extra_args``
+    # restrict under a credential of the operator's own is left to that flag.
+    closed_apis: tuple[str, ...] = CLOSED_APIS
     # The Python backend's shared-memory regions are named after this prefix, so stopping this
     # server cleans its own regions and never those of another server on the same machine.
     shm_prefix: str = field(default_factory=lambda: f"{SHM_PREFIX}{secrets.token_hex(4)}_")
 
 
-def loopback_options(model_repository: Path, gpu: bool = False) -> ServerOptions:
-    """Options for a server on 127.0.0.1 with three free ports (tests, benchmarks, soak)."""
+def loopback_options(
+    model_repository: Path, gpu: bool = False, open_apis: Iterable[str] = ()
+) -> ServerOptions:
+    """Options for a server on 127.0.0.1 with three free ports (tests, benchmarks, soak);
+    ``open_apis`` lists groups of CLOSED_APIS to leave open (perf_analyzer reads model-config)."""
     http, grpc, metrics = free_ports(3)
+    opened = set(open_apis)
+    unknown = opened - set(CLOSED_APIS)
+    if unknown:
+        raise ValueError(f"not a closed API group: {sorted(unknown)}; closed: {CLOSED_APIS}")
     return ServerOptions(
         model_repository=model_repository,
         http_port=http,
@@ -106,7 +172,46 @@ def loopback_options(model_repository: Path, gpu: bool = False) -> ServerOptions
         metrics_port=metrics,
         address="127.0.0.1",
         gpu=gpu,
+        closed_apis=tuple(a for a in CLOSED_APIS if a not in opened),
     )
+
+
+def flag_values(args: Sequence[str], flag: str) -> list[str]:
+    """Every value given to ``flag`` (as ``--flag=value``), in order; tritonserver uses the last
+    one of most flags and every one of the restriction flags."""
+    return [a.split("=", 1)[1] for a in args if a.startswith(flag + "=")]
+
+
+def restricted_groups(args: Sequence[str], flag: str) -> set[str]:
+    """API groups that ``args`` restrict with ``flag`` (``--flag=group,group:key=value``)."""
+    groups: set[str] = set()
+    for value in flag_values(args, flag):
+        groups.update(g.strip() for g in value.split(":", 1)[0].split(",") if g.strip())
+    return groups
+
+
+def closing_flags(closed: Sequence[str], extra_args: Sequence[str]) -> list[str]:
+    """The restriction flags that close ``closed`` on HTTP and gRPC. Triton refuses to start when
+    one group appears in two flags, so groups that ``extra_args`` restrict are left to them."""
+    flags = []
+    for flag in RESTRICT_FLAGS:
+        taken = restricted_groups(extra_args, flag)
+        groups = [g for g in closed if g not in taken]
+        if groups:
+            flags.append(f"{flag}={','.join(groups)}:{CLOSED_HEADER}={CLOSED_VALUE}")
+    return flags
+
+
+def http_endpoint(args: Sequence[str]) -> tuple[str, int]:
+    """Where the server started with ``args`` answers HTTP, as (host to connect to, port): the
+    last --http-address and --http-port given; a wildcard address is reached on loopback."""
+    host = (flag_values(args, "--http-address") or ["0.0.0.0"])[-1].strip("[]")
+    port = int((flag_values(args, "--http-port") or ["8000"])[-1])
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return host, port
 
 
 def build_command(install: TritonInstallation, opts: ServerOptions) -> list[str]:
@@ -126,13 +231,9 @@ def build_command(install: TritonInstallation, opts: ServerOptions) -> list[str]
         f"--log-verbose={opts.log_verbose}",
         f"--exit-timeout-secs={EXIT_TIMEOUT_SECONDS}",
     ]
-    if opts.watchdog:
-        cmd += [
-            "--model-control-mode=explicit",
-            f"--load-model={MODEL_NAME}",
-            f"--http-restricted-api=model-repository:{ADMIN_HEADER}={opts.admin_token}",
-            f"--grpc-restricted-protocol=model-repository:{ADMIN_HEADER}={opts.admin_token}",
-        ]
+    # Model control mode "none" (the default): every model in the repository is loaded at start
+    # and the repository API can load nothing, with or without a credential.
+    cmd += closing_flags(opts.closed_apis, opts.extra_args)
     cmd.append(f"--backend-config=python,shm-region-prefix-name={opts.shm_prefix}")
     if install.backend_dir is not None:
         cmd.append(f"--backend-directory={install.backend_dir}")
@@ -142,22 +243,35 @@ def build_command(install: TritonInstallation, opts: ServerOptions) -> list[str]
     return cmd
 
 
-def server_environment(base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for the server: this interpreter's ``bin/`` first on PATH so the backend stub
-    imports the packages of this environment."""
+def server_environment(
+    base: dict[str, str] | None = None, python_libdir: Path | None = None
+) -> dict[str, str]:
+    """Environment for the server.
+
+    This interpreter's ``bin/`` goes first on PATH so that the backend stub imports the packages
+    of this environment; ``python_libdir`` (see :func:`python_library_dir`) goes first on
+    ``LD_LIBRARY_PATH`` so that the stub runs this environment's own Python. ``HF_HUB_OFFLINE=1``:
+    the launcher fetches the checkpoint before the server starts; the model never reaches the
+    network.
+    """
     env = dict(os.environ if base is None else base)
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     venv = Path(sys.prefix)
     if venv != Path(sys.base_prefix):
         env["VIRTUAL_ENV"] = str(venv)
+    if python_libdir is not None and str(python_libdir) not in SYSTEM_LIBRARY_DIRS:
+        rest = [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+        env["LD_LIBRARY_PATH"] = os.pathsep.join([str(python_libdir), *rest])
+    env["HF_HUB_OFFLINE"] = "1"
     return env
 
 
 def http_ready(host: str, port: int, path: str = "/v2/health/ready", timeout: float = 2.0) -> bool:
     """True when ``GET path`` answers 200."""
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=timeout) as resp:
+        where = f"[{host}]" if ":" in host else host
+        with urllib.request.urlopen(f"http://{where}:{port}{path}", timeout=timeout) as resp:
             return resp.status == 200
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return False
@@ -182,19 +296,6 @@ def backend_stub_pids(server_pid: int) -> set[int]:
     return pids
 
 
-def reload_model(host: str, port: int, token: str, timeout: float = RELOAD_TIMEOUT_SECONDS) -> None:
-    """Ask the server to (re)load the model: new instances start, then replace the old ones."""
-    request = urllib.request.Request(
-        f"http://{host}:{port}/v2/repository/models/{MODEL_NAME}/load",
-        data=b"",
-        method="POST",
-        headers={ADMIN_HEADER: token},
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as resp:
-        if resp.status != 200:
-            raise ServerError(f"reloading {MODEL_NAME} answered HTTP {resp.status}")
-
-
 def shm_regions(prefix: str = SHM_PREFIX) -> set[str]:
     """Python-backend shared-memory regions in ``/dev/shm`` whose names start with ``prefix``
     (default: every server's)."""
@@ -202,79 +303,150 @@ def shm_regions(prefix: str = SHM_PREFIX) -> set[str]:
 
 
 @dataclass
-class RunningServer:
-    """A started ``tritonserver`` process whose output is echoed and remembered."""
+class StubWatch:
+    """Tells from the backend stub PIDs (and readiness) when the server has lost a stub.
 
-    process: subprocess.Popen
+    Triton 2.51 goes on reporting ready after a stub dies and fails every request of that model
+    instance. Stubs are noted once the server is ready; while none is seen (not yet started, or
+    another process model) the watch keeps looking instead of giving up. A stub that disappears
+    while the server is not ready belongs to a shutdown, not a crash.
+    """
+
+    baseline: set[int] | None = None
+
+    def observe(self, stubs: set[int], ready: Callable[[], bool]) -> set[int]:
+        """The stubs lost since the last observation while the server claims to be ready."""
+        if not self.baseline:
+            if stubs and ready():
+                self.baseline = set(stubs)
+            return set()
+        lost = self.baseline - stubs
+        if not lost:
+            self.baseline = set(stubs)
+            return set()
+        if not ready():
+            self.baseline = None
+            return set()
+        return lost
+
+
+@dataclass
+class RunningServer:
+    """A started ``tritonserver`` whose output is echoed and remembered; with the watchdog on,
+    the process is restarted (same command) when one of its backend stubs dies."""
+
+    command: list[str]
     options: ServerOptions
+    env: dict[str, str] | None = None
     echo: Callable[[str], None] | None = None
     log_tail: collections.deque = field(
         default_factory=lambda: collections.deque(maxlen=LOG_TAIL_LINES)
     )
+    restart_ready_timeout: float = RESTART_READY_TIMEOUT_SECONDS
 
-    reloads: int = 0  # how often the watchdog reloaded the model
+    restarts: int = 0  # how often the watchdog restarted the server
 
     def __post_init__(self) -> None:
-        self._reader = threading.Thread(target=self._pump, daemon=True)
-        self._reader.start()
+        self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._stubs_when_ready: set[int] | None = None
+        self._restarting = False
+        self.host, self.http_port = http_endpoint(self.command)
+        self.process = self._spawn()
         if self.options.watchdog:
             threading.Thread(target=self._watch, daemon=True).start()
+
+    def _spawn(self) -> subprocess.Popen:
+        process = subprocess.Popen(
+            self.command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._pump, args=(process,), daemon=True)
+        self._reader.start()
+        return process
 
     def _say(self, message: str) -> None:
         self.log_tail.append(message)
         if self.echo is not None:
             self.echo(message)
 
+    def _ready(self) -> bool:
+        return http_ready(self.host, self.http_port)
+
     def _watch(self) -> None:
-        """Reload the model when one of its backend stubs dies."""
+        """Restart the server when one of its backend stubs dies."""
+        watch = StubWatch()
+        restarted_at: float | None = None
         while not self._stopping.wait(WATCHDOG_INTERVAL_SECONDS):
-            if self.process.poll() is not None:
+            process = self.process
+            if process.poll() is not None:
+                return  # exited for good: wait() reports it
+            lost = watch.observe(backend_stub_pids(process.pid), self._ready)
+            if watch.baseline:
+                restarted_at = None
+            elif (
+                restarted_at is not None
+                and time.monotonic() - restarted_at > self.restart_ready_timeout
+            ):
+                self._say("watchdog: the restarted server is not ready in time; stopping it")
+                process.send_signal(signal.SIGTERM)
                 return
-            baseline = self._stubs_when_ready
-            if baseline is None:
-                if http_ready(self.host, self.options.http_port):
-                    self._stubs_when_ready = backend_stub_pids(self.process.pid)
-                continue
-            if not baseline:  # no stub visible in /proc (another process model): nothing to watch
-                continue
-            stubs = backend_stub_pids(self.process.pid)
-            lost = baseline - stubs
             if not lost:
-                self._stubs_when_ready = stubs
-                continue
-            # A stub also exits when the server shuts down (SIGTERM from anyone): the server then
-            # stops being ready, whereas after a crash it keeps claiming to be ready.
-            if self._stopping.is_set() or not http_ready(self.host, self.options.http_port):
-                self._stubs_when_ready = None
                 continue
             self._say(
-                f"watchdog: backend stub process(es) {sorted(lost)} exited; reloading {MODEL_NAME}"
+                f"watchdog: backend stub process(es) {sorted(lost)} exited; restarting tritonserver"
             )
-            try:
-                reload_model(self.host, self.options.http_port, self.options.admin_token)
-            except (OSError, ServerError) as e:
-                if self._stopping.is_set() or self.process.poll() is not None:
-                    return
-                self._say(f"watchdog: reloading {MODEL_NAME} failed: {e}; stopping the server")
-                self.process.send_signal(signal.SIGTERM)
+            if not self._restart():
                 return
-            self.reloads += 1
-            self._stubs_when_ready = backend_stub_pids(self.process.pid)
-            self._say(f"watchdog: {MODEL_NAME} reloaded; serving again")
+            watch = StubWatch()
+            restarted_at = time.monotonic()
 
-    def _pump(self) -> None:
-        assert self.process.stdout is not None
-        for raw in iter(self.process.stdout.readline, b""):
+    def _restart(self) -> bool:
+        """Stop the server (drain, then kill), clean its shm, start the same command again."""
+        with self._lock:
+            if self._stopping.is_set():
+                return False
+            self._restarting = True
+            old = self.process
+        try:
+            self._terminate(old, STOP_GRACE_SECONDS)
+            self._reader.join(timeout=5)
+            self._clean_shm()
+            with self._lock:
+                if self._stopping.is_set():
+                    return False
+                self.process = self._spawn()
+                self.restarts += 1
+        finally:
+            with self._lock:
+                self._restarting = False
+        self._say(f"watchdog: tritonserver restarted (pid {self.process.pid})")
+        return True
+
+    def _pump(self, process: subprocess.Popen) -> None:
+        assert process.stdout is not None
+        for raw in iter(process.stdout.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip("\n")
             self.log_tail.append(line)
             if self.echo is not None:
                 self.echo(line)
 
-    @property
-    def host(self) -> str:
-        return "127.0.0.1" if self.options.address in ("0.0.0.0", "") else self.options.address
+    def wait(self, timeout: float | None = None) -> int | None:
+        """The exit status once the server has exited for good (a watchdog restart is not an
+        exit); None if it is still running after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                process, restarting = self.process, self._restarting
+            code = process.poll()
+            if code is not None and not restarting and process is self.process:
+                return code
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
 
     def wait_ready(self, timeout: float) -> float:
         """Block until ``/v2/health/ready`` is 200; returns seconds waited. Raises ServerError
@@ -282,15 +454,13 @@ class RunningServer:
         started = time.monotonic()
         while True:
             code = self.process.poll()
-            if code is not None:
+            if code is not None and not self._restarting:
                 self._reader.join(timeout=5)
                 raise ServerError(
                     f"tritonserver exited with code {code} before it was ready\n"
                     + self.failure_summary()
                 )
-            if http_ready(self.host, self.options.http_port):
-                if self._stubs_when_ready is None:
-                    self._stubs_when_ready = backend_stub_pids(self.process.pid)
+            if self._ready():
                 return time.monotonic() - started
             if time.monotonic() - started > timeout:
                 self.stop()
@@ -314,21 +484,30 @@ class RunningServer:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
 
-    def stop(self, grace: float = STOP_GRACE_SECONDS) -> int:
-        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL; clean leftover shm regions."""
-        self._stopping.set()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+    @staticmethod
+    def _terminate(process: subprocess.Popen, grace: float) -> None:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=grace)
+                process.wait(timeout=grace)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._reader.join(timeout=5)
+                process.kill()
+                process.wait()
+
+    def _clean_shm(self) -> None:
         for path in shm_regions(self.options.shm_prefix):
             with contextlib.suppress(OSError):
                 os.unlink(path)
-        return self.process.returncode
+
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> int:
+        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL; clean leftover shm regions."""
+        self._stopping.set()
+        with self._lock:
+            process = self.process
+        self._terminate(process, grace)
+        self._reader.join(timeout=5)
+        self._clean_shm()
+        return process.returncode
 
 
 def start(
@@ -339,16 +518,12 @@ def start(
 ) -> RunningServer:
     """Start ``tritonserver`` in the background (own process group)."""
     install = install or locate()
-    cmd = build_command(install, opts)
-    process = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=server_environment(env),
-        start_new_session=True,
+    return RunningServer(
+        command=build_command(install, opts),
+        options=opts,
+        env=server_environment(env, install.python_libdir),
+        echo=echo,
     )
-    return RunningServer(process=process, options=opts, echo=echo)
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
@@ -379,13 +554,18 @@ __all__: Sequence[str] = (
     "RunningServer",
     "ServerError",
     "ServerOptions",
+    "StubWatch",
     "TritonInstallation",
     "build_command",
+    "closing_flags",
     "describe_endpoints",
     "free_ports",
+    "http_endpoint",
     "http_ready",
     "locate",
     "loopback_options",
+    "python_library_dir",
+    "server_environment",
     "shm_regions",
     "start",
 )

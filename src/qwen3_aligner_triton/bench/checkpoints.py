@@ -101,4 +101,7 @@ def resolve_checkpoint(spec: str, scratch: Path) -> CheckpointChoice:
     if spec == "full":
         path = full_random_checkpoint()
         return CheckpointChoice("full", str(path), f"full-size random checkpoint, float32 ({path})")
-    return CheckpointChoice("given", spec, f"checkpoint {spec}")
+    from ..hub import resolve_checkpoint as fetched
+
+    # A hub id is downloaded here, as ./scripts/serve does: the servers never reach the network.
+    return CheckpointChoice("given", fetched(spec), f"checkpoint {spec}")

@@ -351,7 +351,9 @@ def _checkpoint(args: argparse.Namespace) -> str:
         from .checkpoints import full_random_checkpoint
 
         return str(full_random_checkpoint("bfloat16"))
-    return args.checkpoint
+    from ..hub import resolve_checkpoint
+
+    return resolve_checkpoint(args.checkpoint)  # a hub id is downloaded before the server starts
 
 
 def main(argv: Sequence[str] | None = None) -> int:

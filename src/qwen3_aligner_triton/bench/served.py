@@ -79,7 +79,8 @@ def bench_server(
         repo = render_bench_repository(
             Path(tmp) / "repo", checkpoint, kind, parameters or {}, max_batch_size
         )
-        opts = loopback_options(repo, gpu=kind == "KIND_GPU")
+        # perf_analyzer reads the model's configuration: on loopback, leave that group open.
+        opts = loopback_options(repo, gpu=kind == "KIND_GPU", open_apis=("model-config",))
         http, grpc = opts.http_port, opts.grpc_port
         running = start(opts)
         try:

@@ -1,0 +1,286 @@
+"""A stand-in of the Hugging Face Hub over HTTPS on loopback, for tests of checkpoint downloads.
+
+It answers the requests ``huggingface_hub`` makes, the way the Hub does:
+
+- ``GET /api/models/{repo}[/revision/{rev}]``: model info with the commit ``sha`` and ``siblings``;
+- ``HEAD``/``GET /{repo}/resolve/{rev}/{file}``: small files with ``X-Repo-Commit`` and a git
+  ``ETag``; LFS files (``*.safetensors`` and anything large) with a 302 to an absolute CDN-like
+  URL and ``X-Linked-Etag`` (sha256) / ``X-Linked-Size``;
+- ``GET /lfs/{sha256}``: the LFS object, with ``Range`` requests answered 206;
+- errors with ``X-Error-Code``: ``RepoNotFound`` (401), ``RevisionNotFound`` and
+  ``EntryNotFound`` (404).
+
+The certificate comes from a throwaway CA (``trustme``) written to :attr:`HubStandIn.ca_bundle`;
+point ``REQUESTS_CA_BUNDLE``/``SSL_CERT_FILE`` at it and ``HF_ENDPOINT`` at
+:attr:`HubStandIn.endpoint`. ``cut_once`` names files whose first full download is cut off
+halfway (the connection closes early), as a dropped network would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import ssl
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+LFS_THRESHOLD = 1 << 20  # bytes; larger files are stored in LFS, as the Hub does with big files
+
+
+@dataclass(frozen=True)
+class HostedFile:
+    name: str
+    data: bytes
+    lfs: bool
+
+    @property
+    def etag(self) -> str:
+        if self.lfs:
+            return hashlib.sha256(self.data).hexdigest()
+        header = f"blob {len(self.data)}\0".encode()
+        return hashlib.sha1(header + self.data).hexdigest()
+
+
+@dataclass
+class Seen:
+    """One request the stand-in answered."""
+
+    method: str
+    path: str
+    range: str | None
+    status: int
+    authorization: str | None = None
+
+
+@dataclass
+class HubStandIn:
+    """Serves ``repos`` (hub id -> checkpoint folder) at one commit each."""
+
+    repos: dict[str, Path]
+    ca_dir: Path
+    cut_once: set[str] = field(default_factory=set)
+    seen: list[Seen] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.files: dict[str, dict[str, HostedFile]] = {}
+        self.commits: dict[str, str] = {}
+        self.by_sha256: dict[str, HostedFile] = {}
+        for repo_id, folder in self.repos.items():
+            hosted = {}
+            digest = hashlib.sha1(repo_id.encode())
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                name = path.relative_to(folder).as_posix()
+                data = path.read_bytes()
+                lfs = name.endswith(".safetensors") or len(data) > LFS_THRESHOLD
+                hosted[name] = HostedFile(name, data, lfs)
+                digest.update(name.encode() + hashlib.sha256(data).digest())
+                if lfs:
+                    self.by_sha256[hosted[name].etag] = hosted[name]
+            self.files[repo_id] = hosted
+            self.commits[repo_id] = digest.hexdigest()
+        self._cut_done: set[str] = set()
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> HubStandIn:
+        import trustme
+
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1", "localhost")
+        self.ca_dir.mkdir(parents=True, exist_ok=True)
+        self.ca_bundle = self.ca_dir / "standin-ca.pem"
+        ca.cert_pem.write_to_path(str(self.ca_bundle))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        cert.configure_cert(context)
+        hub = self
+
+        class Handler(_Handler):
+            standin = hub
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        self._server = server
+        self.port = server.server_address[1]
+        self.endpoint = f"https://127.0.0.1:{self.port}"
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> HubStandIn:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def environment(self) -> dict[str, str]:
+        """Variables that send ``huggingface_hub`` (in a child process) to this stand-in."""
+        bundle = str(self.ca_bundle)
+        return {"HF_ENDPOINT": self.endpoint, "REQUESTS_CA_BUNDLE": bundle, "SSL_CERT_FILE": bundle}
+
+    def take_cut(self, name: str) -> bool:
+        with self._lock:
+            if name in self.cut_once and name not in self._cut_done:
+                self._cut_done.add(name)
+                return True
+            return False
+
+    def record(self, seen: Seen) -> None:
+        with self._lock:
+            self.seen.append(seen)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    standin: HubStandIn
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet
+        pass
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _send(self, status: int, headers: dict[str, str], body: bytes = b"") -> None:
+        self.send_response(status)
+        headers = {"Content-Length": str(len(body)), **headers}
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD" and body:
+            self.wfile.write(body)
+        self._record(status)
+
+    def _record(self, status: int) -> None:
+        self.standin.record(
+            Seen(
+                self.command,
+                self.path,
+                self.headers.get("Range"),
+                status,
+                self.headers.get("Authorization"),
+            )
+        )
+
+    def _error(self, status: int, code: str, message: str, commit: str | None = None) -> None:
+        body = json.dumps({"error": message}).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "X-Error-Code": code,
+            "X-Error-Message": message,
+        }
+        if commit:
+            headers["X-Repo-Commit"] = commit
+        self._send(status, headers, body)
+
+    def do_HEAD(self) -> None:
+        self._route()
+
+    def do_GET(self) -> None:
+        self._route()
+
+    # -- routes ---------------------------------------------------------------------------------
+
+    def _route(self) -> None:
+        path = unquote(urlparse(self.path).path)
+        if path.startswith("/api/models/"):
+            return self._model_info(path.removeprefix("/api/models/"))
+        if path.startswith("/lfs/"):
+            return self._lfs(path.removeprefix("/lfs/"))
+        if "/resolve/" in path:
+            repo_id, _, rest = path.lstrip("/").partition("/resolve/")
+            revision, _, filename = rest.partition("/")
+            return self._resolve(repo_id, revision, filename)
+        self._error(404, "NotFound", f"no route for {path}")
+
+    def _commit(self, repo_id: str, revision: str) -> str | None:
+        commit = self.standin.commits[repo_id]
+        return commit if revision in ("main", commit) else None
+
+    def _model_info(self, rest: str) -> None:
+        repo_id, _, revision = rest.partition("/revision/")
+        revision = revision or "main"
+        if repo_id not in self.standin.files:
+            return self._error(401, "RepoNotFound", "Repository not found")
+        commit = self._commit(repo_id, revision)
+        if commit is None:
+            return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+        info = {
+            "_id": hashlib.md5(repo_id.encode()).hexdigest()[:24],
+            "id": repo_id,
+            "modelId": repo_id,
+            "sha": commit,
+            "private": False,
+            "gated": False,
+            "disabled": False,
+            "tags": [],
+            "library_name": "transformers",
+            "lastModified": "2026-01-01T00:00:00.000Z",
+            "siblings": [{"rfilename": name} for name in self.standin.files[repo_id]],
+        }
+        self._send(200, {"Content-Type": "application/json"}, json.dumps(info).encode())
+
+    def _resolve(self, repo_id: str, revision: str, filename: str) -> None:
+        if repo_id not in self.standin.files:
+            return self._error(401, "RepoNotFound", "Repository not found")
+        commit = self._commit(repo_id, revision)
+        if commit is None:
+            return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+        hosted = self.standin.files[repo_id].get(filename)
+        if hosted is None:
+            return self._error(404, "EntryNotFound", f"{filename} does not exist", commit)
+        headers = {"X-Repo-Commit": commit, "Accept-Ranges": "bytes"}
+        if hosted.lfs:
+            pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{hosted.etag}\n"
+            headers.update(
+                {
+                    "ETag": f'"{hashlib.sha1(pointer.encode()).hexdigest()}"',
+                    "X-Linked-Etag": f'"{hosted.etag}"',
+                    "X-Linked-Size": str(len(hosted.data)),
+                    "Location": f"{self.standin.endpoint}/lfs/{hosted.etag}",
+                }
+            )
+            return self._send(302, headers)
+        headers["ETag"] = f'"{hosted.etag}"'
+        self._content(hosted, headers)
+
+    def _lfs(self, sha256: str) -> None:
+        hosted = self.standin.by_sha256.get(sha256)
+        if hosted is None:
+            return self._error(404, "EntryNotFound", "no such object")
+        self._content(hosted, {"ETag": f'"{hosted.etag}"', "Accept-Ranges": "bytes"})
+
+    def _content(self, hosted: HostedFile, headers: dict[str, str]) -> None:
+        data, total = hosted.data, len(hosted.data)
+        wanted = self.headers.get("Range")
+        status, start = 200, 0
+        if wanted and wanted.startswith("bytes="):
+            first, _, last = wanted.removeprefix("bytes=").partition("-")
+            start = int(first or 0)
+            end = int(last) if last else total - 1
+            if start >= total:
+                return self._send(416, {"Content-Range": f"bytes */{total}"})
+            data = hosted.data[start : end + 1]
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{start + len(data) - 1}/{total}"
+        headers.setdefault("Content-Type", "application/octet-stream")
+        if self.command == "GET" and status == 200 and self.standin.take_cut(hosted.name):
+            # Announce the whole file, send half of it, drop the connection.
+            self.send_response(200)
+            for key, value in {**headers, "Content-Length": str(total)}.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data[: total // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self._record(-200)  # a cut-off 200
+            return
+        self._send(status, headers, data)

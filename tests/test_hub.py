@@ -1,0 +1,312 @@
+"""Fetching the checkpoint from the Hub, against an HTTPS stand-in of it that ``huggingface_hub``
+itself is checked against first; the backend stub's libpython."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hub_standin import HubStandIn
+
+from qwen3_aligner_triton import hub
+from qwen3_aligner_triton.params import DEFAULT_CHECKPOINT
+from qwen3_aligner_triton.tritonserver import (
+    ServerError,
+    python_library_dir,
+    server_environment,
+)
+
+REPO = DEFAULT_CHECKPOINT
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def standin(tmp_path, tiny_checkpoint, monkeypatch):
+    """The tiny checkpoint served as ``Qwen/Qwen3-ForcedAligner-0.6B``, trusted by requests."""
+    with HubStandIn({REPO: tiny_checkpoint}, tmp_path / "ca") as running:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(running.ca_bundle))
+        yield running
+
+
+def fetch(standin: HubStandIn, cache: Path, **kwargs) -> Path:
+    return hub.fetch_checkpoint(REPO, endpoint=standin.endpoint, cache_dir=cache, **kwargs)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- the stand-in answers as the Hub does -------------------------------------------------------
+
+
+def test_hf_hub_download_gets_small_and_lfs_files_from_the_standin(standin, tmp_path):
+    from huggingface_hub import hf_hub_download
+
+    cache = tmp_path / "cache"
+    for name in ("config.json", "model.safetensors"):
+        path = hf_hub_download(REPO, name, cache_dir=cache, endpoint=standin.endpoint)
+        assert sha256(Path(path)) == sha256(standin.repos[REPO] / name)
+    blobs = {p.name for p in (cache / "models--Qwen--Qwen3-ForcedAligner-0.6B" / "blobs").iterdir()}
+    # huggingface_hub names blobs by the ETag it read: sha256 for LFS files (X-Linked-Etag)
+    assert sha256(standin.repos[REPO] / "model.safetensors") in blobs
+    lfs_heads = [s for s in standin.seen if s.method == "HEAD" and "model.safetensors" in s.path]
+    assert lfs_heads and lfs_heads[0].status == 302
+
+
+def test_hub_errors_come_back_as_huggingface_hub_errors(standin, tmp_path):
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    kwargs = {"cache_dir": tmp_path / "cache", "endpoint": standin.endpoint}
+    with pytest.raises(EntryNotFoundError):
+        hf_hub_download(REPO, "no-such-file.json", **kwargs)
+    with pytest.raises(RevisionNotFoundError):
+        hf_hub_download(REPO, "config.json", revision="v9", **kwargs)
+    with pytest.raises(RepositoryNotFoundError):
+        hf_hub_download("Qwen/no-such-model", "config.json", **kwargs)
+
+
+def test_snapshot_download_fetches_the_aligner_files_at_the_commit(standin, tmp_path):
+    from huggingface_hub import snapshot_download
+
+    cache = tmp_path / "cache"
+    folder = Path(
+        snapshot_download(
+            REPO, cache_dir=cache, endpoint=standin.endpoint, allow_patterns=list(hub.ALIGNER_FILES)
+        )
+    )
+    commit = standin.commits[REPO]
+    assert folder.name == commit
+    ref = cache / "models--Qwen--Qwen3-ForcedAligner-0.6B" / "refs" / "main"
+    assert ref.read_text() == commit
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        p.name for p in standin.repos[REPO].iterdir()
+    )
+
+
+# -- fetch_checkpoint ---------------------------------------------------------------------------
+
+
+def test_fetch_downloads_only_what_the_aligner_loads(tmp_path, tiny_checkpoint, monkeypatch):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for f in tiny_checkpoint.iterdir():
+        (repo / f.name).write_bytes(f.read_bytes())
+    (repo / "README.md").write_text("# model card\n")
+    (repo / "pytorch_model.bin").write_bytes(b"\0" * 1000)
+    with HubStandIn({REPO: repo}, tmp_path / "ca") as standin:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(standin.ca_bundle))
+        folder = fetch(standin, tmp_path / "cache")
+    names = {p.name for p in folder.iterdir()}
+    assert names == {p.name for p in tiny_checkpoint.iterdir()}
+    assert sha256(folder / "model.safetensors") == sha256(tiny_checkpoint / "model.safetensors")
+
+
+def test_token_is_sent(standin, tmp_path):
+    fetch(standin, tmp_path / "cache", token="hf_test_token")
+    api_calls = [s for s in standin.seen if s.path.startswith("/api/models/")]
+    assert api_calls and all(s.authorization == "Bearer hf_test_token" for s in api_calls)
+
+
+def test_revision_pins_a_commit(standin, tmp_path):
+    commit = standin.commits[REPO]
+    folder = fetch(standin, tmp_path / "cache", revision=commit)
+    assert folder.name == commit
+    assert any(f"/revision/{commit}" in s.path for s in standin.seen)
+    with pytest.raises(hub.CheckpointUnavailable, match="no such revision"):
+        fetch(standin, tmp_path / "cache", revision="v9")
+
+
+def test_interrupted_download_resumes_with_a_range_request(tmp_path, tiny_checkpoint, monkeypatch):
+    from huggingface_hub import constants
+
+    # The real weights stream in 10 MB chunks; a smaller chunk lets the 2 MB test file be cut
+    # after some of it reached the disk.
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 64 * 1024)
+    cut = {"model.safetensors"}
+    with HubStandIn({REPO: tiny_checkpoint}, tmp_path / "ca", cut_once=cut) as standin:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(standin.ca_bundle))
+        folder = fetch(standin, tmp_path / "cache")
+    weights = [s for s in standin.seen if s.method == "GET" and s.path.startswith("/lfs/")]
+    assert [s.status for s in weights] == [-200, 206], weights  # cut off, then the rest
+    first_byte = int(weights[1].range.removeprefix("bytes=").split("-")[0])
+    assert 0 < first_byte < (tiny_checkpoint / "model.safetensors").stat().st_size
+    assert sha256(folder / "model.safetensors") == sha256(tiny_checkpoint / "model.safetensors")
+
+
+def test_offline_serves_the_cache_without_a_request(standin, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    online = fetch(standin, tmp_path / "cache")
+    standin.stop()
+    before = len(standin.seen)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert fetch(standin, tmp_path / "cache") == online
+    assert len(standin.seen) == before
+
+
+def test_offline_without_a_cache_says_how_to_serve_a_folder(standin, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(hub.CheckpointUnavailable) as caught:
+        fetch(standin, tmp_path / "empty-cache")
+    message = str(caught.value)
+    assert "HF_HUB_OFFLINE is set" in message
+    assert "./scripts/fetch-model" in message and "--model /path/to/checkpoint" in message
+    assert not standin.seen
+
+
+def test_unreachable_hub_serves_the_cache(standin, tmp_path):
+    online = fetch(standin, tmp_path / "cache")
+    dead = f"https://127.0.0.1:{closed_port()}"
+    assert hub.fetch_checkpoint(REPO, endpoint=dead, cache_dir=tmp_path / "cache") == online
+
+
+def test_unreachable_hub_without_a_cache_fails_fast_and_clearly(tmp_path):
+    dead = f"https://127.0.0.1:{closed_port()}"
+    started = time.monotonic()
+    with pytest.raises(hub.CheckpointUnavailable) as caught:
+        hub.fetch_checkpoint(REPO, endpoint=dead, cache_dir=tmp_path / "cache")
+    assert time.monotonic() - started < 60
+    message = str(caught.value)
+    assert f"the Hub at {dead} cannot be reached" in message
+    assert "holds no copy" in message and "./scripts/serve --model" in message
+
+
+def test_an_interrupted_first_download_is_not_served_offline(standin, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    folder = fetch(standin, tmp_path / "cache")
+    (folder / "model.safetensors").unlink()  # as if the download had stopped before the weights
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(hub.CheckpointUnavailable, match=r"incomplete \(missing \*\.safetensors\)"):
+        fetch(standin, tmp_path / "cache")
+
+
+def test_a_certificate_that_is_not_trusted_is_reported(standin, tmp_path, monkeypatch):
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(Path(__import__("certifi").where())))
+    with pytest.raises(hub.CheckpointUnavailable, match="TLS failure"):
+        fetch(standin, tmp_path / "cache")
+
+
+def test_folders_are_handed_over_as_they_are(tiny_checkpoint, tmp_path):
+    assert hub.resolve_checkpoint(str(tiny_checkpoint)) == str(tiny_checkpoint)
+    missing = str(tmp_path / "missing")
+    assert hub.resolve_checkpoint(missing) == missing  # the model's load names the problem
+    with pytest.raises(ValueError, match="--revision applies to hub ids"):
+        hub.resolve_checkpoint(str(tiny_checkpoint), revision="main")
+
+
+def test_fetch_model_writes_a_folder_to_copy(standin, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(hub, "fetch_checkpoint", _with_endpoint(standin, tmp_path / "cache"))
+    target = tmp_path / "airgap"
+    assert hub.main([str(target)]) == 0
+    assert sha256(target / "model.safetensors") == sha256(standin.repos[REPO] / "model.safetensors")
+    out = capsys.readouterr().out
+    assert f"./scripts/serve --model {target}" in out
+
+
+def _with_endpoint(standin, cache):
+    real = hub.fetch_checkpoint
+
+    def fetch_here(repo_id, revision=None, local_dir=None, token=None):
+        return real(repo_id, revision, local_dir, token, standin.endpoint, cache)
+
+    return fetch_here
+
+
+# -- the backend stub's libpython ---------------------------------------------------------------
+
+
+def test_the_stub_gets_this_interpreters_shared_libpython():
+    import sysconfig
+
+    libdir = python_library_dir()
+    assert (libdir / sysconfig.get_config_var("INSTSONAME")).is_file()
+    env = server_environment({"LD_LIBRARY_PATH": "/opt/x"}, Path("/opt/python/lib"))
+    assert env["LD_LIBRARY_PATH"] == "/opt/python/lib:/opt/x"
+    assert env["HF_HUB_OFFLINE"] == "1"  # the model never downloads
+    assert "LD_LIBRARY_PATH" not in server_environment({}, Path("/usr/lib"))
+    assert "LD_LIBRARY_PATH" not in server_environment({}, None)
+
+
+@pytest.mark.parametrize(
+    ("shared", "cause"),
+    [(0, "built without a shared libpython"), (1, "does not exist")],
+)
+def test_a_python_without_shared_libpython_is_refused_with_the_ways_out(tmp_path, shared, cause):
+    settings = {"Py_ENABLE_SHARED": shared, "LIBDIR": str(tmp_path), "INSTSONAME": "libpythonX.so"}
+    with pytest.raises(ServerError) as caught:
+        python_library_dir(settings.get)
+    message = str(caught.value)
+    assert cause in message and sys.base_prefix in message
+    for way_out in ("--enable-shared", "system Python", "NGC Triton container"):
+        assert way_out in message
+
+
+# -- the launchers hand the model a folder ------------------------------------------------------
+
+
+def test_the_container_entrypoint_downloads_before_starting(monkeypatch, tmp_path, capsys):
+    from qwen3_aligner_triton import entrypoint, serve
+    from qwen3_aligner_triton.repository import load_config
+
+    fetched = []
+
+    def fake_fetch(repo_id, revision=None, local_dir=None, token=None):
+        fetched.append((repo_id, revision, token))
+        return tmp_path / "snapshot"
+
+    class Exited:
+        process = subprocess.Popen([sys.executable, "-c", "pass"])
+
+        def wait(self, timeout=None):
+            return self.process.wait(timeout=timeout)
+
+        def stop(self):
+            return self.process.wait()
+
+    monkeypatch.setattr(hub, "fetch_checkpoint", fake_fetch)
+    monkeypatch.setattr(entrypoint, "start", lambda *a, **k: Exited())
+    monkeypatch.setattr(entrypoint, "cuda_device_count", lambda: 0)
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    monkeypatch.setenv(hub.REVISION_ENV, "abc123")  # read from the environment given to main
+    environ = {"DEVICE": "cpu", hub.REVISION_ENV: "v1.0", entrypoint.RENDERED_ENV: str(tmp_path)}
+    assert entrypoint.main([], environ) == 0
+    assert fetched == [(DEFAULT_CHECKPOINT, "v1.0", "hf_secret")]
+    config = load_config(tmp_path / "qwen3_aligner" / "config.pbtxt")
+    assert config.parameters["checkpoint"].string_value == str(tmp_path / "snapshot")
+    assert f"entrypoint: {DEFAULT_CHECKPOINT} is in {tmp_path / 'snapshot'}" in (
+        capsys.readouterr().out
+    )
+    assert serve.parse_args(["--revision", "r1"]).revision == "r1"
+
+
+def test_the_entrypoint_stops_before_the_server_when_the_checkpoint_cannot_be_had(
+    monkeypatch, capsys
+):
+    from qwen3_aligner_triton import entrypoint
+
+    def unavailable(*args, **kwargs):
+        raise hub.CheckpointUnavailable("cannot get it")
+
+    monkeypatch.setattr(hub, "fetch_checkpoint", unavailable)
+    monkeypatch.setattr(entrypoint, "start", lambda *a, **k: pytest.fail("started anyway"))
+    monkeypatch.setattr(entrypoint, "cuda_device_count", lambda: 0)
+    assert entrypoint.main([], {"DEVICE": "cpu"}) == 1
+    assert "entrypoint: error: cannot get it" in capsys.readouterr().err
