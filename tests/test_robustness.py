@@ -412,4 +412,4 @@ def test_costly_requests_are_answered_promptly_with_bounded_memory(server, good_
     _, peak_after = server_memory(server)
     growth = peak_after - peak_before
     print(f"peak resident memory of server + stub grew by {growth / 2**20:.0f} MiB")
-    assert growth < 2 * 2**30, growth
+    assert growth < 3 * 2**30, growth  # the two 500 s requests take ~1.3 GiB; soynlp took 7
