@@ -162,8 +162,11 @@ def test_a_core_answer_of_the_wrong_size_is_an_internal_error(preparer):
     outcome = asyncio.run(
         AlignerFront(preparer, bad, metrics, logged.append).serve(arrays(2, "a b"))
     )
-    assert not outcome.invalid and outcome.error.startswith("alignment failed")
-    assert metrics.rejections == ["forward_failed"] and logged
+    assert not outcome.invalid and outcome.error.startswith("internal error (id ")
+    assert "timestamps" not in outcome.error  # the exception's text stays in the log
+    error_id = outcome.error.split("id ")[1].rstrip(")")
+    assert metrics.rejections == ["forward_failed"] and error_id in logged[0]
+    assert "timestamps" in logged[0]
 
 
 def test_scores_come_from_the_cores_confidences(preparer):

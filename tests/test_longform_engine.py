@@ -136,7 +136,7 @@ def test_malformed_segments_are_rejected(segments, message):
 
 
 def test_text_must_match_the_cues():
-    with pytest.raises(RequestError, match="cue texts joined by newlines"):
+    with pytest.raises(RequestError, match="cue texts joined by any whitespace"):
         decode_request(
             np.zeros((1, 16000 * 10), np.float32),
             None,
@@ -163,3 +163,71 @@ def engine_aligner(engine):
         aligner_processor = engine.text_processor
 
     return Holder()
+
+
+def cue_request(audio, cues, text: str = "", settings: ModelSettings = SETTINGS, language=b"en"):
+    return decode_request(
+        audio[None, :],
+        None,
+        np.array([[text.encode()]], dtype=np.object_),
+        np.array([[language]], dtype=np.object_),
+        settings,
+        np.array([[json.dumps(cues).encode()]], dtype=np.object_),
+    )
+
+
+def test_cue_text_joined_by_spaces_is_the_result_text(engine):
+    cues = [
+        {"start": 1.0, "end": 6.5, "text": "Hello there, world!"},
+        {"start": 7.0, "end": 12.0, "text": "This is the second cue."},
+    ]
+    text = "Hello there, world! This is the second cue."
+    (result,) = engine.align([engine.prepare(cue_request(speechy(15.0), cues, text))])
+    words = ["Hello", "there", "world", "This", "is", "the", "second", "cue"]
+    check_alignment(result, words, 15.0, text)
+
+
+def test_a_cue_holds_no_more_words_than_its_window(engine):
+    cues = [
+        {"start": 1.0, "end": 2.0, "text": "fits"},
+        {"start": 5.0, "end": 5.5, "text": " ".join(["w"] * 200)},  # 0.5 s + margins: < 40 slots
+    ]
+    with pytest.raises(RequestError, match=r"SEGMENTS\[1\]\.text has 200 words") as info:
+        engine.prepare(cue_request(speechy(10.0), cues))
+    assert info.value.reason == "text_exceeds_audio"
+
+
+def test_max_words_holds_for_all_cues_together(engine):
+    tight = AlignerEngine(engine_aligner(engine), ModelSettings(checkpoint="t", max_words=10))
+    cues = [{"start": 5.0 * k, "end": 5.0 * k + 4, "text": "one two three four"} for k in range(3)]
+    with pytest.raises(RequestError, match=r"up to SEGMENTS\[2\]; the limit is 10"):
+        tight.prepare(cue_request(speechy(15.0), cues))
+
+
+def test_long_japanese_text_is_refused_before_the_splitter_runs(engine, monkeypatch):
+    import nagisa
+
+    def never(*args, **kwargs):
+        raise AssertionError("nagisa ran on a text that cannot fit")
+
+    monkeypatch.setattr(nagisa, "tagging", never)
+    one_second = AlignRequest(speechy(1.0), 16000, "あ" * 51, "Japanese")  # 12 slots x 4
+    with pytest.raises(RequestError, match="51 characters") as info:
+        engine.prepare(one_second)
+    assert info.value.reason == "text_too_long"
+    expanding = AlignRequest(speechy(1.0), 16000, "㍿" * 13, "Japanese")  # 52 NFKC characters
+    with pytest.raises(RequestError, match="52 characters"):
+        engine.prepare(expanding)
+    cues = [{"start": 0.0, "end": 1.0, "text": "株" * 60}]
+    with pytest.raises(RequestError, match=r"SEGMENTS\[0\] has 60 characters"):
+        engine.prepare(cue_request(speechy(1.0), cues, language=b"ja"))
+
+
+def test_a_long_korean_token_is_refused_at_once(engine):
+    """soynlp's own splitter took minutes and gigabytes; its prompt would hold 180,000 tokens."""
+    request = AlignRequest(speechy(5.0), 16000, "가" * 60000, "Korean")
+    with pytest.raises(RequestError, match=r"the limit is 32768 \(max_forward_tokens\)") as info:
+        engine.prepare(request)
+    assert "its longest word has" in str(info.value)
+    shorter = engine.prepare(AlignRequest(speechy(5.0), 16000, "가" * 3000, "Korean"))
+    assert "".join(shorter.words) == "가" * 3000

@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
 import fake_pb_utils as pb
 import numpy as np
 import pytest
+import torch
 from conftest import upstream_align
 
 REPO = Path(__file__).resolve().parents[1] / "model_repository"
@@ -227,6 +229,11 @@ def test_unexpected_failure_in_one_request_spares_the_others(front, monkeypatch)
     audio = np.zeros(16000, np.float32)
     responses = serve(front, [request(audio, "explode", "en"), request(audio, "fine", "en")])
     assert responses[0].error.code() == pb.TritonError.INTERNAL
+    message = responses[0].error.message()
+    assert message.startswith("internal error (id ") and "simulated" not in message
+    error_id = re.match(r"internal error \(id ([0-9a-f]+)\)", message).group(1)
+    logged = [m for level, m in pb.Logger.records if level == "error" and error_id in m]
+    assert logged and "MemoryError: simulated" in logged[0]
     assert not responses[1].has_error()
 
 
@@ -247,7 +254,11 @@ def test_a_core_error_fails_only_its_request(front, core, monkeypatch):
         ],
     )
     assert responses[0].error.code() == pb.TritonError.INTERNAL
-    assert "boom" in responses[0].error.message()
+    message = responses[0].error.message()
+    assert message.startswith("internal error (id ") and "boom" not in message
+    error_id = message.split("id ")[1].rstrip(")")
+    logged = [m for level, m in pb.Logger.records if level == "error" and error_id in m]
+    assert logged and "boom" in logged[0]  # the core's answer is in the log under that id
     assert not responses[1].has_error()
 
 
@@ -280,7 +291,11 @@ def test_core_forward_raising_as_a_whole_answers_every_clip(front, core, monkeyp
     responses = core.execute(core_requests(front, ["a b", "c d e"]))
     assert len(responses) == 2
     assert all(r.error.code() == pb.TritonError.INTERNAL for r in responses)
-    assert "device lost" in responses[0].error.message()
+    message = responses[0].error.message()
+    assert message.startswith("forward failed: internal error (id ") and "lost" not in message
+    error_id = message.split("id ")[1].rstrip(")")
+    logged = [m for level, m in pb.Logger.records if level == "error" and error_id in m]
+    assert logged and "device lost" in logged[0]
 
 
 def test_core_short_results_list_leaves_no_request_unanswered(front, core, monkeypatch):
@@ -296,12 +311,14 @@ def test_core_per_clip_forward_failure_spares_the_others(front, core, monkeypatc
 
     def run(items, on_batch=None):
         out = real_run(items)
-        out[0] = RuntimeError("out of memory")
+        out[0] = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9 GiB")
         return out
 
     monkeypatch.setattr(core.runner, "run", run)
     responses = core.execute(core_requests(front, ["a b", "c d e"]))
-    assert "forward failed: out of memory" in responses[0].error.message()
+    message = responses[0].error.message()
+    assert message.startswith("forward failed: internal error (id ")
+    assert "out of memory" in message and "9 GiB" not in message  # the details stay in the log
     assert responses[1].output("TIMESTAMP_BINS").shape == (1, 6)
 
 

@@ -75,3 +75,18 @@ def test_triton_keys_are_allowed():
 def test_bad_values_name_the_key(key, value, message):
     with pytest.raises(ConfigError, match=message):
         read_settings({key: sv(value)}, environ={})
+
+
+def test_cost_limits_are_typed_parameters():
+    settings = read_settings(
+        {
+            "max_segments_bytes": {"string_value": "1000"},
+            "japanese_chars_per_unit": {"string_value": "2.5"},
+        },
+        environ={},
+    )
+    assert settings.max_segments_bytes == 1000
+    assert settings.japanese_chars_per_unit == 2.5
+    for key in ("max_segments_bytes", "japanese_chars_per_unit"):
+        with pytest.raises(ConfigError, match=key):
+            read_settings({key: {"string_value": "0"}}, environ={})

@@ -300,3 +300,130 @@ def test_out_of_memory_splits_the_batch_and_fails_only_the_culprit(
             culprit.get_result()
         assert "out of memory" in info.value.message()
         assert client.is_model_ready(MODEL)
+
+
+# --- requests whose cost once grew faster than the limits -------------------------------------
+
+
+def process_memory(pid: int) -> tuple[int, int]:
+    """(current, peak) resident bytes of a process."""
+    fields = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
+
+
+def server_memory(srv) -> tuple[int, int]:
+    """(current, peak) resident bytes of the server and its backend stubs together."""
+    pids = [srv.running.process.pid, *backend_stub_pids(srv.running.process.pid)]
+    totals = [process_memory(pid) for pid in pids]
+    return sum(t[0] for t in totals), sum(t[1] for t in totals)
+
+
+def with_segments(inputs, document: bytes):
+    seg = httpclient.InferInput("SEGMENTS", [1, 1], "BYTES")
+    seg.set_data_from_numpy(np.array([[document]], dtype=np.object_))
+    return [*inputs, seg]
+
+
+def cue_document(texts, seconds: float = 2.0) -> bytes:
+    import json
+
+    cues = [
+        {"start": k * seconds, "end": (k + 1) * seconds, "text": t} for k, t in enumerate(texts)
+    ]
+    return json.dumps(cues, ensure_ascii=False).encode()
+
+
+TEN_SECONDS = np.zeros(160_000, np.float32)
+COSTLY_REJECTED = {
+    "5 cues of 100,000 characters": (
+        lambda: with_segments(
+            raw_inputs(TEN_SECONDS, b"", b"en"), cue_document([" ".join(["word"] * 20_000)] * 5)
+        ),
+        "for all cues together",
+    ),
+    "SEGMENTS over the byte limit": (
+        lambda: with_segments(raw_inputs(TEN_SECONDS, b"", b"en"), b"[" + b" " * 8_000_001 + b"]"),
+        "bytes; the limit is 8000000",
+    ),
+    "a 400-digit number in a cue": (
+        lambda: with_segments(
+            raw_inputs(TEN_SECONDS, b"", b"en"),
+            b'[{"start": 1' + b"0" * 400 + b', "end": 2, "text": "hi"}]',
+        ),
+        "SEGMENTS[0].start must be a finite number",
+    ),
+    "deeply nested SEGMENTS": (
+        lambda: with_segments(raw_inputs(TEN_SECONDS, b"", b"en"), b"[" * 100_000 + b"]" * 100_000),
+        "too deeply nested",
+    ),
+    "a cue text of the wrong type": (
+        lambda: with_segments(
+            raw_inputs(TEN_SECONDS, b"", b"en"), b'[{"start": 0, "end": 1, "text": {"a": 1}}]'
+        ),
+        "SEGMENTS[0].text must be a string, got an object",
+    ),
+    "one Korean token of 60,000 characters": (
+        lambda: raw_inputs(TEN_SECONDS, "가".encode() * 60_000, b"ko"),
+        "(max_forward_tokens); its longest word has",
+    ),
+    "400,000 Japanese characters for 10 s": (
+        lambda: raw_inputs(TEN_SECONDS, "今日は".encode() * 133_333, b"ja"),
+        "Japanese text is limited to 4 characters per unit",
+    ),
+    "TEXT other than the cues": (
+        lambda: with_segments(
+            raw_inputs(TEN_SECONDS, b"hello there", b"en"), cue_document(["hello"])
+        ),
+        "TEXT has 'there' at character 6 after the last cue's text",
+    ),
+}
+
+
+def timed_infer(client, inputs):
+    started = time.monotonic()
+    try:
+        return client.infer(MODEL, inputs), time.monotonic() - started
+    except InferenceServerException as e:
+        return e, time.monotonic() - started
+
+
+def test_costly_requests_are_answered_promptly_with_bounded_memory(server, good_expected):
+    """Each request once held the model for minutes or grew the server by gigabytes."""
+    _, peak_before = server_memory(server)
+    speech = np.random.default_rng(0).uniform(-0.1, 0.1, 16000 * 500).astype(np.float32)
+    with httpclient.InferenceServerClient(server.http_url, network_timeout=300) as client:
+        for name, (build, message) in COSTLY_REJECTED.items():
+            error, seconds = timed_infer(client, build())
+            print(f"{name}: {seconds:.2f} s")
+            assert isinstance(error, InferenceServerException), name
+            assert error.status() == "400", (name, error.message())
+            assert message in error.message(), (name, error.message())
+
+        # A Korean token of 3,000 characters (9,000 prompt tokens) is aligned.
+        korean, korean_s = timed_infer(client, raw_inputs(TEN_SECONDS, "가".encode() * 3000, b"ko"))
+        assert not isinstance(korean, Exception), korean
+        assert parse(korean)["document"]["text"] == "가" * 3000
+        # 3,000 x ㍿ (split into 株式 + 会社) against the same units written plainly: 45 s
+        # against 9 s when span location scanned to the end of the text for every unit.
+        plain, plain_s = timed_infer(client, raw_inputs(speech, "株式会社".encode() * 3000, b"ja"))
+        symbol, symbol_s = timed_infer(client, raw_inputs(speech, "㍿".encode() * 3000, b"ja"))
+        assert not isinstance(plain, Exception), plain
+        assert not isinstance(symbol, Exception), symbol
+        assert parse(symbol)["units"] == parse(plain)["units"]
+        spans = [(w["char_start"], w["char_end"]) for w in parse(symbol)["document"]["words"]]
+        assert spans == sorted(spans) and all(0 <= a <= b <= 3000 for a, b in spans)
+        print(
+            f"Korean 3k token {korean_s:.1f} s; 6,000 units: {plain_s:.1f} s, ㍿ {symbol_s:.1f} s"
+        )
+        assert symbol_s < 2.5 * plain_s + 5.0, (symbol_s, plain_s)
+
+        assert client.is_server_ready() and client.is_model_ready(MODEL)
+        assert parse(client.infer(MODEL, good_inputs()))["units"] == good_expected
+    _, peak_after = server_memory(server)
+    growth = peak_after - peak_before
+    print(f"peak resident memory of server + stub grew by {growth / 2**20:.0f} MiB")
+    assert growth < 3 * 2**30, growth  # the two 500 s requests take ~1.3 GiB; soynlp took 7

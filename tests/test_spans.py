@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qwen3_aligner_triton.spans import locate_units
+from qwen3_aligner_triton.spans import _core_spans, _match_length, locate_units
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +66,91 @@ def test_invariants_hold_on_arbitrary_text(splitter, text):
     for unit, s in zip(units, spans, strict=True):
         core = text[s.char_start : s.char_end]
         assert "".join(c for c in core if is_word_char(c)) == unit
+
+
+# --- the linear search finds what a plain scan finds -------------------------------------------
+
+
+def reference_core_spans(text, units):
+    """The plain scan (quadratic when a unit is missing from the text): the behaviour to keep."""
+
+    def find(unit_char, pos):
+        q = pos
+        while q < len(text):
+            width = _match_length(text, q, unit_char)
+            if width:
+                return q, q + width
+            ch = text[q]
+            if is_word_char(ch) and unicodedata.category(ch) not in ("Mn", "Mc", "Lm"):
+                return None
+            q += 1
+        return None
+
+    spans, pos = [], 0
+    for unit in units:
+        first, cursor = None, pos
+        for ch in unit:
+            found = find(ch, cursor)
+            if found is None:
+                q = cursor
+                while q < len(text) and text[q].isspace():
+                    q += 1
+                if q >= len(text):
+                    continue
+                found = (q, q + 1)
+            if first is None:
+                first = found[0]
+            cursor = found[1]
+        if first is None:
+            spans.append((pos, pos))
+            continue
+        spans.append((first, cursor))
+        pos = cursor
+    return spans
+
+
+TRICKY = "ab A9' ,.!-—「」。\n\t㍿㌔ｶﾞｷﾞ！ＡＢ株式会社ßẞİ́"  # expanding, width and case variants
+tricky = st.sampled_from([*TRICKY, " " * 40, "…" * 12])  # runs longer than the direct scan
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    text=st.lists(tricky, max_size=80).map("".join),
+    units=st.lists(st.lists(tricky, min_size=1, max_size=3).map("".join), max_size=12),
+)
+def test_linear_search_equals_the_plain_scan(text, units):
+    assert _core_spans(text, units) == reference_core_spans(text, units)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(tricky, max_size=120).map("".join))
+def test_linear_search_equals_the_plain_scan_on_split_units(splitter, text):
+    for language in ("Japanese", "English"):
+        units = splitter(text, language)
+        assert _core_spans(text, units) == reference_core_spans(text, units)
+
+
+def test_units_missing_from_the_text_cost_linear_time(splitter):
+    """3,000 x ㍿ split into 株式 + 会社 took 45 s with a scan to the end for every unit."""
+    text = "㍿" * 3000
+    units = splitter(text, "Japanese")
+    assert len(units) == 6000
+    spans = locate_units(text, units)
+    check_invariants(text, units, spans)
+    assert [(s.char_start, s.char_end) for s in spans[:3]] == [(0, 2), (2, 4), (4, 6)]
+    assert reference_core_spans(text[:300], units[:600]) == _core_spans(text[:300], units[:600])
+
+
+@pytest.mark.parametrize(
+    ("text", "units"),
+    [
+        ("…" * 20 + "Ａb", ["ab"]),  # case and width folded, past the direct scan
+        ("—" * 20 + "ẞ", ["ß"]),
+        ("!" * 20 + "ｶﾞ", ["ガ"]),  # a pair of half-width characters
+        ("「" * 20 + "㍿", ["株式会社"]),
+        ("。" * 20 + "x" + "。" * 20 + "a", ["a"]),  # a blocking character stops the search
+        (" " * 30 + "a" + " " * 30, ["b", "c", "a"]),  # out of step, then found
+    ],
+)
+def test_linear_search_equals_the_plain_scan_past_the_direct_scan(text, units):
+    assert _core_spans(text, units) == reference_core_spans(text, units)

@@ -29,6 +29,7 @@ from .results import AlignedUnit, Alignment
 from .scores import unit_repaired, unit_scores
 from .spans import UnitSpan, locate_units
 from .timestamps import repair
+from .words import japanese_chars_exceed, split_units, use_linear_splitters
 
 MS_PER_SECOND = 1000.0
 AUDIO_PROMPT = "<|audio_start|><|audio_pad|><|audio_end|>"
@@ -103,6 +104,7 @@ class Preparer:
     ) -> None:
         self.processor = processor
         self.text_processor = text_processor
+        use_linear_splitters(self.text_processor)
         self.settings = settings
         self.timestamp_segment_time = float(timestamp_segment_time)
         self.audio_token_id = int(audio_token_id)
@@ -115,7 +117,12 @@ class Preparer:
         """
         if request.segments is not None:
             return self._prepare_cues(request)
-        words, prompt = self.text_processor.encode_timestamp(request.text, request.language)
+        words = self._split(
+            request.text,
+            request.language,
+            min(self.settings.max_words, self._slots(request.duration)),
+            "input TEXT",
+        )
         if not words:
             raise RequestError(
                 "input TEXT has no alignable words (only punctuation, symbols or spaces)",
@@ -127,13 +134,15 @@ class Preparer:
                 f"{self.settings.max_words}",
                 "text_too_long",
             )
+        prompt = build_prompt(words)
         wave = prepare_waveform(request.audio, request.sample_rate)
         if wave.shape[0] > self.settings.window_seconds * MODEL_SAMPLE_RATE:
             return self._prepare_long(request, list(words), wave)
         try:
             inputs = self.processor(text=[prompt], audio=[wave], return_tensors="pt", padding=True)
         except Exception as e:  # the feature extractor rejects degenerate audio
-            raise RequestError(f"input AUDIO cannot be turned into features: {e}") from e
+            raise RequestError("input AUDIO cannot be turned into features") from e
+        self._check_prompt(int(inputs["input_ids"].shape[-1]), words, "input TEXT")
         audio_slots = int((inputs["input_ids"][0] == self.audio_token_id).sum())
         if len(words) > audio_slots:
             raise RequestError(
@@ -153,8 +162,40 @@ class Preparer:
             text=request.text,
         )
 
+    def _check_prompt(self, tokens: int, words: Sequence[str], name: str) -> None:
+        """Refuse a prompt longer than one forward pass may be (attention grows with its square).
+
+        Ordinary speech stays far below: a 180 s window of dense text makes ~25k tokens. A word of
+        thousands of characters (one Korean token of 60,000 syllables is 180,000 tokens) does not.
+        """
+        limit = self.settings.max_forward_tokens
+        if tokens > limit:
+            longest = max((len(w) for w in words), default=0)
+            raise RequestError(
+                f"{name} makes a model prompt of {tokens} tokens; the limit is {limit} "
+                f"(max_forward_tokens); its longest word has {longest} characters",
+                "text_too_long",
+            )
+
+    def _slots(self, seconds: float) -> int:
+        """Most units ``seconds`` of audio can hold: one timestamp slot per segment time."""
+        return int(seconds * MS_PER_SECOND / self.timestamp_segment_time)
+
+    def _split(self, text: str, language: str, units: int, name: str) -> list[str]:
+        """Units of ``text``; a Japanese text far longer than ``units`` is refused unsplit."""
+        chars = japanese_chars_exceed(text, language, units, self.settings.japanese_chars_per_unit)
+        if chars:
+            raise RequestError(
+                f"{name} has {chars} characters (NFKC) but at most {units} units can be aligned "
+                f"(max_words, or one per {self.timestamp_segment_time:g} ms of audio); Japanese "
+                f"text is limited to {self.settings.japanese_chars_per_unit:g} characters per "
+                "unit",
+                "text_too_long",
+            )
+        return split_units(self.text_processor, text, language)
+
     def _prepare_long(self, request: AlignRequest, words: list[str], wave: np.ndarray):
-        slots = int(request.duration * 1000.0 / self.timestamp_segment_time)
+        slots = self._slots(request.duration)
         if len(words) > slots:
             raise RequestError(
                 f"input TEXT has {len(words)} words/characters to align but "
@@ -179,19 +220,38 @@ class Preparer:
         all_words: list[str] = []
         margin = self.settings.segment_margin_seconds
         for k, seg in enumerate(segments):
-            words, _ = self.text_processor.encode_timestamp(seg.text, request.language)
-            if not words:
-                continue
             before = segments[k - 1].end if k > 0 else 0.0
             after = segments[k + 1].start if k + 1 < len(segments) else duration
             start = max(0.0, seg.start - min(margin, (seg.start - before) / 2))
             end = min(duration, seg.end + min(margin, (after - seg.end) / 2))
+            # A cue is aligned within its window: its words must fit the window's slots, and
+            # all cues together within max_words (checked as they come, so work stops early).
+            slots = max(1, self._slots(end - start))
+            budget = self.settings.max_words - len(all_words)
+            words = self._split(seg.text, request.language, min(slots, budget), f"SEGMENTS[{k}]")
+            if not words:
+                continue
+            if len(words) > slots:
+                raise RequestError(
+                    f"input SEGMENTS[{k}].text has {len(words)} words/characters to align but "
+                    f"its {end - start:.2f} s window ({seg.start:g}-{seg.end:g} s plus margin) "
+                    f"holds at most {slots} (one per {self.timestamp_segment_time:g} ms)",
+                    "text_exceeds_audio",
+                )
+            if len(words) > budget:
+                raise RequestError(
+                    f"input SEGMENTS has more than {self.settings.max_words} words/characters to "
+                    f"align in its cues up to SEGMENTS[{k}]; the limit is "
+                    f"{self.settings.max_words} for all cues together",
+                    "text_too_long",
+                )
             cues.append((Window(start, end, len(all_words), len(words), True), list(words)))
             all_words.extend(words)
         if not all_words:
             raise RequestError("input SEGMENTS has no alignable words", "no_words")
-        text = "\n".join(seg.text for seg in segments)
-        return WindowedJob(all_words, wave, request.language, request.duration, text, cues=cues)
+        return WindowedJob(
+            all_words, wave, request.language, request.duration, request.text, cues=cues
+        )
 
     def window_item(self, job: WindowedJob, window: Window, words: list[str]) -> PreparedItem:
         """Model inputs for ``words`` in ``window`` of a windowed job (prompt as upstream's)."""
@@ -202,6 +262,11 @@ class Preparer:
             piece = np.pad(piece, (0, MIN_WINDOW_SAMPLES - piece.shape[0]))
         inputs = self.processor(
             text=[build_prompt(words)], audio=[piece], return_tensors="pt", padding=True
+        )
+        self._check_prompt(
+            int(inputs["input_ids"].shape[-1]),
+            words,
+            f"input TEXT for {window.start:.1f}-{window.end:.1f} s of AUDIO",
         )
         return PreparedItem(
             words=words,
@@ -325,8 +390,8 @@ class Preparer:
 
     def load_word_splitters(self) -> None:
         """The Japanese and Korean word splitters load their dictionaries on first use."""
-        self.text_processor.encode_timestamp("今日は", "Japanese")
-        self.text_processor.encode_timestamp("안녕하세요", "Korean")
+        split_units(self.text_processor, "今日は", "Japanese")
+        split_units(self.text_processor, "안녕하세요", "Korean")
 
 
 class AlignerEngine(Preparer):

@@ -22,6 +22,7 @@ import numpy as np
 
 from .core import CoreInput, SlotResult
 from .engine import PreparedItem, Preparer, WindowedJob
+from .errors import INVALID_ARG, describe
 from .longform import Window
 from .params import ModelSettings
 from .requests import RequestError, decode_request
@@ -38,6 +39,11 @@ CoreCall = Callable[[CoreInput], Awaitable[SlotResult]]
 
 class CoreFailed(RuntimeError):
     """The core answered an error for one clip (its forward pass failed)."""
+
+    @property
+    def out_of_memory(self) -> bool:
+        """The core's forward ran out of memory even for this clip alone."""
+        return "out of memory" in str(self).lower()
 
 
 class FrontMetrics(Protocol):
@@ -111,9 +117,7 @@ class AlignerFront:
             self.metrics.rejected(e.reason)
             return Outcome(error=str(e), invalid=True)
         except Exception as e:  # never let one request fail the instance
-            self.log_error(f"preparing a request failed: {e!r}")
-            self.metrics.rejected("internal")
-            return Outcome(error=f"cannot prepare request: {e}")
+            return self._failed(e, "preparing a request", "internal")
         self.metrics.stage("preprocess", time.perf_counter() - started)
         try:
             if isinstance(prepared, WindowedJob):
@@ -121,15 +125,22 @@ class AlignerFront:
             else:
                 alignment = await self._clip(prepared)
         except Exception as e:
-            self.log_error(f"aligning a request failed: {e!r}")
-            self.metrics.rejected("forward_failed")
-            return Outcome(error=f"alignment failed: {e}")
+            return self._failed(e, "aligning a request", "forward_failed")
         finished = time.perf_counter()
         outputs = alignment.output_arrays()
         self.metrics.stage("postprocess", time.perf_counter() - finished)
         self.metrics.aligned(alignment.duration, len(alignment.units))
         self.metrics.scored(alignment.mean_score, alignment.repaired_share)
         return Outcome(outputs=outputs)
+
+    def _failed(self, error: Exception, stage: str, internal_reason: str) -> Outcome:
+        """The client's answer for a failed request: its own mistake, or an internal error whose
+        details go to the log only (under the id the client is told)."""
+        reply = describe(error, stage, internal_reason)
+        if reply.log is not None:
+            self.log_error(reply.log)
+        self.metrics.rejected(reply.reason)
+        return Outcome(error=reply.message, invalid=reply.code == INVALID_ARG)
 
     async def _clip(self, item: PreparedItem) -> Alignment:
         core_input = item.core_input()

@@ -63,6 +63,11 @@ class ModelSettings:
     max_words: int = 50000  # most words/characters to align in one request
     segment_margin_seconds: float = 1.0  # a cue is aligned within its span plus this margin
     max_segments: int = 20000  # most cues in SEGMENTS
+    max_segments_bytes: int = 8_000_000  # largest SEGMENTS document, checked before parsing
+    # Japanese TEXT longer (in NFKC characters) than this many per alignable unit (max_words, or
+    # one unit per 80 ms of audio) is refused before the word splitter runs: ordinary Japanese
+    # holds 2-3 characters per unit, punctuation and spaces included.
+    japanese_chars_per_unit: float = 4.0
     min_audio_seconds: float = 0.1  # shortest accepted AUDIO
     max_text_chars: int = 400000  # longest accepted TEXT, in characters
     max_amplitude: float = 1.0  # largest accepted |sample|
@@ -154,6 +159,8 @@ def _validate(s: ModelSettings) -> None:
         "window_seconds": s.window_seconds,
         "max_words": s.max_words,
         "max_segments": s.max_segments,
+        "max_segments_bytes": s.max_segments_bytes,
+        "japanese_chars_per_unit": s.japanese_chars_per_unit,
         "min_audio_seconds": s.min_audio_seconds,
         "max_text_chars": s.max_text_chars,
         "max_sample_rate": s.max_sample_rate,

@@ -11,6 +11,7 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass
+from itertools import zip_longest
 
 import numpy as np
 
@@ -174,25 +175,29 @@ def decode_audio(
 
 def decode_text(text: np.ndarray | None, settings: ModelSettings, allow_empty: bool = False) -> str:
     """Validate ``TEXT``: UTF-8, no control characters, within the length limit."""
-    value = _single_string("TEXT", text)
+    return check_text(_single_string("TEXT", text), "input TEXT", settings, allow_empty)
+
+
+def check_text(value: str, name: str, settings: ModelSettings, allow_empty: bool = False) -> str:
+    """Validate a transcript (``TEXT`` or a cue's text) that ``name`` names in messages."""
     if allow_empty and not value.strip():
         return value
     if len(value) > settings.max_text_chars:
         raise RequestError(
-            f"input TEXT has {len(value)} characters; the limit is {settings.max_text_chars}",
+            f"{name} has {len(value)} characters; the limit is {settings.max_text_chars}",
             "text_too_long",
         )
     for pos, ch in enumerate(value):
         if ch not in ALLOWED_CONTROL and unicodedata.category(ch) in ("Cc", "Cs"):
             raise RequestError(
-                f"input TEXT contains control character U+{ord(ch):04X} at {pos}", "bad_text"
+                f"{name} contains control character U+{ord(ch):04X} at {pos}", "bad_text"
             )
     if not value.strip():
-        raise RequestError("input TEXT is empty", "text_empty")
+        raise RequestError(f"{name} is empty", "text_empty")
     kind = reference_kind(value)
     if kind is not None:
         raise RequestError(
-            f"input TEXT looks like {kind}, not a transcript; send the transcript itself "
+            f"{name} looks like {kind}, not a transcript; send the transcript itself "
             "(the server never opens, fetches or decodes what a request names)",
             "text_is_reference",
         )
@@ -210,24 +215,65 @@ def decode_language(language: np.ndarray | None) -> str:
 
 def _number(value: object, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RequestError(f"input SEGMENTS: {what} must be a number of seconds", "bad_segments")
-    number = float(value)
+        raise RequestError(
+            f"input SEGMENTS{what} must be a number of seconds, got {_json_type(value)}",
+            "bad_segments",
+        )
+    number = float(value)  # integers arrive as floats (see _parse_segments)
     if not np.isfinite(number):
-        raise RequestError(f"input SEGMENTS: {what} must be finite", "bad_segments")
+        raise RequestError(f"input SEGMENTS{what} must be a finite number", "bad_segments")
     return number
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "a number")
+
+
+def _parse_segments(raw: bytes | str, settings: ModelSettings) -> object:
+    """Parse the SEGMENTS document with its size bounded and every failure a client error."""
+    size = len(raw)  # bytes as sent (a str here only from tests)
+    if size > settings.max_segments_bytes:
+        raise RequestError(
+            f"input SEGMENTS has {size} bytes; the limit is {settings.max_segments_bytes}",
+            "segments_too_large",
+        )
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise RequestError(
+                f"input SEGMENTS is not valid UTF-8 (byte {e.start})", "bad_encoding"
+            ) from None
+    try:
+        # Numbers become floats as they are read: a 400-digit integer is simply too large (not
+        # an OverflowError later), and NaN/Infinity literals are refused as non-finite times.
+        return json.loads(raw, parse_int=float, parse_constant=float)
+    except json.JSONDecodeError as e:
+        raise RequestError(
+            f"input SEGMENTS is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}",
+            "bad_segments",
+        ) from None
+    except (RecursionError, ValueError):
+        raise RequestError(
+            "input SEGMENTS is not a flat JSON list of cues (too deeply nested or malformed)",
+            "bad_segments",
+        ) from None
 
 
 def decode_segments(
     segments: np.ndarray | None, duration: float, settings: ModelSettings
 ) -> tuple[Segment, ...] | None:
-    """Validate the optional ``SEGMENTS`` input: a JSON list of ``{"start", "end", "text"}``."""
+    """Validate the optional ``SEGMENTS`` input: a JSON list of ``{"start", "end", "text"}``.
+
+    The document's size is checked before it is parsed, and the cue texts together are held to
+    ``max_text_chars`` like one ``TEXT``.
+    """
     if segments is None:
         return None
-    raw = _single_string("SEGMENTS", segments)
-    try:
-        items = json.loads(raw)
-    except ValueError as e:
-        raise RequestError(f"input SEGMENTS is not valid JSON: {e}", "bad_segments") from None
+    items = _parse_segments(_single_bytes("SEGMENTS", segments), settings)
     if not isinstance(items, list) or not items:
         raise RequestError(
             'input SEGMENTS must be a non-empty JSON list of {"start", "end", "text"}',
@@ -239,10 +285,24 @@ def decode_segments(
             "bad_segments",
         )
     out: list[Segment] = []
+    total_chars = -1  # the cue texts joined by newlines
     for k, item in enumerate(items):
-        if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+        if not isinstance(item, dict):
             raise RequestError(
-                f'input SEGMENTS[{k}] must be an object with "start", "end" and "text"',
+                f'input SEGMENTS[{k}] must be an object with "start", "end" and "text", got '
+                f"{_json_type(item)}",
+                "bad_segments",
+            )
+        missing = [key for key in ("start", "end", "text") if key not in item]
+        if missing:
+            raise RequestError(
+                f'input SEGMENTS[{k}] must be an object with "start", "end" and "text" (missing '
+                f"{', '.join(missing)})",
+                "bad_segments",
+            )
+        if not isinstance(item["text"], str):
+            raise RequestError(
+                f"input SEGMENTS[{k}].text must be a string, got {_json_type(item['text'])}",
                 "bad_segments",
             )
         start = _number(item.get("start"), f"[{k}].start")
@@ -270,10 +330,62 @@ def decode_segments(
                 f"it ({out[-1].start:g}-{out[-1].end:g} s); cues must be in order and disjoint",
                 "bad_segments",
             )
-        out.append(Segment(start, min(end, duration), decode_text(
-            np.array([item["text"].encode("utf-8")], dtype=np.object_), settings, allow_empty=True
-        )))  # fmt: skip
+        text = check_text(item["text"], f"input SEGMENTS[{k}].text", settings, allow_empty=True)
+        total_chars += len(text) + 1
+        if total_chars > settings.max_text_chars:
+            raise RequestError(
+                f"input SEGMENTS: the cue texts up to SEGMENTS[{k}] hold {total_chars} "
+                f"characters; the limit is {settings.max_text_chars} for all cues together",
+                "text_too_long",
+            )
+        out.append(Segment(start, min(end, duration), text))
     return tuple(out)
+
+
+def _single_bytes(name: str, array: np.ndarray | None) -> bytes | str:
+    """The one element of a BYTES input, undecoded (so its size can be checked first)."""
+    flat = np.asarray(array).reshape(-1)
+    if flat.size != 1:
+        raise RequestError(
+            f"input {name} must hold exactly one string, got {flat.size}", "bad_shape"
+        )
+    value = flat[0]
+    if isinstance(value, bytes | str):
+        return value
+    raise RequestError(f"input {name} must be a string (TYPE_STRING / BYTES)", "bad_dtype")
+
+
+def first_difference(text: str, cues: tuple[Segment, ...]) -> str | None:
+    """Where ``text`` stops matching the cue texts, ignoring whitespace; None if it matches.
+
+    Returns a description naming the position in ``text`` and the differing text on both sides.
+    """
+    mine = ((i, ch) for i, ch in enumerate(text) if not ch.isspace())
+    theirs = (
+        (k, j, ch)
+        for k, cue in enumerate(cues)
+        for j, ch in enumerate(cue.text)
+        if not ch.isspace()
+    )
+    for got, want in zip_longest(mine, theirs):
+        if got is not None and want is not None and got[1] == want[2]:
+            continue
+        if want is None:
+            assert got is not None
+            return (
+                f"TEXT has {_snippet(text, got[0])} at character {got[0]} after the last cue's text"
+            )
+        k, j, _ = want
+        cue_part = f"SEGMENTS[{k}].text has {_snippet(cues[k].text, j)}"
+        if got is None:
+            return f"TEXT ends at character {len(text)} where {cue_part}"
+        return f"TEXT has {_snippet(text, got[0])} at character {got[0]} where {cue_part}"
+    return None
+
+
+def _snippet(text: str, pos: int, width: int = 20) -> str:
+    piece = text[pos : pos + width]
+    return repr(piece + "..." if pos + width < len(text) else piece)
 
 
 def decode_request(
@@ -290,13 +402,16 @@ def decode_request(
     value = decode_text(text, settings, allow_empty=cues is not None)
     if cues is not None:
         joined = "\n".join(c.text for c in cues)
-        if value.strip() and value != joined:
-            raise RequestError(
-                "input TEXT must be empty, or the cue texts joined by newlines, when SEGMENTS "
-                "is given",
-                "bad_segments",
-            )
-        value = joined
+        if value.strip():
+            difference = first_difference(value, cues)
+            if difference is not None:
+                raise RequestError(
+                    f"input TEXT differs from the cue texts of SEGMENTS: {difference}; with "
+                    "SEGMENTS, TEXT must be empty or the cue texts joined by any whitespace",
+                    "bad_segments",
+                )
+        else:
+            value = joined
     return AlignRequest(
         audio=wave,
         sample_rate=rate,

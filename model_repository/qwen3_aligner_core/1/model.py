@@ -16,6 +16,7 @@ import time
 import triton_python_backend_utils as pb_utils
 
 from qwen3_aligner_triton.core import CoreInput, CoreRunner
+from qwen3_aligner_triton.errors import describe
 from qwen3_aligner_triton.loading import load_forward, resolve_device
 from qwen3_aligner_triton.metrics import AlignerMetrics
 from qwen3_aligner_triton.modelconfig import CORE_CONTRACT, check_config
@@ -66,12 +67,13 @@ class TritonPythonModel:
         try:
             results = self.runner.run(items) if items else []
         except Exception as e:  # never raise out of execute(): answer each clip with the error
-            self.logger.log_error(f"forward of {len(items)} clip(s) failed: {e!r}")
             results = [e] * len(items)
         for i, result in zip(slots, results, strict=False):
             if isinstance(result, Exception):
-                self.logger.log_error(f"forward of clip {i} failed: {result!r}")
-                responses[i] = _error(f"forward failed: {result}")
+                # The exception's text goes to the log only, under the id the caller is told.
+                reply = describe(result, f"forward of clip {i}", "forward_failed")
+                self.logger.log_error(reply.log or reply.message)
+                responses[i] = _error(f"forward failed: {reply.message}")
                 continue
             responses[i] = pb_utils.InferenceResponse(
                 output_tensors=[

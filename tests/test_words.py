@@ -1,0 +1,154 @@
+"""The linear word splitters give upstream's units; preparation costs grow linearly."""
+
+from __future__ import annotations
+
+import gc
+import time
+import tracemalloc
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from soynlp.tokenizer import LTokenizer
+
+from qwen3_aligner_triton.languages import LANGUAGES_BY_CODE
+from qwen3_aligner_triton.spans import locate_units
+from qwen3_aligner_triton.words import (
+    LinearLTokenizer,
+    japanese_chars_exceed,
+    split_units,
+    use_linear_splitters,
+)
+
+
+@pytest.fixture(scope="module")
+def processor():
+    from qwen3_aligner_triton.loading import import_qwen_asr
+
+    import_qwen_asr()
+    from qwen_asr.inference.qwen3_forced_aligner import Qwen3ForceAlignProcessor
+
+    return Qwen3ForceAlignProcessor()
+
+
+@pytest.fixture(scope="module")
+def korean_words(processor):
+    return sorted(processor.ko_score)[::40]
+
+
+korean_piece = st.one_of(
+    st.text(alphabet="가나다라하세요는을이 ,.!a1", max_size=8),
+    st.sampled_from(["안녕하세요", "만나서", "반갑습니다", "한국어", "대한민국"]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(pieces=st.lists(korean_piece, max_size=12), sep=st.sampled_from(["", " ", "  ", "\n"]))
+def test_linear_ltokenizer_splits_as_soynlp_does(processor, korean_words, pieces, sep):
+    sentence = sep.join(pieces + korean_words[: len(pieces)])
+    upstream = LTokenizer(scores=processor.ko_score)
+    linear = LinearLTokenizer(scores=processor.ko_score)
+    for options in ({}, {"flatten": False}, {"remove_r": True}):
+        assert linear.tokenize(sentence, **options) == upstream.tokenize(sentence, **options)
+
+
+def test_linear_ltokenizer_honours_scores_and_defaults():
+    scores = {"ab": 0.5, "abc": 0.5, "abcd": 0.2, "abcdefg": 0.9}
+    for default in (0.0, 0.5, 1.0):
+        upstream, linear = LTokenizer(scores, default), LinearLTokenizer(scores, default)
+        for token in ("a", "ab", "abc", "abcdef", "abcdefg", "abcdefgh", "xyzabcdefgh"):
+            assert linear.tokenize(token) == upstream.tokenize(token), (token, default)
+
+
+def test_split_units_equal_upstream_for_ordinary_text(processor):
+    texts = {
+        "Korean": "안녕하세요, 만나서 반갑습니다. 오늘 날씨가 좋네요.",
+        "Japanese": "今日はいい天気ですね。株式会社の㍿も。",
+        "Chinese": "今天我们去公园, OK?",
+        "English": "Hello, world! Don't panic.",
+    }
+    upstream = type(processor)()
+    for language, text in texts.items():
+        expected = upstream.encode_timestamp(text, language)[0]
+        assert split_units(processor, text, language) == expected
+    assert isinstance(processor.ko_tokenizer, LinearLTokenizer)
+
+
+def test_the_linear_splitter_is_installed_once(processor):
+    use_linear_splitters(processor)
+    first = processor.ko_tokenizer
+    use_linear_splitters(processor)
+    assert processor.ko_tokenizer is first
+
+
+def test_japanese_bound_counts_nfkc_characters():
+    assert japanese_chars_exceed("㍿" * 10, "Japanese", 10, 4.0) == 0
+    assert japanese_chars_exceed("㍿" * 11, "Japanese", 10, 4.0) == 44  # 株式会社 each
+    assert japanese_chars_exceed("あ" * 40, "Japanese", 10, 4.0) == 0
+    assert japanese_chars_exceed("あ" * 41, "Japanese", 10, 4.0) == 41
+    assert japanese_chars_exceed("あ" * 41, "Korean", 10, 4.0) == 0
+
+
+# --- cost: preparation grows linearly in the text ---------------------------------------------
+
+ADVERSARIAL = {
+    "one long token": {"Korean": "가", "Japanese": "あ", "Chinese": "我", "default": "a"},
+    "expanding characters": {"default": "㍿"},
+    "mixed scripts": {"default": "a가我あ1㍿ｶﾞ"},
+}
+# Per-character cost at 64k characters against that at 4k: quadratic work gives 16, linear work
+# ~1, though caches and a busy machine raise it to 4-5 for plain Python loops over a string
+# (upstream's own clean_token included). Japanese: 500 against 8k, as nagisa reads ~0.2-1.5 ms
+# per character.
+SIZES = {"default": (4_000, 64_000), "Japanese": (500, 8_000)}  # characters
+MAX_GROWTH = 8.0
+MIN_SECONDS = 0.002  # below this the small run's time is mostly noise
+
+
+def prepare_text(processor, text: str, language: str) -> int:
+    units = split_units(processor, text, language)
+    locate_units(text, units)
+    return len(units)
+
+
+def cost(processor, text: str, language: str) -> tuple[float, int]:
+    """Seconds (best of a few runs, collector paused) and peak traced bytes to prepare ``text``."""
+    seconds = []
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(3 if len(text) <= 16_000 else 2):
+            started = time.perf_counter()
+            prepare_text(processor, text, language)
+            seconds.append(time.perf_counter() - started)
+    finally:
+        gc.enable()
+    tracemalloc.start()
+    try:
+        prepare_text(processor, text, language)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return min(seconds), peak
+
+
+@pytest.mark.parametrize("kind", list(ADVERSARIAL))
+@pytest.mark.parametrize("language", sorted(LANGUAGES_BY_CODE.values()))
+def test_preparation_cost_grows_linearly(processor, language, kind):
+    unit = ADVERSARIAL[kind].get(language, ADVERSARIAL[kind]["default"])
+    small, large = SIZES.get(language, SIZES["default"])
+    small_text = (unit * small)[:small]
+    large_text = (unit * large)[:large]
+    prepare_text(processor, small_text, language)  # load dictionaries and models first
+    small_s, small_bytes = cost(processor, small_text, language)
+    large_s, large_bytes = cost(processor, large_text, language)
+    scale = large / small
+    time_growth = (large_s / scale) / max(small_s, MIN_SECONDS)
+    memory_growth = (large_bytes / scale) / max(small_bytes, 64 * 1024)
+    print(
+        f"{language:10} {kind:22} {small}: {small_s * 1e3:7.1f} ms {small_bytes / 1e6:6.2f} MB"
+        f"  {large}: {large_s * 1e3:8.1f} ms {large_bytes / 1e6:7.2f} MB"
+        f"  per-char growth time x{time_growth:.2f} memory x{memory_growth:.2f}"
+    )
+    assert time_growth < MAX_GROWTH, (language, kind, small_s, large_s)
+    assert memory_growth < MAX_GROWTH, (language, kind, small_bytes, large_bytes)
