@@ -112,21 +112,44 @@ def test_one_response_per_request_in_order_with_errors_isolated(model, upstream)
     assert [(w["text"], w["start"], w["end"]) for w in doc["words"]] == expected
 
 
+def metrics_snapshot() -> dict:
+    """Every fake metric's value and observation count, keyed by (family, labels)."""
+    out = {}
+    for name, family in pb.MetricFamily.families.items():
+        for m in family.metrics:
+            key = (name, tuple(sorted(m.labels.items())))
+            out[key] = (m.value, len(m.observations), list(m.observations))
+    return out
+
+
 def test_metrics_count_alignments_rejections_and_stages(model):
-    families = pb.MetricFamily.families
     audio = np.zeros(16000, np.float32)
-    before_units = families["qwen3_aligner_units_total"].metrics[0].value
+    before = metrics_snapshot()
     model.execute([request(audio, "one two", "en"), request(audio, "x", "klingon")])
-    assert families["qwen3_aligner_units_total"].metrics[0].value == before_units + 2
-    assert families["qwen3_aligner_audio_seconds_total"].metrics[0].value >= 1.0
-    rejected = {
-        m.labels["reason"]: m.value
-        for m in families["qwen3_aligner_rejected_requests_total"].metrics
+    after = metrics_snapshot()
+
+    def delta(family: str, **labels) -> tuple[float, int]:
+        key = (family, tuple(sorted({"model": "qwen3_aligner", "version": "1", **labels}.items())))
+        v0, n0, _ = before.get(key, (0.0, 0, []))
+        v1, n1, _ = after[key]
+        return v1 - v0, n1 - n0
+
+    assert delta("qwen3_aligner_units_total") == (2, 0)
+    assert delta("qwen3_aligner_audio_seconds_total") == (1.0, 0)
+    assert delta("qwen3_aligner_rejected_requests_total", reason="bad_language") == (1, 0)
+    for stage in ("preprocess", "forward", "postprocess"):
+        assert delta("qwen3_aligner_stage_seconds", stage=stage)[1] == 1, stage
+    assert delta("qwen3_aligner_forward_batch_size")[1] == 1
+    batch_key = next(k for k in after if k[0] == "qwen3_aligner_forward_batch_size")
+    assert after[batch_key][2][-1] == 1  # one request reached the forward pass
+    changed = {k[0] + str(dict(k[1]).get("reason", "")) for k in after if after[k] != before.get(k)}
+    assert changed == {
+        "qwen3_aligner_units_total",
+        "qwen3_aligner_audio_seconds_total",
+        "qwen3_aligner_rejected_requests_totalbad_language",
+        "qwen3_aligner_stage_seconds",
+        "qwen3_aligner_forward_batch_size",
     }
-    assert rejected["bad_language"] >= 1
-    stages = {m.labels["stage"]: m for m in families["qwen3_aligner_stage_seconds"].metrics}
-    assert all(stages[s].observations for s in ("preprocess", "forward", "postprocess"))
-    assert families["qwen3_aligner_forward_batch_size"].metrics[0].observations[-1] == 1
 
 
 def test_unexpected_failure_in_one_request_spares_the_others(model, monkeypatch):
