@@ -1046,9 +1046,11 @@ def test_metrics_used_by_the_hpa_adapter_and_dashboard_are_exported(server):
     assert rising == RISING_WITH_TRAFFIC & used, "the list above names counters the rule uses"
     for name in rising:
         assert model_total(samples, name) > model_total(before, name), name
-    assert model_total(samples, "nv_inference_request_success") - model_total(
-        before, "nv_inference_request_success"
-    ) == 3
+    assert (
+        model_total(samples, "nv_inference_request_success")
+        - model_total(before, "nv_inference_request_success")
+        == 3
+    )
     custom = {n for n in used if n.startswith("qwen3_aligner_")}
     families = set(CUSTOM_COUNTERS) | {
         f"{h}_{part}" for h in CUSTOM_HISTOGRAMS for part in ("bucket", "sum", "count")
@@ -1210,7 +1212,10 @@ def test_prometheus_evaluates_the_adapter_rule_and_every_dashboard_query(server,
     """
     if shutil.which("prometheus") is None or shutil.which("promtool") is None:
         done = subprocess.run(
-            [str(ROOT / "scripts" / "setup-prometheus")], capture_output=True, text=True, timeout=900
+            [str(ROOT / "scripts" / "setup-prometheus")],
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
         if done.returncode != 0:
             pytest.fail(f"scripts/setup-prometheus failed:\n{done.stdout}\n{done.stderr}")

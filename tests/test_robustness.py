@@ -247,7 +247,9 @@ def model_gauge(metrics_url: str, name: str) -> float:
     raise AssertionError(f"{name} is not on the metrics port")
 
 
-def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(tmp_path, tiny_checkpoint, upstream):
+def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(
+    tmp_path, tiny_checkpoint, upstream
+):
     """Requests the server holds when SIGTERM comes are answered; once it has exited, a new
     request is refused with UNAVAILABLE."""
     case = next(c for c in CASES if c.seconds == 60.0)
@@ -303,6 +305,7 @@ def test_out_of_memory_splits_the_batch_and_fails_only_the_culprit(
         )
         for c in small
     }
+
     # 60 s alone needs ~800 padded tokens: over the limit even alone. Small clips fit one by one
     # (< 200 tokens each) but not all together. The batcher waits long enough to hand them to
     # the model in one execute() call, so more forward passes than calls means a split.

@@ -28,10 +28,12 @@ from pathlib import Path
 import numpy as np
 
 SAMPLE_RATE = 16000
-SYLLABLES = (
-    "ba da ka la ma na pa ra sa ta va za bo do ko lo mo no po ro so to "
-    "bi di ki li mi ni pi ri si ti be de ke le me ne pe re se te"
-).split()
+SYLLABLES = (  # made-up syllables for the transcripts
+    "ba", "da", "ka", "la", "ma", "na", "pa", "ra", "sa", "ta", "va", "za",
+    "bo", "do", "ko", "lo", "mo", "no", "po", "ro", "so", "to",
+    "bi", "di", "ki", "li", "mi", "ni", "pi", "ri", "si", "ti",
+    "be", "de", "ke", "le", "me", "ne", "pe", "re", "se", "te",
+)  # fmt: skip
 CACHE_ENV = "QWEN3_ALIGNER_CACHE"
 
 
@@ -262,7 +264,7 @@ def train_checkpoint(out_dir: str | Path, settings: TrainSettings = TrainSetting
 
 
 def cache_key(settings: TrainSettings = TrainSettings()) -> str:
-    """A hash of the builders' source, the settings and the library versions that shape the files."""
+    """A hash of the builders' source, the settings and the library versions behind the files."""
     import torch
     import transformers
 

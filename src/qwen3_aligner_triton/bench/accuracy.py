@@ -90,7 +90,9 @@ def measure(
     )
     clips = synthetic_set(HELD_OUT_SEED, single, 2.0, 16.0)
     results = engine.align([engine.prepare(_request(c)) for c in clips])
-    single_err = np.concatenate([boundary_errors(r, c) for r, c in zip(results, clips, strict=True)])
+    single_err = np.concatenate(
+        [boundary_errors(r, c) for r, c in zip(results, clips, strict=True)]
+    )
 
     long_err: list[np.ndarray] = []
     cue_err: list[np.ndarray] = []

@@ -50,7 +50,8 @@ def _shift_quarter_second(engine: AlignerEngine, req: AlignRequest) -> PreparedI
 def _on_wave(edit: Callable[[np.ndarray], np.ndarray]):
     def mutate(engine: AlignerEngine, req: AlignRequest) -> PreparedItem:
         wave = edit(prepare_waveform(req.audio, req.sample_rate))
-        return _prepared(engine, dataclasses.replace(req, audio=wave, sample_rate=MODEL_SAMPLE_RATE))
+        edited = dataclasses.replace(req, audio=wave, sample_rate=MODEL_SAMPLE_RATE)
+        return _prepared(engine, edited)
 
     return mutate
 
