@@ -30,6 +30,13 @@ from qwen3_aligner_triton.params import ModelSettings
 from qwen3_aligner_triton.requests import AlignRequest
 
 
+# Bounds with room for a rebuild on another machine (figures: docs/testing.md).
+SINGLE_MS_BOUND = 600.0  # mean absolute boundary error, one clip per request
+LONG_MS_BOUND = 1500.0  # long recordings through the windowing
+CUES_MS_BOUND = 800.0  # cue mode
+KILL_RATE_BOUND = 0.9
+
+
 def case_requests() -> list[AlignRequest]:
     return [
         AlignRequest(c.audio(), c.sample_rate, c.text, resolve_language(c.language)) for c in CASES
