@@ -29,7 +29,6 @@ from qwen3_aligner_triton.loading import load_aligner
 from qwen3_aligner_triton.params import ModelSettings
 from qwen3_aligner_triton.requests import AlignRequest
 
-
 # Bounds with room for a rebuild on another machine (figures: docs/testing.md).
 SINGLE_MS_BOUND = 600.0  # mean absolute boundary error, one clip per request
 LONG_MS_BOUND = 1500.0  # long recordings through the windowing
