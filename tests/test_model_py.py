@@ -113,11 +113,15 @@ def test_one_response_per_request_in_order_with_errors_isolated(model, upstream)
 
 
 def metrics_snapshot() -> dict:
-    """Every fake metric's value and observation count, keyed by (family, labels)."""
+    """Every fake metric's value and observations, keyed by (family, labels, metric object).
+
+    Other model instances of the session (other modules' fixtures) have metrics with the same
+    labels in the same fake families; only this test's instance executes in between.
+    """
     out = {}
     for name, family in pb.MetricFamily.families.items():
         for m in family.metrics:
-            key = (name, tuple(sorted(m.labels.items())))
+            key = (name, tuple(sorted(m.labels.items())), id(m))
             out[key] = (m.value, len(m.observations), list(m.observations))
     return out
 
@@ -129,10 +133,12 @@ def test_metrics_count_alignments_rejections_and_stages(model):
     after = metrics_snapshot()
 
     def delta(family: str, **labels) -> tuple[float, int]:
-        key = (family, tuple(sorted({"model": "qwen3_aligner", "version": "1", **labels}.items())))
-        v0, n0, _ = before.get(key, (0.0, 0, []))
-        v1, n1, _ = after[key]
-        return v1 - v0, n1 - n0
+        wanted = tuple(sorted({"model": "qwen3_aligner", "version": "1", **labels}.items()))
+        keys = [k for k in after if k[:2] == (family, wanted)]
+        assert keys, (family, labels)
+        value = sum(after[k][0] - before.get(k, (0.0, 0, []))[0] for k in keys)
+        count = sum(after[k][1] - before.get(k, (0.0, 0, []))[1] for k in keys)
+        return value, count
 
     assert delta("qwen3_aligner_units_total") == (2, 0)
     assert delta("qwen3_aligner_audio_seconds_total") == (1.0, 0)
@@ -140,7 +146,9 @@ def test_metrics_count_alignments_rejections_and_stages(model):
     for stage in ("preprocess", "forward", "postprocess"):
         assert delta("qwen3_aligner_stage_seconds", stage=stage)[1] == 1, stage
     assert delta("qwen3_aligner_forward_batch_size")[1] == 1
-    batch_key = next(k for k in after if k[0] == "qwen3_aligner_forward_batch_size")
+    (batch_key,) = [
+        k for k in after if k[0] == "qwen3_aligner_forward_batch_size" and after[k] != before.get(k)
+    ]
     assert after[batch_key][2][-1] == 1  # one request reached the forward pass
     changed = {k[0] + str(dict(k[1]).get("reason", "")) for k in after if after[k] != before.get(k)}
     assert changed == {
