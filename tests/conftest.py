@@ -36,14 +36,27 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    """A tiny random checkpoint, built once per session (or taken from $QWEN3_ALIGNER_TINY)."""
+def tiny_checkpoint() -> Path:
+    """The tiny checkpoint trained on synthetic speech, so that its timestamps follow the audio.
+
+    Trained once per machine (a few CPU minutes) and cached under ~/.cache/qwen3-aligner-triton/
+    (``$QWEN3_ALIGNER_CACHE``), keyed by a hash of the builder's source and settings; or taken
+    from ``$QWEN3_ALIGNER_TINY``.
+    """
     given = os.environ.get("QWEN3_ALIGNER_TINY")
     if given:
         return Path(given)
+    from qwen3_aligner_triton.checkpoint_training import cached_trained_checkpoint
+
+    return cached_trained_checkpoint()
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory) -> Path:
+    """The deterministic random tiny checkpoint (``scripts/make_tiny_model.py``), for contrast."""
     from qwen3_aligner_triton.checkpoint_builder import build_checkpoint
 
-    return build_checkpoint(tmp_path_factory.mktemp("tiny") / "checkpoint")
+    return build_checkpoint(tmp_path_factory.mktemp("random") / "checkpoint")
 
 
 @pytest.fixture(scope="session")

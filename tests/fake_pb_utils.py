@@ -155,13 +155,15 @@ class MetricFamily:
     COUNTER = 0
     GAUGE = 1
     HISTOGRAM = 2
-    families: ClassVar[dict[str, MetricFamily]] = {}
+    families: ClassVar[dict[str, MetricFamily]] = {}  # the latest family of each name
+    instances: ClassVar[list[MetricFamily]] = []  # every family (each model instance has its own)
 
     def __init__(self, name: str, description: str, kind: int) -> None:
         self.name = name
         self.kind = kind
         self.metrics: list[_FakeMetric] = []
         MetricFamily.families[name] = self
+        MetricFamily.instances.append(self)
 
     def Metric(self, labels: dict, buckets=None) -> _FakeMetric:
         metric = _FakeMetric(labels, buckets)

@@ -212,3 +212,70 @@ def test_write_atomic_failure_keeps_the_old_file(tmp_path, monkeypatch):
         write_atomic(target, "new")
     assert target.read_text(encoding="utf-8") == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+# Expectations below are written by hand from the formats' rules, not computed with the writers'
+# helpers: a pause over max_pause (1.5 s) ends a cue; "four" starts before "Three" ends, which a
+# TextGrid interval tier cannot hold, so it starts at 2.8 there; CTM gives start and duration.
+HAND = (
+    "One two. Three four!",
+    [(0.0, 0.3), (0.4, 0.7), (2.5, 2.8), (2.7, 3.2)],
+)
+
+
+def hand_alignment() -> Alignment:
+    return make_alignment(HAND[0], HAND[1], duration=4.0)
+
+
+def test_srt_by_hand():
+    parsed = list(srt.parse(render(hand_alignment(), "srt")))
+    assert [(s.index, millis(s.start), millis(s.end), s.content) for s in parsed] == [
+        (1, 0, 700, "One two."),
+        (2, 2500, 3200, "Three four!"),
+    ]
+
+
+def test_webvtt_by_hand():
+    text = render(hand_alignment(), "vtt")
+    assert text.startswith("WEBVTT\n\n")
+    parsed = webvtt.from_buffer(io.StringIO(text)).captions
+    assert [
+        (c.start_time.in_milliseconds(), c.end_time.in_milliseconds(), c.text) for c in parsed
+    ] == [(0, 700, "One two."), (2500, 3200, "Three four!")]
+
+
+def test_textgrid_by_hand(tmp_path):
+    path = tmp_path / "hand.TextGrid"
+    path.write_text(render(hand_alignment(), "textgrid"), encoding="utf-8")
+    grid = textgrid.openTextgrid(str(path), includeEmptyIntervals=False)
+    words = [(e.start, e.end, e.label) for e in grid.getTier("words").entries]
+    assert words == [
+        (0.0, 0.3, "One"),
+        (0.4, 0.7, "two"),
+        (2.5, 2.8, "Three"),
+        (2.8, 3.2, "four"),
+    ]
+    cues = [(e.start, e.end, e.label) for e in grid.getTier("cues").entries]
+    assert cues == [(0.0, 0.7, "One two."), (2.5, 3.2, "Three four!")]
+    assert grid.maxTimestamp == 4.0
+
+
+def test_ctm_by_hand():
+    rows = [line.split(" ") for line in render(hand_alignment(), "ctm").splitlines()]
+    assert rows == [
+        ["audio", "1", "0.000", "0.300", "One"],
+        ["audio", "1", "0.400", "0.300", "two"],
+        ["audio", "1", "2.500", "0.300", "Three"],
+        ["audio", "1", "2.700", "0.500", "four"],
+    ]
+
+
+def test_tsv_by_hand():
+    rows = list(csv.reader(io.StringIO(render(hand_alignment(), "tsv")), delimiter="\t"))
+    assert rows == [
+        ["start", "end", "text", "display", "char_start", "char_end"],
+        ["0.000", "0.300", "One", "One", "0", "3"],
+        ["0.400", "0.700", "two", "two.", "4", "7"],
+        ["2.500", "2.800", "Three", "Three", "9", "14"],
+        ["2.700", "3.200", "four", "four!", "15", "19"],
+    ]

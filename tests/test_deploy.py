@@ -1120,9 +1120,21 @@ def send_requests(url: str, count: int) -> None:
             client.infer(MODEL, build_inputs(httpclient, audio, rate, "hello world", "en"))
 
 
+# Triton counters that must rise with traffic (others, such as failures, may stay at zero).
+RISING_WITH_TRAFFIC = {
+    "nv_inference_compute_infer_duration_us",
+    "nv_inference_count",
+    "nv_inference_exec_count",
+    "nv_inference_queue_duration_us",
+    "nv_inference_request_success",
+}
+
+
 @pytest.mark.integration
 def test_metrics_used_by_the_hpa_adapter_and_dashboard_are_exported(server):
+    before = scrape(server.metrics_url)
     send_requests(server.http_url, 2)  # one rejection too: reason-labelled counters appear then
+    time.sleep(0.5)  # Triton records a request's statistics just after its response
     samples = scrape(server.metrics_url)
     used = set().union(*(metric_names(q) for q in dashboard_queries()))
     used |= metric_names(render_adapter_query(adapter_rule()["metricsQuery"]))
@@ -1132,25 +1144,35 @@ def test_metrics_used_by_the_hpa_adapter_and_dashboard_are_exported(server):
     assert not missing, f"not on Triton's metrics endpoint: {missing}"
     for name in triton:
         if name.startswith("nv_inference_"):
-            assert model_total(samples, name) >= 0 and any(
+            assert any(
                 labels.get("model") == MODEL and "version" in labels for labels, _ in samples[name]
             ), name
+    rising = {n for n in triton if n in RISING_WITH_TRAFFIC}
+    assert rising == RISING_WITH_TRAFFIC & used, "the list above names counters the rule uses"
+    for name in rising:
+        assert model_total(samples, name) > model_total(before, name), name
+    assert (
+        model_total(samples, "nv_inference_request_success")
+        - model_total(before, "nv_inference_request_success")
+        == 3
+    )
     custom = {n for n in used if n.startswith("qwen3_aligner_")}
     families = set(CUSTOM_COUNTERS) | {
         f"{h}_{part}" for h in CUSTOM_HISTOGRAMS for part in ("bucket", "sum", "count")
     }
     assert custom <= families, f"unknown model metrics in use: {sorted(custom - families)}"
     assert used <= set(TRITON_METRICS) | families | set(samples) | GPU_ONLY_METRICS
-    if any(name.startswith("qwen3_aligner_") for name in samples):  # once model.py exports them
-        missing = sorted(n for n in custom if n not in samples)
-        assert not missing, f"the model does not export {missing}"
-        for name in custom:
-            models = {labels.get("model") for labels, _ in samples[name]}
-            assert models <= {MODEL, CORE_MODEL_NAME}, (name, models)
-        reasons = [labels.get("reason") for labels, _ in samples[CUSTOM_COUNTERS[2]]]
-        assert reasons and all(reasons), "rejected requests carry a reason label"
-        stages = {labels.get("stage") for labels, _ in samples["qwen3_aligner_stage_seconds_count"]}
-        assert stages == {"preprocess", "forward", "postprocess"}
+    missing = sorted(n for n in custom if n not in samples)
+    assert not missing, f"the model does not export {missing}"
+    for name in custom:
+        models = {labels.get("model") for labels, _ in samples[name]}
+        assert models <= {MODEL, CORE_MODEL_NAME}, (name, models)
+    reasons = [labels.get("reason") for labels, _ in samples[CUSTOM_COUNTERS[2]]]
+    assert reasons and all(reasons), "rejected requests carry a reason label"
+    stages = {labels.get("stage") for labels, _ in samples["qwen3_aligner_stage_seconds_count"]}
+    assert stages == {"preprocess", "forward", "postprocess"}
+    for name in ("qwen3_aligner_units_total", "qwen3_aligner_audio_seconds_total"):
+        assert model_total(samples, name) > model_total(before, name), name
 
 
 @pytest.mark.integration
@@ -1300,11 +1322,20 @@ def prometheus_query(port: int, expr: str) -> list[dict]:
 def test_prometheus_evaluates_the_adapter_rule_and_every_dashboard_query(server, tmp_path):
     """A real Prometheus scrapes the server; the HPA's metric and each panel come out as numbers.
 
-    Needs the `prometheus` binary (Debian package `prometheus`; no PyPI package ships it).
+    Needs the `prometheus` binary (Debian package `prometheus`; no PyPI package ships it):
+    scripts/setup-prometheus installs it when missing, and the test fails if it cannot.
     """
+    if shutil.which("prometheus") is None or shutil.which("promtool") is None:
+        done = subprocess.run(
+            [str(ROOT / "scripts" / "setup-prometheus")],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        if done.returncode != 0:
+            pytest.fail(f"scripts/setup-prometheus failed:\n{done.stdout}\n{done.stderr}")
     binary, promtool = shutil.which("prometheus"), shutil.which("promtool")
-    if binary is None or promtool is None:
-        pytest.skip("prometheus is not installed (apt-get install prometheus)")
+    assert binary and promtool, "scripts/setup-prometheus left no prometheus/promtool on PATH"
     checked = subprocess.run(
         [promtool, "check", "config", str(DOCKER / "prometheus.yml")],
         capture_output=True,

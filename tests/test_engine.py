@@ -89,5 +89,28 @@ def test_more_words_than_the_audio_holds_is_a_request_error(engine):
     assert info.value.reason == "text_exceeds_audio"
 
 
-def test_warmup_runs(engine):
+def test_warmup_aligns_the_warmup_text_in_one_forward_pass(engine, monkeypatch):
+    real_forward = engine.forward
+    seen = []
+
+    def forward(batch):
+        out = real_forward(batch)
+        seen.append(([it.words for it in batch], out))
+        return out
+
+    monkeypatch.setattr(engine, "forward", forward)
     engine.warmup()
+    assert len(seen) == 1
+    (words,), (result,) = seen[0]
+    assert words == ["warm", "up", "the", "aligner"]
+    assert [u.text for u in result.units] == words
+    assert result.duration == 2.0
+
+
+def test_warmup_fails_loudly_when_the_forward_fails(engine, monkeypatch):
+    def forward(batch):
+        raise RuntimeError("broken kernel")
+
+    monkeypatch.setattr(engine, "forward", forward)
+    with pytest.raises(RuntimeError, match="warm-up alignment failed: broken kernel"):
+        engine.warmup()

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import upstream_align
 
 from qwen3_aligner_triton.engine import AlignerEngine, WindowedJob, build_prompt
 from qwen3_aligner_triton.params import ModelSettings
@@ -92,13 +93,16 @@ def test_cue_guided_alignment(engine, upstream):
     expected, _ = upstream.aligner_processor.encode_timestamp(text, "English")
     check_alignment(result, expected, 120.0, text)
     assert sum(sizes) == 3  # one window per cue with words, in shared forward passes
-    # each cue's words lie within its span plus the margin
-    units = iter(result.units)
-    for cue in (cues[0], cues[1], cues[3]):
-        n = len(upstream.aligner_processor.encode_timestamp(cue["text"], "English")[0])
-        for _ in range(n):
-            u = next(units)
-            assert cue["start"] - 1.0 - 1e-6 <= u.start <= u.end <= cue["end"] + 1.0 + 1e-6
+    # Each cue is aligned alone on its span plus the margin (1 s, at most half the gap to the
+    # neighbouring cue), windows worked out by hand: its words are upstream's on that piece of
+    # audio, shifted by the piece's start.
+    windows = [(0.5, 6.75), (6.75, 21.0), (59.0, 119.95)]
+    expected_times = []
+    for cue, (start, end) in zip((cues[0], cues[1], cues[3]), windows, strict=True):
+        piece = audio[round(start * 16000) : round(end * 16000)]
+        for _, s, e in upstream_align(upstream, piece, 16000, cue["text"], "English"):
+            expected_times.append((round(start + s, 3), round(start + e, 3)))
+    assert [(u.start, u.end) for u in result.units] == expected_times
 
 
 def segments_of(value) -> np.ndarray:

@@ -12,8 +12,11 @@ import pytest
 import requests
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from conftest import upstream_align
 from triton_calls import MODEL, build_inputs, parse
 from tritonclient.utils import InferenceServerException
+
+from qwen3_aligner_triton.audio import prepare_waveform
 
 pytestmark = pytest.mark.integration
 
@@ -103,12 +106,17 @@ def test_cue_file_over_grpc(server, upstream):
         result = parse(client.infer(MODEL, [*inputs, seg], client_timeout=600))
     doc = result["document"]
     check_document(doc, text, 1800.0, upstream, "English")
-    words = iter(doc["words"])
-    for cue in cues:
-        n = len(upstream.aligner_processor.encode_timestamp(cue["text"], "English")[0])
-        for _ in range(n):
-            w = next(words)
-            assert cue["start"] - 1.0 - 1e-6 <= w["start"] <= w["end"] <= cue["end"] + 1.0 + 1e-6
+    # Each cue is aligned alone on its span plus the 1 s margin (the gaps are 8 s): windows
+    # [1 + 20k, 15 + 20k] s. Its words are upstream's on that piece of the 16 kHz audio (the
+    # resampling itself is checked against upstream elsewhere), shifted by the piece's start.
+    wave = prepare_waveform(audio, RATE)
+    expected = []
+    for k, cue in enumerate(cues):
+        start, end = 1.0 + 20.0 * k, 15.0 + 20.0 * k
+        piece = wave[round(start * 16000) : round(end * 16000)]
+        for _, s, e in upstream_align(upstream, piece, 16000, cue["text"], "English"):
+            expected.append((round(start + s, 3), round(start + e, 3)))
+    assert [(w["start"], w["end"]) for w in doc["words"]] == expected
 
 
 @pytest.mark.parametrize(

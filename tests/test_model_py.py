@@ -174,27 +174,55 @@ def _align_request(rng, text):
     return AlignRequest(audio=audio, sample_rate=16000, text=text, language="English")
 
 
+def metrics_snapshot() -> dict:
+    """Every fake metric's value and observations, keyed by (family, labels, metric object).
+
+    Other model instances of the session (other modules' fixtures) have metrics with the same
+    labels in the same fake families; only this test's instance executes in between.
+    """
+    out = {}
+    for family in pb.MetricFamily.instances:
+        for m in family.metrics:
+            key = (family.name, tuple(sorted(m.labels.items())), id(m))
+            out[key] = (m.value, len(m.observations), list(m.observations))
+    return out
+
+
 def test_metrics_count_alignments_rejections_and_stages(front, core):
-    families = front.metrics._families
     audio = np.zeros(16000, np.float32)
-    before_units = families["qwen3_aligner_units_total"].metrics[0].value
+    before = metrics_snapshot()
     serve(front, [request(audio, "one two", "en"), request(audio, "x", "klingon")])
-    assert families["qwen3_aligner_units_total"].metrics[0].value == before_units + 2
-    assert families["qwen3_aligner_audio_seconds_total"].metrics[0].value >= 1.0
-    rejected = {
-        m.labels["reason"]: m.value
-        for m in families["qwen3_aligner_rejected_requests_total"].metrics
+    after = metrics_snapshot()
+
+    def delta(family: str, model: str = "qwen3_aligner", **labels) -> tuple[float, int]:
+        wanted = tuple(sorted({"model": model, "version": "1", **labels}.items()))
+        keys = [k for k in after if k[:2] == (family, wanted)]
+        assert keys, (family, model, labels)
+        value = sum(after[k][0] - before.get(k, (0.0, 0, []))[0] for k in keys)
+        count = sum(after[k][1] - before.get(k, (0.0, 0, []))[1] for k in keys)
+        return value, count
+
+    assert delta("qwen3_aligner_units_total") == (2, 0)
+    assert delta("qwen3_aligner_audio_seconds_total") == (pytest.approx(1.0), 0)
+    assert delta("qwen3_aligner_rejected_requests_total", reason="bad_language") == (1, 0)
+    for stage in ("preprocess", "postprocess"):
+        assert delta("qwen3_aligner_stage_seconds", stage=stage)[1] == 1, stage
+    assert delta("qwen3_aligner_stage_seconds", model=CORE, stage="forward")[1] == 1
+    assert delta("qwen3_aligner_forward_batch_size", model=CORE)[1] == 1
+    (batch_key,) = [
+        k for k in after if k[0] == "qwen3_aligner_forward_batch_size" and after[k] != before.get(k)
+    ]
+    assert after[batch_key][2][-1] == 1  # one request reached the forward pass
+    changed = {k[0] + str(dict(k[1]).get("reason", "")) for k in after if after[k] != before.get(k)}
+    assert changed == {
+        "qwen3_aligner_units_total",
+        "qwen3_aligner_audio_seconds_total",
+        "qwen3_aligner_rejected_requests_totalbad_language",
+        "qwen3_aligner_stage_seconds",
+        "qwen3_aligner_forward_batch_size",
+        "qwen3_aligner_request_mean_score",
+        "qwen3_aligner_request_repaired_share",
     }
-    assert rejected["bad_language"] >= 1
-    stages = {m.labels["stage"]: m for m in families["qwen3_aligner_stage_seconds"].metrics}
-    assert all(stages[s].observations for s in ("preprocess", "postprocess"))
-    core_families = core.metrics._families
-    batches = core_families["qwen3_aligner_forward_batch_size"].metrics[0]
-    assert batches.labels["model"] == CORE and batches.observations[-1] == 1
-    core_stages = {
-        m.labels["stage"]: m for m in core_families["qwen3_aligner_stage_seconds"].metrics
-    }
-    assert core_stages["forward"].observations
 
 
 def test_scores_output_document_and_metrics(front):

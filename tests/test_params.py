@@ -55,8 +55,11 @@ def test_unknown_key_is_rejected_by_name():
         read_settings({"max_audio_secs": sv("10")}, environ={})
 
 
-def test_triton_keys_are_allowed():
-    read_settings({"EXECUTION_ENV_PATH": sv("/env.tar.gz")}, environ={})
+def test_triton_keys_are_allowed_and_change_nothing():
+    s = read_settings({"EXECUTION_ENV_PATH": sv("/env.tar.gz")}, environ={})
+    assert s == ModelSettings(checkpoint=DEFAULT_CHECKPOINT)
+    with pytest.raises(ConfigError, match="EXECUTION_ENV_PAT"):
+        read_settings({"EXECUTION_ENV_PAT": sv("/env.tar.gz")}, environ={})
 
 
 @pytest.mark.parametrize(

@@ -250,19 +250,63 @@ def test_model_repository_api_is_closed(server):
     assert requests.get(f"http://{server.http_url}/v2/models/{MODEL}/ready", timeout=5).ok
 
 
-def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(tmp_path, tiny_checkpoint):
+def model_gauge(metrics_url: str, name: str) -> float:
+    """The value of one ``nv_inference_*`` series of the model, read from the metrics port."""
+    import urllib.request
+
+    with urllib.request.urlopen(metrics_url, timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(f'{name}{{model="{MODEL}"'):
+                return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} is not on the metrics port")
+
+
+def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(
+    tmp_path, tiny_checkpoint, upstream
+):
+    """Requests the server holds when SIGTERM comes are answered; once it has exited, a new
+    request is refused with UNAVAILABLE."""
+    case = next(c for c in CASES if c.seconds == 60.0)
+    expected = as_float32(
+        upstream_align(upstream, case.audio(), case.sample_rate, case.text, case.upstream_language)
+    )
+    sent = 4
     with dedicated_server(tmp_path, tiny_checkpoint, max_forward_batch=1) as srv:
-        with httpclient.InferenceServerClient(srv.http_url, concurrency=8) as client:
-            futures = [client.async_infer(MODEL, long_inputs()) for _ in range(8)]
-            time.sleep(0.3)
-            srv.running.process.send_signal(signal.SIGTERM)
-            results = [parse(f.get_result()) for f in futures]
-        assert all(r["units"] for r in results)
-        late = httpclient.InferenceServerClient(srv.http_url)
-        with pytest.raises(Exception):  # noqa: B017 (refused connection or UNAVAILABLE)
-            late.infer(MODEL, good_inputs())
-        late.close()
-        assert srv.running.process.wait(timeout=60) == 0
+        done: list[tuple[float, object]] = []
+        client = grpcclient.InferenceServerClient(srv.grpc_url)
+        for _ in range(sent):
+            client.async_infer(
+                MODEL,
+                long_inputs(grpcclient),
+                lambda result, error: done.append((time.monotonic(), error or result)),
+            )
+        # Wait until the server holds a request it has not started, then signal at once.
+        deadline = time.monotonic() + 60
+        while model_gauge(srv.metrics_url, "nv_inference_pending_request_count") < 1:
+            assert time.monotonic() < deadline, "no request ever waited in the server's queue"
+            time.sleep(0.02)
+        answered_before = model_gauge(srv.metrics_url, "nv_inference_count")
+        signalled = time.monotonic()
+        srv.running.process.send_signal(signal.SIGTERM)
+        assert answered_before < sent
+        assert srv.running.process.wait(timeout=120) == 0
+        assert len(done) == sent, done
+        for _, outcome in done:
+            assert not isinstance(outcome, Exception), outcome
+            assert parse(outcome)["units"] == expected
+        after_signal = [t for t, _ in done if t > signalled]
+        assert len(after_signal) >= sent - answered_before >= 1
+        client.close()
+        with (
+            grpcclient.InferenceServerClient(srv.grpc_url) as late,
+            pytest.raises(InferenceServerException) as info,
+        ):
+            late.infer(MODEL, good_inputs_of(grpcclient))
+        assert info.value.status() == "StatusCode.UNAVAILABLE", info.value
+
+
+def good_inputs_of(module):
+    return build_inputs(module, GOOD.audio(), GOOD.sample_rate, GOOD.text, GOOD.language)
 
 
 def test_out_of_memory_splits_the_batch_and_fails_only_the_culprit(
@@ -275,18 +319,25 @@ def test_out_of_memory_splits_the_batch_and_fails_only_the_culprit(
         )
         for c in small
     }
+
     # 60 s alone needs ~800 padded tokens: over the limit even alone. Small clips fit one by one
-    # (< 200 tokens each) but not all together.
+    # (< 200 tokens each) but not all together. The batcher waits long enough to hand them to
+    # the model in one execute() call, so more forward passes than calls means a split.
+    def gather(config):
+        config.dynamic_batching.max_queue_delay_microseconds = 3_000_000
+
     with (
         dedicated_server(
             tmp_path,
             tiny_checkpoint,
+            edit_config=gather,
             simulate_oom_above_tokens=400,
             bucket_ratio=1000,
             max_forward_batch=16,
         ) as srv,
         httpclient.InferenceServerClient(srv.http_url, concurrency=16) as client,
     ):
+        before = {n: model_gauge(srv.metrics_url, n) for n in SPLIT_COUNTERS}
         culprit = client.async_infer(MODEL, long_inputs())
         futures = [
             (c, client.async_infer(
@@ -300,6 +351,18 @@ def test_out_of_memory_splits_the_batch_and_fails_only_the_culprit(
             culprit.get_result()
         assert "out of memory" in info.value.message()
         assert client.is_model_ready(MODEL)
+        time.sleep(0.5)  # Triton records statistics just after the responses
+        delta = {n: model_gauge(srv.metrics_url, n) - before[n] for n in SPLIT_COUNTERS}
+        executes, passes, batched = delta.values()
+        assert batched == len(small), delta  # every small clip went through exactly one pass
+        assert passes > executes >= 1, delta  # halves retried: more passes than execute() calls
+
+
+SPLIT_COUNTERS = (
+    "nv_inference_exec_count",
+    "qwen3_aligner_forward_batch_size_count",
+    "qwen3_aligner_forward_batch_size_sum",
+)
 
 
 # --- requests whose cost once grew faster than the limits -------------------------------------

@@ -97,52 +97,181 @@ def test_broken_checkpoint_never_becomes_ready(tmp_path, tiny_checkpoint):
     assert "serve: ready" not in proc.stdout
 
 
-@pytest.mark.integration
-def test_serve_runs_until_interrupted(tiny_checkpoint):
-    http, grpc, metrics = free_ports(3)
-    cmd = [
-        str(ROOT / "scripts" / "serve"),
-        "--model", str(tiny_checkpoint),
-        "--device", "cpu",
-        "--address=127.0.0.1",
-        f"--http-port={http}",
-        f"--grpc-port={grpc}",
-        f"--metrics-port={metrics}",
-    ]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-        start_new_session=True,
-    )  # fmt: skip
-    lines: list[str] = []
-    try:
-        deadline = time.monotonic() + SERVE_TIMEOUT
+class Launch:
+    """A real ``scripts/serve`` in a session of its own, its output read line by line."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        self.http, grpc, metrics = free_ports(3)
+        cmd = [
+            str(ROOT / "scripts" / "serve"),
+            "--model", str(checkpoint),
+            "--device", "cpu",
+            "--address=127.0.0.1",
+            f"--http-port={self.http}",
+            f"--grpc-port={grpc}",
+            f"--metrics-port={metrics}",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+            start_new_session=True,
+        )  # fmt: skip
+        self.lines: list[str] = []
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def read_until(self, marker: str, timeout: float = SERVE_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            line = proc.stdout.readline()
+            line = self.proc.stdout.readline()
             if not line:
                 break
-            lines.append(line)
-            if "serve: model" in line:
-                break
-        output = "".join(lines)
-        assert "serve: ready in" in output, output[-3000:]
-        assert f"http://127.0.0.1:{http}" in output
-        assert f"127.0.0.1:{grpc}" in output
-        assert (
-            requests.get(f"http://127.0.0.1:{http}/v2/health/ready", timeout=5).status_code == 200
-        )
-        proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 0, rest[-3000:]
-        assert "serve: stopped" in rest
-        with pytest.raises(requests.ConnectionError):
-            requests.get(f"http://127.0.0.1:{http}/v2/health/live", timeout=5)
-    finally:
-        if proc.poll() is None:
+            self.lines.append(line)
+            if marker in line:
+                return
+        raise AssertionError(f"no {marker!r} in the launcher's output:\n{self.output[-3000:]}")
+
+    def tritonserver(self) -> int:
+        (pid,) = children_named(self.proc.pid, b"tritonserver")
+        return pid
+
+    def finish(self, timeout: float = 90) -> str:
+        rest, _ = self.proc.communicate(timeout=timeout)
+        self.lines.append(rest)
+        return rest
+
+    def ready(self) -> bool:
+        try:
+            url = f"http://127.0.0.1:{self.http}/v2/health/ready"
+            return requests.get(url, timeout=5).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
             # tritonserver runs in a session of its own: stop it too when the test fails
-            for pid in children_named(proc.pid, b"tritonserver"):
+            for pid in children_named(self.proc.pid, b"tritonserver"):
                 os.kill(pid, signal.SIGKILL)
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serve_runs_until_signalled(tiny_checkpoint, signum):
+    launch = Launch(tiny_checkpoint)
+    try:
+        launch.read_until("serve: model")
+        output = launch.output
+        assert "serve: ready in" in output, output[-3000:]
+        assert f"http://127.0.0.1:{launch.http}" in output
+        assert launch.ready()
+        server = launch.tritonserver()
+        launch.proc.send_signal(signum)
+        rest = launch.finish()
+        assert launch.proc.returncode == 0, rest[-3000:]
+        assert f"serve: {signal.Signals(signum).name}: stopping tritonserver" in rest
+        assert "serve: stopped" in rest
+        assert not pid_alive(server)
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{launch.http}/v2/health/live", timeout=5)
+    finally:
+        launch.close()
+
+
+@pytest.mark.integration
+def test_signal_during_the_readiness_wait_stops_cleanly(tiny_checkpoint):
+    launch = Launch(tiny_checkpoint)
+    try:
+        launch.read_until("serve: loading")
+        # The first line tritonserver prints: the launcher is waiting for readiness by then.
+        launch.read_until("")
+        server = launch.tritonserver()
+        launch.proc.send_signal(signal.SIGTERM)
+        rest = launch.finish()
+        assert launch.proc.returncode == 0, launch.output[-3000:]
+        assert "serve: SIGTERM: stopping tritonserver" in rest
+        assert "serve: ready" not in launch.output
+        assert "serve: error" not in launch.output
+        assert not pid_alive(server)
+    finally:
+        launch.close()
+
+
+@pytest.mark.integration
+def test_tritonserver_exiting_by_itself_fails_the_launcher(tiny_checkpoint):
+    launch = Launch(tiny_checkpoint)
+    try:
+        launch.read_until("serve: model")
+        os.kill(launch.tritonserver(), signal.SIGKILL)
+        rest = launch.finish()
+        assert launch.proc.returncode == 1, launch.output[-3000:]
+        assert "serve: error: tritonserver exited with code -9" in rest
+        assert "serve: stopped" not in rest
+    finally:
+        launch.close()
+
+
+def test_a_server_that_ignores_sigterm_is_killed_after_the_grace_period(monkeypatch, capsys):
+    import threading
+
+    from qwen3_aligner_triton import serve
+
+    stubborn = subprocess.Popen(
+        [sys.executable, "-c", "import signal, time\n"
+         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(120)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert stubborn.stdout.readline() == "up\n"  # SIGTERM is ignored from here on
+
+    class Server:
+        process = stubborn
+        stopped = 0
+
+        def stop(self):
+            self.stopped += 1
+            return stubborn.wait()
+
+    monkeypatch.setattr(serve, "STOP_GRACE_SECONDS", 1.0)
+    monkeypatch.setattr(serve, "WAIT_POLL_SECONDS", 0.1)
+    stopping = threading.Event()
+    stopping.set()
+    stubborn.send_signal(signal.SIGTERM)
+    server = Server()
+    started = time.monotonic()
+    code = serve.wait_for_exit(server, stopping)
+    assert code == -signal.SIGKILL
+    assert 1.0 <= time.monotonic() - started < 30
+    assert server.stopped == 1
+    assert "serve: tritonserver did not stop in time; killing it" in capsys.readouterr().out
+
+
+def test_render_repository_replaces_an_existing_folder(tmp_path):
+    from qwen3_aligner_triton.repository import Placement, render_repository
+
+    dest = tmp_path / "repo"
+    (dest / "qwen3_aligner" / "2").mkdir(parents=True)
+    (dest / "qwen3_aligner" / "2" / "model.py").write_text("stale")
+    (dest / "qwen3_aligner" / "config.pbtxt").write_text("stale")
+    (dest / "other_model").mkdir()
+    (dest / "notes.txt").write_text("stale")
+    out = render_repository(dest, Placement("KIND_CPU", 2), {"checkpoint": "/ckpt"})
+    assert out == dest
+    files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert files == ["qwen3_aligner/1/model.py", "qwen3_aligner/config.pbtxt"]
+    config = (dest / "qwen3_aligner" / "config.pbtxt").read_text()
+    assert "stale" not in config
+    assert 'string_value: "/ckpt"' in config
+    assert "count: 2" in config and "KIND_CPU" in config
 
 
 def children_named(parent: int, name: bytes) -> list[int]:

@@ -1,0 +1,170 @@
+"""Can a test on this checkpoint tell a broken feature pipeline from a working one?
+
+Each mutation below is a plausible server bug: part of a clip's features blanked or shifted, the
+last frames dropped, one frame of padding too many. A mutation is *killed* when the engine's
+result on the mutated input differs from its result on the real input; a checkpoint whose
+timestamps ignore the audio lets such bugs pass the parity tests. ``kill_rate`` runs every
+mutation on every request; ``distinct_slots`` counts how many different raw timestamps a result
+uses (a checkpoint that predicts one value everywhere cannot show a shift).
+
+    .venv/bin/python -m qwen3_aligner_triton.bench.mutation [--checkpoint DIR] [--random]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..audio import MODEL_SAMPLE_RATE, prepare_waveform
+from ..engine import AlignerEngine, PreparedItem
+from ..requests import AlignRequest
+
+HOP = 160  # samples per mel frame at 16 kHz
+
+
+def _blank_second_half(engine: AlignerEngine, req: AlignRequest) -> PreparedItem:
+    item = _prepared(engine, req)
+    feats = item.input_features.clone()
+    frames = int(item.feature_attention_mask.sum())
+    feats[:, frames // 2 : frames] = feats[:, :frames].min()
+    return dataclasses.replace(item, input_features=feats)
+
+
+def _shift_quarter_second(engine: AlignerEngine, req: AlignRequest) -> PreparedItem:
+    item = _prepared(engine, req)
+    frames = int(item.feature_attention_mask.sum())
+    feats = item.input_features.clone()
+    shift = 25  # 0.25 s: about three timestamp bins
+    feats[:, shift:frames] = item.input_features[:, : frames - shift]
+    feats[:, :shift] = item.input_features[:, :frames].min()
+    return dataclasses.replace(item, input_features=feats)
+
+
+def _on_wave(edit: Callable[[np.ndarray], np.ndarray]):
+    def mutate(engine: AlignerEngine, req: AlignRequest) -> PreparedItem:
+        wave = edit(prepare_waveform(req.audio, req.sample_rate))
+        edited = dataclasses.replace(req, audio=wave, sample_rate=MODEL_SAMPLE_RATE)
+        return _prepared(engine, edited)
+
+    return mutate
+
+
+MUTATIONS: dict[str, Callable[[AlignerEngine, AlignRequest], PreparedItem]] = {
+    "blank the second half": _blank_second_half,
+    "shift by 0.25 s": _shift_quarter_second,
+    "drop the last 0.2 s": _on_wave(lambda w: w[: max(HOP * 10, w.shape[0] - 20 * HOP)]),
+    "pad one more frame": _on_wave(lambda w: np.concatenate([w, np.zeros(HOP, w.dtype)])),
+}
+
+
+def _prepared(engine: AlignerEngine, req: AlignRequest) -> PreparedItem:
+    item = engine.prepare(req)
+    if not isinstance(item, PreparedItem):
+        raise ValueError("mutation checks take requests within one window")
+    return item
+
+
+def _times(engine: AlignerEngine, item: PreparedItem) -> list[tuple[float, float]]:
+    (result,) = engine.forward([item])
+    return [(u.start, u.end) for u in result.units]
+
+
+@dataclass(frozen=True)
+class KillReport:
+    """Mutations killed per mutation name, out of ``requests`` each."""
+
+    requests: int
+    killed: dict[str, int]
+    survivors: dict[str, list[int]]  # indices of the requests each mutation survived on
+
+    @property
+    def rate(self) -> float:
+        return sum(self.killed.values()) / (self.requests * len(self.killed))
+
+
+def kill_rate(engine: AlignerEngine, requests: Sequence[AlignRequest]) -> KillReport:
+    """Run every mutation on every request; a mutation is killed when the result changes."""
+    killed = dict.fromkeys(MUTATIONS, 0)
+    survivors: dict[str, list[int]] = {name: [] for name in MUTATIONS}
+    for i, req in enumerate(requests):
+        reference = _times(engine, _prepared(engine, req))
+        for name, mutate in MUTATIONS.items():
+            if _times(engine, mutate(engine, req)) != reference:
+                killed[name] += 1
+            else:
+                survivors[name].append(i)
+    return KillReport(len(requests), killed, survivors)
+
+
+@torch.inference_mode()
+def raw_slots(engine: AlignerEngine, item: PreparedItem) -> np.ndarray:
+    """The model's raw timestamp classes for one item (before upstream's repair)."""
+    logits = engine.model.thinker(
+        input_ids=item.input_ids[None].to(engine.device),
+        attention_mask=item.attention_mask[None].to(engine.device),
+        input_features=item.input_features[None].to(engine.device, engine.dtype),
+        feature_attention_mask=item.feature_attention_mask[None].to(engine.device),
+        use_cache=False,
+    ).logits[0]
+    return logits.argmax(-1)[item.input_ids == engine.timestamp_token_id].cpu().numpy()
+
+
+def distinct_slots(engine: AlignerEngine, req: AlignRequest) -> tuple[int, int]:
+    """(distinct raw timestamp values, timestamp slots) of one request."""
+    slots = raw_slots(engine, _prepared(engine, req))
+    return len(np.unique(slots)), int(slots.shape[0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", help="checkpoint folder (default: the trained tiny one)")
+    parser.add_argument("--random", action="store_true", help="also the random tiny checkpoint")
+    parser.add_argument("--cases", required=True, help="folder holding the suite's cases.py")
+    args = parser.parse_args(argv)
+    import tempfile
+    from pathlib import Path
+
+    from ..checkpoint_builder import build_checkpoint
+    from ..checkpoint_training import cached_trained_checkpoint
+    from ..languages import resolve_language
+    from ..loading import load_aligner
+    from ..params import ModelSettings
+
+    sys.path.insert(0, args.cases)
+    from cases import CASES  # type: ignore[import-not-found]
+
+    requests = [
+        AlignRequest(c.audio(), c.sample_rate, c.text, resolve_language(c.language)) for c in CASES
+    ]
+    checkpoints = {
+        "trained": Path(args.checkpoint) if args.checkpoint else cached_trained_checkpoint()
+    }
+    report = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.random:
+            checkpoints["random"] = build_checkpoint(Path(tmp) / "random")
+        for name, path in checkpoints.items():
+            engine = AlignerEngine(load_aligner(str(path), "cpu"), ModelSettings(checkpoint="x"))
+            kills = kill_rate(engine, requests)
+            report[name] = {
+                "kill_rate": round(kills.rate, 3),
+                "killed": kills.killed,
+                "of": kills.requests,
+                "distinct": {
+                    c.name: "{}/{}".format(*distinct_slots(engine, r))
+                    for c, r in zip(CASES, requests, strict=True)
+                },
+            }
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,321 @@
+"""A tiny test checkpoint whose timestamps follow the audio: trained briefly on synthetic speech.
+
+A randomly initialised tiny checkpoint predicts nearly constant timestamps, so equality with
+upstream on it proves little. This module trains the tiny architecture for a minute or two on CPU
+on synthetic "speech" with known word times: tone bursts with harmonics for words, low noise for
+the pauses between them, made-up syllables for the transcript. The loss is cross-entropy at the
+``<timestamp>`` positions of the real ``model.thinker`` forward (targets: the 80 ms class of each
+word's start and end). Seeds are fixed and training runs on one thread, so a build is reproducible
+on one machine; :func:`cached_trained_checkpoint` keeps the result under the user's cache folder,
+keyed by a hash of the builder's source and settings, so only a fresh machine trains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+SYLLABLES = (  # made-up syllables for the transcripts
+    "ba", "da", "ka", "la", "ma", "na", "pa", "ra", "sa", "ta", "va", "za",
+    "bo", "do", "ko", "lo", "mo", "no", "po", "ro", "so", "to",
+    "bi", "di", "ki", "li", "mi", "ni", "pi", "ri", "si", "ti",
+    "be", "de", "ke", "le", "me", "ne", "pe", "re", "se", "te",
+)  # fmt: skip
+CACHE_ENV = "QWEN3_ALIGNER_CACHE"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What a trained tiny checkpoint is built from (every field goes into the cache key)."""
+
+    seed: int = 0
+    steps: int = 300
+    batch: int = 6
+    lr: float = 4e-3
+    warmup_steps: int = 20
+    weight_decay: float = 0.01
+    min_seconds: float = 1.5
+    max_seconds: float = 30.0
+    # Share of clips whose transcript runs on past the audio (as a long recording's window is
+    # handed more words than it holds): those words are taught to pile up at the clip's end.
+    overflow_share: float = 0.3
+    max_overflow_words: int = 8
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class SyntheticClip:
+    """A synthetic utterance at 16 kHz and the true times (seconds) of its words."""
+
+    wave: np.ndarray
+    words: tuple[str, ...]
+    starts: tuple[float, ...]
+    ends: tuple[float, ...]
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words)
+
+    @property
+    def duration(self) -> float:
+        return self.wave.shape[0] / SAMPLE_RATE
+
+
+def _word(rng: np.random.Generator) -> str:
+    return "".join(rng.choice(SYLLABLES) for _ in range(int(rng.integers(1, 4))))
+
+
+def _burst(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A voiced "word": a gliding tone with harmonics under a smooth envelope."""
+    t = np.arange(n) / SAMPLE_RATE
+    f0 = rng.uniform(110, 320) * (1 + rng.uniform(-0.15, 0.15) * t / max(t[-1], 1e-3))
+    phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
+    tone = sum(rng.uniform(0.2, 1.0) / k * np.sin(k * phase) for k in (1, 2, 3, 4))
+    ramp = min(n // 4, int(0.02 * SAMPLE_RATE))
+    env = np.ones(n)
+    if ramp > 0:
+        env[:ramp] = np.linspace(0, 1, ramp)
+        env[-ramp:] = np.linspace(1, 0, ramp)
+    syllable = 0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(3, 6) * t + rng.uniform(0, 6))
+    return rng.uniform(0.15, 0.5) * env * syllable * tone
+
+
+def synthetic_clip(rng: np.random.Generator, seconds: float, lead: float | None = None):
+    """About ``seconds`` of synthetic speech: words of 0.15-0.5 s, pauses of 0.05-0.6 s."""
+    total = int(seconds * SAMPLE_RATE)
+    wave = 0.01 * rng.standard_normal(total)
+    words: list[str] = []
+    starts: list[float] = []
+    ends: list[float] = []
+    pos = rng.uniform(0.05, 0.6) if lead is None else lead
+    while True:
+        length = rng.uniform(0.15, 0.5)
+        if pos + length > seconds - 0.05:
+            break
+        a, b = int(pos * SAMPLE_RATE), int((pos + length) * SAMPLE_RATE)
+        wave[a:b] += _burst(rng, b - a)
+        words.append(_word(rng))
+        starts.append(a / SAMPLE_RATE)
+        ends.append(b / SAMPLE_RATE)
+        pos += length + rng.uniform(0.05, 0.6)
+    return SyntheticClip(wave.astype(np.float32), tuple(words), tuple(starts), tuple(ends))
+
+
+def synthetic_set(seed: int, count: int, min_seconds: float, max_seconds: float):
+    """``count`` clips of random lengths, reproducible from ``seed``."""
+    rng = np.random.default_rng(seed)
+    clips = []
+    while len(clips) < count:
+        clip = synthetic_clip(rng, float(rng.uniform(min_seconds, max_seconds)))
+        if clip.words:
+            clips.append(clip)
+    return clips
+
+
+def concatenate(clips: Sequence[SyntheticClip]) -> SyntheticClip:
+    """One long recording made of ``clips`` back to back (word times shifted accordingly)."""
+    words: list[str] = []
+    starts: list[float] = []
+    ends: list[float] = []
+    offset = 0.0
+    for clip in clips:
+        words += clip.words
+        starts += [offset + s for s in clip.starts]
+        ends += [offset + e for e in clip.ends]
+        offset += clip.duration
+    wave = np.concatenate([c.wave for c in clips])
+    return SyntheticClip(wave, tuple(words), tuple(starts), tuple(ends))
+
+
+def _collate(items, pad_token_id: int):
+    """Pad per-clip processor outputs as the engine does: ids left, mel frames right."""
+    import torch
+
+    size = len(items)
+    max_tokens = max(int(it["input_ids"].shape[-1]) for it in items)
+    max_frames = max(int(it["input_features"].shape[-1]) for it in items)
+    mel = int(items[0]["input_features"].shape[-2])
+    input_ids = torch.full((size, max_tokens), pad_token_id, dtype=torch.long)
+    attention = torch.zeros((size, max_tokens), dtype=torch.long)
+    features = torch.zeros((size, mel, max_frames), dtype=torch.float32)
+    feature_mask = torch.zeros((size, max_frames), dtype=torch.long)
+    for b, it in enumerate(items):
+        n = int(it["input_ids"].shape[-1])
+        input_ids[b, max_tokens - n :] = it["input_ids"][0]
+        attention[b, max_tokens - n :] = it["attention_mask"][0]
+        frames = int(it["input_features"].shape[-1])
+        features[b, :, :frames] = it["input_features"][0]
+        feature_mask[b, :frames] = it["feature_attention_mask"][0]
+    return input_ids, attention, features, feature_mask
+
+
+def _targets(clip: SyntheticClip, segment_ms: float) -> list[int]:
+    out: list[int] = []
+    for s, e in zip(clip.starts, clip.ends, strict=True):
+        out += [round(s * 1000 / segment_ms), round(e * 1000 / segment_ms)]
+    return out
+
+
+def _training_clip(rng: np.random.Generator, settings: TrainSettings) -> SyntheticClip:
+    """A clip; sometimes with words past the audio's end, timed at the end (piled up)."""
+    while True:
+        clip = synthetic_clip(rng, float(rng.uniform(settings.min_seconds, settings.max_seconds)))
+        if clip.words:
+            break
+    if rng.uniform() >= settings.overflow_share:
+        return clip
+    extra = int(rng.integers(1, settings.max_overflow_words + 1))
+    end = clip.duration
+    return SyntheticClip(
+        clip.wave,
+        clip.words + tuple(_word(rng) for _ in range(extra)),
+        clip.starts + (end,) * extra,
+        clip.ends + (end,) * extra,
+    )
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def train_checkpoint(out_dir: str | Path, settings: TrainSettings = TrainSettings()) -> Path:
+    """Write the tiny checkpoint trained on synthetic speech into ``out_dir``."""
+    import torch
+    from qwen_asr import Qwen3ForcedAligner
+
+    from .checkpoint_builder import build_checkpoint
+    from .engine import build_prompt
+
+    out = build_checkpoint(out_dir, flavour="tiny", seed=settings.seed)
+    with _threads(settings.threads):
+        torch.manual_seed(settings.seed)
+        aligner = Qwen3ForcedAligner.from_pretrained(str(out), dtype=torch.float32)
+        model, processor = aligner.model, aligner.processor
+        config = model.config
+        ts_id = int(config.timestamp_token_id)
+        segment_ms = float(config.timestamp_segment_time)
+        tokenizer = processor.tokenizer
+        pad_id = int(tokenizer.pad_token_id or tokenizer.eos_token_id)
+        rng = np.random.default_rng(settings.seed + 1)
+        model.train()
+        optimizer = torch.optim.AdamW(
+            model.thinker.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+        )
+
+        def lr_at(step: int) -> float:
+            if step < settings.warmup_steps:
+                return (step + 1) / settings.warmup_steps
+            done = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
+            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * done))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+        for _ in range(settings.steps):
+            clips = [_training_clip(rng, settings) for _ in range(settings.batch)]
+            items = [
+                processor(
+                    text=[build_prompt(c.words)], audio=[c.wave], return_tensors="pt", padding=True
+                )
+                for c in clips
+            ]
+            input_ids, attention, features, feature_mask = _collate(items, pad_id)
+            logits = model.thinker(
+                input_ids=input_ids,
+                attention_mask=attention,
+                input_features=features,
+                feature_attention_mask=feature_mask,
+                use_cache=False,
+            ).logits
+            target = torch.tensor([t for c in clips for t in _targets(c, segment_ms)])
+            loss = torch.nn.functional.cross_entropy(logits[input_ids == ts_id], target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.thinker.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+        model.eval()
+        model.save_pretrained(out, safe_serialization=True)
+    # save_pretrained writes the thinker's class default model_type; the loader needs the aligner's.
+    config_path = out / "config.json"
+    data = json.loads(config_path.read_text())
+    data["thinker_config"]["model_type"] = "qwen3_forced_aligner"
+    config_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def cache_key(settings: TrainSettings = TrainSettings()) -> str:
+    """A hash of the builders' source, the settings and the library versions behind the files."""
+    import torch
+    import transformers
+
+    from . import checkpoint_builder
+
+    h = hashlib.sha256()
+    for path in (Path(__file__), Path(checkpoint_builder.__file__)):
+        h.update(path.read_bytes())
+    h.update(json.dumps(dataclasses.asdict(settings), sort_keys=True).encode())
+    h.update(f"{torch.__version__} {transformers.__version__}".encode())
+    return h.hexdigest()[:16]
+
+
+def cache_root() -> Path:
+    given = os.environ.get(CACHE_ENV)
+    if given:
+        return Path(given)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "qwen3-aligner-triton"
+
+
+def cached_trained_checkpoint(settings: TrainSettings = TrainSettings()) -> Path:
+    """The trained tiny checkpoint from the cache, trained and stored there first if missing.
+
+    Concurrent builders each train into a private folder and rename it into place; the first
+    rename wins and the others discard their copy.
+    """
+    root = cache_root()
+    final = root / f"tiny-trained-{cache_key(settings)}"
+    if (final / "config.json").is_file():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
+    try:
+        started = time.perf_counter()
+        train_checkpoint(work / "checkpoint", settings)
+        (work / "checkpoint" / "TRAINED.json").write_text(
+            json.dumps(
+                {
+                    "settings": dataclasses.asdict(settings),
+                    "train_seconds": round(time.perf_counter() - started, 1),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+        try:
+            os.rename(work / "checkpoint", final)
+        except OSError:
+            if not (final / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return final
