@@ -146,3 +146,24 @@ def test_short_tail_is_not_left_alone():
 def test_energy_envelope():
     wave = np.concatenate([np.zeros(1600), np.ones(1600)]).astype(np.float32)
     np.testing.assert_allclose(energy_envelope(wave, 16000), [0.0, 1.0])
+
+
+@pytest.mark.parametrize("window", [10.0, 20.0, 30.0, 32.0, 40.0])
+def test_short_windows_always_move_on_when_the_model_piles_every_word_at_the_end(window):
+    """The worst answer a window can get (every word at its very end) still ends the plan: a
+    66 s recording with 30 s windows once repeated the window [34, 36] s forever."""
+    duration, n_words = 66.0, 120
+    plan = LongformPlan(
+        duration, n_words, np.ones(int(duration * 10), np.float32), LongformSettings(window=window)
+    )
+    for _ in range(1000):
+        w = plan.next_window()
+        if w is None:
+            break
+        assert w.end > w.start
+        length = w.end - w.start
+        plan.accept(w, [length] * w.n_words, [length] * w.n_words)
+    else:
+        pytest.fail("the plan never finished")
+    assert len(plan.starts) == n_words
+    assert plan.starts == sorted(plan.starts) and plan.ends[-1] <= duration

@@ -72,7 +72,8 @@ def test_triton_keys_are_allowed_and_change_nothing():
         ("max_audio_seconds", "0", "must be > 0"),
         ("bucket_ratio", "0.5", "bucket_ratio"),
         ("min_audio_seconds", "20000", "min_audio_seconds"),
-        ("window_seconds", "400", "window_seconds"),
+        ("window_seconds", "400", "window_seconds. must be at most 300"),
+        ("window_seconds", "5", "window_seconds. must be at least 10"),
     ],
 )
 def test_bad_values_name_the_key(key, value, message):

@@ -88,10 +88,13 @@ class LongformPlan:
     def _cut(self, start: float) -> tuple[float, bool]:
         s = self.settings
         target = start + s.window
-        if target >= self.duration - s.min_last_window:
+        # A tail kept for the last window never takes more than half of this one: otherwise a
+        # short window could shrink below the guard and never place a word.
+        min_last = min(s.min_last_window, s.window / 2)
+        if target >= self.duration - min_last:
             if self.duration - start <= s.window:
                 return self.duration, True
-            target = min(target, self.duration - s.min_last_window)
+            target = min(target, self.duration - min_last)
         lo = max(start + s.window / 2, target - s.cut_search)
         a, b = (
             int(lo / FRAME_SECONDS),
@@ -158,5 +161,6 @@ class LongformPlan:
             if self.position <= window.start:  # every kept word is zero-length at the start
                 self.position = window.start + FRAME_SECONDS
         else:
-            # Nothing could be placed well inside: skip ahead, keeping an overlap for safety.
-            self.position = window.end - self.settings.guard
+            # Nothing could be placed well inside: skip ahead, keeping an overlap for safety (and
+            # always moving on, however short the window).
+            self.position = max(window.end - self.settings.guard, window.start + FRAME_SECONDS)

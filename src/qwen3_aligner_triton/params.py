@@ -23,6 +23,7 @@ _UNFILLED = re.compile(r"^\$\{[^}]*\}$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 MAX_WINDOW_SECONDS = 300.0
+MIN_WINDOW_SECONDS = 10.0  # long-recording windows: well above the 2 s guard of each window
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2")
 
@@ -176,6 +177,8 @@ def _validate(s: ModelSettings) -> None:
         raise ConfigError("parameter 'min_audio_seconds' must be below 'max_audio_seconds'")
     if s.min_sample_rate > s.max_sample_rate:
         raise ConfigError("parameter 'min_sample_rate' must not exceed 'max_sample_rate'")
+    if s.window_seconds < MIN_WINDOW_SECONDS:
+        raise ConfigError(f"parameter 'window_seconds' must be at least {MIN_WINDOW_SECONDS:g}")
     if s.window_seconds > MAX_WINDOW_SECONDS:
         raise ConfigError(
             f"parameter 'window_seconds' must be at most {MAX_WINDOW_SECONDS:g} "
