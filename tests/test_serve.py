@@ -255,23 +255,42 @@ def test_a_server_that_ignores_sigterm_is_killed_after_the_grace_period(monkeypa
     assert "serve: tritonserver did not stop in time; killing it" in capsys.readouterr().out
 
 
-def test_render_repository_replaces_an_existing_folder(tmp_path):
+def test_render_repository_replaces_a_repository_it_rendered_before(tmp_path):
     from qwen3_aligner_triton.repository import Placement, render_repository
 
-    dest = tmp_path / "repo"
-    (dest / "qwen3_aligner" / "2").mkdir(parents=True)
+    dest = render_repository(tmp_path / "repo", Placement("KIND_CPU", 1), {"checkpoint": "/old"})
+    (dest / "qwen3_aligner" / "2").mkdir()
     (dest / "qwen3_aligner" / "2" / "model.py").write_text("stale")
-    (dest / "qwen3_aligner" / "config.pbtxt").write_text("stale")
     (dest / "other_model").mkdir()
     (dest / "notes.txt").write_text("stale")
     out = render_repository(dest, Placement("KIND_CPU", 2), {"checkpoint": "/ckpt"})
     assert out == dest
     files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
-    assert files == ["qwen3_aligner/1/model.py", "qwen3_aligner/config.pbtxt"]
-    config = (dest / "qwen3_aligner" / "config.pbtxt").read_text()
-    assert "stale" not in config
-    assert 'string_value: "/ckpt"' in config
+    assert files == [
+        ".rendered-by-qwen3-aligner-triton",
+        "qwen3_aligner/1/model.py",
+        "qwen3_aligner/config.pbtxt",
+        "qwen3_aligner_core/1/model.py",
+        "qwen3_aligner_core/config.pbtxt",
+    ]
+    config = (dest / "qwen3_aligner_core" / "config.pbtxt").read_text()
+    assert "/old" not in config and 'string_value: "/ckpt"' in config
     assert "count: 2" in config and "KIND_CPU" in config
+
+
+def test_render_repository_never_deletes_a_folder_it_did_not_render(tmp_path):
+    from qwen3_aligner_triton.repository import Placement, render_repository
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("years of work")
+    with pytest.raises(ValueError, match="not empty and holds no repository rendered"):
+        render_repository(home, Placement("KIND_CPU", 1), {"checkpoint": "/ckpt"})
+    assert (home / "thesis.tex").read_text() == "years of work"
+    assert sorted(p.name for p in home.iterdir()) == ["thesis.tex"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (render_repository(empty, Placement("KIND_CPU", 1)) / "qwen3_aligner_core").is_dir()
 
 
 def children_named(parent: int, name: bytes) -> list[int]:

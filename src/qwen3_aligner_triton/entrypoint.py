@@ -118,7 +118,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except (ValueError, CheckpointUnavailable) as e:
         print(f"entrypoint: error: {e}", file=sys.stderr, flush=True)
         return EXIT_FAILED
-    render_repository(plan.repository, plan.placement, {"checkpoint": folder}, source=plan.template)
+    try:
+        render_repository(
+            plan.repository, plan.placement, {"checkpoint": folder}, source=plan.template
+        )
+    except ValueError as e:
+        print(f"entrypoint: error: {e}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
     where = "GPU" if opts.gpu else "CPU"
     print(f"entrypoint: tritonserver from {install.source} ({install.binary})", flush=True)
     print(

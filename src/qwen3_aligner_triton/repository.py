@@ -96,6 +96,9 @@ def render_config(
     return out
 
 
+RENDERED_MARKER = ".rendered-by-qwen3-aligner-triton"  # a folder render_repository may replace
+
+
 def render_repository(
     destination: Path,
     placement: Placement,
@@ -104,17 +107,32 @@ def render_repository(
     model_files: Sequence[str] = ("model.py",),
     front_instances: int | None = None,
 ) -> Path:
-    """Write the two-model repository into ``destination`` (emptied first); returns it.
+    """Write the two-model repository into ``destination``; returns it.
 
-    ``placement`` places the forward (the core); the front always runs ``front_instances`` CPU
-    instances (default: :func:`default_front_instances`).
+    ``destination`` may be absent, empty, or a repository rendered here before (it is then
+    replaced); any other folder is refused with ValueError rather than deleted, since operators
+    name it (``--repository-dir``, ``ALIGNER_REPOSITORY_DIR``). ``placement`` places the forward
+    (the core); the front always runs ``front_instances`` CPU instances (default:
+    :func:`default_front_instances`).
     """
     front_params, core_params = split_parameters(parameters or {})
     if placement.kind == "KIND_CPU" and not core_params.get("simulate_gpu"):
         core_params.setdefault("max_forward_batch", str(CPU_FORWARD_BATCH))
     count = front_instances if front_instances is not None else default_front_instances()
     if destination.exists():
-        shutil.rmtree(destination)
+        if not destination.is_dir():
+            raise ValueError(f"{destination} is not a folder")
+        if (destination / RENDERED_MARKER).is_file():
+            shutil.rmtree(destination)
+        elif any(destination.iterdir()):
+            raise ValueError(
+                f"{destination} is not empty and holds no repository rendered by this project; "
+                "name an empty or new folder for the model repository"
+            )
+    destination.mkdir(parents=True, exist_ok=True)
+    (destination / RENDERED_MARKER).write_text(
+        "rendered from model_repository/; replaced on start\n"
+    )
     for name, where, params in (
         (CORE_MODEL_NAME, placement, core_params),
         (MODEL_NAME, Placement("KIND_CPU", count), front_params),

@@ -223,12 +223,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             parameters["simulate_gpu"] = args.simulate_gpu
             for line in simulation_banner(args.simulate_gpu):
                 print(line, flush=True)
-        repo = render_repository(
-            args.repository_dir or Path(tmp) / "model_repository",
-            plan.placement,
-            parameters,
-            front_instances=args.front_instances,
-        )
+        try:
+            repo = render_repository(
+                args.repository_dir or Path(tmp) / "model_repository",
+                plan.placement,
+                parameters,
+                front_instances=args.front_instances,
+            )
+        except ValueError as e:
+            print(f"serve: error: {e}", file=sys.stderr, flush=True)
+            return EXIT_USAGE
         opts = ServerOptions(
             model_repository=repo,
             http_port=args.http_port,
