@@ -352,7 +352,7 @@ def test_core_per_clip_forward_failure_spares_the_others(front, core, monkeypatc
 
 def test_core_without_its_inputs_is_an_error_response(core):
     (response,) = core.execute([pb.InferenceRequest({})])
-    assert response.error.code() == pb.TritonError.INTERNAL
+    assert response.error.code() == pb.TritonError.INVALID_ARG
 
 
 def test_simulated_core_answers_ordered_placeholders_inside_the_audio(tiny_checkpoint, front):
@@ -433,3 +433,25 @@ def test_finalize_releases_and_tolerates_a_failed_load(tiny_checkpoint):
                 init_args(model_config(name, checkpoint="/nonexistent/aligner"), name=name)
             )
         instance.finalize()  # after a failed initialize: nothing to release, no exception
+
+
+def test_core_refuses_clips_no_front_sends_naming_the_limit(core):
+    """The core's inference API is reachable by clients too: one clip's cost is bounded."""
+    limit = core.settings.max_forward_tokens
+    huge_ids = {
+        "INPUT_IDS": np.zeros((1, limit + 1), np.int64),
+        "FEATURES": np.zeros((1, 128, 100), np.float32),
+    }
+    long_features = {
+        "INPUT_IDS": np.zeros((1, 10), np.int64),
+        "FEATURES": np.zeros((1, 128, 30_000), np.float32),
+    }
+    empty = {
+        "INPUT_IDS": np.zeros((1, 0), np.int64),
+        "FEATURES": np.zeros((1, 128, 100), np.float32),
+    }
+    responses = core.execute([pb.InferenceRequest(a) for a in (huge_ids, long_features, empty)])
+    assert all(r.error.code() == pb.TritonError.INVALID_ARG for r in responses)
+    assert f"{limit + 1} tokens; the limit is {limit}" in responses[0].error.message()
+    assert "30000 frames; the limit is 18300" in responses[1].error.message()
+    assert "must not be empty" in responses[2].error.message()

@@ -47,6 +47,27 @@ class CoreInput:
         return int(self.input_ids.shape[0])
 
 
+def refusal(item: CoreInput, settings: ModelSettings) -> str | None:
+    """Why the core refuses ``item``, or None. The front never sends such a clip, but the core is
+    in the repository and its inference API is open to clients too: bound what one clip costs."""
+    frames = int(item.features.shape[-1])
+    max_frames = round(
+        (settings.window_seconds + 2 * settings.segment_margin_seconds + 1.0)
+        * 1000.0
+        / MEL_FRAME_MS
+    )
+    if item.tokens == 0 or frames == 0:
+        return "INPUT_IDS and FEATURES must not be empty"
+    if item.tokens > settings.max_forward_tokens:
+        return (
+            f"INPUT_IDS has {item.tokens} tokens; the limit is {settings.max_forward_tokens} "
+            "(max_forward_tokens)"
+        )
+    if frames > max_frames:
+        return f"FEATURES has {frames} frames; the limit is {max_frames} (one window)"
+    return None
+
+
 @dataclass(frozen=True)
 class SlotResult:
     """The core's answer for one clip: per ``<timestamp>`` slot, in prompt order."""

@@ -15,7 +15,7 @@ import time
 
 import triton_python_backend_utils as pb_utils
 
-from qwen3_aligner_triton.core import CoreInput, CoreRunner
+from qwen3_aligner_triton.core import CoreInput, CoreRunner, refusal
 from qwen3_aligner_triton.errors import describe
 from qwen3_aligner_triton.loading import load_forward, resolve_device
 from qwen3_aligner_triton.metrics import AlignerMetrics
@@ -59,10 +59,17 @@ class TritonPythonModel:
             ids = pb_utils.get_input_tensor_by_name(request, "INPUT_IDS")
             features = pb_utils.get_input_tensor_by_name(request, "FEATURES")
             if ids is None or features is None:
-                responses[i] = _error("INPUT_IDS and FEATURES are required")
+                responses[i] = _error(
+                    "INPUT_IDS and FEATURES are required", pb_utils.TritonError.INVALID_ARG
+                )
                 continue
             frames = features.as_numpy()
-            items.append(CoreInput(ids.as_numpy().reshape(-1), frames.reshape(frames.shape[-2:])))
+            item = CoreInput(ids.as_numpy().reshape(-1), frames.reshape(frames.shape[-2:]))
+            why = refusal(item, self.settings)
+            if why is not None:
+                responses[i] = _error(why, pb_utils.TritonError.INVALID_ARG)
+                continue
+            items.append(item)
             slots.append(i)
         try:
             results = self.runner.run(items) if items else []
@@ -103,7 +110,7 @@ class TritonPythonModel:
         pb_utils.Logger.log_info(f"qwen3_aligner_core: released the forward on {device}")
 
 
-def _error(message: str) -> object:
-    return pb_utils.InferenceResponse(
-        error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL)
-    )
+def _error(message: str, code=None) -> object:
+    """An error response (INTERNAL unless ``code`` says otherwise)."""
+    code = pb_utils.TritonError.INTERNAL if code is None else code
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
