@@ -118,3 +118,25 @@ def test_folder_needs_a_language_audio_and_distinct_stems(tmp_path):
     empty.mkdir()
     with pytest.raises(ManifestError, match="holds no audio files"):
         items_from_folder(empty, language="en")
+
+
+def test_manifest_root_admits_absolute_paths_inside_it_and_nothing_outside(tmp_path):
+    data = tmp_path / "data"
+    (data / "clips").mkdir(parents=True)
+    (data / "clips" / "a.wav").write_bytes(b"")
+    (data / "clips" / "a.txt").write_text("hello", "utf-8")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("key", "utf-8")
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    manifest = lists / "m.jsonl"
+    good = {"audio": str(data / "clips" / "a.wav"), "text_file": str(data / "clips" / "a.txt")}
+    manifest.write_text(json.dumps(good) + "\n", "utf-8")
+    with pytest.raises(ManifestError, match="is absolute"):
+        items_from_manifest(manifest, "en")
+    (item,) = items_from_manifest(manifest, "en", root=data)
+    assert item.audio == data / "clips" / "a.wav"
+    bad = {"audio": str(data / "clips" / "a.wav"), "text_file": str(secret)}
+    manifest.write_text(json.dumps(bad) + "\n", "utf-8")
+    with pytest.raises(ManifestError, match="leads out of --manifest-root"):
+        items_from_manifest(manifest, "en", root=data)

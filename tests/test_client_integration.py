@@ -278,6 +278,7 @@ def test_batch_reports_failures_finishes_the_rest_and_resumes(
     write_manifest(manifest, entries)
     out = tmp_path / "out"
     argv = ["--batch", manifest, "--out-dir", out, "-l", "en", "-f", "srt", "-j", "4"]
+    argv += ["--manifest-root", "/"]  # the clips live in another temporary folder
     argv += ["--url", server.grpc_url, "--protocol", "grpc"]
 
     assert run_cli(*argv) == EXIT_FAILED
@@ -327,7 +328,7 @@ def test_batch_flags_items_below_a_mean_score_or_above_a_repaired_share(
     ordered = sorted(means.values())
     below = (ordered[1] + ordered[2]) / 2
     assert ordered[1] < below < ordered[2]
-    argv = ["--batch", manifest, "-f", "json", "--url", server.http_url]
+    argv = ["--batch", manifest, "-f", "json", "--url", server.http_url, "--manifest-root", "/"]
     # Only the score rule (no share is above 1): the two items below the threshold.
     only_scores = ["--flag-below", below, "--flag-repaired", "1"]
     assert run_cli(*argv, "--out-dir", tmp_path / "a", *only_scores) == EXIT_OK

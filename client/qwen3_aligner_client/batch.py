@@ -7,7 +7,10 @@ A manifest has one JSON object per line::
 
 ``audio`` and ``text_file`` are relative to the manifest's folder and must stay inside it (an
 absolute path or one that leads out with ``..`` or a link is refused: a manifest from elsewhere
-must not make the CLI send, say, ``~/.ssh/id_rsa`` to a server as a transcript). ``language``
+must not make the CLI send, say, ``~/.ssh/id_rsa`` to a server as a transcript). A manifest of
+one's own that names files elsewhere (a dataset under ``/data``) is read with ``root`` set to the
+folder that holds them (``qwen3-align --manifest-root /data``): paths, absolute ones too, may then
+point anywhere inside ``root``. ``language``
 falls back to the command line's ``--language``; ``id`` (default: the audio file's stem) names the
 output file, must be unique and holds no path separator or control character. A malformed
 manifest is rejected as a whole (:class:`ManifestError`), before any work starts; an item whose
@@ -110,23 +113,30 @@ def _field(entry: dict[str, object], key: str, where: str) -> str | None:
     return value
 
 
-def _inside(base: Path, name: str, key: str, where: str) -> Path:
-    """``base / name``, refused unless it is relative and stays inside ``base`` (links resolved)."""
+def _inside(base: Path, name: str, key: str, where: str, root: Path | None = None) -> Path:
+    """``base / name``, refused unless it stays inside ``root`` (links resolved). Without
+    ``root`` it must be relative and stay inside ``base``, the manifest's folder."""
     if "\0" in name:
         raise ManifestError(f"{where}: {key!r} holds a NUL character")
     path = Path(name)
-    if path.is_absolute() or path.drive:
+    if root is None and (path.is_absolute() or path.drive):
         raise ManifestError(
-            f"{where}: {key!r} is absolute ({name}); give it relative to the manifest's folder"
+            f"{where}: {key!r} is absolute ({name}); give it relative to the manifest's folder "
+            "(or allow a folder with --manifest-root)"
         )
     joined = base / path
-    if not joined.resolve().is_relative_to(base.resolve()):
-        raise ManifestError(f"{where}: {key!r} ({name}) leads out of the manifest's folder")
+    allowed = base if root is None else root
+    if not joined.resolve().is_relative_to(allowed.resolve()):
+        outside = "the manifest's folder" if root is None else f"--manifest-root {root}"
+        raise ManifestError(f"{where}: {key!r} ({name}) leads out of {outside}")
     return joined
 
 
-def items_from_manifest(manifest: Path, language: str | None) -> list[BatchItem]:
-    """Parse a JSONL manifest (see the module docstring); blank lines are skipped."""
+def items_from_manifest(
+    manifest: Path, language: str | None, root: Path | None = None
+) -> list[BatchItem]:
+    """Parse a JSONL manifest (see the module docstring); blank lines are skipped. ``root``: the
+    folder its paths may point into (default: the manifest's own folder, relative paths only)."""
     try:
         lines = manifest.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
@@ -162,7 +172,7 @@ def items_from_manifest(manifest: Path, language: str | None) -> list[BatchItem]
         item_language = _field(entry, "language", where) or language
         if not item_language:
             raise ManifestError(f"{where}: no 'language', and no --language to fall back on")
-        audio_path = _inside(base, audio, "audio", where)
+        audio_path = _inside(base, audio, "audio", where, root)
         key = _field(entry, "id", where) or audio_path.stem
         if (
             "/" in key
@@ -184,7 +194,9 @@ def items_from_manifest(manifest: Path, language: str | None) -> list[BatchItem]
                 language=item_language,
                 text=text,
                 text_file=(
-                    None if text_file is None else _inside(base, text_file, "text_file", where)
+                    None
+                    if text_file is None
+                    else _inside(base, text_file, "text_file", where, root)
                 ),
                 origin=where,
             )
@@ -194,10 +206,12 @@ def items_from_manifest(manifest: Path, language: str | None) -> list[BatchItem]
     return items
 
 
-def load_items(source: Path, language: str | None) -> list[BatchItem]:
+def load_items(
+    source: Path, language: str | None, manifest_root: Path | None = None
+) -> list[BatchItem]:
     """Items from a folder or a JSONL manifest, whichever ``source`` is."""
     if source.is_dir():
         return items_from_folder(source, language)
     if not source.exists():
         raise ManifestError(f"{source} does not exist")
-    return items_from_manifest(source, language)
+    return items_from_manifest(source, language, manifest_root)

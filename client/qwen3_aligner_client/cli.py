@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out-dir", help="batch mode: folder for the output files")
     parser.add_argument(
+        "--manifest-root",
+        metavar="DIR",
+        help="batch mode: paths in the manifest may point anywhere inside DIR, absolute ones too "
+        "(default: only inside the manifest's own folder)",
+    )
+    parser.add_argument(
         "--flag-below",
         type=float,
         metavar="S",
@@ -450,7 +456,8 @@ def run_batch(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
     try:
-        items = load_items(Path(args.batch), args.language)
+        root = Path(args.manifest_root) if args.manifest_root else None
+        items = load_items(Path(args.batch), args.language, root)
     except ManifestError as e:
         raise CliError(str(e), EXIT_USAGE) from e
     out_dir = Path(args.out_dir)
