@@ -8,6 +8,7 @@ import io
 import itertools
 import json
 import os
+from dataclasses import replace
 
 import pytest
 import srt
@@ -273,9 +274,28 @@ def test_ctm_by_hand():
 def test_tsv_by_hand():
     rows = list(csv.reader(io.StringIO(render(hand_alignment(), "tsv")), delimiter="\t"))
     assert rows == [
-        ["start", "end", "text", "display", "char_start", "char_end"],
-        ["0.000", "0.300", "One", "One", "0", "3"],
-        ["0.400", "0.700", "two", "two.", "4", "7"],
-        ["2.500", "2.800", "Three", "Three", "9", "14"],
-        ["2.700", "3.200", "four", "four!", "15", "19"],
+        ["start", "end", "text", "display", "char_start", "char_end", "score", "repaired"],
+        ["0.000", "0.300", "One", "One", "0", "3", "", ""],  # no scores sent: empty fields
+        ["0.400", "0.700", "two", "two.", "4", "7", "", ""],
+        ["2.500", "2.800", "Three", "Three", "9", "14", "", ""],
+        ["2.700", "3.200", "four", "four!", "15", "19", "", ""],
+    ]
+    scored = replace(
+        hand_alignment(),
+        words=tuple(
+            replace(w, score=s, repaired=r)
+            for w, s, r in zip(
+                hand_alignment().words,
+                (0.5, 0.25, 1.0, 0.125),
+                (False, True, False, False),
+                strict=True,
+            )
+        ),
+    )
+    rows = list(csv.reader(io.StringIO(render(scored, "tsv")), delimiter="\t"))
+    assert [r[6:] for r in rows[1:]] == [
+        ["0.5000", "false"],
+        ["0.2500", "true"],
+        ["1.0000", "false"],
+        ["0.1250", "false"],
     ]
