@@ -90,11 +90,13 @@ def launch(
     front_instances: int = TEST_FRONT_INSTANCES,
     forward_instances: int = 1,
     open_apis=(),
+    edit_core_config=None,
 ):
     """Start a real tritonserver on loopback with free ports; returns (running, opts).
 
     ``edit_config(config)`` may change the rendered ``ModelConfig`` of the public model (queue
-    policy, ...); ``open_apis`` leaves those of the closed API groups open.
+    policy, ...), ``edit_core_config(config)`` that of the core; ``open_apis`` leaves those of
+    the closed API groups open.
     """
     repo = render_repository(
         tmp_dir / "repo",
@@ -102,14 +104,16 @@ def launch(
         parameters,
         front_instances=front_instances,
     )
-    if edit_config is not None:
+    for name, edit in (("qwen3_aligner", edit_config), ("qwen3_aligner_core", edit_core_config)):
+        if edit is None:
+            continue
         from google.protobuf import text_format
 
         from qwen3_aligner_triton.repository import load_config
 
-        path = repo / "qwen3_aligner" / "config.pbtxt"
+        path = repo / name / "config.pbtxt"
         config = load_config(path)
-        edit_config(config)
+        edit(config)
         path.write_text(text_format.MessageToString(config))
     opts = loopback_options(repo, open_apis=open_apis)
     return start(opts), opts
@@ -121,11 +125,14 @@ def dedicated_server(
     checkpoint: Path,
     edit_config=None,
     front_instances: int = TEST_FRONT_INSTANCES,
+    edit_core_config=None,
     **parameters,
 ):
     """A server of a test's own (for tests that overload, kill or stop it)."""
     params = {"checkpoint": str(checkpoint), **{k: str(v) for k, v in parameters.items()}}
-    running, opts = launch(tmp_dir, params, edit_config, front_instances)
+    running, opts = launch(
+        tmp_dir, params, edit_config, front_instances, edit_core_config=edit_core_config
+    )
     try:
         running.wait_ready(SERVER_READY_TIMEOUT)
         yield LiveServer(running, opts)

@@ -18,6 +18,7 @@ from conftest import SERVER_READY_TIMEOUT, TEST_FRONT_INSTANCES, dedicated_serve
 from triton_calls import MODEL, as_float32, build_inputs, parse
 from tritonclient.utils import InferenceServerException
 
+from qwen3_aligner_triton.tritonserver import CORE_MODEL_NAME as CORE
 from qwen3_aligner_triton.tritonserver import backend_stub_pids
 
 pytestmark = pytest.mark.integration
@@ -250,13 +251,13 @@ def test_model_repository_api_is_closed(server):
     assert requests.get(f"http://{server.http_url}/v2/models/{MODEL}/ready", timeout=5).ok
 
 
-def model_gauge(metrics_url: str, name: str) -> float:
-    """The value of one ``nv_inference_*`` series of the model, read from the metrics port."""
+def model_gauge(metrics_url: str, name: str, model: str = MODEL) -> float:
+    """The value of one series of ``model``, read from the metrics port."""
     import urllib.request
 
     with urllib.request.urlopen(metrics_url, timeout=10) as resp:
         for line in resp.read().decode().splitlines():
-            if line.startswith(f'{name}{{model="{MODEL}"'):
+            if line.startswith(f'{name}{{model="{model}"'):
                 return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} is not on the metrics port")
 
@@ -321,8 +322,8 @@ def test_out_of_memory_splits_the_batch_and_fails_only_the_culprit(
     }
 
     # 60 s alone needs ~800 padded tokens: over the limit even alone. Small clips fit one by one
-    # (< 200 tokens each) but not all together. The batcher waits long enough to hand them to
-    # the model in one execute() call, so more forward passes than calls means a split.
+    # (< 200 tokens each) but not all together. The core's batcher waits long enough to hand them
+    # to the forward in one execute() call, so more forward passes than calls means a split.
     def gather(config):
         config.dynamic_batching.max_queue_delay_microseconds = 3_000_000
 
@@ -330,14 +331,14 @@ def test_out_of_memory_splits_the_batch_and_fails_only_the_culprit(
         dedicated_server(
             tmp_path,
             tiny_checkpoint,
-            edit_config=gather,
+            edit_core_config=gather,
             simulate_oom_above_tokens=400,
             bucket_ratio=1000,
             max_forward_batch=16,
         ) as srv,
         httpclient.InferenceServerClient(srv.http_url, concurrency=16) as client,
     ):
-        before = {n: model_gauge(srv.metrics_url, n) for n in SPLIT_COUNTERS}
+        before = {n: model_gauge(srv.metrics_url, n, CORE) for n in SPLIT_COUNTERS}
         culprit = client.async_infer(MODEL, long_inputs())
         futures = [
             (c, client.async_infer(
@@ -352,7 +353,7 @@ def test_out_of_memory_splits_the_batch_and_fails_only_the_culprit(
         assert "out of memory" in info.value.message()
         assert client.is_model_ready(MODEL)
         time.sleep(0.5)  # Triton records statistics just after the responses
-        delta = {n: model_gauge(srv.metrics_url, n) - before[n] for n in SPLIT_COUNTERS}
+        delta = {n: model_gauge(srv.metrics_url, n, CORE) - before[n] for n in SPLIT_COUNTERS}
         executes, passes, batched = delta.values()
         assert batched == len(small), delta  # every small clip went through exactly one pass
         assert passes > executes >= 1, delta  # halves retried: more passes than execute() calls

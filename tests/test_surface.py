@@ -111,10 +111,22 @@ def test_stub_watch_keeps_looking_when_it_first_sees_no_stubs():
     assert watch.observe(set(), lambda: True) == {7}
 
 
-def test_stub_watch_takes_a_stub_lost_while_not_ready_for_a_shutdown():
-    watch = StubWatch({1, 2})
-    assert watch.observe({2}, lambda: False) == set()
-    assert watch.baseline is None
+def test_stub_watch_gives_a_stub_lost_while_not_ready_the_time_of_a_shutdown():
+    watch = StubWatch({1, 2}, grace=10.0)
+    assert watch.observe({2}, lambda: False, now=100.0) == set()  # maybe a shutdown
+    assert watch.observe({2}, lambda: False, now=105.0) == set()
+    # Still running without it 10 s later: the stub crashed and the server stays down.
+    assert watch.observe({2}, lambda: False, now=110.0) == {1}
+
+
+def test_stub_watch_forgets_a_stub_that_came_back_before_the_grace():
+    watch = StubWatch({1, 2}, grace=10.0)
+    assert watch.observe({2}, lambda: False, now=100.0) == set()
+    assert watch.observe({2, 3}, lambda: True, now=104.0) == {1}  # ready again without it
+    watch = StubWatch({1, 2}, grace=10.0)
+    assert watch.observe({2}, lambda: False, now=100.0) == set()
+    assert watch.observe({1, 2}, lambda: False, now=104.0) == set()
+    assert watch.missing_since is None
 
 
 # --- against a real server -------------------------------------------------------------------

@@ -40,6 +40,7 @@ STOP_GRACE_SECONDS = 45.0  # wait this long after SIGTERM before SIGKILL
 LOG_TAIL_LINES = 400
 EXIT_TIMEOUT_SECONDS = 30  # tritonserver's drain time for in-flight requests on SIGTERM
 WATCHDOG_INTERVAL_SECONDS = 1.0
+SHUTDOWN_GRACE_SECONDS = 10.0  # stubs gone, server not ready and still running: a crash
 RESTART_READY_TIMEOUT_SECONDS = 900.0  # a restarted server must be ready again within this
 # Triton's API groups (the names --http-restricted-api and --grpc-restricted-protocol take).
 # Clients, probes and Prometheus need these ...
@@ -312,16 +313,23 @@ def shm_regions(prefix: str = SHM_PREFIX) -> set[str]:
 class StubWatch:
     """Tells from the backend stub PIDs (and readiness) when the server has lost a stub.
 
-    Triton 2.51 goes on reporting ready after a stub dies and fails every request of that model
-    instance. Stubs are noted once the server is ready; while none is seen (not yet started, or
-    another process model) the watch keeps looking instead of giving up. A stub that disappears
-    while the server is not ready belongs to a shutdown, not a crash.
+    Triton 2.51 goes on serving after a stub dies and fails every request of that model instance;
+    it may go on reporting ready or not (a forward-only model called through BLS turns the server
+    not ready). Stubs are noted once the server is ready; while none is seen (not yet started, or
+    another process model) the watch keeps looking instead of giving up. A stub lost while the
+    server reports ready is a crash at once; one lost while it is not ready may belong to a
+    shutdown, which ends the process within seconds, so it counts as a crash only when the stubs
+    stay missing for ``grace`` seconds with the server still running.
     """
 
     baseline: set[int] | None = None
+    grace: float = SHUTDOWN_GRACE_SECONDS
+    missing_since: float | None = None
 
-    def observe(self, stubs: set[int], ready: Callable[[], bool]) -> set[int]:
-        """The stubs lost since the last observation while the server claims to be ready."""
+    def observe(
+        self, stubs: set[int], ready: Callable[[], bool], now: float | None = None
+    ) -> set[int]:
+        """The stubs lost since the last observation, once they count as a crash."""
         if not self.baseline:
             if stubs and ready():
                 self.baseline = set(stubs)
@@ -329,11 +337,14 @@ class StubWatch:
         lost = self.baseline - stubs
         if not lost:
             self.baseline = set(stubs)
+            self.missing_since = None
             return set()
-        if not ready():
-            self.baseline = None
-            return set()
-        return lost
+        if ready():
+            return lost
+        now = time.monotonic() if now is None else now
+        if self.missing_since is None:
+            self.missing_since = now
+        return lost if now - self.missing_since >= self.grace else set()
 
 
 @dataclass
@@ -356,6 +367,7 @@ class RunningServer:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._restarting = False
+        self.watch = StubWatch()  # the stubs of the running process (seeded when it is ready)
         self.host, self.http_port = http_endpoint(self.command)
         self.process = self._spawn()
         if self.options.watchdog:
@@ -384,12 +396,12 @@ class RunningServer:
 
     def _watch(self) -> None:
         """Restart the server when one of its backend stubs dies."""
-        watch = StubWatch()
         restarted_at: float | None = None
         while not self._stopping.wait(WATCHDOG_INTERVAL_SECONDS):
             process = self.process
             if process.poll() is not None:
                 return  # exited for good: wait() reports it
+            watch = self.watch
             lost = watch.observe(backend_stub_pids(process.pid), self._ready)
             if watch.baseline:
                 restarted_at = None
@@ -407,7 +419,6 @@ class RunningServer:
             )
             if not self._restart():
                 return
-            watch = StubWatch()
             restarted_at = time.monotonic()
 
     def _restart(self) -> bool:
@@ -424,6 +435,7 @@ class RunningServer:
             with self._lock:
                 if self._stopping.is_set():
                     return False
+                self.watch = StubWatch()
                 self.process = self._spawn()
                 self.restarts += 1
         finally:
@@ -467,6 +479,8 @@ class RunningServer:
                     + self.failure_summary()
                 )
             if self._ready():
+                # Note the stubs now: one that dies before the watchdog's next look still counts.
+                self.watch.observe(backend_stub_pids(self.process.pid), lambda: True)
                 return time.monotonic() - started
             if time.monotonic() - started > timeout:
                 self.stop()
