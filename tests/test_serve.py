@@ -237,6 +237,12 @@ def test_a_server_that_ignores_sigterm_is_killed_after_the_grace_period(monkeypa
         process = stubborn
         stopped = 0
 
+        def wait(self, timeout=None):  # RunningServer.wait: the exit status, or None
+            try:
+                return stubborn.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return None
+
         def stop(self):
             self.stopped += 1
             return stubborn.wait()

@@ -53,6 +53,7 @@ def test_model_metadata_and_config(server):
         "START_TIMES",
         "END_TIMES",
         "ALIGNMENT",
+        "SCORES",
     }
     assert config["max_batch_size"] >= 16
     assert config["instance_group"][0]["kind"] == "KIND_CPU"
