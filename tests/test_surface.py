@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from conftest import dedicated_server
+from conftest import TEST_FRONT_INSTANCES, dedicated_server
 from triton_calls import MODEL, build_inputs, parse
 from tritonclient.utils import InferenceServerException
 
@@ -306,7 +306,7 @@ def test_admin_groups_are_closed_and_the_process_list_holds_no_key(tmp_path, tin
 
         # What `ps` shows of the server and its stubs: no credential of any kind.
         pids = [server_pid, *backend_stub_pids(server_pid)]
-        assert len(pids) == 2
+        assert len(pids) == 2 + TEST_FRONT_INSTANCES  # the server, the fronts' and the core's stubs
         ps = subprocess.run(
             ["ps", "-ww", "-o", "args=", "-p", ",".join(map(str, pids))],
             capture_output=True,
@@ -371,10 +371,14 @@ def test_an_operator_reaches_a_group_with_a_header_of_their_own(tmp_path, tiny_c
         import requests
 
         config = f"{url}/v2/models/{MODEL}/config"
-        assert requests.get(config, timeout=10).status_code == 403
-        reply = requests.get(config, headers={"x-admin": "let-me-in"}, timeout=10)
+        # Connection: close, so that the server's drain at stop waits for no idle connection.
+        headers = {"Connection": "close"}
+        assert requests.get(config, headers=headers, timeout=10).status_code == 403
+        admin = {**headers, "x-admin": "let-me-in"}
+        reply = requests.get(config, headers=admin, timeout=10)
         assert reply.status_code == 200 and reply.json()["name"] == MODEL
-        index = requests.post(f"{url}/v2/repository/index", headers={"x-admin": "let-me-in"})
+        index = requests.post(f"{url}/v2/repository/index", headers=admin, timeout=10)
         assert index.status_code == 403, "the other groups stay closed"
     finally:
-        assert running.stop() == 0
+        code = running.stop()
+        assert code == 0, "\n".join(list(running.log_tail)[-25:])
