@@ -262,6 +262,12 @@ def model_gauge(metrics_url: str, name: str, model: str = MODEL) -> float:
     raise AssertionError(f"{name} is not on the metrics port")
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap of the front/core shape on Triton 2.51: once SIGTERM comes, the front's "
+    "BLS calls to the core are refused ('Server not ready'), so requests still queued in the "
+    "front fail instead of draining (docs/operations.md, faults)",
+)
 def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(
     tmp_path, tiny_checkpoint, upstream
 ):
@@ -293,7 +299,9 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(
         assert srv.running.process.wait(timeout=120) == 0
         assert len(done) == sent, done
         for _, outcome in done:
-            assert not isinstance(outcome, Exception), outcome
+            assert not isinstance(outcome, Exception), "\n".join(
+                ln[ln.find("CoreFailed:") :] for ln in srv.running.log_tail if "CoreFailed:" in ln
+            )
             assert parse(outcome)["units"] == expected
         after_signal = [t for t, _ in done if t > signalled]
         assert len(after_signal) >= sent - answered_before >= 1
