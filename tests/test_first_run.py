@@ -177,11 +177,9 @@ def expected(upstream):
     )
 
 
-def test_first_run_downloads_serves_and_later_runs_offline(tmp_path, tiny_checkpoint, expected):
-    hf_home = tmp_path / "hf-home"
-    standin = HubStandIn({DEFAULT_CHECKPOINT: tiny_checkpoint}, tmp_path / "ca").start()
-    env = first_run_environment(hf_home, standin.environment())
-    # (a) empty cache, the Hub reachable over HTTPS: download, then serve
+def serve_and_align(env: dict[str, str], expected) -> str:
+    """Run ./scripts/serve until ready, check one alignment against ``expected``, stop it;
+    returns what the launcher printed."""
     launch = Launch(env)
     try:
         output = launch.until("serve: model")
@@ -191,6 +189,17 @@ def test_first_run_downloads_serves_and_later_runs_offline(tmp_path, tiny_checkp
         assert got["units"] == expected
     finally:
         output = launch.stop()
+    return output
+
+
+def test_first_run_downloads_serves_and_later_runs_offline(tmp_path, tiny_checkpoint, expected):
+    hf_home = tmp_path / "hf-home"
+    standin = HubStandIn({DEFAULT_CHECKPOINT: tiny_checkpoint}, tmp_path / "ca").start()
+    env = first_run_environment(hf_home, standin.environment())
+    # (a) empty cache, the Hub reachable over HTTPS: download, then serve
+    try:
+        output = serve_and_align(env, expected)
+    finally:
         standin.stop()
     show("first run", output)
     snapshot = hf_home / "hub" / "models--Qwen--Qwen3-ForcedAligner-0.6B" / "snapshots"
@@ -201,15 +210,7 @@ def test_first_run_downloads_serves_and_later_runs_offline(tmp_path, tiny_checkp
     assert "config.json" in downloads and len(downloads) >= 10
     # (b) the stand-in gone and HF_HUB_OFFLINE=1: the cache serves
     seen = len(standin.seen)
-    launch = Launch({**env, "HF_HUB_OFFLINE": "1"})
-    try:
-        output = launch.until("serve: model")
-        assert "serve: ready in" in output, output[-4000:]
-        got = infer_http(f"127.0.0.1:{launch.http}", CASE.audio(), CASE.sample_rate, CASE.text,
-                         CASE.language)  # fmt: skip
-        assert got["units"] == expected
-    finally:
-        output = launch.stop()
+    output = serve_and_align({**env, "HF_HUB_OFFLINE": "1"}, expected)
     show("offline run", output)
     assert f"serve: {DEFAULT_CHECKPOINT} is in {folder}" in output
     assert len(standin.seen) == seen

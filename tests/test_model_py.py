@@ -444,7 +444,7 @@ def test_core_refuses_clips_no_front_sends_naming_the_limit(core):
     }
     long_features = {
         "INPUT_IDS": np.zeros((1, 10), np.int64),
-        "FEATURES": np.zeros((1, 128, 30_000), np.float32),
+        "FEATURES": np.zeros((1, 128, 40_001), np.float32),
     }
     empty = {
         "INPUT_IDS": np.zeros((1, 0), np.int64),
@@ -453,5 +453,5 @@ def test_core_refuses_clips_no_front_sends_naming_the_limit(core):
     responses = core.execute([pb.InferenceRequest(a) for a in (huge_ids, long_features, empty)])
     assert all(r.error.code() == pb.TritonError.INVALID_ARG for r in responses)
     assert f"{limit + 1} tokens; the limit is {limit}" in responses[0].error.message()
-    assert "30000 frames; the limit is 18300" in responses[1].error.message()
+    assert "40001 frames; the limit is 40000 (400 s" in responses[1].error.message()
     assert "must not be empty" in responses[2].error.message()

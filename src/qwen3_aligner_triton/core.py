@@ -29,6 +29,9 @@ from .params import parse_gpu_cost as parse_gpu_cost
 from .scores import slot_predictions
 
 MEL_FRAME_MS = 10.0  # one log-mel frame per 160 samples at 16 kHz
+# The longest clip the core takes: the timestamp head's range (5000 bins x 80 ms). The front's
+# window and cue settings are not the core's to know; no window of theirs can usefully exceed it.
+MAX_CLIP_SECONDS = 400.0
 SIMULATED_DEVICE_LOCK = os.path.join(
     "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir(),
     "qwen3-aligner-simulated-gpu.lock",
@@ -51,11 +54,7 @@ def refusal(item: CoreInput, settings: ModelSettings) -> str | None:
     """Why the core refuses ``item``, or None. The front never sends such a clip, but the core is
     in the repository and its inference API is open to clients too: bound what one clip costs."""
     frames = int(item.features.shape[-1])
-    max_frames = round(
-        (settings.window_seconds + 2 * settings.segment_margin_seconds + 1.0)
-        * 1000.0
-        / MEL_FRAME_MS
-    )
+    max_frames = round(MAX_CLIP_SECONDS * 1000.0 / MEL_FRAME_MS)
     if item.tokens == 0 or frames == 0:
         return "INPUT_IDS and FEATURES must not be empty"
     if item.tokens > settings.max_forward_tokens:
@@ -64,7 +63,10 @@ def refusal(item: CoreInput, settings: ModelSettings) -> str | None:
             "(max_forward_tokens)"
         )
     if frames > max_frames:
-        return f"FEATURES has {frames} frames; the limit is {max_frames} (one window)"
+        return (
+            f"FEATURES has {frames} frames; the limit is {max_frames} "
+            f"({MAX_CLIP_SECONDS:g} s, the timestamps' range)"
+        )
     return None
 
 
