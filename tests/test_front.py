@@ -10,7 +10,12 @@ import pytest
 
 from qwen3_aligner_triton import front as front_module
 from qwen3_aligner_triton.core import CoreInput, SlotResult, placeholder_bins
-from qwen3_aligner_triton.front import AlignerFront, core_request_arrays, slots_from_arrays
+from qwen3_aligner_triton.front import (
+    STOPPING_MESSAGE,
+    AlignerFront,
+    core_request_arrays,
+    slots_from_arrays,
+)
 from qwen3_aligner_triton.loading import load_preparer
 from qwen3_aligner_triton.params import ModelSettings
 
@@ -194,3 +199,13 @@ def test_core_tensors_round_trip(preparer, core):
     )
     assert back.bins.dtype == np.int32 and back.bins.tolist() == [1, 2]
     assert back.confidence.dtype == np.float32
+
+
+def test_a_stopping_front_refuses_with_unavailable_before_any_work(preparer, core):
+    metrics = Metrics()
+    front = AlignerFront(preparer, core, metrics, stopping=lambda: True)
+    outcome = asyncio.run(front.serve(arrays(4.0, words(5))))
+    assert outcome.unavailable and not outcome.invalid and outcome.outputs is None
+    assert outcome.error == STOPPING_MESSAGE
+    assert core.frames == [] and metrics.rejections == ["stopping"]
+    assert metrics.stages == {}

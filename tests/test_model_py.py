@@ -455,3 +455,37 @@ def test_core_refuses_clips_no_front_sends_naming_the_limit(core):
     assert f"{limit + 1} tokens; the limit is {limit}" in responses[0].error.message()
     assert "40001 frames; the limit is 40000 (400 s" in responses[1].error.message()
     assert "must not be empty" in responses[2].error.message()
+
+
+def test_a_stopping_server_refuses_with_unavailable_and_counts_nothing_in_flight(
+    tiny_checkpoint, core, tmp_path
+):
+    """The launcher's drain marker in the front's folder: requests are refused UNAVAILABLE; the
+    in-flight gauge the drain waits on is back at zero after every answer."""
+    from qwen3_aligner_triton.tritonserver import DRAIN_MARKER
+
+    folder = tmp_path / FRONT
+    (folder / "1").mkdir(parents=True)
+    instance = load_model_module(FRONT).TritonPythonModel()
+    args = init_args(model_config(FRONT, checkpoint=str(tiny_checkpoint)))
+    instance.initialize({**args, "model_repository": str(folder)})
+    (gauge,) = [
+        m
+        for family in pb.MetricFamily.instances
+        if family.name == "qwen3_aligner_requests_in_flight"
+        for m in family.metrics
+        if m is instance.metrics._in_flight
+    ]
+    audio = np.zeros(16000, np.float32)
+    try:
+        (served,) = serve(instance, [request(audio, "one two", "en")])
+        assert not served.has_error()
+        assert gauge.value == 0
+        (folder / DRAIN_MARKER).touch()
+        refused = serve(instance, [request(audio, "one two", "en"), request(audio, "x", "en")])
+        for response in refused:
+            assert response.error.code() == pb.TritonError.UNAVAILABLE
+            assert "the server is stopping" in response.error.message()
+        assert gauge.value == 0
+    finally:
+        instance.finalize()

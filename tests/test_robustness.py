@@ -262,22 +262,15 @@ def model_gauge(metrics_url: str, name: str, model: str = MODEL) -> float:
     raise AssertionError(f"{name} is not on the metrics port")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap of the front/core shape on Triton 2.51: once SIGTERM comes, the front's "
-    "BLS calls to the core are refused ('Server not ready'), so requests still queued in the "
-    "front fail instead of draining (docs/operations.md, faults)",
-)
-def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(
-    tmp_path, tiny_checkpoint, upstream
-):
-    """Requests the server holds when SIGTERM comes are answered; once it has exited, a new
-    request is refused with UNAVAILABLE."""
+def test_a_stop_drains_in_flight_requests_and_refuses_new_ones(tmp_path, tiny_checkpoint, upstream):
+    """What the launcher does on SIGTERM or Ctrl-C (``RunningServer.request_stop``): requests the
+    server holds when the stop comes, and one that arrives while they finish, are answered;
+    once the server has exited a new request is refused with UNAVAILABLE."""
     case = next(c for c in CASES if c.seconds == 60.0)
     expected = as_float32(
         upstream_align(upstream, case.audio(), case.sample_rate, case.text, case.upstream_language)
     )
-    sent = 4
+    sent = 6
     with dedicated_server(tmp_path, tiny_checkpoint, max_forward_batch=1) as srv:
         done: list[tuple[float, object]] = []
         client = grpcclient.InferenceServerClient(srv.grpc_url)
@@ -287,24 +280,26 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(
                 long_inputs(grpcclient),
                 lambda result, error: done.append((time.monotonic(), error or result)),
             )
-        # Wait until the server holds a request it has not started, then signal at once.
+        # Wait until the server holds a request it has not started, then stop at once.
         deadline = time.monotonic() + 60
         while model_gauge(srv.metrics_url, "nv_inference_pending_request_count") < 1:
             assert time.monotonic() < deadline, "no request ever waited in the server's queue"
             time.sleep(0.02)
         answered_before = model_gauge(srv.metrics_url, "nv_inference_count")
         signalled = time.monotonic()
-        srv.running.process.send_signal(signal.SIGTERM)
+        srv.running.request_stop()
         assert answered_before < sent
-        assert srv.running.process.wait(timeout=120) == 0
+        with grpcclient.InferenceServerClient(srv.grpc_url) as during:
+            late_arrival = during.infer(MODEL, good_inputs_of(grpcclient))
+        assert parse(late_arrival)["units"]
+        assert srv.running.wait(timeout=120) == 0
         assert len(done) == sent, done
         for _, outcome in done:
-            assert not isinstance(outcome, Exception), "\n".join(
-                ln[ln.find("CoreFailed:") :] for ln in srv.running.log_tail if "CoreFailed:" in ln
-            )
+            assert not isinstance(outcome, Exception), (outcome.status(), outcome.message())
             assert parse(outcome)["units"] == expected
         after_signal = [t for t, _ in done if t > signalled]
         assert len(after_signal) >= sent - answered_before >= 1
+        assert any("stopping: serving the" in ln for ln in srv.running.log_tail)
         client.close()
         with (
             grpcclient.InferenceServerClient(srv.grpc_url) as late,

@@ -33,6 +33,10 @@ CORE_INPUTS = {"INPUT_IDS": "TYPE_INT64", "FEATURES": "TYPE_FP32"}
 CORE_OUTPUTS = {"TIMESTAMP_BINS": "TYPE_INT32", "SLOT_CONFIDENCE": "TYPE_FP32"}
 REQUEST_INPUTS = ("AUDIO", "SAMPLE_RATE", "TEXT", "LANGUAGE", "SEGMENTS")
 MAX_PIECES_IN_FLIGHT = 64  # cues of one request prepared and awaiting the core at once
+STOPPING_MESSAGE = (
+    "the server is stopping and takes no new requests; send it to another replica or retry "
+    "once the server is back"
+)
 
 CoreCall = Callable[[CoreInput], Awaitable[SlotResult]]
 
@@ -61,11 +65,13 @@ class FrontMetrics(Protocol):
 @dataclass(frozen=True)
 class Outcome:
     """The answer to one request: output arrays, or an error message and whether it is the
-    client's (INVALID_ARG) or the server's (INTERNAL)."""
+    client's (INVALID_ARG), the server's (INTERNAL) or a refusal while the server stops
+    (UNAVAILABLE: retry elsewhere or later)."""
 
     outputs: dict[str, np.ndarray] | None = None
     error: str | None = None
     invalid: bool = False
+    unavailable: bool = False
 
 
 def core_request_arrays(item: CoreInput) -> dict[str, np.ndarray]:
@@ -93,16 +99,21 @@ class AlignerFront:
         core: CoreCall,
         metrics: FrontMetrics,
         log_error: Callable[[str], None] = lambda message: None,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.preparer = preparer
         self.settings: ModelSettings = preparer.settings
         self.core = core
         self.metrics = metrics
         self.log_error = log_error
+        self.stopping = stopping  # true once the launcher drains the server before it stops
 
     async def serve(self, arrays: Mapping[str, np.ndarray | None]) -> Outcome:
         """Answer one request given its input arrays (missing optional inputs as None)."""
         started = time.perf_counter()
+        if self.stopping():
+            self.metrics.rejected("stopping")
+            return Outcome(error=STOPPING_MESSAGE, unavailable=True)
         try:
             request = decode_request(
                 arrays.get("AUDIO"),

@@ -16,6 +16,7 @@ BATCH_SIZE = "qwen3_aligner_forward_batch_size"
 STAGE_SECONDS = "qwen3_aligner_stage_seconds"
 MEAN_SCORE = "qwen3_aligner_request_mean_score"
 REPAIRED_SHARE = "qwen3_aligner_request_repaired_share"
+IN_FLIGHT = "qwen3_aligner_requests_in_flight"
 BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64]
 STAGE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 STAGES = ("preprocess", "forward", "postprocess")
@@ -51,7 +52,13 @@ class AlignerMetrics:
                 "Share of each aligned request's units whose timestamps were repaired",
                 family.HISTOGRAM,
             ),
+            IN_FLIGHT: family(
+                IN_FLIGHT,
+                "Requests the front has accepted and not yet answered",
+                family.GAUGE,
+            ),
         }
+        self._in_flight = self._families[IN_FLIGHT].Metric(labels=self._labels)
         self._audio = self._families[AUDIO_SECONDS].Metric(labels=self._labels)
         self._units = self._families[UNITS].Metric(labels=self._labels)
         self._rejected: dict[str, Any] = {}
@@ -73,9 +80,17 @@ class AlignerMetrics:
         """Drop the metrics before their families, in the order Triton requires."""
         self._rejected.clear()
         self._stages.clear()
-        self._audio = self._units = self._batch = None
+        self._audio = self._units = self._batch = self._in_flight = None
         self._mean_score = self._repaired_share = None
         self._families.clear()
+
+    def request_started(self) -> None:
+        """A request was accepted; :meth:`request_answered` follows once its response is sent.
+        The launcher's drain waits for the sum over instances to reach zero."""
+        self._in_flight.increment(1)
+
+    def request_answered(self) -> None:
+        self._in_flight.increment(-1)
 
     def rejected(self, reason: str) -> None:
         metric = self._rejected.get(reason)

@@ -36,9 +36,14 @@ MODELS = (CORE_MODEL_NAME, MODEL_NAME)  # load order: the public model needs the
 SHM_DIR = Path("/dev/shm")
 SHM_PREFIX = "triton_python_backend_shm_region_"  # the Python backend's default region prefix
 READY_POLL_SECONDS = 0.25
-STOP_GRACE_SECONDS = 45.0  # wait this long after SIGTERM before SIGKILL
 LOG_TAIL_LINES = 400
 EXIT_TIMEOUT_SECONDS = 30  # tritonserver's drain time for in-flight requests on SIGTERM
+# A stop drains the front first (up to the exit timeout), then tritonserver drains what is left.
+STOP_GRACE_SECONDS = 2.0 * EXIT_TIMEOUT_SECONDS + 15  # after a stop request, SIGKILL
+DRAIN_MARKER = "STOPPING"  # in the public model's folder while a stop drains the front
+DRAIN_POLL_SECONDS = 0.1
+IN_FLIGHT_METRIC = "qwen3_aligner_requests_in_flight"  # metrics.IN_FLIGHT
+PENDING_METRIC = "nv_inference_pending_request_count"
 WATCHDOG_INTERVAL_SECONDS = 1.0
 SHUTDOWN_GRACE_SECONDS = 10.0  # stubs gone, server not ready and still running: a crash
 RESTART_READY_TIMEOUT_SECONDS = 900.0  # a restarted server must be ready again within this
@@ -205,16 +210,66 @@ def closing_flags(closed: Sequence[str], extra_args: Sequence[str]) -> list[str]
     return flags
 
 
+def _reachable(host: str) -> str:
+    """The address to connect to for a server listening on ``host`` (a wildcard: loopback)."""
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "::1"
+    return host
+
+
 def http_endpoint(args: Sequence[str]) -> tuple[str, int]:
     """Where the server started with ``args`` answers HTTP, as (host to connect to, port): the
     last --http-address and --http-port given; a wildcard address is reached on loopback."""
-    host = (flag_values(args, "--http-address") or ["0.0.0.0"])[-1].strip("[]")
+    host = (flag_values(args, "--http-address") or ["0.0.0.0"])[-1]
     port = int((flag_values(args, "--http-port") or ["8000"])[-1])
-    if host in ("", "0.0.0.0"):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    return host, port
+    return _reachable(host), port
+
+
+def metrics_endpoint(args: Sequence[str]) -> tuple[str, int] | None:
+    """Where the server started with ``args`` serves Prometheus metrics, or None when metrics
+    are off (``--allow-metrics=false``). The metrics address defaults to the HTTP address."""
+    allowed = (flag_values(args, "--allow-metrics") or ["true"])[-1].strip().lower()
+    if allowed in ("false", "0", "off", "no"):
+        return None
+    host = (
+        flag_values(args, "--metrics-address") or flag_values(args, "--http-address") or ["0.0.0.0"]
+    )[-1]
+    port = int((flag_values(args, "--metrics-port") or ["8002"])[-1])
+    return _reachable(host), port
+
+
+def requests_in_front(metrics_text: str, model: str = MODEL_NAME) -> int | None:
+    """Requests the public model holds, from a Prometheus scrape: those waiting in Triton's queue
+    plus those the front instances have accepted and not answered. None when the front does not
+    export its in-flight gauge (metrics of another repository)."""
+    total = 0.0
+    seen = False
+    for line in metrics_text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, rest = line.partition("{")
+        if name not in (IN_FLIGHT_METRIC, PENDING_METRIC):
+            continue
+        labels, _, value = rest.rpartition("}")
+        if f'model="{model}"' not in labels.split(","):
+            continue
+        seen = seen or name == IN_FLIGHT_METRIC
+        total += float(value.split()[0])
+    return round(total) if seen else None
+
+
+def scrape(host: str, port: int, timeout: float = 2.0) -> str | None:
+    """The Prometheus text of the server whose metrics are at ``host:port``; None when they
+    cannot be read."""
+    where = f"[{host}]" if ":" in host else host
+    try:
+        with urllib.request.urlopen(f"http://{where}:{port}/metrics", timeout=timeout) as r:
+            return r.read().decode("utf-8", "replace")
+    except (OSError, ValueError):
+        return None
 
 
 def build_command(install: TritonInstallation, opts: ServerOptions) -> list[str]:
@@ -309,6 +364,53 @@ def shm_regions(prefix: str = SHM_PREFIX) -> set[str]:
     return {str(p) for p in SHM_DIR.glob(glob.escape(prefix) + "*")}
 
 
+def drain_front(
+    read_metrics: Callable[[], str | None],
+    running: Callable[[], bool],
+    marker: Path,
+    budget: float,
+    say: Callable[[str], None],
+    poll: float = DRAIN_POLL_SECONDS,
+) -> float:
+    """Wait until the public model holds no request, before a stop signals tritonserver (Triton
+    2.51 refuses the front's calls to the core once signalled). Returns the seconds it took.
+
+    For the first half of ``budget`` everything is served, requests that keep arriving included
+    (behind a load balancer they stop once the endpoint is withdrawn). If the front is still
+    busy then, ``marker`` is created: the front refuses what reaches it from then on with
+    UNAVAILABLE, and the requests it holds get the rest of the budget. Two quiet looks in a row
+    end the wait; so does metrics that cannot be read (nothing to wait on)."""
+    started = time.monotonic()
+    quiet = 0
+    announced = False
+    while running():
+        text = read_metrics()
+        held = None if text is None else requests_in_front(text)
+        if held is None:
+            break
+        quiet = quiet + 1 if held == 0 else 0
+        if quiet >= 2:
+            break
+        waited = time.monotonic() - started
+        if held and not announced:
+            say(f"stopping: serving the {held} request(s) the server holds first")
+            announced = True
+        if waited >= budget / 2 and not marker.exists():
+            try:
+                marker.touch()
+                say(f"stopping: {held} request(s) still held; refusing new ones")
+            except OSError as e:
+                say(f"stopping: cannot refuse new requests ({e})")
+        if waited >= budget:
+            say(f"stopping: {held} request(s) still held after {budget:.0f} s")
+            break
+        time.sleep(poll)
+    waited = time.monotonic() - started
+    if announced and quiet >= 2:
+        say(f"stopping: the server holds no request after {waited:.1f} s")
+    return waited
+
+
 @dataclass
 class StubWatch:
     """Tells from the backend stub PIDs (and readiness) when the server has lost a stub.
@@ -367,13 +469,24 @@ class RunningServer:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._restarting = False
+        self._drain_started = False
         self.watch = StubWatch()  # the stubs of the running process (seeded when it is ready)
         self.host, self.http_port = http_endpoint(self.command)
         self.process = self._spawn()
         if self.options.watchdog:
             threading.Thread(target=self._watch, daemon=True).start()
 
+    @property
+    def drain_marker(self) -> Path:
+        """The file whose presence tells the front to refuse new requests (see request_stop)."""
+        return Path(self.options.model_repository) / MODEL_NAME / DRAIN_MARKER
+
+    def _remove_drain_marker(self) -> None:
+        with contextlib.suppress(OSError):
+            self.drain_marker.unlink()
+
     def _spawn(self) -> subprocess.Popen:
+        self._remove_drain_marker()  # left by a stop that was cut short
         process = subprocess.Popen(
             self.command,
             stdout=subprocess.PIPE,
@@ -499,10 +612,41 @@ class RunningServer:
         return "\n".join("  " + ln for ln in chosen)
 
     def request_stop(self) -> None:
-        """Ask the server to drain and exit (SIGTERM) without waiting; safe in signal handlers."""
+        """Drain, then stop the server (SIGTERM), without waiting; safe in signal handlers.
+
+        Triton 2.51 refuses a model's calls to another model as soon as it is signalled, so a
+        request still queued in the front could never reach the core. The drain comes first: the
+        front refuses new requests (UNAVAILABLE) and the ones it holds are answered, up to
+        EXIT_TIMEOUT_SECONDS; then tritonserver is signalled and drains what is left itself."""
         self._stopping.set()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+        if self._drain_started:
+            return
+        self._drain_started = True
+        threading.Thread(target=self._drain_then_terminate, daemon=True).start()
+
+    def _drain_then_terminate(self) -> None:
+        process = self.process
+        try:
+            # As long as tritonserver itself would let requests finish after SIGTERM.
+            budget = float((flag_values(self.command, "--exit-timeout-secs") or ["30"])[-1])
+            self.drain(process, budget)
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+
+    def drain(self, process: subprocess.Popen, budget: float) -> None:
+        """Let the front finish what it holds before tritonserver is signalled (see
+        :func:`drain_front`); at once when the metrics cannot tell."""
+        endpoint = metrics_endpoint(self.command)
+        if endpoint is None:
+            return
+        drain_front(
+            lambda: scrape(*endpoint),
+            lambda: process.poll() is None,
+            self.drain_marker,
+            budget,
+            self._say,
+        )
 
     @staticmethod
     def _terminate(process: subprocess.Popen, grace: float) -> None:
@@ -527,6 +671,7 @@ class RunningServer:
         self._terminate(process, grace)
         self._reader.join(timeout=5)
         self._clean_shm()
+        self._remove_drain_marker()
         return process.returncode
 
 

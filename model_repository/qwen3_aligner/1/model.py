@@ -30,6 +30,7 @@ from qwen3_aligner_triton.loading import load_preparer
 from qwen3_aligner_triton.metrics import AlignerMetrics
 from qwen3_aligner_triton.modelconfig import FRONT_CONTRACT, check_config
 from qwen3_aligner_triton.params import read_settings
+from qwen3_aligner_triton.tritonserver import DRAIN_MARKER
 
 FRONT_TORCH_THREADS = 1  # several front instances share the cores; one thread each
 
@@ -57,7 +58,16 @@ class TritonPythonModel:
         if self.settings.warmup:
             preparer.load_word_splitters()
         self.metrics = AlignerMetrics(pb_utils, args["model_name"], args["model_version"])
-        self.front = AlignerFront(preparer, self._core, self.metrics, self.logger.log_error)
+        # While this file exists the server is stopping: requests that reach the front are
+        # refused (UNAVAILABLE) so that the ones in flight can finish first.
+        marker = os.path.join(args["model_repository"], DRAIN_MARKER)
+        self.front = AlignerFront(
+            preparer,
+            self._core,
+            self.metrics,
+            self.logger.log_error,
+            stopping=lambda: os.path.exists(marker),
+        )
         self.logger.log_info(
             f"{args['model_instance_name']}: front ready in {time.monotonic() - started:.1f} s"
         )
@@ -67,6 +77,13 @@ class TritonPythonModel:
         return None
 
     async def _answer(self, request) -> None:
+        self.metrics.request_started()
+        try:
+            await self._serve(request)
+        finally:
+            self.metrics.request_answered()
+
+    async def _serve(self, request) -> None:
         try:
             arrays = {}
             for name in REQUEST_INPUTS:
@@ -114,5 +131,10 @@ def _response(outcome: Outcome) -> object:
         return pb_utils.InferenceResponse(
             output_tensors=[pb_utils.Tensor(n, a) for n, a in outcome.outputs.items()]
         )
-    code = pb_utils.TritonError.INVALID_ARG if outcome.invalid else pb_utils.TritonError.INTERNAL
+    if outcome.invalid:
+        code = pb_utils.TritonError.INVALID_ARG
+    elif outcome.unavailable:
+        code = pb_utils.TritonError.UNAVAILABLE
+    else:
+        code = pb_utils.TritonError.INTERNAL
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(outcome.error, code))
