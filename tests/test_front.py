@@ -57,13 +57,13 @@ class FakeCore:
         self.peak = 0
 
     async def __call__(self, item: CoreInput) -> SlotResult:
-        self.frames.append(int(item.features.shape[-1]))
+        self.frames.append(item.frames)
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         await asyncio.sleep(self.delay)
         self.in_flight -= 1
         slots = int((item.input_ids == self.timestamp_id).sum()) + self.slots_delta
-        bins = placeholder_bins(slots, int(item.features.shape[-1]), 80.0)
+        bins = placeholder_bins(slots, item.frames, 80.0)
         conf = np.ones(slots, np.float32)
         if self.confidence is not None:
             conf = np.array([self.confidence(k) for k in range(slots)], np.float32)
@@ -193,7 +193,11 @@ def test_scores_come_from_the_cores_confidences(preparer):
 def test_core_tensors_round_trip(preparer, core):
     item = CoreInput(np.arange(5, dtype=np.int64), np.ones((128, 7), np.float32))
     sent = core_request_arrays(item)
+    assert sent.keys() == {"INPUT_IDS", "FEATURES"}
     assert sent["INPUT_IDS"].shape == (1, 5) and sent["FEATURES"].shape == (1, 128, 7)
+    wave = CoreInput(np.arange(5, dtype=np.int64), wave=np.ones(1600, np.float32))
+    assert core_request_arrays(wave)["AUDIO"].shape == (1, 1600) and wave.frames == 10
+    assert "FEATURES" not in core_request_arrays(wave)
     back = slots_from_arrays(
         {"TIMESTAMP_BINS": np.array([[1, 2]]), "SLOT_CONFIDENCE": np.array([[0.5, 1.0]])}
     )

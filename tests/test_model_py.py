@@ -65,7 +65,12 @@ def request(audio, text, language, sample_rate=None) -> pb.InferenceRequest:
 
 def serve(front, requests) -> list:
     """Run the front's ``execute`` and return the one final response each request got."""
-    assert asyncio.run(front.execute(requests)) is None
+
+    async def run():
+        assert await front.execute(requests) is None
+        await front.idle()
+
+    asyncio.run(run())
     responses = []
     for r in requests:
         assert len(r.sender.sent) == 1, "exactly one response per request"
@@ -269,7 +274,7 @@ def test_a_core_error_fails_only_its_request(front, core, monkeypatch):
     real = pb.InferenceRequest.handler
 
     def handler(req):
-        if req.inputs["FEATURES"].shape[-1] == 300:  # the 3 s clip
+        if req.inputs["FEATURES"].shape[-1] == 300:  # the 3 s clip (the front makes the frames)
             return pb.InferenceResponse(error=pb.TritonError("forward failed: boom"))
         return real(req)
 
@@ -450,11 +455,23 @@ def test_core_refuses_clips_no_front_sends_naming_the_limit(core):
         "INPUT_IDS": np.zeros((1, 0), np.int64),
         "FEATURES": np.zeros((1, 128, 100), np.float32),
     }
-    responses = core.execute([pb.InferenceRequest(a) for a in (huge_ids, long_features, empty)])
+    long_audio = {
+        "INPUT_IDS": np.zeros((1, 10), np.int64),
+        "AUDIO": np.zeros((1, 400 * 16000 + 160), np.float32),
+    }
+    both = {**huge_ids, "INPUT_IDS": np.zeros((1, 10), np.int64), "AUDIO": np.zeros((1, 1600))}
+    neither = {"INPUT_IDS": np.zeros((1, 10), np.int64)}
+    short_audio = {"INPUT_IDS": np.zeros((1, 10), np.int64), "AUDIO": np.zeros((1, 159))}
+    cases = (huge_ids, long_features, empty, long_audio, both, neither, short_audio)
+    responses = core.execute([pb.InferenceRequest(a) for a in cases])
     assert all(r.error.code() == pb.TritonError.INVALID_ARG for r in responses)
     assert f"{limit + 1} tokens; the limit is {limit}" in responses[0].error.message()
-    assert "40001 frames; the limit is 40000 (400 s" in responses[1].error.message()
+    assert "FEATURES has 40001 frames; the limit is 40000 (400 s" in responses[1].error.message()
     assert "must not be empty" in responses[2].error.message()
+    assert "AUDIO has 40001 frames; the limit is 40000 (400 s" in responses[3].error.message()
+    assert "exactly one of FEATURES and AUDIO" in responses[4].error.message()
+    assert "one of FEATURES or AUDIO are required" in responses[5].error.message()
+    assert "AUDIO must not be empty" in responses[6].error.message()
 
 
 def test_a_stopping_server_refuses_with_unavailable_and_counts_nothing_in_flight(
@@ -489,3 +506,29 @@ def test_a_stopping_server_refuses_with_unavailable_and_counts_nothing_in_flight
         assert gauge.value == 0
     finally:
         instance.finalize()
+
+
+def test_a_front_with_features_in_core_sends_waveforms_and_results_stay_upstreams(
+    tiny_checkpoint, core, upstream
+):
+    instance = load_model_module(FRONT).TritonPythonModel()
+    config = model_config(FRONT, checkpoint=str(tiny_checkpoint), features_in_core="true")
+    instance.initialize(init_args(config))
+    sent: list[set[str]] = []
+    real = pb.InferenceRequest.handler
+
+    def handler(req):
+        sent.append(set(req.inputs))
+        return real(req)
+
+    pb.InferenceRequest.handler = handler
+    rng = np.random.default_rng(3)
+    audio = (rng.standard_normal(16000 * 3 + 77) * 0.2).astype(np.float32)
+    try:
+        (response,) = serve(instance, [request(audio, "one two three four", "en")])
+    finally:
+        instance.finalize()
+    assert sent == [{"INPUT_IDS", "AUDIO"}]
+    expected = upstream_align(upstream, audio, 16000, "one two three four", "English")
+    starts = response.output("START_TIMES")[0]
+    np.testing.assert_array_equal(starts, np.array([e[1] for e in expected], np.float32))

@@ -280,15 +280,20 @@ def test_a_stop_drains_in_flight_requests_and_refuses_new_ones(tmp_path, tiny_ch
                 long_inputs(grpcclient),
                 lambda result, error: done.append((time.monotonic(), error or result)),
             )
-        # Wait until the server holds a request it has not started, then stop at once.
+        # Wait until the server holds requests that wait behind the one in the forward (one
+        # clip per pass here), then stop at once.
         deadline = time.monotonic() + 60
-        while model_gauge(srv.metrics_url, "nv_inference_pending_request_count") < 1:
-            assert time.monotonic() < deadline, "no request ever waited in the server's queue"
+        while (
+            model_gauge(srv.metrics_url, "nv_inference_pending_request_count")
+            + model_gauge(srv.metrics_url, "qwen3_aligner_requests_in_flight")
+            < 3
+        ):
+            assert time.monotonic() < deadline, "the server never held requests waiting"
             time.sleep(0.02)
-        answered_before = model_gauge(srv.metrics_url, "nv_inference_count")
+        answered_before = len(done)
         signalled = time.monotonic()
         srv.running.request_stop()
-        assert answered_before < sent
+        assert answered_before < sent - 1
         with grpcclient.InferenceServerClient(srv.grpc_url) as during:
             late_arrival = during.infer(MODEL, good_inputs_of(grpcclient))
         assert parse(late_arrival)["units"]

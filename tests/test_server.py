@@ -200,3 +200,34 @@ def test_missing_required_input_is_rejected(server):
 def test_metrics_endpoint(server):
     body = requests.get(server.metrics_url, timeout=5).text
     assert f'nv_inference_request_success{{model="{MODEL}"' in body
+
+
+def test_frames_made_by_the_core_give_upstream_results_in_shared_passes(
+    tmp_path, tiny_checkpoint, expected
+):
+    """``features_in_core`` (what GPU placements run): the front sends waveforms, the core makes
+    the frames and batches clips; every result still equals upstream's."""
+    from conftest import dedicated_server
+
+    picked = CASES[::2]
+    with dedicated_server(
+        tmp_path, tiny_checkpoint, features_in_core="true", max_forward_batch=8
+    ) as srv:
+        results: dict[str, dict] = {}
+
+        def one(case, use_grpc):
+            infer = infer_grpc if use_grpc else infer_http
+            url = srv.grpc_url if use_grpc else srv.http_url
+            results[case.name] = infer(url, case.audio(), send_rate(case), case.text, case.language)
+
+        threads = [threading.Thread(target=one, args=(c, k % 2 == 1)) for k, c in enumerate(picked)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        with httpclient.InferenceServerClient(srv.http_url) as client:
+            core_stats = client.get_inference_statistics("qwen3_aligner_core")["model_stats"][0]
+    for case in picked:
+        assert results[case.name]["units"] == as_float32(expected[case.name]), case.name
+    executions = int(core_stats["execution_count"])
+    assert 0 < executions <= len(picked)

@@ -1,9 +1,11 @@
 """The forward pass alone: what the ``qwen3_aligner_core`` model runs.
 
-The core receives prepared clips (prompt ids with ``<|audio_pad|>`` expanded, log-mel frames of the
-clip alone) and answers, per clip, the bin of each ``<timestamp>`` slot and the model's confidence
-in it. Clips are grouped into forward passes by prompt length; inside a pass ids are left-padded
-and frames right-padded with the masks off, so each clip gets its lone result (see ``engine``).
+The core receives prepared clips: prompt ids with ``<|audio_pad|>`` expanded, and either the
+log-mel frames of the clip alone or its 16 kHz waveform, whose frames the core then makes on its
+own device with the checkpoint's feature extractor, exactly as upstream's processor makes them.
+It answers, per clip, the bin of each ``<timestamp>`` slot and the model's confidence in it.
+Clips are grouped into forward passes by prompt length; inside a pass ids are left-padded and
+frames right-padded with the masks off, so each clip gets its lone result (see ``engine``).
 
 :class:`SimulatedDevice` stands in for the forward when measuring the pipeline without a GPU: each
 pass holds one machine-wide device (a file lock shared by every process) for ``A + B*n`` ms and
@@ -29,6 +31,8 @@ from .params import parse_gpu_cost as parse_gpu_cost
 from .scores import slot_predictions
 
 MEL_FRAME_MS = 10.0  # one log-mel frame per 160 samples at 16 kHz
+MEL_HOP_SAMPLES = 160
+MODEL_SAMPLE_RATE = 16000
 # The longest clip the core takes: the timestamp head's range (5000 bins x 80 ms). The front's
 # window and cue settings are not the core's to know; no window of theirs can usefully exceed it.
 MAX_CLIP_SECONDS = 400.0
@@ -43,28 +47,48 @@ class CoreInput:
     """One prepared clip as the core receives it."""
 
     input_ids: np.ndarray  # int64 [tokens]: the prompt, <|audio_pad|> expanded
-    features: np.ndarray  # float32 [mel_bins, frames]: the clip's own log-mel frames
+    features: np.ndarray | None = None  # float32 [mel_bins, frames]: the clip's own log-mel frames
+    wave: np.ndarray | None = None  # float32 [samples] at 16 kHz, when the core makes the frames
 
     @property
     def tokens(self) -> int:
         return int(self.input_ids.shape[0])
 
+    @property
+    def frames(self) -> int:
+        """Log-mel frames of the clip (upstream's extractor makes one per full hop of audio)."""
+        if self.features is not None:
+            return int(self.features.shape[-1])
+        if self.wave is not None:
+            return frames_of_samples(int(self.wave.shape[0]))
+        return 0
+
+
+def frames_of_samples(samples: int) -> int:
+    """Log-mel frames upstream's Whisper feature extractor makes of ``samples`` 16 kHz samples
+    (tested against the processor for many lengths)."""
+    return samples // MEL_HOP_SAMPLES
+
 
 def refusal(item: CoreInput, settings: ModelSettings) -> str | None:
     """Why the core refuses ``item``, or None. The front never sends such a clip, but the core is
     in the repository and its inference API is open to clients too: bound what one clip costs."""
-    frames = int(item.features.shape[-1])
+    if (item.features is None) == (item.wave is None):
+        return "exactly one of FEATURES and AUDIO is required"
+    frames = item.frames
     max_frames = round(MAX_CLIP_SECONDS * 1000.0 / MEL_FRAME_MS)
     if item.tokens == 0 or frames == 0:
-        return "INPUT_IDS and FEATURES must not be empty"
+        name = "FEATURES" if item.features is not None else "AUDIO"
+        return f"INPUT_IDS and {name} must not be empty (AUDIO: at least one 10 ms frame)"
     if item.tokens > settings.max_forward_tokens:
         return (
             f"INPUT_IDS has {item.tokens} tokens; the limit is {settings.max_forward_tokens} "
             "(max_forward_tokens)"
         )
     if frames > max_frames:
+        name = "FEATURES" if item.features is not None else "AUDIO"
         return (
-            f"FEATURES has {frames} frames; the limit is {max_frames} "
+            f"{name} has {frames} frames; the limit is {max_frames} "
             f"({MAX_CLIP_SECONDS:g} s, the timestamps' range)"
         )
     return None
@@ -91,31 +115,53 @@ class ForwardObserver(Protocol):
 
 
 class ModelForward:
-    """The real forward: ``model.thinker`` once over a padded batch."""
+    """The real forward: ``model.thinker`` once over a padded batch.
 
-    def __init__(self, model: Any, pad_token_id: int) -> None:
+    Clips that come as waveforms get their log-mel frames here, one clip at a time (as upstream's
+    processor makes them for a lone clip), from ``feature_extractor`` on the model's device."""
+
+    def __init__(self, model: Any, pad_token_id: int, feature_extractor: Any = None) -> None:
         self.model = model
         self.device = model.device
         self.dtype = model.dtype
         self.pad_token_id = pad_token_id
         self.timestamp_token_id = int(model.config.timestamp_token_id)
+        self.feature_extractor = feature_extractor
+
+    def features_of(self, item: CoreInput) -> torch.Tensor:
+        """The clip's log-mel frames [mel_bins, frames] (float32, on the CPU)."""
+        if item.features is not None:
+            return torch.from_numpy(item.features)
+        if self.feature_extractor is None:
+            raise RuntimeError("this core was built without a feature extractor: send FEATURES")
+        out = self.feature_extractor(
+            item.wave,
+            sampling_rate=MODEL_SAMPLE_RATE,
+            padding=True,
+            truncation=False,
+            return_attention_mask=True,
+            return_tensors="pt",
+            device=str(self.device),
+        )
+        return out["input_features"][0]
 
     @torch.inference_mode()
     def __call__(self, batch: Sequence[CoreInput]) -> list[SlotResult]:
         size = len(batch)
         max_tokens = max(it.tokens for it in batch)
-        max_frames = max(int(it.features.shape[-1]) for it in batch)
-        mel_bins = int(batch[0].features.shape[0])
+        clip_features = [self.features_of(it) for it in batch]
+        max_frames = max(int(f.shape[-1]) for f in clip_features)
+        mel_bins = int(clip_features[0].shape[0])
         input_ids = torch.full((size, max_tokens), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((size, max_tokens), dtype=torch.long)
         features = torch.zeros((size, mel_bins, max_frames), dtype=torch.float32)
         feature_mask = torch.zeros((size, max_frames), dtype=torch.long)
-        for b, it in enumerate(batch):
+        for b, (it, clip) in enumerate(zip(batch, clip_features, strict=True)):
             n = it.tokens
             input_ids[b, max_tokens - n :] = torch.from_numpy(it.input_ids.astype(np.int64))
             attention_mask[b, max_tokens - n :] = 1  # left padding, as the processor pads
-            frames = int(it.features.shape[-1])
-            features[b, :, :frames] = torch.from_numpy(it.features)
+            frames = int(clip.shape[-1])
+            features[b, :, :frames] = clip
             feature_mask[b, :frames] = 1
         input_ids = input_ids.to(self.device)
         logits = self.model.thinker(
@@ -174,7 +220,7 @@ class SimulatedDevice:
         out = []
         for it in batch:
             slots = int(np.count_nonzero(it.input_ids == self.timestamp_token_id))
-            bins = placeholder_bins(slots, int(it.features.shape[-1]), self.segment_ms)
+            bins = placeholder_bins(slots, it.frames, self.segment_ms)
             out.append(SlotResult(bins=bins, confidence=np.ones(slots, dtype=np.float32)))
         with open(self.lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)

@@ -21,7 +21,7 @@ import torch
 
 from .audio import MODEL_SAMPLE_RATE, prepare_waveform
 from .batching import plan_batches
-from .core import CoreInput, ModelForward
+from .core import CoreInput, ModelForward, frames_of_samples
 from .longform import MOVED_SECONDS, LongformPlan, LongformSettings, Window, energy_envelope
 from .params import ModelSettings
 from .requests import AlignRequest, RequestError
@@ -52,6 +52,19 @@ class EngineObserver(Protocol):
     def forward_done(self, batch_size: int, forward_s: float, postprocess_s: float) -> None: ...
 
 
+def _first(batched: torch.Tensor | None) -> torch.Tensor | None:
+    return None if batched is None else batched[0]
+
+
+def _get_feat_extract_output_lengths(frames: torch.Tensor) -> torch.Tensor:
+    """Audio tokens of ``frames`` log-mel frames: upstream's processor's own function."""
+    from qwen_asr.core.transformers_backend.processing_qwen3_asr import (
+        _get_feat_extract_output_lengths as lengths,
+    )
+
+    return lengths(frames)
+
+
 @dataclass
 class PreparedItem:
     """A request turned into model inputs, exactly as upstream builds them for a lone clip."""
@@ -59,14 +72,18 @@ class PreparedItem:
     words: list[str]
     input_ids: torch.Tensor  # [tokens], prompt with <|audio_pad|> expanded
     attention_mask: torch.Tensor  # [tokens]
-    input_features: torch.Tensor  # [mel_bins, frames]
-    feature_attention_mask: torch.Tensor  # [frames]
+    input_features: torch.Tensor | None  # [mel_bins, frames]; None: the core makes them of wave
+    feature_attention_mask: torch.Tensor | None  # [frames]
     language: str
     duration: float  # seconds of submitted audio
     text: str | None  # the submitted transcript; None for a window of a longer request
+    wave: np.ndarray | None = None  # float32 16 kHz, when the core makes the frames
 
     def core_input(self) -> CoreInput:
-        """What the forward needs: the prompt ids and the clip's own frames (masks are all on)."""
+        """What the forward needs: the prompt ids and the clip's own frames (masks are all on),
+        or its waveform when the core makes the frames."""
+        if self.input_features is None:
+            return CoreInput(input_ids=self.input_ids.numpy(), wave=self.wave)
         return CoreInput(input_ids=self.input_ids.numpy(), features=self.input_features.numpy())
 
 
@@ -139,7 +156,7 @@ class Preparer:
         if wave.shape[0] > self.settings.window_seconds * MODEL_SAMPLE_RATE:
             return self._prepare_long(request, list(words), wave)
         try:
-            inputs = self.processor(text=[prompt], audio=[wave], return_tensors="pt", padding=True)
+            inputs = self._model_inputs(prompt, wave)
         except Exception as e:  # the feature extractor rejects degenerate audio
             raise RequestError("input AUDIO cannot be turned into features") from e
         self._check_prompt(int(inputs["input_ids"].shape[-1]), words, "input TEXT")
@@ -155,11 +172,28 @@ class Preparer:
             words=list(words),
             input_ids=inputs["input_ids"][0],
             attention_mask=inputs["attention_mask"][0],
-            input_features=inputs["input_features"][0],
-            feature_attention_mask=inputs["feature_attention_mask"][0],
+            input_features=_first(inputs.get("input_features")),
+            feature_attention_mask=_first(inputs.get("feature_attention_mask")),
             language=request.language,
             duration=request.audio.shape[0] / request.sample_rate,
             text=request.text,
+            wave=None if "input_features" in inputs else wave,
+        )
+
+    def _model_inputs(self, prompt: str, wave: np.ndarray) -> Any:
+        """Upstream's processor output for one clip: prompt ids with ``<|audio_pad|>`` expanded,
+        and its log-mel frames unless ``features_in_core`` leaves them to the core."""
+        if not self.settings.features_in_core:
+            return self.processor(text=[prompt], audio=[wave], return_tensors="pt", padding=True)
+        # What the processor does, but the spectrogram: the frame count alone sets the number
+        # of audio tokens (tests compare both ways for many lengths).
+        frames = frames_of_samples(int(wave.shape[0]))
+        if wave.shape[0] <= self.processor.feature_extractor.n_fft // 2:
+            raise ValueError("audio shorter than half an FFT window")  # as the extractor refuses
+        lengths = _get_feat_extract_output_lengths(torch.tensor([frames]))
+        text = self.processor.replace_multimodal_special_tokens([prompt], iter(lengths))
+        return self.processor.tokenizer(
+            text, padding=False, padding_side="left", return_tensors="pt"
         )
 
     def _check_prompt(self, tokens: int, words: Sequence[str], name: str) -> None:
@@ -260,9 +294,7 @@ class Preparer:
         piece = job.wave[first:last]
         if piece.shape[0] < MIN_WINDOW_SAMPLES:
             piece = np.pad(piece, (0, MIN_WINDOW_SAMPLES - piece.shape[0]))
-        inputs = self.processor(
-            text=[build_prompt(words)], audio=[piece], return_tensors="pt", padding=True
-        )
+        inputs = self._model_inputs(build_prompt(words), piece)
         self._check_prompt(
             int(inputs["input_ids"].shape[-1]),
             words,
@@ -272,11 +304,12 @@ class Preparer:
             words=words,
             input_ids=inputs["input_ids"][0],
             attention_mask=inputs["attention_mask"][0],
-            input_features=inputs["input_features"][0],
-            feature_attention_mask=inputs["feature_attention_mask"][0],
+            input_features=_first(inputs.get("input_features")),
+            feature_attention_mask=_first(inputs.get("feature_attention_mask")),
             language=job.language,
             duration=window.end - window.start,
             text=None,
+            wave=None if "input_features" in inputs else piece,
         )
 
     def next_items(self, job: WindowedJob) -> list[PreparedItem]:
@@ -415,7 +448,9 @@ class AlignerEngine(Preparer):
         self.pad_token_id = int(
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         )
-        self._forward = ModelForward(self.model, self.pad_token_id)
+        self._forward = ModelForward(
+            self.model, self.pad_token_id, self.processor.feature_extractor
+        )
 
     def plan(self, items: Sequence[PreparedItem]) -> list[list[int]]:
         """Group items into forward passes by prompt length."""

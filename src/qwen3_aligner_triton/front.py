@@ -29,7 +29,7 @@ from .requests import RequestError, decode_request
 from .results import Alignment
 from .tritonserver import CORE_MODEL_NAME as CORE_MODEL_NAME
 
-CORE_INPUTS = {"INPUT_IDS": "TYPE_INT64", "FEATURES": "TYPE_FP32"}
+CORE_INPUTS = {"INPUT_IDS": "TYPE_INT64", "FEATURES": "TYPE_FP32", "AUDIO": "TYPE_FP32"}
 CORE_OUTPUTS = {"TIMESTAMP_BINS": "TYPE_INT32", "SLOT_CONFIDENCE": "TYPE_FP32"}
 REQUEST_INPUTS = ("AUDIO", "SAMPLE_RATE", "TEXT", "LANGUAGE", "SEGMENTS")
 MAX_PIECES_IN_FLIGHT = 64  # cues of one request prepared and awaiting the core at once
@@ -75,11 +75,15 @@ class Outcome:
 
 
 def core_request_arrays(item: CoreInput) -> dict[str, np.ndarray]:
-    """The core's input tensors for one clip, with the batch dimension of 1."""
-    return {
-        "INPUT_IDS": np.ascontiguousarray(item.input_ids, dtype=np.int64)[None, :],
-        "FEATURES": np.ascontiguousarray(item.features, dtype=np.float32)[None, :, :],
-    }
+    """The core's input tensors for one clip, with the batch dimension of 1: the prompt ids and
+    either the log-mel frames (FEATURES) or the 16 kHz waveform (AUDIO)."""
+    ids = np.ascontiguousarray(item.input_ids, dtype=np.int64)[None, :]
+    if item.features is not None:
+        return {
+            "INPUT_IDS": ids,
+            "FEATURES": np.ascontiguousarray(item.features, dtype=np.float32)[None, :, :],
+        }
+    return {"INPUT_IDS": ids, "AUDIO": np.ascontiguousarray(item.wave, dtype=np.float32)[None, :]}
 
 
 def slots_from_arrays(arrays: Mapping[str, np.ndarray]) -> SlotResult:

@@ -33,7 +33,7 @@ FRONT_CONTRACT = Contract(
     min_max_batch_size=16,
 )
 CORE_CONTRACT = Contract(
-    inputs={"INPUT_IDS": "TYPE_INT64", "FEATURES": "TYPE_FP32"},
+    inputs={"INPUT_IDS": "TYPE_INT64", "FEATURES": "TYPE_FP32", "AUDIO": "TYPE_FP32"},
     outputs={"TIMESTAMP_BINS": "TYPE_INT32", "SLOT_CONFIDENCE": "TYPE_FP32"},
     min_max_batch_size=1,
 )

@@ -84,6 +84,11 @@ class ModelSettings:
     # Benchmarking only: "A+Bn" replaces the forward by a machine-wide simulated device held for
     # A + B*n ms per pass of n clips, answering placeholder timestamps ("": the real model).
     simulate_gpu: str = ""
+    # The front sends each clip's 16 kHz waveform and the core makes its log-mel frames on the
+    # forward's device (a GPU does it in microseconds; the front's CPU time goes to the next
+    # clip). Off: the front makes the frames (CPU placements, where the front's processes run in
+    # parallel and the core's one instance is the bottleneck).
+    features_in_core: bool = False
 
 
 def _parse_bool(key: str, raw: str) -> bool:

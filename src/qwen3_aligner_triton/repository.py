@@ -118,6 +118,8 @@ def render_repository(
     front_params, core_params = split_parameters(parameters or {})
     if placement.kind == "KIND_CPU" and not core_params.get("simulate_gpu"):
         core_params.setdefault("max_forward_batch", str(CPU_FORWARD_BATCH))
+    else:  # a GPU (or a simulated one) makes the log-mel frames; the front's CPU prepares more
+        front_params.setdefault("features_in_core", "true")
     count = front_instances if front_instances is not None else default_front_instances()
     if destination.exists():
         if not destination.is_dir():

@@ -33,6 +33,9 @@ from qwen3_aligner_triton.params import read_settings
 from qwen3_aligner_triton.tritonserver import DRAIN_MARKER
 
 FRONT_TORCH_THREADS = 1  # several front instances share the cores; one thread each
+# Requests one instance holds at once (as many as one execute() call may bring). Beyond that,
+# execute() waits and Triton's queue (with its size and timeout policy) holds the rest.
+MAX_REQUESTS_PER_INSTANCE = 16
 
 
 class TritonPythonModel:
@@ -73,8 +76,27 @@ class TritonPythonModel:
         )
 
     async def execute(self, requests: list) -> None:
-        await asyncio.gather(*(self._answer(request) for request in requests))
+        """Start answering ``requests`` and return: each is answered through its response sender
+        when its result is ready, so the instance takes the next requests meanwhile (prepares
+        them while earlier clips are in the core's batch)."""
+        if not hasattr(self, "_tasks"):
+            self._tasks: set[asyncio.Task] = set()
+            self._room = asyncio.Semaphore(MAX_REQUESTS_PER_INSTANCE)
+        for request in requests:
+            await self._room.acquire()
+            task = asyncio.get_running_loop().create_task(self._answer(request))
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
         return None
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        self._room.release()
+
+    async def idle(self) -> None:
+        """Wait until every started request is answered."""
+        while getattr(self, "_tasks", None):
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def _answer(self, request) -> None:
         self.metrics.request_started()

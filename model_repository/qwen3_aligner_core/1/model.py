@@ -1,9 +1,10 @@
 """Triton Python backend of ``qwen3_aligner_core``: the aligner's forward pass and nothing else.
 
-The public model ``qwen3_aligner`` (the front) prepares each clip and sends it here; Triton's
-dynamic batcher gathers clips of every front instance into one ``execute()``, which runs them in
-length-bucketed forward passes (``qwen3_aligner_triton.core``) and answers, per clip, the bin and
-the confidence of each ``<timestamp>`` slot.
+The public model ``qwen3_aligner`` (the front) prepares each clip and sends it here: prompt ids and
+either its log-mel FEATURES or its 16 kHz AUDIO, whose frames are then made here on the device.
+Triton's dynamic batcher gathers clips of every front instance into one ``execute()``, which runs
+them in length-bucketed forward passes (``qwen3_aligner_triton.core``) and answers, per clip, the
+bin and the confidence of each ``<timestamp>`` slot.
 """
 
 from __future__ import annotations
@@ -58,13 +59,19 @@ class TritonPythonModel:
         for i, request in enumerate(requests):
             ids = pb_utils.get_input_tensor_by_name(request, "INPUT_IDS")
             features = pb_utils.get_input_tensor_by_name(request, "FEATURES")
-            if ids is None or features is None:
+            audio = pb_utils.get_input_tensor_by_name(request, "AUDIO")
+            if ids is None or (features is None and audio is None):
                 responses[i] = _error(
-                    "INPUT_IDS and FEATURES are required", pb_utils.TritonError.INVALID_ARG
+                    "INPUT_IDS and one of FEATURES or AUDIO are required",
+                    pb_utils.TritonError.INVALID_ARG,
                 )
                 continue
-            frames = features.as_numpy()
-            item = CoreInput(ids.as_numpy().reshape(-1), frames.reshape(frames.shape[-2:]))
+            frames = None if features is None else features.as_numpy()
+            item = CoreInput(
+                ids.as_numpy().reshape(-1),
+                features=None if frames is None else frames.reshape(frames.shape[-2:]),
+                wave=None if audio is None else audio.as_numpy().reshape(-1),
+            )
             why = refusal(item, self.settings)
             if why is not None:
                 responses[i] = _error(why, pb_utils.TritonError.INVALID_ARG)

@@ -109,6 +109,7 @@ def measure_simulated(args: argparse.Namespace, checkpoint: str) -> dict[str, An
         "KIND_CPU",
         {"simulate_gpu": args.simulate_gpu},
         log=log,
+        instances=args.simulated_instances,
         front_instances=args.front_instances,
     ) as endpoints:
         warm_up(endpoints, clips[:4])
@@ -144,6 +145,7 @@ def measure_simulated(args: argparse.Namespace, checkpoint: str) -> dict[str, An
     return {
         "clips": len(clips),
         "concurrency": args.concurrency,
+        "forward_instances": args.simulated_instances,
         "errors": result.errors,
         "served_clips_per_s": round(served, 1),
         "serial_prep_clips_per_s": round(prep, 1),
@@ -241,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--long-minutes", type=float, default=40.0)
     p.add_argument("--short-requests", type=int, default=20, help="5 s requests timed idle (20)")
     p.add_argument("--instances", default="1,2", help="forward instances of the longform runs")
+    p.add_argument(
+        "--simulated-instances",
+        type=int,
+        default=1,
+        help="forward instances sharing the simulated device (1)",
+    )
     p.add_argument("--upload-grace", type=float, default=3.0, help="seconds before sampling")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
