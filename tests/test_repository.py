@@ -40,12 +40,18 @@ def test_parameters_go_to_the_models_that_read_them():
 
 
 def test_cpu_placement_runs_one_clip_per_forward_unless_told(tmp_path):
-    _, core = rendered(tmp_path, Placement("KIND_CPU", 1), {"checkpoint": "/c"})
+    front, core = rendered(tmp_path, Placement("KIND_CPU", 1), {"checkpoint": "/c"})
     assert core.parameters["max_forward_batch"].string_value == str(CPU_FORWARD_BATCH)
+    # ... and one clip per execute(), so no short clip is answered only after a long window.
+    assert list(core.dynamic_batching.preferred_batch_size) == [1]
+    assert front.parameters["features_in_core"].string_value == "false"  # the fronts make frames
     _, core = rendered(tmp_path, Placement("KIND_CPU", 1), {"max_forward_batch": "16"})
     assert core.parameters["max_forward_batch"].string_value == "16"
-    _, core = rendered(tmp_path, Placement("KIND_GPU", 1), {"checkpoint": "/c"})
+    assert list(core.dynamic_batching.preferred_batch_size) == []
+    front, core = rendered(tmp_path, Placement("KIND_GPU", 1), {"checkpoint": "/c"})
     assert core.parameters["max_forward_batch"].string_value == "64"
+    assert list(core.dynamic_batching.preferred_batch_size) == []
+    assert front.parameters["features_in_core"].string_value == "true"  # the GPU makes them
 
 
 def test_a_simulated_gpu_keeps_the_gpu_batching_policy_on_cpu(tmp_path):
@@ -53,6 +59,8 @@ def test_a_simulated_gpu_keeps_the_gpu_batching_policy_on_cpu(tmp_path):
     assert core.parameters["max_forward_batch"].string_value == "64"
     assert core.parameters["simulate_gpu"].string_value == "25+8.1n"
     assert core.max_batch_size == 64
+    front, _ = rendered(tmp_path, Placement("KIND_CPU", 1), {"simulate_gpu": "25+8.1n"})
+    assert front.parameters["features_in_core"].string_value == "true"
 
 
 @pytest.mark.parametrize(("cpus", "fronts"), [(1, 2), (2, 4), (3, 6), (16, 8)])

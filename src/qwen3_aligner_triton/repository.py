@@ -143,5 +143,10 @@ def render_repository(
         for file in model_files:
             shutil.copy2(source / name / "1" / file, destination / name / "1" / file)
         config = render_config(load_config(source / name / "config.pbtxt"), where, params)
+        if name == CORE_MODEL_NAME and params.get("max_forward_batch") == "1":
+            # One clip per forward pass: hand the core one clip per execute() too. A batch of
+            # several would be answered only once all its passes are done, so a short clip
+            # would wait for a long window handed over with it.
+            config.dynamic_batching.preferred_batch_size[:] = [1]
         (destination / name / "config.pbtxt").write_text(text_format.MessageToString(config))
     return destination
