@@ -8,8 +8,9 @@ way ``./scripts/serve`` starts it (:func:`~qwen3_aligner_triton.tritonserver.bui
 admin API groups closed, and the watchdog that restarts tritonserver when a backend stub dies),
 followed by the container's own arguments (the image's ``CMD`` or Kubernetes ``args``;
 tritonserver keeps a flag's last value).
-SIGTERM is passed on, so the server drains for ``--exit-timeout-secs``; the entrypoint exits with
-the server's status. A hub-id checkpoint is downloaded into ``$HF_HOME`` (at ``MODEL_REVISION``
+On SIGTERM the front first finishes the requests it holds (``RunningServer.request_stop``), then
+tritonserver gets SIGTERM and drains the rest for ``--exit-timeout-secs``; the entrypoint exits
+with the server's status. A hub-id checkpoint is downloaded into ``$HF_HOME`` (at ``MODEL_REVISION``
 when set) before the server starts, as ``./scripts/serve`` does.
 """
 
