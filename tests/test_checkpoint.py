@@ -13,7 +13,8 @@ import dataclasses
 import json
 
 import pytest
-from cases import CASES
+from cases import CASES, UNITS
+from conftest import upstream_align
 
 from qwen3_aligner_triton.bench import accuracy, mutation
 from qwen3_aligner_triton.checkpoint_training import (
@@ -66,6 +67,17 @@ def test_synthetic_speech_is_reproducible_and_consistent():
     whole = concatenate(a)
     assert whole.duration == pytest.approx(sum(c.duration for c in a))
     assert whole.starts[len(a[0].words)] == pytest.approx(a[0].duration + a[1].starts[0])
+
+
+def test_each_parity_case_speaks_one_burst_per_unit(upstream):
+    """The cases' audio holds as many words as upstream aligns, so listening has one answer."""
+    assert set(UNITS) == {c.text_key for c in CASES}
+    for key, units in UNITS.items():
+        case = next(c for c in CASES if c.text_key == key)
+        result = upstream_align(
+            upstream, case.audio(), case.sample_rate, case.text, case.upstream_language
+        )
+        assert len(result) == units, case.name
 
 
 def test_cache_key_follows_the_settings():
