@@ -21,6 +21,21 @@ TEXTS = {
     "Chinese-short": "你好，世界。",
 }
 LANG_OF = {"mixed": "English", "English-short": "English", "Chinese-short": "Chinese"}
+# How many units upstream splits each text into (checked in test_checkpoint.py): each case's audio
+# holds one spoken "unit" per unit of its transcript, so an aligner that listens has one answer.
+UNITS = {
+    "English": 14,
+    "Chinese": 14,
+    "Japanese": 10,
+    "Korean": 10,
+    "mixed": 15,
+    "French": 7,
+    "German": 7,
+    "Spanish": 5,
+    "Russian": 4,
+    "English-short": 2,
+    "Chinese-short": 4,
+}
 
 
 @dataclass(frozen=True)
@@ -41,14 +56,47 @@ class Case:
         return TEXTS[self.text_key]
 
     def audio(self) -> np.ndarray:
-        n = int(self.seconds * self.sample_rate) + self.extra_samples
+        """Speech-like audio: one voiced burst per unit of the transcript, pauses between them.
+
+        The bursts fill the clip from a short lead-in to within 0.1 s of its end (so cutting the
+        end cuts the last word): short clips speak fast, long ones pause long. A light noise floor
+        runs throughout. Reproducible from the case's name.
+        """
+        sr = self.sample_rate
+        n = int(self.seconds * sr) + self.extra_samples
         rng = np.random.default_rng(zlib.crc32(self.name.encode()))
-        t = np.arange(n) / self.sample_rate
-        # Noise with a syllable-rate envelope over a tone: something like speech energy.
-        envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3.0 * t + rng.uniform(0, 6))
-        wave = 0.3 * envelope * np.sin(2 * np.pi * rng.uniform(120, 300) * t)
-        wave += 0.05 * rng.standard_normal(n)
+        units = UNITS[self.text_key]
+        words = rng.uniform(0.15, 0.5, units)
+        pauses = rng.uniform(0.05, 0.6, units)  # the lead-in, then one before each next word
+        tail = rng.uniform(0.0, 0.1)
+        room = n / sr - tail
+        if words.sum() + pauses.sum() > room:  # too much to say: speak faster
+            scale = room / (words.sum() + pauses.sum())
+            words, pauses = words * scale, pauses * scale
+        else:  # time to spare: pause longer
+            pauses *= (room - words.sum()) / pauses.sum()
+        wave = 0.01 * rng.standard_normal(n)
+        t0 = 0.0
+        for length, pause in zip(words, pauses, strict=True):
+            t0 += pause
+            a, b = int(t0 * sr), min(n, int((t0 + length) * sr))
+            wave[a:b] += _burst(rng, b - a, sr)
+            t0 += length
         return wave.astype(np.float32)
+
+
+def _burst(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """A voiced unit: a gliding tone with three harmonics under a syllable-rate envelope."""
+    t = np.arange(n) / sr
+    f0 = rng.uniform(110, 300) * (1 + rng.uniform(-0.2, 0.2) * t / max(t[-1], 1e-3))
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    tone = sum(rng.uniform(0.3, 1.0) / k * np.sin(k * phase) for k in (1, 2, 3))
+    ramp = min(n // 4, int(0.015 * sr))
+    env = np.ones(n)
+    if ramp > 0:
+        env[:ramp] = np.linspace(0, 1, ramp)
+        env[-ramp:] = np.linspace(1, 0, ramp)
+    return rng.uniform(0.2, 0.5) * env * (0.7 + 0.3 * np.sin(2 * np.pi * 4 * t)) * tone
 
 
 _SPECS = [

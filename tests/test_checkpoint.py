@@ -13,7 +13,8 @@ import dataclasses
 import json
 
 import pytest
-from cases import CASES
+from cases import CASES, UNITS
+from conftest import upstream_align
 
 from qwen3_aligner_triton.bench import accuracy, mutation
 from qwen3_aligner_triton.checkpoint_training import (
@@ -30,13 +31,15 @@ from qwen3_aligner_triton.params import ModelSettings
 from qwen3_aligner_triton.requests import AlignRequest
 
 # Bounds with room for a rebuild on another machine (figures: docs/testing.md).
-# Mean absolute boundary error (ms), measured: single 519, long 9280, cues 663; random checkpoint:
-# 321960, 17023, 6153. Long recordings through the windowing are poor: the windows are handed far
-# more spare words than the training's overflow clips held (docs/testing.md).
-SINGLE_MS_BOUND = 800.0  # one clip per request
-LONG_MS_BOUND = 12000.0  # long recordings through the windowing (40 s windows)
-CUES_MS_BOUND = 1000.0  # cue mode
-KILL_RATE_BOUND = 0.45  # measured: 0.49 (random checkpoint: 0.52)
+# Mean absolute boundary error (ms) at this test's size, measured: single 731, long 3653, cues 853;
+# random checkpoint: 321960, 17023, 6153.
+SINGLE_MS_BOUND = 1100.0  # one clip per request
+LONG_MS_BOUND = 6000.0  # long recordings through the windowing (40 s windows)
+CUES_MS_BOUND = 1300.0  # cue mode
+# Mutation kills over the 23 parity cases, measured: blank 23, shift 23, drop 19, pad 6 (0.77).
+KILL_RATE_BOUND = 0.7  # all four mutations
+CONTENT_KILL_RATE_BOUND = 0.88  # blank, shift and drop (measured 0.94)
+MUTATIONS_OF_CONTENT = ("blank the second half", "shift by 0.25 s", "drop the last 0.2 s")
 
 
 def case_requests() -> list[AlignRequest]:
@@ -66,6 +69,17 @@ def test_synthetic_speech_is_reproducible_and_consistent():
     whole = concatenate(a)
     assert whole.duration == pytest.approx(sum(c.duration for c in a))
     assert whole.starts[len(a[0].words)] == pytest.approx(a[0].duration + a[1].starts[0])
+
+
+def test_each_parity_case_speaks_one_burst_per_unit(upstream):
+    """The cases' audio holds as many words as upstream aligns, so listening has one answer."""
+    assert set(UNITS) == {c.text_key for c in CASES}
+    for key, units in UNITS.items():
+        case = next(c for c in CASES if c.text_key == key)
+        result = upstream_align(
+            upstream, case.audio(), case.sample_rate, case.text, case.upstream_language
+        )
+        assert len(result) == units, case.name
 
 
 def test_cache_key_follows_the_settings():
@@ -98,21 +112,28 @@ def test_trained_checkpoint_places_words_near_their_true_times(upstream, random_
 
 
 def test_parity_cases_use_many_distinct_timestamps(engine):
-    """The random checkpoint uses 1-7 values per case (one for every case of 37.5 s or more)."""
+    """Measured: 2-14 values per case, 205 of 468 slots (the random checkpoint: 1-8 per case,
+    one for 9 of the 10 cases of 13 s or more; 67 of 468)."""
     distinct_total = slots_total = 0
     for case, req in zip(CASES, case_requests(), strict=True):
         distinct, slots = mutation.distinct_slots(engine, req)
-        assert distinct >= max(3, slots // 3), (case.name, distinct, slots)
+        assert distinct >= max(2, slots // 5), (case.name, distinct, slots)
         distinct_total += distinct
         slots_total += slots
-    assert distinct_total >= slots_total / 2, (distinct_total, slots_total)
+    assert distinct_total >= 0.35 * slots_total, (distinct_total, slots_total)
 
 
 def test_mutated_features_change_the_results(engine):
-    """Floors at the measured kill rates (docs/testing.md): a guard against a checkpoint that
-    stops seeing the audio, not yet the "nearly every case" a content-tracking one would give."""
+    """Blanking, shifting or cutting the audio moves the timestamps in nearly every parity case.
+
+    One frame of padding more is no floor: it is silence after the last word, which a checkpoint
+    that tracks the words rightly ignores; it moves the timestamps only in some of the 12 cases
+    where the extra frame adds an audio token to the model's input."""
     report = mutation.kill_rate(engine, case_requests())
     print("kill rate", report.rate, report.killed, "of", report.requests)
+    content = sum(report.killed[m] for m in MUTATIONS_OF_CONTENT)
+    assert content >= CONTENT_KILL_RATE_BOUND * report.requests * len(MUTATIONS_OF_CONTENT), report
     assert report.rate >= KILL_RATE_BOUND, report
-    assert report.killed["blank the second half"] >= report.requests - 5, report
-    assert report.killed["drop the last 0.2 s"] >= report.requests // 2, report
+    assert report.killed["blank the second half"] >= report.requests - 1, report
+    assert report.killed["shift by 0.25 s"] >= report.requests - 1, report
+    assert report.killed["drop the last 0.2 s"] >= report.requests - 6, report

@@ -3,7 +3,9 @@
 Each mutation below is a plausible server bug: part of a clip's features blanked or shifted, the
 last frames dropped, one frame of padding too many. A mutation is *killed* when the engine's
 result on the mutated input differs from its result on the real input; a checkpoint whose
-timestamps ignore the audio lets such bugs pass the parity tests. ``kill_rate`` runs every
+timestamps ignore the audio lets such bugs pass the parity tests. Only the units' timestamps are
+compared (the parity tests hold them against upstream ``align()``, which returns no scores), so a
+mutation that only moves a confidence counts as survived. ``kill_rate`` runs every
 mutation on every request; ``distinct_slots`` counts how many different raw timestamps a result
 uses (a checkpoint that predicts one value everywhere cannot show a shift).
 
@@ -157,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 "kill_rate": round(kills.rate, 3),
                 "killed": kills.killed,
                 "of": kills.requests,
+                "survived_on": {k: [CASES[i].name for i in v] for k, v in kills.survivors.items()},
                 "distinct": {
                     c.name: "{}/{}".format(*distinct_slots(engine, r))
                     for c, r in zip(CASES, requests, strict=True)
