@@ -73,6 +73,37 @@ def upstream_align(aligner, audio: np.ndarray, sample_rate: int, text: str, lang
     return [(it.text, it.start_time, it.end_time) for it in result]
 
 
+SCORE_TOLERANCE = 1e-5  # served scores against upstream's forward (float32 softmax vs float64)
+
+
+def upstream_unit_scores(
+    aligner, audio: np.ndarray, sample_rate: int, text: str, language: str
+) -> list[float]:
+    """Each unit's score from upstream's own inputs and forward pass, the ones ``align()`` takes
+    its argmax of, written here from the definition (not with the code under test): per
+    ``<timestamp>`` slot the softmax mass within one bin of the argmax, per unit the geometric
+    mean of its start and end slots."""
+    import math
+
+    import torch
+    from qwen_asr.inference.qwen3_forced_aligner import normalize_audios
+
+    _, prompt = aligner.aligner_processor.encode_timestamp(text, language)
+    inputs = aligner.processor(
+        text=[prompt], audio=normalize_audios([(audio, sample_rate)]), return_tensors="pt",
+        padding=True,
+    ).to(aligner.model.device).to(aligner.model.dtype)  # fmt: skip
+    with torch.inference_mode():
+        logits = aligner.model.thinker(**inputs).logits[0]
+    rows = logits[inputs["input_ids"][0] == aligner.timestamp_token_id]
+    slots = []
+    for row in rows:
+        best = int(row.argmax())  # upstream's bin, from the logits as they are
+        probs = torch.softmax(row.double(), dim=-1)
+        slots.append(float(probs[max(0, best - 1) : best + 2].sum()))
+    return [math.sqrt(slots[2 * i] * slots[2 * i + 1]) for i in range(len(slots) // 2)]
+
+
 class LiveServer:
     """Addresses of a running test server."""
 

@@ -38,6 +38,8 @@ LONG_MS_BOUND = 6000.0  # long recordings through the windowing (40 s windows)
 CUES_MS_BOUND = 1300.0  # cue mode
 # Mutation kills over the 23 parity cases, measured: blank 23, shift 23, drop 19, pad 6 (0.77).
 KILL_RATE_BOUND = 0.7  # all four mutations
+# With scores held to upstream's forward within 1e-5: blank 23, shift 23, drop 23, pad 12 (0.88).
+KILL_RATE_WITH_SCORES_BOUND = 0.85
 CONTENT_KILL_RATE_BOUND = 0.88  # blank, shift and drop (measured 0.94)
 MUTATIONS_OF_CONTENT = ("blank the second half", "shift by 0.25 s", "drop the last 0.2 s")
 
@@ -137,3 +139,6 @@ def test_mutated_features_change_the_results(engine):
     assert report.killed["blank the second half"] >= report.requests - 1, report
     assert report.killed["shift by 0.25 s"] >= report.requests - 1, report
     assert report.killed["drop the last 0.2 s"] >= report.requests - 6, report
+    # The score parity tests see more: every mutation that adds an audio token moves a score.
+    assert report.rate_with_scores >= KILL_RATE_WITH_SCORES_BOUND, report
+    assert report.killed_with_scores["drop the last 0.2 s"] == report.requests, report

@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 from cases import CASES
-from conftest import upstream_align
+from conftest import SCORE_TOLERANCE, upstream_align, upstream_unit_scores
 
 from qwen3_aligner_triton.engine import AlignerEngine
 from qwen3_aligner_triton.languages import resolve_language
@@ -44,6 +44,20 @@ def test_lone_request_equals_upstream(engine, expected, case):
     result = engine.align([engine.prepare(request_of(case))])[0]
     assert units(result) == expected[case.name]
     assert result.duration == pytest.approx(case.audio().shape[0] / case.sample_rate)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_lone_request_scores_equal_those_of_upstreams_forward(engine, upstream, case):
+    """Scores are held to upstream too: they move with every change to the model's input (an
+    extra frame of padding included) even where the timestamps do not."""
+    result = engine.align([engine.prepare(request_of(case))])[0]
+    reference = upstream_unit_scores(
+        upstream, case.audio(), case.sample_rate, case.text, case.upstream_language
+    )
+    assert len(reference) == len(result.units)
+    np.testing.assert_allclose(
+        [u.score for u in result.units], reference, rtol=0, atol=SCORE_TOLERANCE
+    )
 
 
 def test_batches_give_lone_results(engine, expected):

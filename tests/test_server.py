@@ -10,7 +10,7 @@ import requests
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from cases import CASES
-from conftest import upstream_align
+from conftest import SCORE_TOLERANCE, upstream_align, upstream_unit_scores
 from triton_calls import MODEL, as_float32, build_inputs, infer_grpc, infer_http, parse
 from tritonclient.utils import InferenceServerException
 
@@ -84,6 +84,15 @@ def test_http_results_equal_upstream(server, expected, case):
         assert not any(ch.isalnum() for ch in case.text[end : w["display_start"]])
         end = w["display_end"]
     assert doc["duration"] == pytest.approx(case.audio().shape[0] / case.sample_rate, abs=1e-6)
+
+
+@pytest.mark.parametrize("case", CASES[1::3], ids=lambda c: c.name)
+def test_served_scores_equal_those_of_upstreams_forward(server, upstream, case):
+    got = infer_http(server.http_url, case.audio(), send_rate(case), case.text, case.language)
+    reference = upstream_unit_scores(
+        upstream, case.audio(), case.sample_rate, case.text, case.upstream_language
+    )
+    np.testing.assert_allclose(got["scores"], reference, rtol=0, atol=SCORE_TOLERANCE)
 
 
 @pytest.mark.parametrize("case", CASES[::3], ids=lambda c: c.name)

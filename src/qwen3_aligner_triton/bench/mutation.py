@@ -3,9 +3,10 @@
 Each mutation below is a plausible server bug: part of a clip's features blanked or shifted, the
 last frames dropped, one frame of padding too many. A mutation is *killed* when the engine's
 result on the mutated input differs from its result on the real input; a checkpoint whose
-timestamps ignore the audio lets such bugs pass the parity tests. Only the units' timestamps are
-compared (the parity tests hold them against upstream ``align()``, which returns no scores), so a
-mutation that only moves a confidence counts as survived. ``kill_rate`` runs every
+timestamps ignore the audio lets such bugs pass the parity tests. Two rates: on the units'
+timestamps alone (held to upstream ``align()`` by the parity tests), and on timestamps or scores
+(a score moved by more than the 1e-5 to which the score parity tests hold scores against
+upstream's own forward pass). ``kill_rate`` runs every
 mutation on every request; ``distinct_slots`` counts how many different raw timestamps a result
 uses (a checkpoint that predicts one value everywhere cannot show a shift).
 
@@ -73,9 +74,18 @@ def _prepared(engine: AlignerEngine, req: AlignRequest) -> PreparedItem:
     return item
 
 
-def _times(engine: AlignerEngine, item: PreparedItem) -> list[tuple[float, float]]:
+SCORE_TOLERANCE = 1e-5  # what tests/test_engine.py and test_server.py allow against upstream
+
+
+def _outcome(
+    engine: AlignerEngine, item: PreparedItem
+) -> tuple[list[tuple[float, float]], np.ndarray]:
     (result,) = engine.forward([item])
-    return [(u.start, u.end) for u in result.units]
+    return [(u.start, u.end) for u in result.units], np.array([u.score for u in result.units])
+
+
+def _scores_moved(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape != b.shape or bool(np.abs(a - b).max(initial=0.0) > SCORE_TOLERANCE)
 
 
 @dataclass(frozen=True)
@@ -83,26 +93,36 @@ class KillReport:
     """Mutations killed per mutation name, out of ``requests`` each."""
 
     requests: int
-    killed: dict[str, int]
+    killed: dict[str, int]  # the timestamps changed
     survivors: dict[str, list[int]]  # indices of the requests each mutation survived on
+    killed_with_scores: dict[str, int]  # the timestamps or a score changed
 
     @property
     def rate(self) -> float:
         return sum(self.killed.values()) / (self.requests * len(self.killed))
 
+    @property
+    def rate_with_scores(self) -> float:
+        total = self.requests * len(self.killed_with_scores)
+        return sum(self.killed_with_scores.values()) / total
+
 
 def kill_rate(engine: AlignerEngine, requests: Sequence[AlignRequest]) -> KillReport:
     """Run every mutation on every request; a mutation is killed when the result changes."""
     killed = dict.fromkeys(MUTATIONS, 0)
+    with_scores = dict.fromkeys(MUTATIONS, 0)
     survivors: dict[str, list[int]] = {name: [] for name in MUTATIONS}
     for i, req in enumerate(requests):
-        reference = _times(engine, _prepared(engine, req))
+        times, scores = _outcome(engine, _prepared(engine, req))
         for name, mutate in MUTATIONS.items():
-            if _times(engine, mutate(engine, req)) != reference:
+            mutated_times, mutated_scores = _outcome(engine, mutate(engine, req))
+            if mutated_times != times:
                 killed[name] += 1
             else:
                 survivors[name].append(i)
-    return KillReport(len(requests), killed, survivors)
+            if mutated_times != times or _scores_moved(mutated_scores, scores):
+                with_scores[name] += 1
+    return KillReport(len(requests), killed, survivors, with_scores)
 
 
 @torch.inference_mode()
@@ -158,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             report[name] = {
                 "kill_rate": round(kills.rate, 3),
                 "killed": kills.killed,
+                "kill_rate_with_scores": round(kills.rate_with_scores, 3),
+                "killed_with_scores": kills.killed_with_scores,
                 "of": kills.requests,
                 "survived_on": {k: [CASES[i].name for i in v] for k, v in kills.survivors.items()},
                 "distinct": {
