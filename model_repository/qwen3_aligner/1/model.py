@@ -61,6 +61,8 @@ class TritonPythonModel:
         if self.settings.warmup:
             preparer.load_word_splitters()
         self.metrics = AlignerMetrics(pb_utils, args["model_name"], args["model_version"])
+        self._tasks: set[asyncio.Task] = set()  # requests started and not yet answered
+        self._room = asyncio.Semaphore(MAX_REQUESTS_PER_INSTANCE)
         # While this file exists the server is stopping: requests that reach the front are
         # refused (UNAVAILABLE) so that the ones in flight can finish first.
         marker = os.path.join(args["model_repository"], DRAIN_MARKER)
@@ -79,9 +81,6 @@ class TritonPythonModel:
         """Start answering ``requests`` and return: each is answered through its response sender
         when its result is ready, so the instance takes the next requests meanwhile (prepares
         them while earlier clips are in the core's batch)."""
-        if not hasattr(self, "_tasks"):
-            self._tasks: set[asyncio.Task] = set()
-            self._room = asyncio.Semaphore(MAX_REQUESTS_PER_INSTANCE)
         for request in requests:
             await self._room.acquire()
             task = asyncio.get_running_loop().create_task(self._answer(request))
@@ -95,7 +94,7 @@ class TritonPythonModel:
 
     async def idle(self) -> None:
         """Wait until every started request is answered."""
-        while getattr(self, "_tasks", None):
+        while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def _answer(self, request) -> None:
