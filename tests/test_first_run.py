@@ -8,13 +8,11 @@ import dataclasses
 import json
 import os
 import re
-import signal
 import socket
 import ssl
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -22,10 +20,11 @@ import requests
 from cases import CASES
 from conftest import SERVER_READY_TIMEOUT, upstream_align
 from hub_standin import HubStandIn
+from serve_launch import ServeLaunch
 from triton_calls import as_float32, infer_http
 
 from qwen3_aligner_triton.params import DEFAULT_CHECKPOINT
-from qwen3_aligner_triton.tritonserver import free_ports, loopback_options, start
+from qwen3_aligner_triton.tritonserver import loopback_options, start
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE_TIMEOUT = 300.0  # seconds for a launch (download included) to become ready or fail
@@ -120,48 +119,8 @@ def first_run_environment(hf_home: Path, hub: dict[str, str]) -> dict[str, str]:
     return env
 
 
-class Launch:
-    """``./scripts/serve`` run as a user runs it, until ready (or until it exits)."""
-
-    def __init__(self, env: dict[str, str], *args: str) -> None:
-        self.http, grpc, metrics = free_ports(3)
-        cmd = [
-            str(ROOT / "scripts" / "serve"),
-            "--device", "cpu",
-            "--address=127.0.0.1",
-            f"--http-port={self.http}",
-            f"--grpc-port={grpc}",
-            f"--metrics-port={metrics}",
-            *args,
-        ]  # fmt: skip
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env,
-            start_new_session=True,
-        )  # fmt: skip
-        self.lines: list[str] = []
-
-    def until(self, marker: str, timeout: float = SERVE_TIMEOUT) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.lines.append(line)
-            if marker in line:
-                break
-        return "".join(self.lines)
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            rest, _ = self.proc.communicate(timeout=90)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            rest, _ = self.proc.communicate()
-        self.lines.append(rest)
-        return "".join(self.lines)
+def Launch(env: dict[str, str], *args: str) -> ServeLaunch:
+    return ServeLaunch(*args, env=env, timeout=SERVE_TIMEOUT)
 
 
 def show(title: str, output: str) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from serve_launch import ServeLaunch
 
 from qwen3_aligner_triton.params import DEFAULT_CHECKPOINT
 from qwen3_aligner_triton.serve import plan_launch
@@ -97,64 +98,8 @@ def test_broken_checkpoint_never_becomes_ready(tmp_path, tiny_checkpoint):
     assert "serve: ready" not in proc.stdout
 
 
-class Launch:
-    """A real ``scripts/serve`` in a session of its own, its output read line by line."""
-
-    def __init__(self, checkpoint: Path) -> None:
-        self.http, grpc, metrics = free_ports(3)
-        cmd = [
-            str(ROOT / "scripts" / "serve"),
-            "--model", str(checkpoint),
-            "--device", "cpu",
-            "--address=127.0.0.1",
-            f"--http-port={self.http}",
-            f"--grpc-port={grpc}",
-            f"--metrics-port={metrics}",
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-            start_new_session=True,
-        )  # fmt: skip
-        self.lines: list[str] = []
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def read_until(self, marker: str, timeout: float = SERVE_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.lines.append(line)
-            if marker in line:
-                return
-        raise AssertionError(f"no {marker!r} in the launcher's output:\n{self.output[-3000:]}")
-
-    def tritonserver(self) -> int:
-        (pid,) = children_named(self.proc.pid, b"tritonserver")
-        return pid
-
-    def finish(self, timeout: float = 90) -> str:
-        rest, _ = self.proc.communicate(timeout=timeout)
-        self.lines.append(rest)
-        return rest
-
-    def ready(self) -> bool:
-        try:
-            url = f"http://127.0.0.1:{self.http}/v2/health/ready"
-            return requests.get(url, timeout=5).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            # tritonserver runs in a session of its own: stop it too when the test fails
-            for pid in children_named(self.proc.pid, b"tritonserver"):
-                os.kill(pid, signal.SIGKILL)
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+def Launch(checkpoint: Path) -> ServeLaunch:
+    return ServeLaunch("--model", str(checkpoint), timeout=SERVE_TIMEOUT)
 
 
 def pid_alive(pid: int) -> bool:
@@ -297,22 +242,6 @@ def test_render_repository_never_deletes_a_folder_it_did_not_render(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert (render_repository(empty, Placement("KIND_CPU", 1)) / "qwen3_aligner_core").is_dir()
-
-
-def children_named(parent: int, name: bytes) -> list[int]:
-    """PIDs of the direct children of ``parent`` whose executable is called ``name``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = (entry / "status").read_text()
-            exe = (entry / "cmdline").read_bytes().split(b"\0")[0]
-        except OSError:
-            continue
-        if exe.endswith(b"/" + name) and f"\nPPid:\t{parent}\n" in status:
-            found.append(int(entry.name))
-    return found
 
 
 def test_module_entry_point_help():
