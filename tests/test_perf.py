@@ -225,6 +225,101 @@ def test_gpu_check_fails_fast_without_cuda(capsys):
     assert "CUDA" in err and "TORCH_REQUIREMENT" in err
 
 
+def test_gpu_check_paths_instances_and_parity_arguments():
+    args = gpu_check.parse_args(["--paths", "server,engine", "--instances", "3"])
+    assert args.paths == ["engine", "server"] and args.instances == 3
+    assert gpu_check.parse_args(["--skip-server"]).paths == ["engine", "upstream"]
+    assert gpu_check.parse_args(["--batch-sizes", "1,4"]).parity_clips == 4  # at most the batch
+    for bad in (
+        ["--paths", "engine,gpu"],
+        ["--paths", ""],
+        ["--instances", "0"],
+        ["--parity-clips", "-1"],
+        ["--paths", "server", "--skip-server"],
+    ):
+        with pytest.raises(SystemExit):
+            gpu_check.parse_args(bad)
+
+
+def test_gpu_check_parity_counts_equal_clips_and_the_largest_difference():
+    reference = [
+        [["a", 0.08, 0.16], ["b", 0.24, 0.4]],
+        [["c", 1.0, 1.2]],
+        [["d", 2.0, 2.4]],
+    ]
+    got = [
+        [("a", 0.08, 0.16), ("b", 0.24, 0.40000001)],  # float32 rounding: equal
+        [("c", 1.0, 1.28)],  # one bin later
+        [("x", 2.0, 2.4)],  # another unit
+    ]
+    cmp = gpu_check.compare_units(reference, got)
+    assert cmp == {"clips": 3, "equal": 1, "max_diff_ms": 80.0, "other_units": 1}
+    report = gpu_check.GpuReport(
+        "./scripts/gpu_check", "d", "g", "t", "full", "bfloat16", "auto", 30.0, [1], "grpc"
+    )
+    report.parity = {"server": cmp}
+    assert gpu_check.parity_lines(report) == [
+        "parity, server vs upstream alone: 1/3 clips equal, largest difference 80 ms, "
+        "1 with other units"
+    ]
+    with pytest.raises(ValueError):  # a clip missing from the answer is not a pass
+        gpu_check.compare_units(reference, got[:2])
+
+
+def test_gpu_check_refuses_a_reference_of_another_setup(tmp_path):
+    report = gpu_check.GpuReport(
+        "./scripts/gpu_check", "d", "g", "t", "full", "bfloat16", "auto", 30.0, [1], "grpc"
+    )
+    path = tmp_path / "earlier.json"
+    path.write_text(
+        json.dumps(
+            {"checkpoint": "full", "dtype": "float32", "clip_seconds": 30.0, "reference": []}
+        )
+    )
+    with pytest.raises(SystemExit, match="float32"):
+        gpu_check._load_reference(path, report)
+    path.write_text(
+        json.dumps(
+            {"checkpoint": "full", "dtype": "bfloat16", "clip_seconds": 30.0, "reference": [[]]}
+        )
+    )
+    gpu_check._load_reference(path, report)
+    assert report.reference == [[]]
+
+
+def test_gpu_check_dry_run_on_the_cpu_runs_every_path_and_finds_parity(
+    tiny_checkpoint, tmp_path, capsys
+):
+    """The whole script, server included, as it runs on a GPU machine (CPU placement here), so
+    that it is ready the day a GPU is lent; then a server-only run against the first's reference.
+    """
+    first = tmp_path / "first.json"
+    common = ["--device", "cpu", "--checkpoint", str(tiny_checkpoint), "--repeats", "1"]
+    assert gpu_check.main([*common, "--batch-sizes", "1,3", "--json", str(first)]) == 0
+    out = capsys.readouterr().out
+    data = json.loads(first.read_text())
+    assert data["dtype"] == "float32" and len(data["reference"]) == 3
+    for path in ("engine", "upstream", "server"):
+        assert all(data["cells"][path][n]["ms_per_clip"] > 0 for n in ("1", "3")), path
+    assert set(data["parity"]) == {"engine", "upstream batch", "server"}
+    assert all(c["equal"] == 3 and c["other_units"] == 0 for c in data["parity"].values())
+    assert "parity, server vs upstream alone: 3/3 clips equal" in out
+    assert set(data["breakdown"]) == {"1", "3"}
+    for b in data["breakdown"].values():
+        assert b["forward_ms"] > 0 and b["audio_encoder_ms"] > 0 and b["prepare_ms_per_clip"] > 0
+    assert "of which the audio encoder" in out
+
+    second = tmp_path / "second.json"
+    log = tmp_path / "server.log"
+    argv = [*common, "--batch-sizes", "3", "--paths", "server", "--instances", "2"]
+    argv += ["--reference", str(first), "--json", str(second), "--server-log", str(log)]
+    assert gpu_check.main(argv) == 0
+    data = json.loads(second.read_text())
+    assert data["instances"] == 2 and set(data["cells"]) == {"server"}
+    assert data["parity"]["server"]["equal"] == 3
+    assert "qwen3_aligner_core_0_1" in log.read_text()  # the second core instance was there
+
+
 # --- perf_analyzer against the session's real server -----------------------------------------
 
 

@@ -12,16 +12,25 @@ under 8 on a machine like an H200):
    and through the server with N requests in flight; milliseconds per clip (median of repeats
    after one warm-up) and peak GPU memory (``torch.cuda.max_memory_allocated`` in-process, the
    server's device memory from its metrics endpoint);
-4. prints one table (and ``--json``) and the served goals: >= 100 clips/s of 30 s clips at the
+4. checks parity on the GPU: upstream ``align()`` on each of the first clips alone is the
+   reference; the engine's shared pass and the server's concurrent requests must give the same
+   timestamps (the count of equal clips and the largest difference are reported);
+5. prints one table (and ``--json``) and the served goals: >= 100 clips/s of 30 s clips at the
    largest batch, < 30 ms for one clip alone. A measurement that would overrun the budget is
    skipped and marked so.
 
-Without CUDA it stops at once with a message saying how to get a CUDA build of torch.
+``--paths`` picks what runs (``engine,upstream,server`` by default); a server-only run compares
+against the reference of an earlier run's ``--json`` given with ``--reference``.
+
+Without CUDA it stops at once with a message saying how to get a CUDA build of torch, unless
+``--device cpu`` asks for a dry run of the same steps on the CPU (the tiny checkpoint makes that
+quick; its numbers say nothing about a GPU).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import gc
 import json
@@ -66,6 +75,16 @@ def _batch_sizes(text: str) -> list[int]:
     return values
 
 
+def _paths(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = sorted(set(names) - set(PATHS))
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated subset of {','.join(PATHS)}, got {text!r}"
+        )
+    return [p for p in PATHS if p in names]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``scripts/gpu_check``."""
     parser = argparse.ArgumentParser(
@@ -85,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated (default 1,8,32,64)",
     )
     parser.add_argument("--clip-seconds", type=float, default=30.0, help="clip length (30)")
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="forward-only core instances on the GPU (instance_group count; default 1)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats after a warm-up (3)")
     parser.add_argument("--device", default="cuda:0", help="in-process device (cuda:0)")
     parser.add_argument(
@@ -103,7 +128,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip measurements that would end later than this after start (420)",
     )
     parser.add_argument("--skip-server", action="store_true", help="in-process paths only")
+    parser.add_argument(
+        "--paths",
+        type=_paths,
+        default=list(PATHS),
+        help="comma-separated subset of engine,upstream,server (default: all three)",
+    )
+    parser.add_argument(
+        "--parity-clips",
+        type=int,
+        default=8,
+        help="clips whose timestamps are compared with upstream's lone results (8; 0: none)",
+    )
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        help="the --json of an earlier run on the same GPU and checkpoint: its upstream results "
+        "are the reference when upstream does not run here",
+    )
     parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
+    parser.add_argument("--server-log", type=Path, help="write tritonserver's log to this file")
     return parser
 
 
@@ -115,6 +159,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--repeats must be >= 1")
     if args.clip_seconds <= 0 or args.budget_seconds <= 0:
         parser.error("--clip-seconds and --budget-seconds must be > 0")
+    if args.parity_clips < 0:
+        parser.error("--parity-clips must be >= 0")
+    if args.instances < 1:
+        parser.error("--instances must be >= 1")
+    if args.skip_server:
+        args.paths = [p for p in args.paths if p != "server"]
+        if not args.paths:
+            parser.error("--skip-server leaves no path to measure")
+    args.parity_clips = min(args.parity_clips, max(args.batch_sizes))
     return args
 
 
@@ -155,14 +208,130 @@ class GpuReport:
     clip_seconds: float
     batch_sizes: list[int]
     protocol: str
+    instances: int = 1  # core instances of the served path
     cells: dict[str, dict[int, Cell]] = field(default_factory=dict)  # path -> batch -> cell
     setup_seconds: dict[str, float] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    # Upstream align() on each parity clip alone: [[text, start, end], ...] per clip.
+    reference: list[list[list[Any]]] = field(default_factory=list)
+    parity: dict[str, dict[str, Any]] = field(default_factory=dict)  # path -> comparison
+    # batch size -> where one forward pass's time goes (see forward_breakdown)
+    breakdown: dict[int, dict[str, float]] = field(default_factory=dict)
+
+
+Units = list[tuple[str, float, float]]
+PARITY_TOLERANCE_S = 5e-4  # served times travel as float32; upstream's are Python floats
+
+
+def compare_units(reference: Sequence[Sequence[Any]], got: Sequence[Sequence[Any]]) -> dict:
+    """Clips whose units and times equal the reference's (within float32 rounding), and the
+    largest time difference among clips whose units are the same words."""
+    equal = 0
+    other_units = 0
+    worst = 0.0
+    for ref, res in zip(reference, got, strict=True):
+        if [str(u[0]) for u in ref] != [str(u[0]) for u in res]:
+            other_units += 1
+            continue
+        diff = max(
+            (
+                abs(float(a) - float(b))
+                for r, g in zip(ref, res, strict=True)
+                for a, b in zip(r[1:3], g[1:3], strict=True)
+            ),
+            default=0.0,
+        )
+        worst = max(worst, diff)
+        equal += diff <= PARITY_TOLERANCE_S
+    return {
+        "clips": len(reference),
+        "equal": equal,
+        "max_diff_ms": round(1000 * worst, 3),
+        "other_units": other_units,
+    }
+
+
+def breakdown_lines(report: GpuReport) -> list[str]:
+    """Where a clip's time goes in-process: preparation on the CPU, the forward on the device and
+    the audio encoder's share of it."""
+    lines = []
+    for n, b in sorted(report.breakdown.items()):
+        lines.append(
+            f"batch {n}: preparation {b['prepare_ms_per_clip']:.1f} ms/clip (CPU, one process); "
+            f"forward {b['forward_ms']:.1f} ms ({b['forward_ms'] / n:.1f} ms/clip), of which the "
+            f"audio encoder {b['audio_encoder_ms']:.1f} ms "
+            f"({b['audio_encoder_ms'] / max(b['forward_ms'], 1e-9):.0%})"
+        )
+    return lines
+
+
+def forward_breakdown(
+    engine: Any, clips: Sequence[Any], sizes: Sequence[int], repeats: int
+) -> dict:
+    """Time preparation, the whole forward pass and the audio encoder alone.
+
+    Upstream runs the audio encoder one clip at a time ("to keep precision"), so its share of a
+    batched pass tells whether the pass is bound by that loop or by the batched text decoder.
+    """
+    import torch
+
+    from ..core import ModelForward
+    from ..requests import AlignRequest
+    from .workload import SAMPLE_RATE
+
+    biggest = max(sizes)
+    t0 = time.perf_counter()
+    items = [
+        engine.prepare(AlignRequest(c.audio, SAMPLE_RATE, c.text, c.language))
+        for c in clips[:biggest]
+    ]
+    prepare_ms = 1000 * (time.perf_counter() - t0) / biggest
+    inputs = [it.core_input() for it in items]
+    forward = ModelForward(engine.model, engine.pad_token_id)
+    thinker = engine.model.thinker
+    out: dict[int, dict[str, float]] = {}
+    for n in sizes:
+        batch = inputs[:n]
+        frames = max(b.frames for b in batch)
+        features = torch.zeros((n, batch[0].features.shape[0], frames), dtype=torch.float32)
+        mask = torch.zeros((n, frames), dtype=torch.long)
+        for i, b in enumerate(batch):
+            features[i, :, : b.frames] = torch.from_numpy(b.features)
+            mask[i, : b.frames] = 1
+        features = features.to(engine.device, engine.dtype)
+        mask = mask.to(engine.device)
+
+        def encoder(features: Any = features, mask: Any = mask) -> None:
+            with torch.inference_mode():
+                thinker.get_audio_features(features, feature_attention_mask=mask)
+
+        forward(batch)  # warm-up at this shape
+        out[n] = {
+            "prepare_ms_per_clip": prepare_ms,
+            "forward_ms": 1000 * statistics.median(_timed(lambda b=batch: forward(b), repeats)),
+            "audio_encoder_ms": 1000 * statistics.median(_timed(encoder, repeats)),
+        }
+    return out
+
+
+def parity_lines(report: GpuReport) -> list[str]:
+    """One line per compared path: how many clips equal upstream's lone results."""
+    lines = []
+    for path, cmp in report.parity.items():
+        line = (
+            f"parity, {path} vs upstream alone: {cmp['equal']}/{cmp['clips']} clips equal, "
+            f"largest difference {cmp['max_diff_ms']:g} ms"
+        )
+        if cmp.get("other_units"):
+            line += f", {cmp['other_units']} with other units"
+        lines.append(line)
+    return lines
 
 
 PATHS = ("engine", "upstream", "server")
 GOAL_CLIPS_PER_S = 100.0  # served, 30 s clips, at the largest batch
 GOAL_LONE_MS = 30.0  # served, one clip alone
+SERVER_READY_CAP_S = 240.0  # a server-only run waits at most this long for readiness
 
 
 def goal_lines(report: GpuReport) -> list[str]:
@@ -220,17 +389,26 @@ class Budget:
         return time.monotonic() + estimate <= self.deadline
 
 
-def _timed(fn: Callable[[], Any], repeats: int) -> list[float]:
+def _synchronize() -> None:
     import torch
 
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def _timed(fn: Callable[[], Any], repeats: int) -> list[float]:
     samples = []
     for _ in range(repeats):
-        torch.cuda.synchronize()
+        _synchronize()
         t0 = time.perf_counter()
         fn()
-        torch.cuda.synchronize()
+        _synchronize()
         samples.append(time.perf_counter() - t0)
     return samples
+
+
+def _on_cuda(args: argparse.Namespace) -> bool:
+    return str(args.device).startswith("cuda")
 
 
 def measure_in_process(
@@ -243,6 +421,7 @@ def measure_in_process(
     """Warm up and time ``run_batch(n)`` for every batch size; record ms/clip and peak memory."""
     import torch
 
+    cuda = _on_cuda(args)
     cells = report.cells.setdefault(name, {})
     per_clip_estimate = 0.0
     for n in args.batch_sizes:
@@ -252,8 +431,9 @@ def measure_in_process(
             report.skipped.append(f"{name} batch {n} (time budget)")
             continue
         try:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
+            if cuda:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
             warm = _timed(lambda n=n: run_batch(n), 1)[0]
             per_clip_estimate = warm / n
             if not budget.allows(warm * args.repeats):
@@ -262,7 +442,7 @@ def measure_in_process(
             else:
                 samples = _timed(lambda n=n: run_batch(n), args.repeats)
                 note = ""
-            peak = torch.cuda.max_memory_allocated() / GIB
+            peak = torch.cuda.max_memory_allocated() / GIB if cuda else SKIPPED
         except torch.cuda.OutOfMemoryError as e:
             cells[n] = Cell(note=f"out of memory: {e}".splitlines()[0])
             torch.cuda.empty_cache()
@@ -324,6 +504,30 @@ def measure_server(
         log(f"server   batch {n:>3}: {statistics.median(samples):8.1f} ms/clip, GPU {gib:.2f} GiB")
 
 
+def served_units(endpoints: Any, protocol: str, clips: Sequence[Any]) -> list[Units]:
+    """Each clip's (word, start, end) as the server answers it, all clips in flight at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .served import MODEL_NAME, _client, _inputs
+
+    def one(clip: Any) -> Units:
+        module, client = _client(protocol, endpoints.url(protocol))
+        try:
+            result = client.infer(MODEL_NAME, _inputs(module, clip))
+            words = [
+                w.decode() if isinstance(w, bytes) else str(w)
+                for w in result.as_numpy("WORDS").reshape(-1)
+            ]
+            starts = result.as_numpy("START_TIMES").reshape(-1).tolist()
+            ends = result.as_numpy("END_TIMES").reshape(-1).tolist()
+            return list(zip(words, starts, ends, strict=True))
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(max_workers=max(1, len(clips))) as pool:
+        return list(pool.map(one, clips))
+
+
 def run_in_process(
     checkpoint: str,
     clips: Sequence[Any],
@@ -332,9 +536,10 @@ def run_in_process(
     report: GpuReport,
     server: Any,
 ) -> None:
-    """Load the checkpoint in-process (while ``server`` loads), then time engine and upstream.
+    """Load the checkpoint in-process (while ``server`` loads), then time engine and upstream
+    and take upstream's lone results on the parity clips as the reference.
 
-    Returns with the in-process model unreferenced, so its GPU memory can be released.
+    Returns with the in-process model unreferenced, so its device memory can be released.
     """
     from ..engine import AlignerEngine
     from ..loading import load_aligner
@@ -345,7 +550,7 @@ def run_in_process(
     biggest = max(args.batch_sizes)
     t0 = time.monotonic()
     aligner = load_aligner(
-        checkpoint, args.device, "bfloat16", attn_implementation=args.attn_implementation
+        checkpoint, args.device, report.dtype, attn_implementation=args.attn_implementation
     )
     report.setup_seconds["load_in_process"] = time.monotonic() - t0
     engine = AlignerEngine(
@@ -356,42 +561,76 @@ def run_in_process(
         remaining = max(60.0, budget.deadline - time.monotonic())
         report.setup_seconds["server_ready_after_load"] = server.wait_ready(remaining)
 
-    def engine_batch(n: int) -> None:
+    def engine_results(group: Sequence[Any]) -> list[Any]:
         items = [
-            engine.prepare(AlignRequest(c.audio, SAMPLE_RATE, c.text, c.language))
-            for c in clips[:n]
+            engine.prepare(AlignRequest(c.audio, SAMPLE_RATE, c.text, c.language)) for c in group
         ]
-        failed = [r for r in engine.align(items) if isinstance(r, Exception)]
+        results = engine.align(items)
+        failed = [r for r in results if isinstance(r, Exception)]
         if failed:
             raise failed[0]
+        return results
 
-    def upstream_batch(n: int) -> None:
-        group = clips[:n]
-        aligner.align(
+    def upstream_results(group: Sequence[Any]) -> list[Any]:
+        return aligner.align(
             audio=[(c.audio, SAMPLE_RATE) for c in group],
             text=[c.text for c in group],
             language=[c.language for c in group],
         )
 
-    measure_in_process("engine", engine_batch, args, budget, report)
-    measure_in_process("upstream", upstream_batch, args, budget, report)
+    parity = clips[: args.parity_clips]
+    if parity and not report.reference:
+        report.reference = [
+            [[it.text, it.start_time, it.end_time] for it in upstream_results([c])[0]]
+            for c in parity
+        ]
+    if "engine" in args.paths:
+        measure_in_process("engine", lambda n: engine_results(clips[:n]), args, budget, report)
+        if parity:
+            shared = [[(u.text, u.start, u.end) for u in r.units] for r in engine_results(parity)]
+            report.parity["engine"] = compare_units(report.reference, shared)
+    if "upstream" in args.paths:
+        measure_in_process("upstream", lambda n: upstream_results(clips[:n]), args, budget, report)
+        if parity:
+            shared = [
+                [(it.text, it.start_time, it.end_time) for it in r]
+                for r in upstream_results(parity)
+            ]
+            report.parity["upstream batch"] = compare_units(report.reference, shared)
+    sizes = sorted({min(args.batch_sizes), biggest})
+    if "engine" in args.paths and budget.allows(30.0):
+        report.breakdown = forward_breakdown(engine, clips, sizes, args.repeats)
 
 
-def _checkpoint(args: argparse.Namespace) -> str:
+def _checkpoint(args: argparse.Namespace, scratch: Path) -> str:
     if args.checkpoint == "full":
         from .checkpoints import full_random_checkpoint
 
         return str(full_random_checkpoint("bfloat16"))
+    if args.checkpoint == "tiny":
+        from ..checkpoint_builder import build_checkpoint
+
+        return str(build_checkpoint(scratch / "tiny-checkpoint", flavour="tiny"))
     from ..hub import resolve_checkpoint
 
     return resolve_checkpoint(args.checkpoint)  # a hub id is downloaded before the server starts
+
+
+def _load_reference(path: Path, report: GpuReport) -> None:
+    data = json.loads(path.read_text())
+    same = {k: data.get(k) for k in ("checkpoint", "dtype", "clip_seconds")}
+    mine = {k: getattr(report, k) for k in same}
+    if same != mine:
+        raise SystemExit(f"gpu_check: {path} was measured with {same}, this run is {mine}")
+    report.reference = data.get("reference") or []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the check; 0 when it ran, 2 without CUDA, 1 when the server did not start."""
     args = parse_args(argv)
     started = time.monotonic()
-    problem = cuda_problem()
+    cuda = _on_cuda(args)
+    problem = cuda_problem() if cuda else None
     if problem:
         print(f"gpu_check: {problem}.\n{CUDA_HELP}", file=sys.stderr)
         return 2
@@ -406,49 +645,70 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = GpuReport(
         command="./scripts/gpu_check " + shlex.join(sys.argv[1:] if argv is None else list(argv)),
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        gpu=torch.cuda.get_device_name(torch.device(args.device)),
+        gpu=torch.cuda.get_device_name(torch.device(args.device)) if cuda else "none (CPU dry run)",
         torch=f"{torch.__version__} (CUDA {torch.version.cuda})",
         checkpoint=args.checkpoint,
-        dtype="bfloat16",
+        dtype="bfloat16" if cuda else "float32",
         attn_implementation=args.attn_implementation,
         clip_seconds=args.clip_seconds,
         batch_sizes=list(args.batch_sizes),
         protocol=args.protocol,
+        instances=args.instances,
     )
-    log("building / finding the checkpoint")
-    checkpoint = _checkpoint(args)
-    report.setup_seconds["checkpoint"] = time.monotonic() - started
+    if args.reference is not None:
+        _load_reference(args.reference, report)
+    in_process = bool({"engine", "upstream"} & set(args.paths))
+    if not in_process and args.parity_clips and not report.reference:
+        in_process = True  # the reference comes from upstream here, before the server runs
     clips = fixed_clips(biggest, args.clip_seconds, seed=3)
 
-    with tempfile.TemporaryDirectory(prefix="qwen3-aligner-gpu-check-") as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="qwen3-aligner-gpu-check-"))
+        log("building / finding the checkpoint")
+        checkpoint = _checkpoint(args, Path(tmp))
+        report.setup_seconds["checkpoint"] = time.monotonic() - started
         running = None
         endpoints = None
         metrics_url = ""
-        if not args.skip_server:
+        if "server" in args.paths:
             repo = render_bench_repository(
                 Path(tmp) / "repo",
                 checkpoint,
-                "KIND_GPU",
+                "KIND_GPU" if cuda else "KIND_CPU",
                 {
-                    "dtype": "bfloat16",
+                    "dtype": report.dtype,
                     "attn_implementation": args.attn_implementation,
                     "max_forward_batch": str(biggest),
                     "max_forward_tokens": str(1 << 20),
                 },
                 max_batch_size=max(biggest, 16),
+                instances=args.instances,
             )
-            opts = loopback_options(repo, gpu=True)
+            opts = loopback_options(repo, gpu=cuda)
             http, grpc, metrics = opts.http_port, opts.grpc_port, opts.metrics_port
-            log("starting tritonserver (KIND_GPU) in the background")
-            running = start(opts)
+            log(f"starting tritonserver ({'KIND_GPU' if cuda else 'KIND_CPU'}) in the background")
+            log_file = args.server_log.open("a", encoding="utf-8") if args.server_log else None
+            stack.callback(lambda: log_file and log_file.close())
+            running = start(
+                opts,
+                echo=(lambda line: print(line, file=log_file, flush=True)) if log_file else None,
+            )
             endpoints = Endpoints(f"127.0.0.1:{http}", f"127.0.0.1:{grpc}")
             metrics_url = f"http://127.0.0.1:{metrics}/metrics"
         try:
-            run_in_process(checkpoint, clips, args, budget, report, running)
-            gc.collect()
-            torch.cuda.empty_cache()  # the in-process model is gone: the server has the GPU
+            if in_process:
+                run_in_process(checkpoint, clips, args, budget, report, running)
+                gc.collect()
+                if cuda:
+                    torch.cuda.empty_cache()  # the in-process model is gone: the server has the GPU
+            elif running is not None:
+                remaining = min(SERVER_READY_CAP_S, max(60.0, budget.deadline - time.monotonic()))
+                report.setup_seconds["server_ready"] = running.wait_ready(remaining)
             if endpoints is not None:
                 measure_server(endpoints, metrics_url, clips, args, budget, report)
+                if report.reference:
+                    got = served_units(endpoints, args.protocol, clips[: len(report.reference)])
+                    report.parity["server"] = compare_units(report.reference, got)
         except ServerError as e:
             print(f"gpu_check: the server did not come up: {e}", file=sys.stderr)
             return 1
@@ -462,7 +722,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"model:      {report.checkpoint} checkpoint in {report.dtype}, attention "
         f"{report.attn_implementation}; {report.clip_seconds:g} s clips; server via "
-        f"{report.protocol}, N requests in flight"
+        f"{report.protocol}, N requests in flight, {report.instances} core instance(s)"
     )
     print()
     print(results_table(report))
@@ -473,6 +733,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cell.note
     ]
     print("\n" + "\n".join(goal_lines(report)))
+    if report.parity:
+        print("\n".join(parity_lines(report)))
+    if report.breakdown:
+        print("\n" + "\n".join(breakdown_lines(report)))
     if notes:
         print("\n" + "\n".join(notes))
     print(f"\ntotal {time.monotonic() - started:.0f} s (budget {args.budget_seconds:.0f} s)")
