@@ -287,6 +287,50 @@ def test_gpu_check_refuses_a_reference_of_another_setup(tmp_path):
     assert report.reference == [[]]
 
 
+def test_gpu_check_splits_served_time_by_stage_from_two_scrapes():
+    def scrape(requests, prep_s, core_queue_us, forward_s, core_us):
+        return "\n".join(
+            [
+                "# HELP nv_inference_request_success Number of successful inference requests",
+                f'nv_inference_request_success{{model="qwen3_aligner",version="1"}} {requests}',
+                'nv_inference_request_success{model="qwen3_aligner_core",version="1"} '
+                f"{requests}",
+                'qwen3_aligner_stage_seconds_sum{model="qwen3_aligner",stage="preprocess",'
+                f'version="1"}} {prep_s}',
+                'qwen3_aligner_stage_seconds_sum{model="qwen3_aligner",stage="postprocess",'
+                'version="1"} 0',
+                'nv_inference_queue_duration_us{model="qwen3_aligner",version="1"} 999999',
+                f'nv_inference_queue_duration_us{{model="qwen3_aligner_core",version="1"}} '
+                f"{core_queue_us}",
+                'qwen3_aligner_stage_seconds_sum{model="qwen3_aligner_core",stage="forward",'
+                f'version="1"}} {forward_s}',
+                f'nv_inference_request_duration_us{{model="qwen3_aligner_core",version="1"}} '
+                f"{core_us}",
+            ]
+        )
+
+    before = scrape(10, 0.5, 20_000, 3.0, 3_500_000)
+    after = scrape(14, 0.516, 28_000, 3.12, 3_640_000)  # 4 requests later
+    split = gpu_check.served_split(before, after)
+    assert split == pytest.approx(
+        {
+            "front preparation": 4.0,
+            "front results": 0.0,
+            "core queue": 2.0,
+            "core forward": 30.0,
+            "core request": 35.0,
+        }
+    )
+    assert gpu_check.served_split(after, after) == {}  # no request in between
+    report = gpu_check.GpuReport(
+        "./scripts/gpu_check", "d", "g", "t", "full", "bfloat16", "auto", 30.0, [1], "grpc"
+    )
+    report.cells = {"server": {1: gpu_check.Cell(50.0)}}
+    report.served_split = {1: split}
+    (line,) = gpu_check.split_lines(report)
+    assert "core forward 30.0" in line and "of the client's 50.0, 11.0 elsewhere" in line
+
+
 def test_gpu_check_dry_run_on_the_cpu_runs_every_path_and_finds_parity(
     tiny_checkpoint, tmp_path, capsys
 ):
@@ -308,6 +352,9 @@ def test_gpu_check_dry_run_on_the_cpu_runs_every_path_and_finds_parity(
     for b in data["breakdown"].values():
         assert b["forward_ms"] > 0 and b["audio_encoder_ms"] > 0 and b["prepare_ms_per_clip"] > 0
     assert "of which the audio encoder" in out
+    split = data["served_split"]["1"]
+    assert split["core forward"] > 0 and split["core request"] >= split["core forward"]
+    assert "served batch 1, mean ms per request: front preparation" in out
 
     second = tmp_path / "second.json"
     log = tmp_path / "server.log"

@@ -217,6 +217,8 @@ class GpuReport:
     parity: dict[str, dict[str, Any]] = field(default_factory=dict)  # path -> comparison
     # batch size -> where one forward pass's time goes (see forward_breakdown)
     breakdown: dict[int, dict[str, float]] = field(default_factory=dict)
+    # batch size -> the server's own mean milliseconds per request by stage (see served_split)
+    served_split: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
 Units = list[tuple[str, float, float]]
@@ -490,10 +492,13 @@ def measure_server(
         per_clip_estimate = warm.wall_seconds / n
         samples: list[float] = []
         error = warm.first_error
+        before = _scrape(metrics_url)
         while not error and len(samples) < args.repeats and budget.allows(warm.wall_seconds):
             result = run_concurrent(endpoints, args.protocol, clips[:n], n)
             error = result.first_error
             samples.append(1000 * result.wall_seconds / n)
+        if samples and before:
+            report.served_split[n] = served_split(before, _scrape(metrics_url))
         if error:
             cells[n] = Cell(note=f"errors: {error}")
             continue
@@ -502,6 +507,80 @@ def measure_server(
         gib = server_gpu_memory_gib(metrics_url)
         cells[n] = Cell(statistics.median(samples), gib, samples, note)
         log(f"server   batch {n:>3}: {statistics.median(samples):8.1f} ms/clip, GPU {gib:.2f} GiB")
+
+
+# (series, labels) whose growth over a measurement, divided by the requests it served, is the mean
+# time of one stage; seconds unless the name ends in _us.
+SERVED_STAGES = {
+    "front preparation": (
+        "qwen3_aligner_stage_seconds_sum",
+        ('model="qwen3_aligner"', 'stage="preprocess"'),
+    ),
+    "front results": (
+        "qwen3_aligner_stage_seconds_sum",
+        ('model="qwen3_aligner"', 'stage="postprocess"'),
+    ),
+    "core queue": ("nv_inference_queue_duration_us", ('model="qwen3_aligner_core"',)),
+    "core forward": (
+        "qwen3_aligner_stage_seconds_sum",
+        ('model="qwen3_aligner_core"', 'stage="forward"'),
+    ),
+    "core request": ("nv_inference_request_duration_us", ('model="qwen3_aligner_core"',)),
+}
+REQUESTS_SERIES = ("nv_inference_request_success", ('model="qwen3_aligner"',))
+
+
+def metric_sum(text: str, name: str, labels: Sequence[str]) -> float:
+    """Sum of the samples of ``name`` whose labels include every one of ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        label_text, _, value = line[len(name) + 1 :].rpartition("}")
+        have = label_text.split(",")
+        if all(want in have for want in labels):
+            total += float(value.split()[0])
+    return total
+
+
+def served_split(before: str, after: str) -> dict[str, float]:
+    """Mean milliseconds per request of each stage between two scrapes of the metrics port."""
+    requests = metric_sum(after, *REQUESTS_SERIES) - metric_sum(before, *REQUESTS_SERIES)
+    if requests <= 0:
+        return {}
+    out = {}
+    for stage, (name, labels) in SERVED_STAGES.items():
+        grown = metric_sum(after, name, labels) - metric_sum(before, name, labels)
+        scale = 1e-3 if name.endswith("_us") else 1e3
+        out[stage] = grown * scale / requests
+    return out
+
+
+def _scrape(metrics_url: str) -> str:
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=5) as resp:
+            return resp.read().decode()
+    except OSError:
+        return ""
+
+
+def split_lines(report: GpuReport) -> list[str]:
+    """The served requests' time by stage, one line per measured batch size."""
+    lines = []
+    for n, split in sorted(report.served_split.items()):
+        cell = report.cells.get("server", {}).get(n)
+        if not split or cell is None:
+            continue
+        parts = ", ".join(f"{stage} {ms:.1f}" for stage, ms in split.items())
+        if n == 1:  # one request at a time: the client's latency is the cell
+            known = sum(split.get(k, 0.0) for k in ("front preparation", "front results"))
+            elsewhere = cell.ms_per_clip - known - split.get("core request", 0.0)
+            parts += (
+                f"; of the client's {cell.ms_per_clip:.1f}, {elsewhere:.1f} elsewhere "
+                "(transport, the front's queue, the calls to the core and back)"
+            )
+        lines.append(f"served batch {n}, mean ms per request: {parts}")
+    return lines
 
 
 def served_units(endpoints: Any, protocol: str, clips: Sequence[Any]) -> list[Units]:
@@ -737,6 +816,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(parity_lines(report)))
     if report.breakdown:
         print("\n" + "\n".join(breakdown_lines(report)))
+    if report.served_split:
+        print("\n" + "\n".join(split_lines(report)))
     if notes:
         print("\n" + "\n".join(notes))
     print(f"\ntotal {time.monotonic() - started:.0f} s (budget {args.budget_seconds:.0f} s)")
