@@ -1,5 +1,6 @@
 """The engine against upstream ``align()`` on the same checkpoint, in-process."""
 
+import dataclasses
 import random
 
 import numpy as np
@@ -119,6 +120,51 @@ def test_warmup_aligns_the_warmup_text_in_one_forward_pass(engine, monkeypatch):
     assert words == ["warm", "up", "the", "aligner"]
     assert [u.text for u in result.units] == words
     assert result.duration == 2.0
+
+
+def test_gpu_warmup_runs_a_common_length_alone_and_in_a_shared_pass(engine, monkeypatch):
+    from qwen3_aligner_triton.engine import GPU_WARMUP_PASSES
+
+    real_forward = engine.forward
+    seen = []
+
+    def forward(batch):
+        seen.append([(len(it.words), round(it.duration, 3)) for it in batch])
+        return real_forward(batch)
+
+    monkeypatch.setattr(engine, "forward", forward)
+    capped = dataclasses.replace(engine.settings, max_forward_batch=4)  # caps the shared pass
+    monkeypatch.setattr(engine, "settings", capped)
+    engine.warmup(GPU_WARMUP_PASSES)
+    # 30 s at an ordinary speaking rate: 76 words; the shared pass holds at most 4 clips.
+    assert seen == [[(76, 30.0)], [(76, 30.0)] * 4]
+
+
+def test_a_core_on_a_gpu_warms_up_with_the_gpu_passes(tiny_checkpoint, upstream, monkeypatch):
+    from qwen3_aligner_triton import loading
+    from qwen3_aligner_triton.engine import GPU_WARMUP_PASSES, AlignerEngine
+
+    calls = []
+
+    def warmup(self, passes="default"):
+        calls.append((self.settings.features_in_core, passes))
+
+    monkeypatch.setattr(loading, "load_aligner", lambda *args, **kwargs: upstream)
+    monkeypatch.setattr(AlignerEngine, "warmup", warmup)
+    settings = ModelSettings(checkpoint=str(tiny_checkpoint))
+    loading.load_forward(settings, "cuda:0")
+    # frames from the CPU for the short clip, then made on the device at the common length
+    assert calls == [(False, "default"), (True, GPU_WARMUP_PASSES)]
+    calls.clear()
+    loading.load_forward(settings, "cpu")
+    assert calls == [(False, "default")]
+
+
+def test_gpu_warmup_passes_run_with_frames_made_by_the_core(upstream):
+    from qwen3_aligner_triton.engine import GPU_WARMUP_PASSES
+
+    on_device = AlignerEngine(upstream, ModelSettings(checkpoint="tiny", features_in_core=True))
+    on_device.warmup(GPU_WARMUP_PASSES)  # the real path, on the CPU here
 
 
 def test_warmup_fails_loudly_when_the_forward_fails(engine, monkeypatch):

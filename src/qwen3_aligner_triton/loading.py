@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
@@ -180,7 +181,7 @@ class LoadedForward:
 def load_forward(settings: Any, device: str, shadowing_dir: str | None = None) -> LoadedForward:
     """The real model on ``device`` (warmed up), or the simulated device of ``simulate_gpu``."""
     from .core import SimulatedDevice, parse_gpu_cost
-    from .engine import AlignerEngine
+    from .engine import GPU_WARMUP_PASSES, AlignerEngine
 
     if settings.simulate_gpu:
         cost = parse_gpu_cost(settings.simulate_gpu)
@@ -202,5 +203,9 @@ def load_forward(settings: Any, device: str, shadowing_dir: str | None = None) -
     )
     engine = AlignerEngine(aligner, settings)
     if settings.warmup:
-        engine.warmup()
+        engine.warmup()  # one short clip, its frames made on the CPU (a front may send them)
+        if device.startswith("cuda"):
+            # A GPU placement's front sends waveforms: the frames are made on the device too.
+            on_device = dataclasses.replace(settings, features_in_core=True)
+            AlignerEngine(aligner, on_device).warmup(GPU_WARMUP_PASSES)
     return LoadedForward(engine._forward, f"{settings.checkpoint} on {device} ({engine.dtype})")
