@@ -36,6 +36,7 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
+from serve_launch import children_named
 from triton_calls import MODEL, build_inputs
 
 from qwen3_aligner_triton import entrypoint
@@ -1199,17 +1200,10 @@ def test_the_hpa_metric_is_computable_from_the_servers_counters(server):
 
 def child_tritonserver(parent: int) -> int:
     """PID of the tritonserver process started by ``parent``."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = (entry / "status").read_text()
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")[0]
-        except OSError:
-            continue
-        if cmdline.endswith(b"/tritonserver") and f"\nPPid:\t{parent}\n" in status:
-            return int(entry.name)
-    raise AssertionError(f"no tritonserver child of {parent}")
+    found = children_named(parent, b"tritonserver")
+    if not found:
+        raise AssertionError(f"no tritonserver child of {parent}")
+    return found[0]
 
 
 def wait_for_line(log: Path, text: str, process: subprocess.Popen, timeout: float) -> None:

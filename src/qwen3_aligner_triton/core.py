@@ -114,6 +114,20 @@ class ForwardObserver(Protocol):
     def forward_done(self, batch_size: int, forward_s: float, postprocess_s: float) -> None: ...
 
 
+def pad_frames(clip_features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clips' log-mel frames [mel_bins, frames] as one zero-padded float32 batch
+    [clips, mel_bins, most frames] with its mask [clips, most frames] (1 on each clip's frames)."""
+    max_frames = max(int(f.shape[-1]) for f in clip_features)
+    mel_bins = int(clip_features[0].shape[0])
+    features = torch.zeros((len(clip_features), mel_bins, max_frames), dtype=torch.float32)
+    mask = torch.zeros((len(clip_features), max_frames), dtype=torch.long)
+    for b, clip in enumerate(clip_features):
+        frames = int(clip.shape[-1])
+        features[b, :, :frames] = clip
+        mask[b, :frames] = 1
+    return features, mask
+
+
 class ModelForward:
     """The real forward: ``model.thinker`` once over a padded batch.
 
@@ -149,20 +163,13 @@ class ModelForward:
     def __call__(self, batch: Sequence[CoreInput]) -> list[SlotResult]:
         size = len(batch)
         max_tokens = max(it.tokens for it in batch)
-        clip_features = [self.features_of(it) for it in batch]
-        max_frames = max(int(f.shape[-1]) for f in clip_features)
-        mel_bins = int(clip_features[0].shape[0])
+        features, feature_mask = pad_frames([self.features_of(it) for it in batch])
         input_ids = torch.full((size, max_tokens), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((size, max_tokens), dtype=torch.long)
-        features = torch.zeros((size, mel_bins, max_frames), dtype=torch.float32)
-        feature_mask = torch.zeros((size, max_frames), dtype=torch.long)
-        for b, (it, clip) in enumerate(zip(batch, clip_features, strict=True)):
+        for b, it in enumerate(batch):
             n = it.tokens
             input_ids[b, max_tokens - n :] = torch.from_numpy(it.input_ids.astype(np.int64))
             attention_mask[b, max_tokens - n :] = 1  # left padding, as the processor pads
-            frames = int(clip.shape[-1])
-            features[b, :, :frames] = clip
-            feature_mask[b, :frames] = 1
         input_ids = input_ids.to(self.device)
         logits = self.model.thinker(
             input_ids=input_ids,

@@ -277,7 +277,7 @@ def forward_breakdown(
     """
     import torch
 
-    from ..core import ModelForward
+    from ..core import ModelForward, pad_frames
     from ..requests import AlignRequest
     from .workload import SAMPLE_RATE
 
@@ -294,12 +294,7 @@ def forward_breakdown(
     out: dict[int, dict[str, float]] = {}
     for n in sizes:
         batch = inputs[:n]
-        frames = max(b.frames for b in batch)
-        features = torch.zeros((n, batch[0].features.shape[0], frames), dtype=torch.float32)
-        mask = torch.zeros((n, frames), dtype=torch.long)
-        for i, b in enumerate(batch):
-            features[i, :, : b.frames] = torch.from_numpy(b.features)
-            mask[i, : b.frames] = 1
+        features, mask = pad_frames([torch.from_numpy(b.features) for b in batch])
         features = features.to(engine.device, engine.dtype)
         mask = mask.to(engine.device)
 
@@ -454,16 +449,20 @@ def measure_in_process(
         log(f"{name:<8} batch {n:>3}: {statistics.median(ms):8.1f} ms/clip, peak {peak:.2f} GiB")
 
 
-def server_gpu_memory_gib(metrics_url: str) -> float:
-    """Device memory in use as the server's metrics report it (whole GPU, all processes)."""
+def _scrape(metrics_url: str) -> str:
+    """The metrics port's text ("" when it does not answer)."""
     try:
         with urllib.request.urlopen(metrics_url, timeout=5) as resp:
-            text = resp.read().decode()
+            return resp.read().decode()
     except OSError:
-        return SKIPPED
+        return ""
+
+
+def server_gpu_memory_gib(metrics_text: str) -> float:
+    """Device memory in use as the server's metrics report it (whole GPU, all processes)."""
     used = [
         float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
+        for line in metrics_text.splitlines()
         if line.startswith("nv_gpu_memory_used_bytes")
     ]
     return max(used) / GIB if used else SKIPPED
@@ -497,14 +496,15 @@ def measure_server(
             result = run_concurrent(endpoints, args.protocol, clips[:n], n)
             error = result.first_error
             samples.append(1000 * result.wall_seconds / n)
+        after = _scrape(metrics_url)
         if samples and before:
-            report.served_split[n] = served_split(before, _scrape(metrics_url))
+            report.served_split[n] = served_split(before, after)
         if error:
             cells[n] = Cell(note=f"errors: {error}")
             continue
         note = "" if samples else "warm-up only: time budget"
         samples = samples or [1000 * warm.wall_seconds / n]
-        gib = server_gpu_memory_gib(metrics_url)
+        gib = server_gpu_memory_gib(after)
         cells[n] = Cell(statistics.median(samples), gib, samples, note)
         log(f"server   batch {n:>3}: {statistics.median(samples):8.1f} ms/clip, GPU {gib:.2f} GiB")
 
@@ -554,14 +554,6 @@ def served_split(before: str, after: str) -> dict[str, float]:
         scale = 1e-3 if name.endswith("_us") else 1e3
         out[stage] = grown * scale / requests
     return out
-
-
-def _scrape(metrics_url: str) -> str:
-    try:
-        with urllib.request.urlopen(metrics_url, timeout=5) as resp:
-            return resp.read().decode()
-    except OSError:
-        return ""
 
 
 def split_lines(report: GpuReport) -> list[str]:
