@@ -7,6 +7,7 @@ it cannot be installed or run: the load-testing path is part of what this projec
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
@@ -14,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from qwen3_aligner_triton.bench import gpu_check, perf, run
+from qwen3_aligner_triton.bench import gpu_check, perf, run, shape
 from qwen3_aligner_triton.bench import perf_analyzer as pa
 from qwen3_aligner_triton.bench.stats import PassResult, format_table, paired_ratio, percentile
 from qwen3_aligner_triton.bench.workload import Clip, durations, make_clips
@@ -482,3 +483,33 @@ def test_bench_repository_raises_both_models_batch_limits(tmp_path):
     assert "max_forward_batch" not in front.parameters
     assert core.instance_group[0].kind == 1  # KIND_GPU: the forward on the GPU
     assert front.instance_group[0].kind == 2  # KIND_CPU: the front on the host
+
+
+# --- bench-shape, shortened ------------------------------------------------------------------
+
+
+def test_bench_shape_runs_both_measurements_and_replays_the_windows(tiny_checkpoint, tmp_path):
+    """The whole script on a small scale: the simulated device's pass and a 90 s recording in
+    30 s windows, whose windows it replays in-process to say what a short request waits for."""
+    path = tmp_path / "shape.json"
+    argv = ["--checkpoint", str(tiny_checkpoint), "--clips", "6", "--prep-clips", "3"]
+    argv += ["--concurrency", "3", "--long-minutes", "1.5", "--window-seconds", "30"]
+    argv += ["--short-requests", "3", "--instances", "1", "--upload-grace", "0"]
+    argv += ["--json", str(path)]
+    assert shape.main(argv) == 0
+    data = json.loads(path.read_text())
+    sim = data["simulated"]
+    assert sim["errors"] == 0 and sim["clips"] == 6 and sim["served_clips_per_s"] > 0
+    assert sum(int(b) * n for b, n in sim["core_passes_by_batch_size"].items()) >= 6
+    assert sim["device_busy_fraction"] > 0 and sim["serial_prep_clips_per_s"] > 0
+    (long,) = data["longform"]
+    windows = long["window_detail"]
+    assert long["windows"] == len(windows) >= 3
+    assert windows[0]["start_s"] == 0 and windows[-1]["end_s"] == 90.0
+    assert all(a["start_s"] < b["start_s"] for a, b in itertools.pairwise(windows))
+    assert long["window_forward_s"]["largest"] == max(w["forward_s"] for w in windows) > 0
+    assert long["window_words"] == [
+        min(w["words"] for w in windows),
+        max(w["words"] for w in windows),
+    ]
+    assert long["lone_180s_forward_s"] > 0 and long["idle_p95_s"] > 0

@@ -7,7 +7,9 @@
    (its passes, from the core's batch statistics, times their simulated cost, over the wall time).
 2. ``longform``: 5 s requests while a ``--long-minutes`` recording is aligned (tiny checkpoint on
    CPU), against their idle p95 and the latency of one lone 180 s request; with 1 and with 2
-   forward instances.
+   forward instances. The recording's windows are then replayed in-process (the same checkpoint
+   cuts them the same way), so the report also gives each window's words and forward time: what
+   a short request may have to wait for.
 
 Every figure comes with the load average it was measured under; the machine may be shared.
 """
@@ -163,6 +165,64 @@ def measure_simulated(args: argparse.Namespace, checkpoint: str) -> dict[str, An
     }
 
 
+def window_forwards(checkpoint: str, clip: Clip, window_seconds: float) -> list[dict[str, Any]]:
+    """The windows the server cuts ``clip`` into, each with its words, prompt tokens and forward
+    pass alone: this package's engine in-process on the CPU, one window per pass as a CPU core
+    instance runs it (the windows depend on the model's answers, which equal the server's)."""
+    from ..engine import AlignerEngine
+    from ..loading import load_aligner
+    from ..params import ModelSettings
+    from ..requests import AlignRequest
+
+    settings = ModelSettings(
+        checkpoint=checkpoint,
+        max_forward_batch=1,
+        window_seconds=window_seconds,
+        max_audio_seconds=max(14400.0, clip.audio.shape[0] / SAMPLE_RATE),
+    )
+    engine = AlignerEngine(load_aligner(checkpoint, "cpu"), settings)
+    engine.warmup()
+    job = engine.prepare(AlignRequest(clip.audio, SAMPLE_RATE, clip.text, clip.language))
+    windows = []
+    while items := engine.next_items(job):
+        started = time.perf_counter()
+        results = engine.forward(items)
+        seconds = time.perf_counter() - started
+        window = job.window
+        assert window is not None
+        windows.append(
+            {
+                "start_s": round(window.start, 1),
+                "end_s": round(window.end, 1),
+                "words": len(items[0].words),
+                "tokens": int(items[0].input_ids.shape[0]),
+                "forward_s": round(seconds, 3),
+            }
+        )
+        engine.take_results(job, results)
+    return windows
+
+
+def lone_forward_seconds(checkpoint: str, clips: Sequence[Clip]) -> float:
+    """Median forward pass alone of ``clips`` (in-process, as :func:`window_forwards`)."""
+    from ..engine import AlignerEngine
+    from ..loading import load_aligner
+    from ..params import ModelSettings
+    from ..requests import AlignRequest
+
+    engine = AlignerEngine(
+        load_aligner(checkpoint, "cpu"), ModelSettings(checkpoint=checkpoint, max_forward_batch=1)
+    )
+    engine.warmup()
+    seconds = []
+    for c in clips:
+        item = engine.prepare(AlignRequest(c.audio, SAMPLE_RATE, c.text, c.language))
+        started = time.perf_counter()
+        engine.forward([item])
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds)
+
+
 def _send(endpoints: Endpoints, clip: Clip) -> float:
     from .served import _client, _infer
 
@@ -177,7 +237,7 @@ def _send(endpoints: Endpoints, clip: Clip) -> float:
 
 def measure_longform(args: argparse.Namespace, checkpoint: str, instances: int) -> dict[str, Any]:
     short = fixed_clips(args.short_requests, 5.0, seed=args.seed + 1)
-    lone = fixed_clips(3, 179.0, seed=args.seed + 2)
+    lone = fixed_clips(3, min(179.0, args.window_seconds - 1.0), seed=args.seed + 2)
     seconds = args.long_minutes * 60.0
     log(f"building a {args.long_minutes:g}-minute recording")
     long_clip = Clip(
@@ -189,7 +249,10 @@ def measure_longform(args: argparse.Namespace, checkpoint: str, instances: int) 
     with bench_server(
         checkpoint,
         "KIND_CPU",
-        {"max_audio_seconds": str(max(14400.0, seconds))},
+        {
+            "max_audio_seconds": str(max(14400.0, seconds)),
+            "window_seconds": str(args.window_seconds),
+        },
         log=log,
         instances=instances,
         front_instances=args.front_instances,
@@ -218,6 +281,12 @@ def measure_longform(args: argparse.Namespace, checkpoint: str, instances: int) 
             k += 1
         thread.join()
         load_busy = load_average()
+    log("replaying the recording's windows in-process")
+    windows = window_forwards(checkpoint, long_clip, args.window_seconds)
+    lone_forward = lone_forward_seconds(checkpoint, lone)
+    largest = max(w["forward_s"] for w in windows)
+    extra = p95(during) - p95(idle) if during else None
+    over_window = round(extra / largest, 2) if extra is not None else None
     return {
         "forward_instances": instances,
         "idle_p95_s": round(p95(idle), 3),
@@ -227,6 +296,16 @@ def measure_longform(args: argparse.Namespace, checkpoint: str, instances: int) 
         "long_recording_s": round(long_latency[0], 1) if long_latency else None,
         "during_over_idle": round(p95(during) / p95(idle), 2) if during else None,
         "during_over_lone_180s": round(p95(during) / lone_s, 2) if during else None,
+        # What a short request can wait for: the window being aligned when it arrives.
+        "windows": len(windows),
+        "window_words": [min(w["words"] for w in windows), max(w["words"] for w in windows)],
+        "window_forward_s": {
+            "median": round(statistics.median(w["forward_s"] for w in windows), 3),
+            "largest": largest,
+        },
+        "lone_180s_forward_s": round(lone_forward, 3),
+        "during_minus_idle_over_largest_window": over_window,
+        "window_detail": windows,
         "load_average": [round(load_idle, 2), round(load_busy, 2)],
     }
 
@@ -242,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--front-instances", type=int, help="front instances (default: the launcher's)")
     p.add_argument("--long-minutes", type=float, default=40.0)
     p.add_argument("--short-requests", type=int, default=20, help="5 s requests timed idle (20)")
+    p.add_argument(
+        "--window-seconds",
+        type=float,
+        default=180.0,
+        help="the server's window_seconds for long recordings (180)",
+    )
     p.add_argument("--instances", default="1,2", help="forward instances of the longform runs")
     p.add_argument(
         "--simulated-instances",
@@ -257,7 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    scratch = Path(tempfile.mkdtemp(prefix="qwen3-aligner-shape-"))
+    with tempfile.TemporaryDirectory(prefix="qwen3-aligner-shape-") as scratch:
+        return _run(args, argv, Path(scratch))
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str] | None, scratch: Path) -> int:
     choice = resolve_checkpoint(args.checkpoint, scratch)
     report: dict[str, Any] = {
         "command": " ".join(["scripts/bench-shape", *(argv or sys.argv[1:])]),
