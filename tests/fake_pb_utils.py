@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -83,8 +84,10 @@ class InferenceRequest:
         return self.sender
 
     async def async_exec(self) -> InferenceResponse:
-        assert InferenceRequest.handler is not None, "no BLS handler installed"
-        return InferenceRequest.handler(self)
+        """As the stub does: the blocking call runs in the event loop's default executor."""
+        handler = InferenceRequest.handler
+        assert handler is not None, "no BLS handler installed"
+        return await asyncio.get_running_loop().run_in_executor(None, handler, self)
 
 
 class InferenceResponse:

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import re
 import sys
+import threading
 from pathlib import Path
 
 import fake_pb_utils as pb
@@ -87,9 +88,17 @@ def make_core(checkpoint, **parameters):
     return instance
 
 
+CORE_LOCK = threading.Lock()  # a core instance runs one execute() at a time
+
+
 def wire(core) -> None:
     """Answer the front's BLS calls with the core's execute, one clip per call."""
-    pb.InferenceRequest.handler = lambda req: core.execute([req])[0]
+
+    def handler(req):
+        with CORE_LOCK:
+            return core.execute([req])[0]
+
+    pb.InferenceRequest.handler = handler
 
 
 @pytest.fixture(scope="module")
@@ -532,3 +541,25 @@ def test_a_front_with_features_in_core_sends_waveforms_and_results_stay_upstream
     expected = upstream_align(upstream, audio, 16000, "one two three four", "English")
     starts = response.output("START_TIMES")[0]
     np.testing.assert_array_equal(starts, np.array([e[1] for e in expected], np.float32))
+
+
+def test_all_clips_in_flight_wait_at_the_core_at_once(front, core):
+    """Each core call holds a thread of the event loop's default executor for its whole round
+    trip (as async_exec() does in the stub). Python's default pool has min(32, CPUs + 4)
+    threads; the front widens it, so all 16 requests one instance holds reach the core's
+    batcher together instead of waiting for a thread."""
+    clips = 16
+    together = threading.Barrier(clips, timeout=20)
+
+    def handler(req):
+        together.wait()  # returns only once every clip's call is in flight
+        with CORE_LOCK:
+            return core.execute([req])[0]
+
+    pb.InferenceRequest.handler = handler
+    rng = np.random.default_rng(3)
+    waves = [(rng.standard_normal(16000 + 160 * k) * 0.2).astype(np.float32) for k in range(clips)]
+    requests = [request(w, "hello world", "en") for w in waves]
+    responses = serve(front, requests)
+    assert all(not r.has_error() for r in responses), [r.error for r in responses]
+    assert not together.broken

@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import triton_python_backend_utils as pb_utils
 
@@ -36,6 +37,12 @@ FRONT_TORCH_THREADS = 1  # several front instances share the cores; one thread e
 # Requests one instance holds at once (as many as one execute() call may bring). Beyond that,
 # execute() waits and Triton's queue (with its size and timeout policy) holds the rest.
 MAX_REQUESTS_PER_INSTANCE = 16
+# async_exec() runs each core call in the event loop's default executor and holds one of its
+# threads for the call's whole round trip. Python's default pool has min(32, CPUs + 4) threads
+# (6 on two cores): fewer than the clips one instance keeps in flight, which then waited for a
+# thread before reaching the core's batcher. The parent process serves up to 32 calls of one
+# instance at once (the Python backend's thread-pool-size).
+CORE_CALL_THREADS = 32
 
 
 class TritonPythonModel:
@@ -63,6 +70,8 @@ class TritonPythonModel:
         self.metrics = AlignerMetrics(pb_utils, args["model_name"], args["model_version"])
         self._tasks: set[asyncio.Task] = set()  # requests started and not yet answered
         self._room = asyncio.Semaphore(MAX_REQUESTS_PER_INSTANCE)
+        self._core_calls: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         # While this file exists the server is stopping: requests that reach the front are
         # refused (UNAVAILABLE) so that the ones in flight can finish first.
         marker = os.path.join(args["model_repository"], DRAIN_MARKER)
@@ -81,6 +90,11 @@ class TritonPythonModel:
         """Start answering ``requests`` and return: each is answered through its response sender
         when its result is ready, so the instance takes the next requests meanwhile (prepares
         them while earlier clips are in the core's batch)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # the stub's loop: give its core calls enough threads
+            self._core_calls = ThreadPoolExecutor(CORE_CALL_THREADS, thread_name_prefix="core")
+            loop.set_default_executor(self._core_calls)
+            self._loop = loop
         for request in requests:
             await self._room.acquire()
             task = asyncio.get_running_loop().create_task(self._answer(request))
@@ -143,6 +157,9 @@ class TritonPythonModel:
         metrics = getattr(self, "metrics", None)
         if metrics is not None:
             metrics.close()
+        core_calls = getattr(self, "_core_calls", None)
+        if core_calls is not None:
+            core_calls.shutdown(wait=False)
         self.front = None
         pb_utils.Logger.log_info("qwen3_aligner: front stopped")
 
