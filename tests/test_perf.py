@@ -289,7 +289,7 @@ def test_gpu_check_refuses_a_reference_of_another_setup(tmp_path):
 
 
 def test_gpu_check_splits_served_time_by_stage_from_two_scrapes():
-    def scrape(requests, prep_s, core_queue_us, forward_s, core_us):
+    def scrape(requests, prep_s, core_queue_us, forward_s, core_us, inputs_us=0):
         return "\n".join(
             [
                 "# HELP nv_inference_request_success Number of successful inference requests",
@@ -307,17 +307,21 @@ def test_gpu_check_splits_served_time_by_stage_from_two_scrapes():
                 f'version="1"}} {forward_s}',
                 f'nv_inference_request_duration_us{{model="qwen3_aligner_core",version="1"}} '
                 f"{core_us}",
+                'nv_inference_compute_input_duration_us{model="qwen3_aligner_core",'
+                f'version="1"}} {inputs_us}',
             ]
         )
 
     before = scrape(10, 0.5, 20_000, 3.0, 3_500_000)
-    after = scrape(14, 0.516, 28_000, 3.12, 3_640_000)  # 4 requests later
+    after = scrape(14, 0.516, 28_000, 3.12, 3_640_000, 4_400)  # 4 requests later
     split = gpu_check.served_split(before, after)
     assert split == pytest.approx(
         {
             "front preparation": 4.0,
             "front results": 0.0,
             "core queue": 2.0,
+            "core inputs": 1.1,
+            "core outputs": 0.0,  # absent from both scrapes
             "core forward": 30.0,
             "core request": 35.0,
         }
@@ -355,6 +359,7 @@ def test_gpu_check_dry_run_on_the_cpu_runs_every_path_and_finds_parity(
     assert "of which the audio encoder" in out
     split = data["served_split"]["1"]
     assert split["core forward"] > 0 and split["core request"] >= split["core forward"]
+    assert split["core inputs"] > 0 and split["core outputs"] >= 0
     assert "served batch 1, mean ms per request: front preparation" in out
 
     second = tmp_path / "second.json"

@@ -521,6 +521,10 @@ SERVED_STAGES = {
         ('model="qwen3_aligner"', 'stage="postprocess"'),
     ),
     "core queue": ("nv_inference_queue_duration_us", ('model="qwen3_aligner_core"',)),
+    # Handing an execution's inputs to the core (copies into its shared memory) and taking its
+    # outputs back: with one core instance the device waits meanwhile.
+    "core inputs": ("nv_inference_compute_input_duration_us", ('model="qwen3_aligner_core"',)),
+    "core outputs": ("nv_inference_compute_output_duration_us", ('model="qwen3_aligner_core"',)),
     "core forward": (
         "qwen3_aligner_stage_seconds_sum",
         ('model="qwen3_aligner_core"', 'stage="forward"'),
