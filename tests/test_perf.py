@@ -507,6 +507,8 @@ def test_bench_shape_runs_both_measurements_and_replays_the_windows(tiny_checkpo
     assert sim["errors"] == 0 and sim["clips"] == 6 and sim["served_clips_per_s"] > 0
     assert sum(int(b) * n for b, n in sim["core_passes_by_batch_size"].items()) >= 6
     assert sim["device_busy_fraction"] > 0 and sim["serial_prep_clips_per_s"] > 0
+    inputs_ms, outputs_ms = sim["core_input_output_ms_per_execution"]
+    assert inputs_ms > 0 and outputs_ms >= 0
     (long,) = data["longform"]
     windows = long["window_detail"]
     assert long["windows"] == len(windows) >= 3

@@ -66,15 +66,29 @@ def serial_preparation_rate(checkpoint: str, clips: Sequence[Clip]) -> tuple[flo
 
 def core_passes(endpoints: Endpoints) -> dict[int, int]:
     """Executed forward passes of the core by batch size."""
-    import tritonclient.http as httpclient
-
-    with httpclient.InferenceServerClient(endpoints.http_url) as client:
-        stats = client.get_inference_statistics(CORE_MODEL_NAME)
     out: dict[int, int] = {}
-    for model in stats.get("model_stats", []):
+    for model in _core_statistics(endpoints):
         for entry in model.get("batch_stats", []):
             out[int(entry["batch_size"])] = int(entry["compute_infer"]["count"])
     return out
+
+
+def core_copy_seconds(endpoints: Endpoints) -> tuple[float, float]:
+    """Seconds the core's executions spent taking their inputs and handing back their outputs
+    (Triton's compute_input and compute_output, summed over executions)."""
+    inputs = outputs = 0.0
+    for model in _core_statistics(endpoints):
+        for entry in model.get("batch_stats", []):
+            inputs += int(entry["compute_input"]["ns"]) / 1e9
+            outputs += int(entry["compute_output"]["ns"]) / 1e9
+    return inputs, outputs
+
+
+def _core_statistics(endpoints: Endpoints) -> list[dict[str, Any]]:
+    import tritonclient.http as httpclient
+
+    with httpclient.InferenceServerClient(endpoints.http_url) as client:
+        return client.get_inference_statistics(CORE_MODEL_NAME).get("model_stats", [])
 
 
 def cpu_by_process(server_pid: int | None) -> dict[str, float]:
@@ -116,12 +130,14 @@ def measure_simulated(args: argparse.Namespace, checkpoint: str) -> dict[str, An
     ) as endpoints:
         warm_up(endpoints, clips[:4])
         passes_before = core_passes(endpoints)
+        copies_before = core_copy_seconds(endpoints)
         cpu_before = cpu_by_process(endpoints.server_pid)
         client_before = time.process_time()
         result = run_concurrent(endpoints, "grpc", clips, args.concurrency)
         client_cpu = time.process_time() - client_before
         cpu_after = cpu_by_process(endpoints.server_pid)
         passes_after = core_passes(endpoints)
+        copies_after = core_copy_seconds(endpoints)
     cpu_ms_per_clip = {
         name: round(1000 * (cpu_after[name] - cpu_before.get(name, 0.0)) / len(clips), 1)
         for name in cpu_after
@@ -133,6 +149,12 @@ def measure_simulated(args: argparse.Namespace, checkpoint: str) -> dict[str, An
         if passes_after.get(b, 0) > passes_before.get(b, 0)
     }
     busy = sum(n * cost.seconds(b) for b, n in passes.items())
+    executions = max(1, sum(passes.values()))
+    # With one forward instance the device waits while an execution's inputs are copied in.
+    copies_ms = [
+        round(1000 * (a - b) / executions, 1)
+        for a, b in zip(copies_after, copies_before, strict=True)
+    ]
     log("serial preparation again, after the server pass")
     prep_after, prep_cpu_after = serial_preparation_rate(checkpoint, prep_clips)
     prep = (prep_before + prep_after) / 2
@@ -156,6 +178,7 @@ def measure_simulated(args: argparse.Namespace, checkpoint: str) -> dict[str, An
         "device_busy_fraction": round(busy / result.wall_seconds, 2),
         "core_passes_by_batch_size": dict(sorted(passes.items())),
         "mean_core_batch": round(mean_batch, 1),
+        "core_input_output_ms_per_execution": copies_ms,
         "cpu_ms_per_clip": cpu_ms_per_clip,
         "serial_prep_cpu_ms_per_clip": round(prep_cpu_ms, 1),
         "server_cpu_ms_per_clip": round(server_cpu_ms, 1),
