@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import re
 import time
 
 import numpy as np
 import pytest
-import requests
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from conftest import upstream_align
-from triton_calls import MODEL, build_inputs, parse
+from triton_calls import MODEL, build_inputs, forward_passes, parse
 from tritonclient.utils import InferenceServerException
 
 from qwen3_aligner_triton.audio import prepare_waveform
@@ -45,27 +43,12 @@ def check_document(doc: dict, text: str, duration: float, upstream, language: st
     assert doc["duration"] == pytest.approx(duration)
 
 
-def batch_histogram(metrics_url: str) -> tuple[float, float]:
-    """(forward passes, forward passes with one request) from the model's histogram."""
-    body = requests.get(metrics_url, timeout=10).text
-    count = sum(
-        float(m) for m in re.findall(r"qwen3_aligner_forward_batch_size_count\{[^}]*\} (\S+)", body)
-    )
-    ones = sum(
-        float(m)
-        for m in re.findall(
-            r'qwen3_aligner_forward_batch_size_bucket\{[^}]*le="1"[^}]*\} (\S+)', body
-        )
-    )
-    return count, ones
-
-
 def test_thirty_minutes_of_audio_and_shorter_requests_interleaved(server, upstream):
     """Each window reaches the core as a request of its own: two 400 s requests sent while a
     30-minute recording is aligned finish before it, not after it."""
     long_text = " ".join([SENTENCE] * 160)  # ~2,100 words over 30 minutes
     second_text = "这是一段较长的录音，我们一句一句地对齐。" * 40
-    before = batch_histogram(server.metrics_url)
+    before = forward_passes(server.metrics_url)
     finished: dict[str, float] = {}
 
     def align(name: str, audio: np.ndarray, text: str, language: str) -> dict:
@@ -88,7 +71,7 @@ def test_thirty_minutes_of_audio_and_shorter_requests_interleaved(server, upstre
     for doc in docs:
         check_document(doc, second_text, 400.0, upstream, "Chinese")
     assert finished[2] < finished["long"] and finished[3] < finished["long"], finished
-    after = batch_histogram(server.metrics_url)
+    after = forward_passes(server.metrics_url)
     assert after[0] - before[0] >= 12 + 2 * 3  # 30 minutes and 2 x 400 s in windows <= 180 s
 
 

@@ -11,7 +11,15 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from cases import CASES
 from conftest import SCORE_TOLERANCE, upstream_align, upstream_unit_scores
-from triton_calls import MODEL, as_float32, build_inputs, infer_grpc, infer_http, parse
+from triton_calls import (
+    MODEL,
+    as_float32,
+    build_inputs,
+    forward_passes,
+    infer_grpc,
+    infer_http,
+    parse,
+)
 from tritonclient.utils import InferenceServerException
 
 pytestmark = pytest.mark.integration
@@ -101,25 +109,10 @@ def test_grpc_results_equal_upstream(server, expected, case):
     assert got["units"] == as_float32(expected[case.name])
 
 
-def forward_passes(server) -> tuple[float, float]:
-    """(forward passes, passes of one clip) from the core's batch-size histogram."""
-    body = requests.get(server.metrics_url, timeout=10).text
-    core = 'model="qwen3_aligner_core"'
-    count = ones = 0.0
-    for line in body.splitlines():
-        if core not in line:
-            continue
-        if line.startswith("qwen3_aligner_forward_batch_size_count{"):
-            count += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("qwen3_aligner_forward_batch_size_bucket{") and 'le="1"' in line:
-            ones += float(line.rsplit(" ", 1)[1])
-    return count, ones
-
-
 def test_concurrent_requests_get_their_lone_results(server, expected):
     """32 requests in flight at once (HTTP and gRPC): each equals its lone upstream result,
     and the core really ran forward passes shared by several clips."""
-    before = forward_passes(server)
+    before = forward_passes(server.metrics_url)
     picked = (CASES * 2)[:32]
     results: dict[int, dict] = {}
     errors: list[BaseException] = []
@@ -157,7 +150,7 @@ def test_concurrent_requests_get_their_lone_results(server, expected):
     for i, case in enumerate(picked):
         assert results[i]["units"] == as_float32(expected[case.name]), case.name
 
-    after = forward_passes(server)
+    after = forward_passes(server.metrics_url)
     shared = (after[0] - before[0]) - (after[1] - before[1])
     assert shared > 0, f"no forward pass of more than one clip: {before} -> {after}"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -49,3 +50,18 @@ def infer_grpc(url: str, audio, sample_rate, text, language) -> dict:
 def as_float32(units) -> list[tuple[str, float, float]]:
     """Upstream (text, start, end) with times rounded through float32, as the tensors carry them."""
     return [(t, float(np.float32(s)), float(np.float32(e))) for t, s, e in units]
+
+
+def forward_passes(metrics_url: str) -> tuple[float, float]:
+    """(forward passes, passes of one clip) from the core's batch-size histogram."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as resp:
+        body = resp.read().decode()
+    count = ones = 0.0
+    for line in body.splitlines():
+        if 'model="qwen3_aligner_core"' not in line:
+            continue
+        if line.startswith("qwen3_aligner_forward_batch_size_count{"):
+            count += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("qwen3_aligner_forward_batch_size_bucket{") and 'le="1"' in line:
+            ones += float(line.rsplit(" ", 1)[1])
+    return count, ones

@@ -97,7 +97,7 @@ class TritonPythonModel:
             self._loop = loop
         for request in requests:
             await self._room.acquire()
-            task = asyncio.get_running_loop().create_task(self._answer(request))
+            task = loop.create_task(self._answer(request))
             self._tasks.add(task)
             task.add_done_callback(self._done)
         return None

@@ -7,9 +7,9 @@
    (its passes, from the core's batch statistics, times their simulated cost, over the wall time).
 2. ``longform``: 5 s requests while a ``--long-minutes`` recording is aligned (tiny checkpoint on
    CPU), against their idle p95 and the latency of one lone 180 s request; with 1 and with 2
-   forward instances. The recording's windows are then replayed in-process (the same checkpoint
-   cuts them the same way), so the report also gives each window's words and forward time: what
-   a short request may have to wait for.
+   forward instances. The recording's windows are also replayed in-process, once (the same
+   checkpoint cuts them the same way), so the report also gives each window's words and forward
+   time: what a short request may have to wait for.
 
 Every figure comes with the load average it was measured under; the machine may be shared.
 """
@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,31 +65,21 @@ def serial_preparation_rate(checkpoint: str, clips: Sequence[Clip]) -> tuple[flo
     return len(clips) / wall, 1000 * cpu / len(clips)
 
 
-def core_passes(endpoints: Endpoints) -> dict[int, int]:
-    """Executed forward passes of the core by batch size."""
-    out: dict[int, int] = {}
-    for model in _core_statistics(endpoints):
-        for entry in model.get("batch_stats", []):
-            out[int(entry["batch_size"])] = int(entry["compute_infer"]["count"])
-    return out
-
-
-def core_copy_seconds(endpoints: Endpoints) -> tuple[float, float]:
-    """Seconds the core's executions spent taking their inputs and handing back their outputs
-    (Triton's compute_input and compute_output, summed over executions)."""
-    inputs = outputs = 0.0
-    for model in _core_statistics(endpoints):
-        for entry in model.get("batch_stats", []):
-            inputs += int(entry["compute_input"]["ns"]) / 1e9
-            outputs += int(entry["compute_output"]["ns"]) / 1e9
-    return inputs, outputs
-
-
-def _core_statistics(endpoints: Endpoints) -> list[dict[str, Any]]:
+def core_executions(endpoints: Endpoints) -> tuple[dict[int, int], tuple[float, float]]:
+    """The core's executions by batch size, and the seconds they spent taking their inputs and
+    handing back their outputs (Triton's compute_input and compute_output, summed)."""
     import tritonclient.http as httpclient
 
     with httpclient.InferenceServerClient(endpoints.http_url) as client:
-        return client.get_inference_statistics(CORE_MODEL_NAME).get("model_stats", [])
+        stats = client.get_inference_statistics(CORE_MODEL_NAME)
+    passes: dict[int, int] = {}
+    inputs = outputs = 0.0
+    for model in stats.get("model_stats", []):
+        for entry in model.get("batch_stats", []):
+            passes[int(entry["batch_size"])] = int(entry["compute_infer"]["count"])
+            inputs += int(entry["compute_input"]["ns"]) / 1e9
+            outputs += int(entry["compute_output"]["ns"]) / 1e9
+    return passes, (inputs, outputs)
 
 
 def cpu_by_process(server_pid: int | None) -> dict[str, float]:
@@ -129,15 +120,13 @@ def measure_simulated(args: argparse.Namespace, checkpoint: str) -> dict[str, An
         front_instances=args.front_instances,
     ) as endpoints:
         warm_up(endpoints, clips[:4])
-        passes_before = core_passes(endpoints)
-        copies_before = core_copy_seconds(endpoints)
+        passes_before, copies_before = core_executions(endpoints)
         cpu_before = cpu_by_process(endpoints.server_pid)
         client_before = time.process_time()
         result = run_concurrent(endpoints, "grpc", clips, args.concurrency)
         client_cpu = time.process_time() - client_before
         cpu_after = cpu_by_process(endpoints.server_pid)
-        passes_after = core_passes(endpoints)
-        copies_after = core_copy_seconds(endpoints)
+        passes_after, copies_after = core_executions(endpoints)
     cpu_ms_per_clip = {
         name: round(1000 * (cpu_after[name] - cpu_before.get(name, 0.0)) / len(clips), 1)
         for name in cpu_after
@@ -188,15 +177,44 @@ def measure_simulated(args: argparse.Namespace, checkpoint: str) -> dict[str, An
     }
 
 
-def window_forwards(checkpoint: str, clip: Clip, window_seconds: float) -> list[dict[str, Any]]:
-    """The windows the server cuts ``clip`` into, each with its words, prompt tokens and forward
-    pass alone: this package's engine in-process on the CPU, one window per pass as a CPU core
-    instance runs it (the windows depend on the model's answers, which equal the server's)."""
+@dataclass(frozen=True)
+class LongformWorkload:
+    """What every longform run sends: short requests, lone requests of one window's length and
+    the long recording."""
+
+    short: list[Clip]
+    lone: list[Clip]
+    recording: Clip
+
+
+def longform_workload(args: argparse.Namespace) -> LongformWorkload:
+    seconds = args.long_minutes * 60.0
+    log(f"building a {args.long_minutes:g}-minute recording")
+    return LongformWorkload(
+        short=fixed_clips(args.short_requests, 5.0, seed=args.seed + 1),
+        lone=fixed_clips(3, min(179.0, args.window_seconds - 1.0), seed=args.seed + 2),
+        recording=Clip(
+            "long",
+            speech_like_audio(seconds, args.seed + 3),
+            transcript(seconds, "English"),
+            "English",
+        ),
+    )
+
+
+def replay_forwards(
+    checkpoint: str, workload: LongformWorkload, window_seconds: float
+) -> tuple[list[dict[str, Any]], float]:
+    """The windows the server cuts the recording into, each with its words, prompt tokens and
+    forward pass alone, and the median forward pass of a lone request: this package's engine
+    in-process on the CPU, one clip per pass as a CPU core instance runs it (the windows depend
+    on the model's answers, which equal the server's)."""
     from ..engine import AlignerEngine
     from ..loading import load_aligner
     from ..params import ModelSettings
     from ..requests import AlignRequest
 
+    clip = workload.recording
     settings = ModelSettings(
         checkpoint=checkpoint,
         max_forward_batch=1,
@@ -223,27 +241,13 @@ def window_forwards(checkpoint: str, clip: Clip, window_seconds: float) -> list[
             }
         )
         engine.take_results(job, results)
-    return windows
-
-
-def lone_forward_seconds(checkpoint: str, clips: Sequence[Clip]) -> float:
-    """Median forward pass alone of ``clips`` (in-process, as :func:`window_forwards`)."""
-    from ..engine import AlignerEngine
-    from ..loading import load_aligner
-    from ..params import ModelSettings
-    from ..requests import AlignRequest
-
-    engine = AlignerEngine(
-        load_aligner(checkpoint, "cpu"), ModelSettings(checkpoint=checkpoint, max_forward_batch=1)
-    )
-    engine.warmup()
-    seconds = []
-    for c in clips:
+    lone = []
+    for c in workload.lone:
         item = engine.prepare(AlignRequest(c.audio, SAMPLE_RATE, c.text, c.language))
         started = time.perf_counter()
         engine.forward([item])
-        seconds.append(time.perf_counter() - started)
-    return statistics.median(seconds)
+        lone.append(time.perf_counter() - started)
+    return windows, statistics.median(lone)
 
 
 def _send(endpoints: Endpoints, clip: Clip) -> float:
@@ -258,17 +262,15 @@ def _send(endpoints: Endpoints, clip: Clip) -> float:
         client.close()
 
 
-def measure_longform(args: argparse.Namespace, checkpoint: str, instances: int) -> dict[str, Any]:
-    short = fixed_clips(args.short_requests, 5.0, seed=args.seed + 1)
-    lone = fixed_clips(3, min(179.0, args.window_seconds - 1.0), seed=args.seed + 2)
-    seconds = args.long_minutes * 60.0
-    log(f"building a {args.long_minutes:g}-minute recording")
-    long_clip = Clip(
-        "long",
-        speech_like_audio(seconds, args.seed + 3),
-        transcript(seconds, "English"),
-        "English",
-    )
+def measure_longform(
+    args: argparse.Namespace,
+    checkpoint: str,
+    instances: int,
+    workload: LongformWorkload,
+    replay: tuple[list[dict[str, Any]], float],
+) -> dict[str, Any]:
+    short, lone, long_clip = workload.short, workload.lone, workload.recording
+    seconds = long_clip.audio.shape[0] / SAMPLE_RATE
     with bench_server(
         checkpoint,
         "KIND_CPU",
@@ -304,9 +306,7 @@ def measure_longform(args: argparse.Namespace, checkpoint: str, instances: int) 
             k += 1
         thread.join()
         load_busy = load_average()
-    log("replaying the recording's windows in-process")
-    windows = window_forwards(checkpoint, long_clip, args.window_seconds)
-    lone_forward = lone_forward_seconds(checkpoint, lone)
+    windows, lone_forward = replay
     largest = max(w["forward_s"] for w in windows)
     extra = p95(during) - p95(idle) if during else None
     over_window = round(extra / largest, 2) if extra is not None else None
@@ -380,8 +380,12 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None, scratch: Path) ->
         report["simulated"] = measure_simulated(args, str(choice.location))
         log(json.dumps(report["simulated"]))
     if args.only in (None, "longform"):
+        workload = longform_workload(args)
+        log("replaying the recording's windows in-process")
+        replay = replay_forwards(str(choice.location), workload, args.window_seconds)
         report["longform"] = [
-            measure_longform(args, str(choice.location), int(n)) for n in args.instances.split(",")
+            measure_longform(args, str(choice.location), int(n), workload, replay)
+            for n in args.instances.split(",")
         ]
         log(json.dumps(report["longform"]))
     text = json.dumps(report, indent=2)
