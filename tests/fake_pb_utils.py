@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -58,9 +59,12 @@ class ResponseSender:
 
     def __init__(self) -> None:
         self.sent: list[tuple[object, int]] = []
+        self.final = threading.Event()  # set once the final response is sent
 
     def send(self, response=None, flags: int = 0) -> None:
         self.sent.append((response, flags))
+        if flags & TRITONSERVER_RESPONSE_COMPLETE_FINAL:
+            self.final.set()
 
 
 class InferenceRequest:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -12,8 +13,12 @@ import torch
 from qwen3_aligner_triton.core import (
     CoreInput,
     CoreRunner,
+    DeviceQueue,
+    NoResult,
+    PassLog,
     SimulatedDevice,
     SlotResult,
+    clips_held,
     placeholder_bins,
 )
 from qwen3_aligner_triton.params import (
@@ -144,3 +149,179 @@ def test_observer_sees_each_successful_pass():
         [clip(3) for _ in range(5)]
     )
     assert seen == [2, 2, 1]
+
+
+# --- the device queue: what a pass takes and when ---------------------------------------------
+
+
+class GatedRun:
+    """A device whose passes wait for the test to open them; records each pass's clips."""
+
+    def __init__(self, gated: bool = True) -> None:
+        self.passes: list[list[CoreInput]] = []
+        self.entered = threading.Semaphore(0)
+        self.gate = threading.Semaphore(0 if gated else 1_000)
+        self.threads: set[str] = set()
+
+    def __call__(self, items):
+        self.passes.append(list(items))
+        self.threads.add(threading.current_thread().name)
+        self.entered.release()
+        assert self.gate.acquire(timeout=10), "the test never opened the pass"
+        return [
+            SlotResult(np.full(2, k, np.int32), np.ones(2, np.float32)) for k in range(len(items))
+        ]
+
+
+async def entered(run: GatedRun) -> None:
+    """Wait until the device thread has started its next pass."""
+    assert await asyncio.to_thread(run.entered.acquire, True, 10)
+
+
+def test_a_lone_clip_starts_its_pass_at_once_off_the_event_loop():
+    run = GatedRun(gated=False)
+
+    async def main():
+        queue = DeviceQueue(run, max_pass=8, max_held=16)
+        outcome = await (await queue.submit(clip(2)))
+        assert isinstance(outcome, SlotResult)
+        return queue
+
+    started = time.perf_counter()
+    queue = asyncio.run(main())
+    assert time.perf_counter() - started < 1.0
+    assert [len(p) for p in run.passes] == [1] and queue.passes == 1
+    assert run.threads and all(name.startswith("device") for name in run.threads)
+
+
+def test_clips_arriving_during_a_pass_share_the_next_one():
+    run = GatedRun()
+
+    async def main():
+        queue = DeviceQueue(run, max_pass=8, max_held=16)
+        first = await queue.submit(clip(1))
+        await entered(run)  # the device is busy with the first clip
+        later = [await queue.submit(clip(2)) for _ in range(5)]
+        assert queue.waiting == 5
+        run.gate.release()  # the first pass ends; the next one takes all five at once
+        await entered(run)
+        run.gate.release()
+        outcomes = await asyncio.gather(first, *later)
+        return outcomes
+
+    outcomes = asyncio.run(main())
+    assert [len(p) for p in run.passes] == [1, 5]
+    assert [int(o.bins[0]) for o in outcomes] == [0, 0, 1, 2, 3, 4]  # each clip its own result
+
+
+def test_the_next_pass_starts_before_the_last_ones_are_answered():
+    run = GatedRun()
+    seen: list[int] = []
+
+    async def main():
+        queue = DeviceQueue(run, max_pass=8, max_held=16)
+        first = await queue.submit(clip(1))
+        await entered(run)
+        second = await queue.submit(clip(1))
+        first.add_done_callback(lambda _: seen.append(queue.passes))
+        run.gate.release()
+        await first
+        await entered(run)
+        run.gate.release()
+        await second
+
+    asyncio.run(main())
+    assert seen == [2]  # when the first clip's answer went out, its successor's pass had begun
+
+
+def test_a_pass_takes_at_most_max_pass_clips_in_arrival_order():
+    run = GatedRun(gated=False)
+
+    async def main():
+        queue = DeviceQueue(run, max_pass=3, max_held=16)
+        futures = [await queue.submit(clip(k + 1)) for k in range(7)]
+        await asyncio.gather(*futures)
+
+    asyncio.run(main())
+    assert [len(p) for p in run.passes] == [3, 3, 1]
+    assert [it.tokens for p in run.passes for it in p] == [clip(k + 1).tokens for k in range(7)]
+
+
+def test_submit_waits_while_the_instance_holds_max_held_clips():
+    run = GatedRun()
+
+    async def main():
+        queue = DeviceQueue(run, max_pass=2, max_held=2)
+        held = [await queue.submit(clip(1)) for _ in range(2)]
+        await entered(run)
+        third = asyncio.ensure_future(queue.submit(clip(1)))
+        await asyncio.sleep(0.05)
+        assert not third.done()  # Triton's queue keeps it meanwhile
+        run.gate.release()
+        await asyncio.gather(*held)
+        future = await asyncio.wait_for(third, 5)
+        await entered(run)
+        run.gate.release()
+        await future
+
+    asyncio.run(main())
+    assert [len(p) for p in run.passes] == [2, 1]
+
+
+def test_a_failing_run_answers_each_of_its_clips_and_the_queue_goes_on():
+    calls = []
+
+    def run(items):
+        calls.append(len(items))
+        if len(calls) == 1:
+            raise RuntimeError("device lost")
+        return [SlotResult(np.zeros(2, np.int32), np.ones(2, np.float32)) for _ in items][:1]
+
+    async def main():
+        queue = DeviceQueue(run, max_pass=4, max_held=8)
+        failed = [await queue.submit(clip(1)) for _ in range(2)]
+        failed_outcomes = await asyncio.gather(*failed)
+        later = [await queue.submit(clip(1)) for _ in range(2)]
+        return failed_outcomes, await asyncio.gather(*later)
+
+    failed, later = asyncio.run(main())
+    assert all(isinstance(o, RuntimeError) and "device lost" in str(o) for o in failed)
+    assert isinstance(later[0], SlotResult) and isinstance(later[1], NoResult)
+
+
+def test_pass_log_hands_passes_on_only_when_flushed():
+    seen: list[tuple[int, float]] = []
+
+    class Observer:
+        def forward_done(self, batch_size, forward_s, postprocess_s):
+            seen.append((batch_size, forward_s))
+
+    log = PassLog(Observer())
+    CoreRunner(Recorder(), ModelSettings(max_forward_batch=2), log).run([clip(3) for _ in range(3)])
+    assert seen == []
+    log.flush()
+    assert [size for size, _ in seen] == [2, 1]
+    log.flush()
+    assert len(seen) == 2
+
+
+def test_after_pass_runs_on_the_event_loop_after_each_pass():
+    run = GatedRun(gated=False)
+    threads: list[str] = []
+
+    async def main():
+        queue = DeviceQueue(
+            run,
+            max_pass=1,
+            max_held=4,
+            after_pass=lambda: threads.append(threading.current_thread().name),
+        )
+        await asyncio.gather(*[await queue.submit(clip(1)) for _ in range(3)])
+
+    asyncio.run(main())
+    assert threads == [threading.current_thread().name] * 3
+
+
+@pytest.mark.parametrize(("batch", "held"), [(1, 1), (2, 4), (64, 128)])
+def test_an_instance_holds_one_pass_waiting_beyond_the_running_one(batch, held):
+    assert clips_held(batch) == held

@@ -88,15 +88,37 @@ def make_core(checkpoint, **parameters):
     return instance
 
 
-CORE_LOCK = threading.Lock()  # a core instance runs one execute() at a time
+_STUB_LOOP: list[asyncio.AbstractEventLoop] = []
+
+
+def stub_loop() -> asyncio.AbstractEventLoop:
+    """The event loop a stub runs coroutine ``execute()`` calls on: one thread of its own."""
+    if not _STUB_LOOP:
+        loop = asyncio.new_event_loop()
+        threading.Thread(target=loop.run_forever, name="stub-loop", daemon=True).start()
+        _STUB_LOOP.append(loop)
+    return _STUB_LOOP[0]
+
+
+def core_execute(core, requests, timeout: float = 120.0) -> list:
+    """Run the core's ``execute`` as the stub does (on its loop thread) and return the one final
+    response each request got through its response sender."""
+    returned = asyncio.run_coroutine_threadsafe(core.execute(requests), stub_loop())
+    assert returned.result(timeout) is None
+    responses = []
+    for r in requests:
+        assert r.sender.final.wait(timeout), "a request was never answered"
+        assert len(r.sender.sent) == 1, "exactly one response per request"
+        responses.append(r.sender.sent[0][0])
+    return responses
 
 
 def wire(core) -> None:
-    """Answer the front's BLS calls with the core's execute, one clip per call."""
+    """Answer the front's BLS calls with the core, one clip per call (calls come from several
+    threads at once, as the stub's; the core batches what reaches it together)."""
 
     def handler(req):
-        with CORE_LOCK:
-            return core.execute([req])[0]
+        return core_execute(core, [req])[0]
 
     pb.InferenceRequest.handler = handler
 
@@ -173,7 +195,7 @@ def test_core_answers_bins_and_confidences_per_slot(core, front):
     from qwen3_aligner_triton.front import core_request_arrays
 
     req = pb.InferenceRequest(core_request_arrays(item))
-    (response,) = core.execute([req])
+    (response,) = core_execute(core, [req])
     bins = response.output("TIMESTAMP_BINS")
     confidence = response.output("SLOT_CONFIDENCE")
     assert bins.dtype == np.int32 and confidence.dtype == np.float32
@@ -222,6 +244,7 @@ def test_metrics_count_alignments_rejections_and_stages(front, core):
     for stage in ("preprocess", "postprocess"):
         assert delta("qwen3_aligner_stage_seconds", stage=stage)[1] == 1, stage
     assert delta("qwen3_aligner_stage_seconds", model=CORE, stage="forward")[1] == 1
+    assert delta("qwen3_aligner_stage_seconds", model=CORE, stage="device_queue")[1] == 1
     assert delta("qwen3_aligner_forward_batch_size", model=CORE)[1] == 1
     (batch_key,) = [
         k for k in after if k[0] == "qwen3_aligner_forward_batch_size" and after[k] != before.get(k)
@@ -330,7 +353,7 @@ def test_core_forward_raising_as_a_whole_answers_every_clip(front, core, monkeyp
         raise RuntimeError("device lost")
 
     monkeypatch.setattr(core.runner, "run", run)
-    responses = core.execute(core_requests(front, ["a b", "c d e"]))
+    responses = core_execute(core, core_requests(front, ["a b", "c d e"]))
     assert len(responses) == 2
     assert all(r.error.code() == pb.TritonError.INTERNAL for r in responses)
     message = responses[0].error.message()
@@ -343,7 +366,7 @@ def test_core_forward_raising_as_a_whole_answers_every_clip(front, core, monkeyp
 def test_core_short_results_list_leaves_no_request_unanswered(front, core, monkeypatch):
     real_run = core.runner.run
     monkeypatch.setattr(core.runner, "run", lambda items, on_batch=None: real_run(items)[:1])
-    responses = core.execute(core_requests(front, ["a b", "c d e"]))
+    responses = core_execute(core, core_requests(front, ["a b", "c d e"]))
     assert not responses[0].has_error()
     assert "no result" in responses[1].error.message()
 
@@ -357,7 +380,7 @@ def test_core_per_clip_forward_failure_spares_the_others(front, core, monkeypatc
         return out
 
     monkeypatch.setattr(core.runner, "run", run)
-    responses = core.execute(core_requests(front, ["a b", "c d e"]))
+    responses = core_execute(core, core_requests(front, ["a b", "c d e"]))
     message = responses[0].error.message()
     assert message.startswith("forward failed: internal error (id ")
     assert "out of memory" in message and "9 GiB" not in message  # the details stay in the log
@@ -365,7 +388,7 @@ def test_core_per_clip_forward_failure_spares_the_others(front, core, monkeypatc
 
 
 def test_core_without_its_inputs_is_an_error_response(core):
-    (response,) = core.execute([pb.InferenceRequest({})])
+    (response,) = core_execute(core, [pb.InferenceRequest({})])
     assert response.error.code() == pb.TritonError.INVALID_ARG
 
 
@@ -472,7 +495,7 @@ def test_core_refuses_clips_no_front_sends_naming_the_limit(core):
     neither = {"INPUT_IDS": np.zeros((1, 10), np.int64)}
     short_audio = {"INPUT_IDS": np.zeros((1, 10), np.int64), "AUDIO": np.zeros((1, 159))}
     cases = (huge_ids, long_features, empty, long_audio, both, neither, short_audio)
-    responses = core.execute([pb.InferenceRequest(a) for a in cases])
+    responses = core_execute(core, [pb.InferenceRequest(a) for a in cases])
     assert all(r.error.code() == pb.TritonError.INVALID_ARG for r in responses)
     assert f"{limit + 1} tokens; the limit is {limit}" in responses[0].error.message()
     assert "FEATURES has 40001 frames; the limit is 40000 (400 s" in responses[1].error.message()
@@ -553,8 +576,7 @@ def test_all_clips_in_flight_wait_at_the_core_at_once(front, core):
 
     def handler(req):
         together.wait()  # returns only once every clip's call is in flight
-        with CORE_LOCK:
-            return core.execute([req])[0]
+        return core_execute(core, [req])[0]
 
     pb.InferenceRequest.handler = handler
     rng = np.random.default_rng(3)

@@ -289,41 +289,39 @@ def test_gpu_check_refuses_a_reference_of_another_setup(tmp_path):
 
 
 def test_gpu_check_splits_served_time_by_stage_from_two_scrapes():
-    def scrape(requests, prep_s, core_queue_us, forward_s, core_us, inputs_us=0):
+    def scrape(requests, prep_s, core_queue_us, waited_s, forward_s, inputs_us=0):
+        front = 'model="qwen3_aligner",'
+        core = 'model="qwen3_aligner_core",'
         return "\n".join(
             [
                 "# HELP nv_inference_request_success Number of successful inference requests",
-                f'nv_inference_request_success{{model="qwen3_aligner",version="1"}} {requests}',
-                'nv_inference_request_success{model="qwen3_aligner_core",version="1"} '
-                f"{requests}",
-                'qwen3_aligner_stage_seconds_sum{model="qwen3_aligner",stage="preprocess",'
-                f'version="1"}} {prep_s}',
-                'qwen3_aligner_stage_seconds_sum{model="qwen3_aligner",stage="postprocess",'
-                'version="1"} 0',
-                'nv_inference_queue_duration_us{model="qwen3_aligner",version="1"} 999999',
-                f'nv_inference_queue_duration_us{{model="qwen3_aligner_core",version="1"}} '
-                f"{core_queue_us}",
-                'qwen3_aligner_stage_seconds_sum{model="qwen3_aligner_core",stage="forward",'
-                f'version="1"}} {forward_s}',
-                f'nv_inference_request_duration_us{{model="qwen3_aligner_core",version="1"}} '
-                f"{core_us}",
-                'nv_inference_compute_input_duration_us{model="qwen3_aligner_core",'
-                f'version="1"}} {inputs_us}',
+                f'nv_inference_request_success{{{front}version="1"}} {requests}',
+                f'nv_inference_request_success{{{core}version="1"}} {requests}',
+                f'qwen3_aligner_stage_seconds_sum{{{front}stage="preprocess",version="1"}} '
+                f"{prep_s}",
+                f'qwen3_aligner_stage_seconds_sum{{{front}stage="postprocess",version="1"}} 0',
+                f'nv_inference_queue_duration_us{{{front}version="1"}} 999999',
+                f'nv_inference_queue_duration_us{{{core}version="1"}} {core_queue_us}',
+                f'qwen3_aligner_stage_seconds_sum{{{core}stage="device_queue",version="1"}} '
+                f"{waited_s}",
+                f'qwen3_aligner_stage_seconds_sum{{{core}stage="forward",version="1"}} {forward_s}',
+                f'nv_inference_request_duration_us{{{core}version="1"}} 123456789',  # not a stage
+                f'nv_inference_compute_input_duration_us{{{core}version="1"}} {inputs_us}',
             ]
         )
 
-    before = scrape(10, 0.5, 20_000, 3.0, 3_500_000)
-    after = scrape(14, 0.516, 28_000, 3.12, 3_640_000, 4_400)  # 4 requests later
+    before = scrape(10, 0.5, 20_000, 0.1, 3.0)
+    after = scrape(14, 0.516, 28_000, 0.104, 3.12, 4_400)  # 4 requests later
     split = gpu_check.served_split(before, after)
     assert split == pytest.approx(
         {
             "front preparation": 4.0,
             "front results": 0.0,
             "core queue": 2.0,
+            "core device queue": 1.0,
             "core inputs": 1.1,
             "core outputs": 0.0,  # absent from both scrapes
             "core forward": 30.0,
-            "core request": 35.0,
         }
     )
     assert gpu_check.served_split(after, after) == {}  # no request in between
@@ -333,7 +331,7 @@ def test_gpu_check_splits_served_time_by_stage_from_two_scrapes():
     report.cells = {"server": {1: gpu_check.Cell(50.0)}}
     report.served_split = {1: split}
     (line,) = gpu_check.split_lines(report)
-    assert "core forward 30.0" in line and "of the client's 50.0, 11.0 elsewhere" in line
+    assert "core forward 30.0" in line and "of the client's 50.0, 11.9 elsewhere" in line
 
 
 def test_gpu_check_dry_run_on_the_cpu_runs_every_path_and_finds_parity(
@@ -358,7 +356,7 @@ def test_gpu_check_dry_run_on_the_cpu_runs_every_path_and_finds_parity(
         assert b["forward_ms"] > 0 and b["audio_encoder_ms"] > 0 and b["prepare_ms_per_clip"] > 0
     assert "of which the audio encoder" in out
     split = data["served_split"]["1"]
-    assert split["core forward"] > 0 and split["core request"] >= split["core forward"]
+    assert split["core forward"] > 0 and split["core device queue"] >= 0
     assert split["core inputs"] > 0 and split["core outputs"] >= 0
     assert "served batch 1, mean ms per request: front preparation" in out
 
@@ -505,8 +503,10 @@ def test_bench_shape_runs_both_measurements_and_replays_the_windows(tiny_checkpo
     data = json.loads(path.read_text())
     sim = data["simulated"]
     assert sim["errors"] == 0 and sim["clips"] == 6 and sim["served_clips_per_s"] > 0
-    assert sum(int(b) * n for b, n in sim["core_passes_by_batch_size"].items()) >= 6
+    assert sim["core_passes"] == sum(sim["core_passes_by_size"].values()) >= 1
+    assert sim["mean_core_batch"] * sim["core_passes"] >= 6 - 0.5  # every clip in a pass
     assert sim["device_busy_fraction"] > 0 and sim["serial_prep_clips_per_s"] > 0
+    assert sim["upstream_serial_prep_clips_per_s"] > 0 and sim["ratio_to_upstream_prep"] > 0
     inputs_ms, outputs_ms = sim["core_input_output_ms_per_execution"]
     assert inputs_ms > 0 and outputs_ms >= 0
     (long,) = data["longform"]
@@ -520,3 +520,25 @@ def test_bench_shape_runs_both_measurements_and_replays_the_windows(tiny_checkpo
         max(w["words"] for w in windows),
     ]
     assert long["lone_180s_forward_s"] > 0 and long["idle_p95_s"] > 0
+
+
+def test_core_passes_come_from_the_cores_batch_size_histogram():
+    from qwen3_aligner_triton.bench.shape import parse_core_passes
+
+    def scrape(count, total, cumulative):
+        core = 'model="qwen3_aligner_core",version="1"'
+        lines = [f"qwen3_aligner_forward_batch_size_count{{{core}}} {count}"]
+        lines.append(f"qwen3_aligner_forward_batch_size_sum{{{core}}} {total}")
+        for le, n in cumulative.items():
+            lines.append(f'qwen3_aligner_forward_batch_size_bucket{{{core},le="{le}"}} {n}')
+        lines.append('qwen3_aligner_forward_batch_size_count{model="qwen3_aligner",version="1"} 99')
+        return "\n".join(lines)
+
+    def cumulative(*counts):
+        return dict(zip(["1", "2", "4", "8", "16", "32", "64", "+Inf"], counts, strict=True))
+
+    before = parse_core_passes(scrape(2, 3, cumulative(1, 2, 2, 2, 2, 2, 2, 2)))
+    after = parse_core_passes(scrape(7, 40, cumulative(2, 3, 3, 5, 6, 7, 7, 7)))
+    grown = after.since(before)
+    assert (grown.passes, grown.clips) == (5, 37)
+    assert grown.ranges() == {"1": 1, "5-8": 2, "9-16": 1, "17-32": 1}  # empty ranges left out

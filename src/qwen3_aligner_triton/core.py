@@ -7,6 +7,9 @@ It answers, per clip, the bin of each ``<timestamp>`` slot and the model's confi
 Clips are grouped into forward passes by prompt length; inside a pass ids are left-padded and
 frames right-padded with the masks off, so each clip gets its lone result (see ``engine``).
 
+:class:`DeviceQueue` feeds the device: a pass starts as soon as the device is free and takes every
+clip waiting then, so clips that arrive during a pass form the next one while the device works.
+
 :class:`SimulatedDevice` stands in for the forward when measuring the pipeline without a GPU: each
 pass holds one machine-wide device (a file lock shared by every process) for ``A + B*n`` ms and
 answers placeholder bins.
@@ -14,11 +17,15 @@ answers placeholder bins.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import tempfile
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -312,3 +319,121 @@ class CoreRunner:
             on_batch(len(group))
         for i, result in zip(group, out, strict=True):
             results[i] = result
+
+
+Outcome = SlotResult | Exception
+
+
+class NoResult(RuntimeError):
+    """The forward answered fewer clips than it was given: this one got nothing."""
+
+    def __init__(self) -> None:
+        super().__init__("forward produced no result")
+
+
+class PassLog:
+    """A :class:`ForwardObserver` that keeps what the device thread observes until the event
+    loop hands it on (:meth:`flush`): the device thread never waits for the metrics."""
+
+    def __init__(self, target: ForwardObserver) -> None:
+        self.target = target
+        self._lock = threading.Lock()
+        self._passes: list[tuple[int, float, float]] = []
+
+    def forward_done(self, batch_size: int, forward_s: float, postprocess_s: float) -> None:
+        with self._lock:
+            self._passes.append((batch_size, forward_s, postprocess_s))
+
+    def flush(self) -> None:
+        with self._lock:
+            passes, self._passes = self._passes, []
+        for batch_size, forward_s, postprocess_s in passes:
+            self.target.forward_done(batch_size, forward_s, postprocess_s)
+
+
+def clips_held(max_forward_batch: int) -> int:
+    """How many clips one core instance takes from Triton at once: its running pass and one
+    more pass's worth waiting. With one clip per pass (CPU placements) it holds only the clip
+    it runs: the others wait in Triton's queue, where whichever instance frees up first takes
+    them (a short clip never waits behind a long window at a busy instance while another idles)."""
+    return 1 if max_forward_batch <= 1 else 2 * max_forward_batch
+
+
+class DeviceQueue:
+    """Clips waiting for one device, and the thread that runs their forward passes.
+
+    :meth:`submit` returns as soon as the clip is queued (once fewer than ``max_held`` clips are
+    held), so the model's ``execute()`` returns to Triton, which copies in the next clips while
+    the device works. Whenever the device is free, the next pass takes every clip waiting (up to
+    ``max_pass``): a lone clip starts at once and clips arriving during a pass share the next.
+    ``run`` runs on the device thread and answers, per clip, its slots or its error; each clip's
+    future gets its outcome on the event loop, then ``after_pass`` runs there. ``on_start`` gets
+    each clip's wait for the device (seconds) as its pass starts, on the loop.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[list[CoreInput]], list[Outcome]],
+        max_pass: int,
+        max_held: int,
+        after_pass: Callable[[], None] | None = None,
+        on_start: Callable[[list[float]], None] | None = None,
+    ) -> None:
+        if max_pass < 1 or max_held < 1:
+            raise ValueError(f"max_pass and max_held must be >= 1, got {max_pass}, {max_held}")
+        self._run = run
+        self.max_pass = max_pass
+        self._after_pass = after_pass
+        self._on_start = on_start
+        self._room = asyncio.Semaphore(max_held)
+        self._waiting: deque[tuple[CoreInput, asyncio.Future, float]] = deque()
+        self._driver: asyncio.Task | None = None
+        self._device = ThreadPoolExecutor(1, thread_name_prefix="device")
+        self.passes = 0  # passes started (for tests and diagnostics)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    async def submit(self, item: CoreInput) -> asyncio.Future:
+        """Queue ``item``; the returned future resolves to its outcome (never raises)."""
+        await self._room.acquire()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+        future.add_done_callback(lambda _: self._room.release())
+        self._waiting.append((item, future, time.perf_counter()))
+        if self._driver is None:
+            self._driver = loop.create_task(self._drive())
+        return future
+
+    async def _drive(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._waiting:
+                take = min(len(self._waiting), self.max_pass)
+                batch = [self._waiting.popleft() for _ in range(take)]
+                self.passes += 1
+                running = loop.run_in_executor(
+                    self._device, self._run, [item for item, _, _ in batch]
+                )
+                if self._on_start is not None:
+                    now = time.perf_counter()
+                    self._on_start([now - queued for _, _, queued in batch])
+                try:
+                    outcomes = await running
+                except Exception as e:  # the run itself failed: every clip gets the error
+                    outcomes = [e] * len(batch)
+                for k, (_, future, _) in enumerate(batch):
+                    outcome = outcomes[k] if k < len(outcomes) else NoResult()
+                    if not future.done():
+                        future.set_result(outcome)
+                if self._after_pass is not None:
+                    self._after_pass()
+                # The loop goes straight on to the next pass: the futures' callbacks (sending
+                # the responses) run while the device thread works on it.
+        finally:
+            self._driver = None
+
+    def close(self) -> None:
+        """Let the device thread end after its current pass (the model is being unloaded)."""
+        self._device.shutdown(wait=False)

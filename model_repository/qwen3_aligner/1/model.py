@@ -95,6 +95,11 @@ class TritonPythonModel:
             self._core_calls = ThreadPoolExecutor(CORE_CALL_THREADS, thread_name_prefix="core")
             loop.set_default_executor(self._core_calls)
             self._loop = loop
+            # Preparation runs on this thread. OpenMP keeps its thread count per thread: the
+            # setting made in initialize() (on another thread) does not reach this one.
+            import torch
+
+            torch.set_num_threads(FRONT_TORCH_THREADS)
         for request in requests:
             await self._room.acquire()
             task = loop.create_task(self._answer(request))

@@ -2,9 +2,11 @@
 
 The public model ``qwen3_aligner`` (the front) prepares each clip and sends it here: prompt ids and
 either its log-mel FEATURES or its 16 kHz AUDIO, whose frames are then made here on the device.
-Triton's dynamic batcher gathers clips of every front instance into one ``execute()``, which runs
-them in length-bucketed forward passes (``qwen3_aligner_triton.core``) and answers, per clip, the
-bin and the confidence of each ``<timestamp>`` slot.
+``execute()`` is a coroutine that only queues the clips Triton hands it and returns, so Triton
+copies in the next clips while the device works: whenever the device is free, its next pass takes
+every clip waiting (``qwen3_aligner_triton.core.DeviceQueue``), in length-bucketed forward passes.
+Each clip is answered through its response sender as soon as its pass is done: per
+``<timestamp>`` slot, the bin and the model's confidence in it.
 """
 
 from __future__ import annotations
@@ -13,10 +15,20 @@ import gc
 import json
 import os
 import time
+from functools import partial
 
 import triton_python_backend_utils as pb_utils
 
-from qwen3_aligner_triton.core import CoreInput, CoreRunner, refusal
+from qwen3_aligner_triton.core import (
+    CoreInput,
+    CoreRunner,
+    DeviceQueue,
+    NoResult,
+    Outcome,
+    PassLog,
+    clips_held,
+    refusal,
+)
 from qwen3_aligner_triton.errors import describe
 from qwen3_aligner_triton.loading import load_forward, resolve_device
 from qwen3_aligner_triton.metrics import AlignerMetrics
@@ -44,61 +56,62 @@ class TritonPythonModel:
         except ValueError as e:
             raise pb_utils.TritonModelException(str(e)) from e
         self.metrics = AlignerMetrics(pb_utils, args["model_name"], args["model_version"])
+        passes = PassLog(self.metrics)  # recorded on the device thread, sent from the loop
         self.runner = CoreRunner(
-            self.forward.run, self.settings, self.metrics, self.device.startswith("cuda")
+            self.forward.run, self.settings, passes, self.device.startswith("cuda")
+        )
+        batch = self.settings.max_forward_batch
+        self.queue = DeviceQueue(
+            lambda items: self.runner.run(items),
+            batch,
+            clips_held(batch),
+            after_pass=passes.flush,
+            on_start=self._waited,
         )
         self.logger.log_info(
             f"{args['model_instance_name']}: {self.forward.description} ready in "
             f"{time.monotonic() - started:.1f} s"
         )
 
-    def execute(self, requests: list) -> list:
-        responses: list = [None] * len(requests)
-        items: list[CoreInput] = []
-        slots: list[int] = []
+    async def execute(self, requests: list) -> None:
+        """Queue each valid clip for the device and return; each request is answered through
+        its response sender (invalid ones at once). Waits only while this instance already
+        holds as many clips as it takes (Triton's queue holds the rest)."""
         for i, request in enumerate(requests):
-            ids = pb_utils.get_input_tensor_by_name(request, "INPUT_IDS")
-            features = pb_utils.get_input_tensor_by_name(request, "FEATURES")
-            audio = pb_utils.get_input_tensor_by_name(request, "AUDIO")
-            if ids is None or (features is None and audio is None):
-                responses[i] = _error(
-                    "INPUT_IDS and one of FEATURES or AUDIO are required",
-                    pb_utils.TritonError.INVALID_ARG,
-                )
+            item, why = _core_input(request, self.settings)
+            if item is None:
+                _send(request, _error(why, pb_utils.TritonError.INVALID_ARG))
                 continue
-            frames = None if features is None else features.as_numpy()
-            item = CoreInput(
-                ids.as_numpy().reshape(-1),
-                features=None if frames is None else frames.reshape(frames.shape[-2:]),
-                wave=None if audio is None else audio.as_numpy().reshape(-1),
-            )
-            why = refusal(item, self.settings)
-            if why is not None:
-                responses[i] = _error(why, pb_utils.TritonError.INVALID_ARG)
-                continue
-            items.append(item)
-            slots.append(i)
+            future = await self.queue.submit(item)
+            future.add_done_callback(partial(self._answer, request, i))
+        return None
+
+    def _waited(self, waits: list[float]) -> None:
+        for seconds in waits:
+            self.metrics.stage("device_queue", seconds)
+
+    def _answer(self, request, index: int, future) -> None:
+        """Answer ``request`` with its clip's outcome (runs on the loop once its pass is done)."""
         try:
-            results = self.runner.run(items) if items else []
-        except Exception as e:  # never raise out of execute(): answer each clip with the error
-            results = [e] * len(items)
-        for i, result in zip(slots, results, strict=False):
-            if isinstance(result, Exception):
+            outcome: Outcome = future.result()
+            if isinstance(outcome, NoResult):
+                response = _error(str(outcome))
+            elif isinstance(outcome, Exception):
                 # The exception's text goes to the log only, under the id the caller is told.
-                reply = describe(result, f"forward of clip {i}", "forward_failed")
+                reply = describe(outcome, f"forward of clip {index}", "forward_failed")
                 self.logger.log_error(reply.log or reply.message)
-                responses[i] = _error(f"forward failed: {reply.message}")
-                continue
-            responses[i] = pb_utils.InferenceResponse(
-                output_tensors=[
-                    pb_utils.Tensor("TIMESTAMP_BINS", result.bins[None, :]),
-                    pb_utils.Tensor("SLOT_CONFIDENCE", result.confidence[None, :]),
-                ]
-            )
-        for i, response in enumerate(responses):
-            if response is None:  # a short results list: never leave a request unanswered
-                responses[i] = _error("forward produced no result")
-        return responses
+                response = _error(f"forward failed: {reply.message}")
+            else:
+                response = pb_utils.InferenceResponse(
+                    output_tensors=[
+                        pb_utils.Tensor("TIMESTAMP_BINS", outcome.bins[None, :]),
+                        pb_utils.Tensor("SLOT_CONFIDENCE", outcome.confidence[None, :]),
+                    ]
+                )
+        except Exception as e:  # never leave a request unanswered
+            self.logger.log_error(f"answering clip {index} failed: {e!r}")
+            response = _error("forward produced no result")
+        _send(request, response)
 
     def finalize(self) -> None:
         metrics = getattr(self, "metrics", None)
@@ -106,7 +119,10 @@ class TritonPythonModel:
             metrics.close()
         forward = getattr(self, "forward", None)
         device = getattr(self, "device", "cpu")
-        self.forward = self.runner = None
+        queue = getattr(self, "queue", None)
+        if queue is not None:
+            queue.close()
+        self.forward = self.runner = self.queue = None
         if forward is not None:
             del forward
             gc.collect()
@@ -121,3 +137,30 @@ def _error(message: str, code=None) -> object:
     """An error response (INTERNAL unless ``code`` says otherwise)."""
     code = pb_utils.TritonError.INTERNAL if code is None else code
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
+
+
+def _core_input(request, settings) -> tuple[CoreInput | None, str]:
+    """The request's clip, or None and why it is refused."""
+    ids = pb_utils.get_input_tensor_by_name(request, "INPUT_IDS")
+    features = pb_utils.get_input_tensor_by_name(request, "FEATURES")
+    audio = pb_utils.get_input_tensor_by_name(request, "AUDIO")
+    if ids is None or (features is None and audio is None):
+        return None, "INPUT_IDS and one of FEATURES or AUDIO are required"
+    frames = None if features is None else features.as_numpy()
+    item = CoreInput(
+        ids.as_numpy().reshape(-1),
+        features=None if frames is None else frames.reshape(frames.shape[-2:]),
+        wave=None if audio is None else audio.as_numpy().reshape(-1),
+    )
+    why = refusal(item, settings)
+    return (None, why) if why is not None else (item, "")
+
+
+def _send(request, response) -> None:
+    """The request's one and final response."""
+    try:
+        request.get_response_sender().send(
+            response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        )
+    except Exception as e:
+        pb_utils.Logger.log_error(f"sending a response failed: {e!r}")

@@ -520,16 +520,20 @@ SERVED_STAGES = {
         "qwen3_aligner_stage_seconds_sum",
         ('model="qwen3_aligner"', 'stage="postprocess"'),
     ),
+    # Triton's queue before the core takes a clip, then the core's own until the device is free.
     "core queue": ("nv_inference_queue_duration_us", ('model="qwen3_aligner_core"',)),
+    "core device queue": (
+        "qwen3_aligner_stage_seconds_sum",
+        ('model="qwen3_aligner_core"', 'stage="device_queue"'),
+    ),
     # Handing an execution's inputs to the core (copies into its shared memory) and taking its
-    # outputs back: with one core instance the device waits meanwhile.
+    # outputs back; the core's execute() only queues its clips, so these overlap the device.
     "core inputs": ("nv_inference_compute_input_duration_us", ('model="qwen3_aligner_core"',)),
     "core outputs": ("nv_inference_compute_output_duration_us", ('model="qwen3_aligner_core"',)),
     "core forward": (
         "qwen3_aligner_stage_seconds_sum",
         ('model="qwen3_aligner_core"', 'stage="forward"'),
     ),
-    "core request": ("nv_inference_request_duration_us", ('model="qwen3_aligner_core"',)),
 }
 REQUESTS_SERIES = ("nv_inference_request_success", ('model="qwen3_aligner"',))
 
@@ -569,8 +573,7 @@ def split_lines(report: GpuReport) -> list[str]:
             continue
         parts = ", ".join(f"{stage} {ms:.1f}" for stage, ms in split.items())
         if n == 1:  # one request at a time: the client's latency is the cell
-            known = sum(split.get(k, 0.0) for k in ("front preparation", "front results"))
-            elsewhere = cell.ms_per_clip - known - split.get("core request", 0.0)
+            elsewhere = cell.ms_per_clip - sum(split.values())
             parts += (
                 f"; of the client's {cell.ms_per_clip:.1f}, {elsewhere:.1f} elsewhere "
                 "(transport, the front's queue, the calls to the core and back)"

@@ -34,6 +34,7 @@ class Endpoints:
     http_url: str  # host:port
     grpc_url: str  # host:port
     server_pid: int | None = None  # known when this process started the server
+    metrics_url: str | None = None  # http://host:port/metrics, when known
 
     def url(self, protocol: str) -> str:
         return self.http_url if protocol == "http" else self.grpc_url
@@ -101,7 +102,12 @@ def bench_server(
             waited = running.wait_ready(ready_timeout)
             if log is not None:
                 log(f"server ready in {waited:.0f} s (HTTP :{http}, gRPC :{grpc})")
-            yield Endpoints(f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", running.process.pid)
+            yield Endpoints(
+                f"127.0.0.1:{http}",
+                f"127.0.0.1:{grpc}",
+                running.process.pid,
+                f"http://127.0.0.1:{opts.metrics_port}/metrics",
+            )
         finally:
             running.stop()
 

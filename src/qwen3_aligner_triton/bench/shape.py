@@ -2,9 +2,11 @@
 
 1. ``simulated``: the server with ``--simulate-gpu 25+8.1n`` (everything real but the forward),
    ``--clips`` 30 s clips at ``--concurrency`` over gRPC: clips/s against this machine's serial
-   preparation capacity measured in the same run (the front's own preparation, one thread, in
-   this process, before and after the server pass), and the simulated device's busy fraction
-   (its passes, from the core's batch statistics, times their simulated cost, over the wall time).
+   preparation capacity measured in the same run, one thread, in this process, before and after
+   the server pass: upstream's preparation (what ``Qwen3ForcedAligner.align`` does before its
+   forward) and the front's own (faster), and the simulated device's busy fraction
+   (its passes, from the core's batch-size histogram, times their simulated cost, over the wall
+   time).
 2. ``longform``: 5 s requests while a ``--long-minutes`` recording is aligned (tiny checkpoint on
    CPU), against their idle p95 and the latency of one lone 180 s request; with 1 and with 2
    forward instances. The recording's windows are also replayed in-process, once (the same
@@ -65,21 +67,106 @@ def serial_preparation_rate(checkpoint: str, clips: Sequence[Clip]) -> tuple[flo
     return len(clips) / wall, 1000 * cpu / len(clips)
 
 
-def core_executions(endpoints: Endpoints) -> tuple[dict[int, int], tuple[float, float]]:
-    """The core's executions by batch size, and the seconds they spent taking their inputs and
-    handing back their outputs (Triton's compute_input and compute_output, summed)."""
+def upstream_preparation_rate(checkpoint: str, clips: Sequence[Clip]) -> tuple[float, float]:
+    """Clips per second upstream's own preparation reaches serially on one thread, in-process,
+    and its CPU milliseconds per clip: what ``Qwen3ForcedAligner.align`` does before its forward
+    (audio to 16 kHz mono, word split, the processor's features and prompt ids)."""
+    import torch
+    from qwen_asr.inference.utils import normalize_audios
+
+    from ..loading import load_aligner
+
+    torch.set_num_threads(1)
+    aligner = load_aligner(checkpoint, "cpu")
+
+    def prepare(clip: Clip) -> None:
+        (audio,) = normalize_audios([(clip.audio, SAMPLE_RATE)])
+        _, prompt = aligner.aligner_processor.encode_timestamp(clip.text, clip.language)
+        aligner.processor(text=[prompt], audio=[audio], return_tensors="pt", padding=True)
+
+    prepare(clips[0])
+    started, cpu = time.perf_counter(), time.process_time()
+    for c in clips:
+        prepare(c)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return len(clips) / wall, 1000 * cpu / len(clips)
+
+
+def core_copies(endpoints: Endpoints) -> tuple[int, float, float]:
+    """The core's executions (Triton's calls of its execute()) and the seconds Triton spent
+    copying their inputs in and their outputs out (compute_input and compute_output, summed)."""
     import tritonclient.http as httpclient
 
     with httpclient.InferenceServerClient(endpoints.http_url) as client:
         stats = client.get_inference_statistics(CORE_MODEL_NAME)
-    passes: dict[int, int] = {}
+    executions = 0
     inputs = outputs = 0.0
     for model in stats.get("model_stats", []):
         for entry in model.get("batch_stats", []):
-            passes[int(entry["batch_size"])] = int(entry["compute_infer"]["count"])
+            executions += int(entry["compute_infer"]["count"])
             inputs += int(entry["compute_input"]["ns"]) / 1e9
             outputs += int(entry["compute_output"]["ns"]) / 1e9
-    return passes, (inputs, outputs)
+    return executions, inputs, outputs
+
+
+@dataclass(frozen=True)
+class CorePasses:
+    """The core's forward passes so far, from its batch-size histogram."""
+
+    passes: float
+    clips: float
+    by_bucket: dict[str, float]  # cumulative: passes of at most ``le`` clips
+
+    def since(self, before: CorePasses) -> CorePasses:
+        return CorePasses(
+            self.passes - before.passes,
+            self.clips - before.clips,
+            {le: n - before.by_bucket.get(le, 0.0) for le, n in self.by_bucket.items()},
+        )
+
+    def ranges(self) -> dict[str, int]:
+        """Passes by size range ("1", "2", "3-4", ..., "33-64"), empty ranges left out."""
+        out: dict[str, int] = {}
+        below, lower = 0.0, 1
+        for le, n in sorted(self.by_bucket.items(), key=lambda kv: float(kv[0])):
+            if le == "+Inf":
+                continue
+            upper = int(float(le))
+            name = str(upper) if upper == lower else f"{lower}-{upper}"
+            if n - below > 0:
+                out[name] = round(n - below)
+            below, lower = n, upper + 1
+        if self.passes - below > 0:
+            out[f"{lower}+"] = round(self.passes - below)
+        return out
+
+
+def core_passes(endpoints: Endpoints) -> CorePasses:
+    """Read the core's forward passes from the metrics port."""
+    import urllib.request
+
+    assert endpoints.metrics_url is not None, "the bench's server publishes its metrics"
+    with urllib.request.urlopen(endpoints.metrics_url, timeout=10) as resp:
+        return parse_core_passes(resp.read().decode())
+
+
+def parse_core_passes(text: str) -> CorePasses:
+    """The core's passes in a scrape of the metrics port (summed over its instances)."""
+    passes = clips = 0.0
+    buckets: dict[str, float] = {}
+    name = "qwen3_aligner_forward_batch_size"
+    for line in text.splitlines():
+        if not line.startswith(name) or f'model="{CORE_MODEL_NAME}"' not in line:
+            continue
+        value = float(line.rsplit(" ", 1)[1])
+        if line.startswith(name + "_count{"):
+            passes += value
+        elif line.startswith(name + "_sum{"):
+            clips += value
+        elif line.startswith(name + "_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[le] = buckets.get(le, 0.0) + value
+    return CorePasses(passes, clips, buckets)
 
 
 def cpu_by_process(server_pid: int | None) -> dict[str, float]:
@@ -109,6 +196,8 @@ def measure_simulated(args: argparse.Namespace, checkpoint: str) -> dict[str, An
     prep_clips = clips[: args.prep_clips]
     log(f"serial preparation of {len(prep_clips)} x 30 s clips (one thread)")
     prep_before, prep_cpu_before = serial_preparation_rate(checkpoint, prep_clips)
+    log(f"upstream's serial preparation of the same {len(prep_clips)} clips (one thread)")
+    upstream_before, _ = upstream_preparation_rate(checkpoint, prep_clips)
     load_before = load_average()
     log(f"server with --simulate-gpu {args.simulate_gpu} (results are placeholders)")
     with bench_server(
@@ -120,32 +209,29 @@ def measure_simulated(args: argparse.Namespace, checkpoint: str) -> dict[str, An
         front_instances=args.front_instances,
     ) as endpoints:
         warm_up(endpoints, clips[:4])
-        passes_before, copies_before = core_executions(endpoints)
+        passes_before, copies_before = core_passes(endpoints), core_copies(endpoints)
         cpu_before = cpu_by_process(endpoints.server_pid)
         client_before = time.process_time()
         result = run_concurrent(endpoints, "grpc", clips, args.concurrency)
         client_cpu = time.process_time() - client_before
         cpu_after = cpu_by_process(endpoints.server_pid)
-        passes_after, copies_after = core_executions(endpoints)
+        time.sleep(0.5)  # the core records a pass just after answering its clips
+        passes = core_passes(endpoints).since(passes_before)
+        copies_after = core_copies(endpoints)
     cpu_ms_per_clip = {
         name: round(1000 * (cpu_after[name] - cpu_before.get(name, 0.0)) / len(clips), 1)
         for name in cpu_after
     }
     cpu_ms_per_clip["load generator"] = round(1000 * client_cpu / len(clips), 1)
-    passes = {
-        b: passes_after.get(b, 0) - passes_before.get(b, 0)
-        for b in passes_after
-        if passes_after.get(b, 0) > passes_before.get(b, 0)
-    }
-    busy = sum(n * cost.seconds(b) for b, n in passes.items())
-    executions = max(1, sum(passes.values()))
-    # With one forward instance the device waits while an execution's inputs are copied in.
-    copies_ms = [
-        round(1000 * (a - b) / executions, 1)
-        for a, b in zip(copies_after, copies_before, strict=True)
-    ]
+    busy = (cost.fixed_ms * passes.passes + cost.per_item_ms * passes.clips) / 1000.0
+    executions = max(1, copies_after[0] - copies_before[0])
+    # Triton copies an execution's inputs in before the core's execute() runs: the core queues
+    # its clips and returns, so the next execution's copying overlaps the device's pass.
+    copies_ms = [round(1000 * (copies_after[k] - copies_before[k]) / executions, 1) for k in (1, 2)]
     log("serial preparation again, after the server pass")
     prep_after, prep_cpu_after = serial_preparation_rate(checkpoint, prep_clips)
+    upstream_after, _ = upstream_preparation_rate(checkpoint, prep_clips)
+    upstream_prep = (upstream_before + upstream_after) / 2
     prep = (prep_before + prep_after) / 2
     prep_cpu_ms = (prep_cpu_before + prep_cpu_after) / 2
     server_cpu_ms = sum(v for k, v in cpu_ms_per_clip.items() if k != "load generator")
@@ -154,7 +240,7 @@ def measure_simulated(args: argparse.Namespace, checkpoint: str) -> dict[str, An
     # (and its load generator) on every core against preparation on one.
     idle_capacity = cpus * 1000 / (server_cpu_ms + cpu_ms_per_clip["load generator"])
     served = (len(clips) - result.errors) / result.wall_seconds
-    mean_batch = sum(b * n for b, n in passes.items()) / max(1, sum(passes.values()))
+    mean_batch = passes.clips / max(1.0, passes.passes)
     return {
         "clips": len(clips),
         "concurrency": args.concurrency,
@@ -164,9 +250,14 @@ def measure_simulated(args: argparse.Namespace, checkpoint: str) -> dict[str, An
         "serial_prep_clips_per_s": round(prep, 1),
         "serial_prep_before_after": [round(prep_before, 1), round(prep_after, 1)],
         "ratio": round(served / prep, 2),
+        "upstream_serial_prep_clips_per_s": round(upstream_prep, 1),
+        "upstream_serial_prep_before_after": [round(upstream_before, 1), round(upstream_after, 1)],
+        "ratio_to_upstream_prep": round(served / upstream_prep, 2),
         "device_busy_fraction": round(busy / result.wall_seconds, 2),
-        "core_passes_by_batch_size": dict(sorted(passes.items())),
+        "core_passes": round(passes.passes),
+        "core_passes_by_size": passes.ranges(),
         "mean_core_batch": round(mean_batch, 1),
+        "core_executions": executions,
         "core_input_output_ms_per_execution": copies_ms,
         "cpu_ms_per_clip": cpu_ms_per_clip,
         "serial_prep_cpu_ms_per_clip": round(prep_cpu_ms, 1),
