@@ -198,9 +198,11 @@ def run_concurrent(
     threads = [threading.Thread(target=worker, args=conn, daemon=True) for conn in connections]
     for t in threads:
         t.start()
-    barrier.wait()
+    # The CPU readings come before the workers are released: reading the server's process tree
+    # takes tens of milliseconds, which must not fall outside the timed span.
     client_cpu = time.process_time()
     server_cpu = process_tree_cpu_seconds(endpoints.server_pid)
+    barrier.wait()
     started = time.perf_counter()
     for t in threads:
         t.join()
