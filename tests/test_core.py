@@ -325,3 +325,21 @@ def test_after_pass_runs_on_the_event_loop_after_each_pass():
 @pytest.mark.parametrize(("batch", "held"), [(1, 1), (2, 4), (64, 128)])
 def test_an_instance_holds_one_pass_waiting_beyond_the_running_one(batch, held):
     assert clips_held(batch) == held
+
+
+def test_room_waits_while_the_instance_is_full():
+    run = GatedRun()
+
+    async def main():
+        queue = DeviceQueue(run, max_pass=1, max_held=1)
+        future = await queue.submit(clip(1))
+        room = asyncio.ensure_future(queue.room())
+        await entered(run)
+        await asyncio.sleep(0.05)
+        assert not room.done()  # one clip per pass: full until its clip is answered
+        run.gate.release()
+        await future
+        await asyncio.wait_for(room, 5)
+        await asyncio.wait_for(queue.room(), 5)  # and not consumed by waiting for it
+
+    asyncio.run(main())

@@ -203,6 +203,42 @@ def test_core_answers_bins_and_confidences_per_slot(core, front):
     assert ((confidence > 0) & (confidence <= 1)).all()
 
 
+def test_core_execute_returns_before_the_answer_on_a_gpu_and_after_it_with_one_clip_per_pass(
+    core, front, tiny_checkpoint, monkeypatch
+):
+    """With passes of several clips the core's execute() only queues (Triton copies in the next
+    clips while the device works); with one clip per pass (CPU) it returns once its clip is
+    answered, so that Triton hands the next clip to whichever instance is free."""
+    from qwen3_aligner_triton.front import core_request_arrays
+
+    rng = np.random.default_rng(5)
+    arrays = core_request_arrays(
+        front.front.preparer.prepare(_align_request(rng, "one two")).core_input()
+    )
+    gate = threading.Event()
+    real_run = core.runner.run
+
+    def gated(items, on_batch=None):
+        assert gate.wait(30)
+        return real_run(items)
+
+    monkeypatch.setattr(core.runner, "run", gated)
+    req = pb.InferenceRequest(arrays)
+    asyncio.run_coroutine_threadsafe(core.execute([req]), stub_loop()).result(30)
+    assert not req.sender.final.is_set()  # returned while its pass was still running
+    gate.set()
+    assert req.sender.final.wait(30) and not req.sender.sent[0][0].has_error()
+
+    one_per_pass = make_core(tiny_checkpoint, max_forward_batch="1")
+    try:
+        req = pb.InferenceRequest(arrays)
+        asyncio.run_coroutine_threadsafe(one_per_pass.execute([req]), stub_loop()).result(60)
+        assert req.sender.final.is_set()  # answered before execute() returned
+        assert not req.sender.sent[0][0].has_error()
+    finally:
+        one_per_pass.finalize()
+
+
 def _align_request(rng, text):
     from qwen3_aligner_triton.requests import AlignRequest
 

@@ -354,8 +354,9 @@ class PassLog:
 def clips_held(max_forward_batch: int) -> int:
     """How many clips one core instance takes from Triton at once: its running pass and one
     more pass's worth waiting. With one clip per pass (CPU placements) it holds only the clip
-    it runs: the others wait in Triton's queue, where whichever instance frees up first takes
-    them (a short clip never waits behind a long window at a busy instance while another idles)."""
+    it runs (its ``execute()`` returns when that clip is answered): the others wait in Triton's
+    queue, where whichever instance frees up first takes them, so a short clip never waits
+    behind a long window at a busy instance while another instance idles."""
     return 1 if max_forward_batch <= 1 else 2 * max_forward_batch
 
 
@@ -363,9 +364,10 @@ class DeviceQueue:
     """Clips waiting for one device, and the thread that runs their forward passes.
 
     :meth:`submit` returns as soon as the clip is queued (once fewer than ``max_held`` clips are
-    held), so the model's ``execute()`` returns to Triton, which copies in the next clips while
-    the device works. Whenever the device is free, the next pass takes every clip waiting (up to
-    ``max_pass``): a lone clip starts at once and clips arriving during a pass share the next.
+    held), so the model's ``execute()`` can return to Triton, which copies in the next clips
+    while the device works. Whenever the device is free, the next pass takes every clip waiting
+    (up to ``max_pass``): a lone clip starts at once and clips arriving during a pass share the
+    next.
     ``run`` runs on the device thread and answers, per clip, its slots or its error; each clip's
     future gets its outcome on the event loop, then ``after_pass`` runs there. ``on_start`` gets
     each clip's wait for the device (seconds) as its pass starts, on the loop.
@@ -405,6 +407,13 @@ class DeviceQueue:
         if self._driver is None:
             self._driver = loop.create_task(self._drive())
         return future
+
+    async def room(self) -> None:
+        """Wait until the instance holds fewer than ``max_held`` clips: until it can take another
+        clip. ``execute()`` returns only then, so while the instance is full Triton counts it
+        busy and hands new clips to another instance (or keeps them in its queue)."""
+        await self._room.acquire()
+        self._room.release()
 
     async def _drive(self) -> None:
         loop = asyncio.get_running_loop()

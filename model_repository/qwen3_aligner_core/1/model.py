@@ -74,9 +74,10 @@ class TritonPythonModel:
         )
 
     async def execute(self, requests: list) -> None:
-        """Queue each valid clip for the device and return; each request is answered through
-        its response sender (invalid ones at once). Waits only while this instance already
-        holds as many clips as it takes (Triton's queue holds the rest)."""
+        """Queue each valid clip for the device; each request is answered through its response
+        sender (invalid ones at once). Returns once the instance can take another clip: at once
+        on a GPU, where it holds up to two passes' worth; with one clip per pass (CPU) only
+        when that clip is answered, so Triton hands the next clip to a free instance."""
         for i, request in enumerate(requests):
             item, why = _core_input(request, self.settings)
             if item is None:
@@ -84,6 +85,7 @@ class TritonPythonModel:
                 continue
             future = await self.queue.submit(item)
             future.add_done_callback(partial(self._answer, request, i))
+        await self.queue.room()
         return None
 
     def _waited(self, waits: list[float]) -> None:
