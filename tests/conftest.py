@@ -21,6 +21,19 @@ SERVER_READY_TIMEOUT = 180.0  # seconds; the tiny model is ready in ~10 s on two
 TEST_FRONT_INSTANCES = 2  # front instances of test servers (fewer stubs than the default)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _simulated_device_lock_removed():
+    """The simulated GPU's machine-wide lock file is created by the first server that uses it;
+    remove it after the suite if the suite created it (it is not ours to remove otherwise)."""
+    from qwen3_aligner_triton.core import SIMULATED_DEVICE_LOCK
+
+    existed = os.path.exists(SIMULATED_DEVICE_LOCK)
+    yield
+    if not existed:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(SIMULATED_DEVICE_LOCK)
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         import torch
