@@ -54,14 +54,8 @@ def as_float32(units) -> list[tuple[str, float, float]]:
 
 def forward_passes(metrics_url: str) -> tuple[float, float]:
     """(forward passes, passes of one clip) from the core's batch-size histogram."""
+    from qwen3_aligner_triton.bench.shape import parse_core_passes
+
     with urllib.request.urlopen(metrics_url, timeout=10) as resp:
-        body = resp.read().decode()
-    count = ones = 0.0
-    for line in body.splitlines():
-        if 'model="qwen3_aligner_core"' not in line:
-            continue
-        if line.startswith("qwen3_aligner_forward_batch_size_count{"):
-            count += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("qwen3_aligner_forward_batch_size_bucket{") and 'le="1"' in line:
-            ones += float(line.rsplit(" ", 1)[1])
-    return count, ones
+        passes = parse_core_passes(resp.read().decode())
+    return passes.passes, passes.by_bucket[1]

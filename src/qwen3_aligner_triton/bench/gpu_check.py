@@ -45,7 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .stats import format_table
+from .stats import format_table, metric_sum
 
 DEFAULT_BATCH_SIZES = (1, 8, 32, 64)
 GIB = 1024**3
@@ -536,19 +536,6 @@ SERVED_STAGES = {
     ),
 }
 REQUESTS_SERIES = ("nv_inference_request_success", ('model="qwen3_aligner"',))
-
-
-def metric_sum(text: str, name: str, labels: Sequence[str]) -> float:
-    """Sum of the samples of ``name`` whose labels include every one of ``labels``."""
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        label_text, _, value = line[len(name) + 1 :].rpartition("}")
-        have = label_text.split(",")
-        if all(want in have for want in labels):
-            total += float(value.split()[0])
-    return total
 
 
 def served_split(before: str, after: str) -> dict[str, float]:

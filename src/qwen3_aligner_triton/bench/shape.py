@@ -31,11 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..metrics import BATCH_BUCKETS, BATCH_SIZE
 from ..params import parse_gpu_cost
 from ..tritonserver import CORE_MODEL_NAME
 from .checkpoints import resolve_checkpoint
 from .served import Endpoints, bench_server, run_concurrent, warm_up
-from .stats import load_average
+from .stats import load_average, metric_sum
 from .workload import SAMPLE_RATE, Clip, fixed_clips, speech_like_audio, transcript
 
 
@@ -115,26 +116,22 @@ class CorePasses:
 
     passes: float
     clips: float
-    by_bucket: dict[str, float]  # cumulative: passes of at most ``le`` clips
+    by_bucket: dict[int, float]  # cumulative: passes of at most this many clips (BATCH_BUCKETS)
 
     def since(self, before: CorePasses) -> CorePasses:
         return CorePasses(
             self.passes - before.passes,
             self.clips - before.clips,
-            {le: n - before.by_bucket.get(le, 0.0) for le, n in self.by_bucket.items()},
+            {le: n - before.by_bucket[le] for le, n in self.by_bucket.items()},
         )
 
     def ranges(self) -> dict[str, int]:
         """Passes by size range ("1", "2", "3-4", ..., "33-64"), empty ranges left out."""
         out: dict[str, int] = {}
         below, lower = 0.0, 1
-        for le, n in sorted(self.by_bucket.items(), key=lambda kv: float(kv[0])):
-            if le == "+Inf":
-                continue
-            upper = int(float(le))
-            name = str(upper) if upper == lower else f"{lower}-{upper}"
+        for upper, n in self.by_bucket.items():
             if n - below > 0:
-                out[name] = round(n - below)
+                out[str(upper) if upper == lower else f"{lower}-{upper}"] = round(n - below)
             below, lower = n, upper + 1
         if self.passes - below > 0:
             out[f"{lower}+"] = round(self.passes - below)
@@ -152,21 +149,15 @@ def core_passes(endpoints: Endpoints) -> CorePasses:
 
 def parse_core_passes(text: str) -> CorePasses:
     """The core's passes in a scrape of the metrics port (summed over its instances)."""
-    passes = clips = 0.0
-    buckets: dict[str, float] = {}
-    name = "qwen3_aligner_forward_batch_size"
-    for line in text.splitlines():
-        if not line.startswith(name) or f'model="{CORE_MODEL_NAME}"' not in line:
-            continue
-        value = float(line.rsplit(" ", 1)[1])
-        if line.startswith(name + "_count{"):
-            passes += value
-        elif line.startswith(name + "_sum{"):
-            clips += value
-        elif line.startswith(name + "_bucket{"):
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets[le] = buckets.get(le, 0.0) + value
-    return CorePasses(passes, clips, buckets)
+    core = (f'model="{CORE_MODEL_NAME}"',)
+    return CorePasses(
+        metric_sum(text, BATCH_SIZE + "_count", core),
+        metric_sum(text, BATCH_SIZE + "_sum", core),
+        {
+            le: metric_sum(text, BATCH_SIZE + "_bucket", (*core, f'le="{le}"'))
+            for le in BATCH_BUCKETS
+        },
+    )
 
 
 def cpu_by_process(server_pid: int | None) -> dict[str, float]:
@@ -215,7 +206,7 @@ def measure_simulated(args: argparse.Namespace, checkpoint: str) -> dict[str, An
         result = run_concurrent(endpoints, "grpc", clips, args.concurrency)
         client_cpu = time.process_time() - client_before
         cpu_after = cpu_by_process(endpoints.server_pid)
-        time.sleep(0.5)  # the core records a pass just after answering its clips
+        time.sleep(0.5)  # let the last passes' metric updates reach the metrics port
         passes = core_passes(endpoints).since(passes_before)
         copies_after = core_copies(endpoints)
     cpu_ms_per_clip = {

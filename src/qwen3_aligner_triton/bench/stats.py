@@ -21,6 +21,20 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
+def metric_sum(text: str, name: str, labels: Sequence[str]) -> float:
+    """Sum, in a scrape of Triton's metrics port, of the samples of ``name`` whose labels include
+    every one of ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        label_text, _, value = line[len(name) + 1 :].rpartition("}")
+        have = label_text.split(",")
+        if all(want in have for want in labels):
+            total += float(value.split()[0])
+    return total
+
+
 @dataclass
 class PassResult:
     """One pass of a mode over the whole workload."""
