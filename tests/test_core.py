@@ -19,6 +19,8 @@ from qwen3_aligner_triton.core import (
     SimulatedDevice,
     SlotResult,
     clips_held,
+    cpu_instances,
+    forward_threads,
     placeholder_bins,
 )
 from qwen3_aligner_triton.params import (
@@ -343,3 +345,40 @@ def test_room_waits_while_the_instance_is_full():
         await asyncio.wait_for(queue.room(), 5)  # and not consumed by waiting for it
 
     asyncio.run(main())
+
+
+def test_thread_setup_runs_on_the_device_thread_before_its_first_pass():
+    run = GatedRun(gated=False)
+    setups: list[tuple[str, int]] = []
+
+    def setup() -> None:
+        torch.set_num_threads(1)
+        setups.append((threading.current_thread().name, len(run.passes)))
+
+    def counting(items):
+        run.threads.add(f"threads={torch.get_num_threads()}")
+        return run(items)
+
+    async def main():
+        queue = DeviceQueue(counting, max_pass=8, max_held=16, thread_setup=setup)
+        for _ in range(3):
+            await (await queue.submit(clip(2)))
+
+    asyncio.run(main())
+    assert len(setups) == 1 and setups[0][0].startswith("device") and setups[0][1] == 0
+    assert "threads=1" in run.threads  # the setting holds for the passes on that thread
+
+
+def test_forward_instances_on_the_cpu_share_its_threads():
+    assert forward_threads(2, 1) == 2  # one instance keeps every core
+    assert forward_threads(2, 2) == 1
+    assert forward_threads(16, 3) == 5
+    assert forward_threads(2, 4) == 1  # never fewer than one
+    assert forward_threads(8, 0) == 8
+
+
+def test_cpu_instances_counts_the_cpu_groups_of_a_configuration():
+    assert cpu_instances({"instance_group": [{"kind": "KIND_CPU", "count": 2}]}) == 2
+    groups = [{"kind": "KIND_CPU", "count": 2}, {"kind": "KIND_GPU", "count": 4}, {"count": 1}]
+    assert cpu_instances({"instance_group": groups}) == 3  # no kind: Triton's default, CPU here
+    assert cpu_instances({}) == 1  # no instance_group: one instance

@@ -239,6 +239,50 @@ def test_core_execute_returns_before_the_answer_on_a_gpu_and_after_it_with_one_c
         one_per_pass.finalize()
 
 
+def test_cpu_forward_instances_share_the_cores_on_their_device_thread(
+    front, tiny_checkpoint, monkeypatch
+):
+    """Two forward instances on the CPU run their passes with half the cores each (both with
+    every core oversubscribed them); OMP_NUM_THREADS, when given, is left to decide."""
+    import torch
+
+    from qwen3_aligner_triton.front import core_request_arrays
+
+    rng = np.random.default_rng(6)
+    arrays = core_request_arrays(
+        front.front.preparer.prepare(_align_request(rng, "one two")).core_input()
+    )
+    config = json.loads(model_config(CORE, checkpoint=str(tiny_checkpoint), max_forward_batch="1"))
+    config["instance_group"] = [{"kind": "KIND_CPU", "count": 2}]
+    available = torch.get_num_threads()
+
+    def threads_in_pass(environment_threads: str | None) -> int:
+        if environment_threads is None:
+            monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        else:
+            monkeypatch.setenv("OMP_NUM_THREADS", environment_threads)
+        instance = load_model_module(CORE).TritonPythonModel()
+        instance.initialize(init_args(json.dumps(config), name=CORE))
+        seen: list[int] = []
+        real_run = instance.runner.run
+
+        def counting(items, on_batch=None):
+            seen.append(torch.get_num_threads())
+            return real_run(items)
+
+        monkeypatch.setattr(instance.runner, "run", counting)
+        try:
+            (response,) = core_execute(instance, [pb.InferenceRequest(arrays)])
+            assert not response.has_error()
+        finally:
+            instance.finalize()
+        return seen[0]
+
+    assert threads_in_pass(None) == max(1, available // 2)
+    assert torch.get_num_threads() == available  # the caller's thread is left alone
+    assert threads_in_pass(str(available)) == available  # torch's default, from the environment
+
+
 def _align_request(rng, text):
     from qwen3_aligner_triton.requests import AlignRequest
 

@@ -503,6 +503,7 @@ def test_bench_shape_runs_both_measurements_and_replays_the_windows(tiny_checkpo
     data = json.loads(path.read_text())
     sim = data["simulated"]
     assert sim["errors"] == 0 and sim["clips"] == 6 and sim["served_clips_per_s"] > 0
+    assert sim["first_pass_clips_per_s"] > 0  # the untimed start-up pass, reported apart
     assert sim["core_passes"] == sum(sim["core_passes_by_size"].values()) >= 1
     assert sim["mean_core_batch"] * sim["core_passes"] >= 6 - 0.5  # every clip in a pass
     assert sim["device_busy_fraction"] > 0 and sim["serial_prep_clips_per_s"] > 0
@@ -520,6 +521,53 @@ def test_bench_shape_runs_both_measurements_and_replays_the_windows(tiny_checkpo
         max(w["words"] for w in windows),
     ]
     assert long["lone_180s_forward_s"] > 0 and long["idle_p95_s"] > 0
+
+
+def test_trained_checkpoint_means_synthetic_speech_for_the_longform_runs(tmp_path):
+    """``--checkpoint trained`` is the cached tiny checkpoint trained on synthetic speech, and
+    its longform runs send that speech, whose words it places (random weights pile them up)."""
+    from qwen3_aligner_triton.bench.checkpoints import resolve_checkpoint
+    from qwen3_aligner_triton.checkpoint_training import cached_trained_checkpoint
+
+    choice = resolve_checkpoint("trained", tmp_path)
+    assert choice.kind == "trained" and choice.location == str(cached_trained_checkpoint())
+    args = shape.build_parser().parse_args(["--long-minutes", "4", "--short-requests", "3"])
+    assert args.recording is None  # chosen from the checkpoint once it is resolved
+    args.recording = "synthetic"
+    workload = shape.longform_workload(args)
+    assert [round(c.seconds, 2) for c in workload.short] == [5.0] * 3
+    assert len(workload.lone) == 3 and all(178.5 < c.seconds <= 179.0 for c in workload.lone)
+    assert 239.0 < workload.recording.seconds <= 240.0
+    for clip in [*workload.short, *workload.lone, workload.recording]:
+        assert clip.audio.dtype == np.float32 and clip.audio.ndim == 1
+        words = clip.text.split()
+        assert 0.8 < len(words) / clip.seconds < 3.0, clip.name  # a natural pace
+        assert set("".join(words)) <= set("abdeiklmnoprstvz")  # the made-up syllables
+    texts = {c.text for c in [*workload.short, *workload.lone]}
+    assert len(texts) == 6  # every request its own words
+    speech_like = shape.longform_workload(shape.build_parser().parse_args(["--long-minutes", "4"]))
+    assert speech_like.recording.text != workload.recording.text
+
+
+def test_the_closed_loop_model_gives_what_a_load_allows_at_best():
+    from qwen3_aligner_triton.params import GpuCost
+
+    cost = GpuCost(25.0, 8.1)
+    # One client: its clip's CPU and its pass, one after the other.
+    rate, mean_pass = shape.closed_loop_model(1, 5, 10.0, 2, cost)
+    assert rate == pytest.approx(1000 / (10 + 25 + 8.1)) and mean_pass == 1
+    # CPU-bound: two cores at one second per clip serve two clips a second, one per pass.
+    rate, mean_pass = shape.closed_loop_model(32, 3, 1000.0, 2, cost)
+    assert 1.9 < rate < 2.0 and mean_pass == 1
+    # Free CPU, 32 clients: the first clip starts a pass alone, the rest gather behind it, and
+    # the loop settles into two alternating passes of 16 (2 x 25 + 32 x 8.1 ms per round).
+    rate, mean_pass = shape.closed_loop_model(32, 30, 0.0, 2, cost)
+    assert rate == pytest.approx(32_000 / (2 * 25 + 32 * 8.1), rel=0.02)
+    assert mean_pass == pytest.approx(16, rel=0.05)
+    # A pass never takes more than max_pass clips; more requests each amortise the ramp-up.
+    assert shape.closed_loop_model(32, 30, 0.0, 2, cost, max_pass=4)[1] <= 4
+    short = shape.closed_loop_model(32, 3, 17.9, 2, cost)[0]
+    assert short < shape.closed_loop_model(32, 15, 17.9, 2, cost)[0]
 
 
 def test_core_passes_come_from_the_cores_batch_size_histogram():

@@ -360,6 +360,27 @@ def clips_held(max_forward_batch: int) -> int:
     return 1 if max_forward_batch <= 1 else 2 * max_forward_batch
 
 
+def cpu_instances(model_config: dict) -> int:
+    """How many CPU instances a model configuration (Triton's JSON form) asks for."""
+    groups = model_config.get("instance_group") or [{}]
+    return sum(
+        int(group.get("count", 1))
+        for group in groups
+        if group.get("kind", "KIND_CPU") in ("KIND_CPU", "KIND_AUTO")
+    )
+
+
+def forward_threads(available: int, instances: int) -> int:
+    """Torch threads for each of ``instances`` forward instances on the CPU that share
+    ``available`` threads: a share each, at least one.
+
+    Every instance running torch with all the cores oversubscribed them: on two cores with two
+    forward instances, 5 s requests during a long recording took 3.2-3.7x their idle p95, 1.46x
+    with one thread each (the tiny checkpoint trained on synthetic speech, ``bench-shape``).
+    """
+    return max(1, available // max(1, instances))
+
+
 class DeviceQueue:
     """Clips waiting for one device, and the thread that runs their forward passes.
 
@@ -370,7 +391,8 @@ class DeviceQueue:
     next.
     ``run`` runs on the device thread and answers, per clip, its slots or its error; each clip's
     future gets its outcome on the event loop, then ``after_pass`` runs there. ``on_start`` gets
-    each clip's wait for the device (seconds) as its pass starts, on the loop.
+    each clip's wait for the device (seconds) as its pass starts, on the loop. ``thread_setup``
+    runs on the device thread before its first pass.
     """
 
     def __init__(
@@ -380,6 +402,7 @@ class DeviceQueue:
         max_held: int,
         after_pass: Callable[[], None] | None = None,
         on_start: Callable[[list[float]], None] | None = None,
+        thread_setup: Callable[[], None] | None = None,
     ) -> None:
         if max_pass < 1 or max_held < 1:
             raise ValueError(f"max_pass and max_held must be >= 1, got {max_pass}, {max_held}")
@@ -390,7 +413,9 @@ class DeviceQueue:
         self._room = asyncio.Semaphore(max_held)
         self._waiting: deque[tuple[CoreInput, asyncio.Future, float]] = deque()
         self._driver: asyncio.Task | None = None
-        self._device = ThreadPoolExecutor(1, thread_name_prefix="device")
+        # thread_setup runs once on the device thread before its first pass: per-thread settings
+        # (OpenMP keeps torch's thread count per thread) must be made there.
+        self._device = ThreadPoolExecutor(1, thread_name_prefix="device", initializer=thread_setup)
         self.passes = 0  # passes started (for tests and diagnostics)
 
     @property

@@ -27,6 +27,8 @@ from qwen3_aligner_triton.core import (
     Outcome,
     PassLog,
     clips_held,
+    cpu_instances,
+    forward_threads,
     refusal,
 )
 from qwen3_aligner_triton.errors import describe
@@ -34,6 +36,12 @@ from qwen3_aligner_triton.loading import load_forward, resolve_device
 from qwen3_aligner_triton.metrics import AlignerMetrics
 from qwen3_aligner_triton.modelconfig import CORE_CONTRACT, check_config
 from qwen3_aligner_triton.params import read_settings
+
+
+def _set_torch_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 class TritonPythonModel:
@@ -60,6 +68,7 @@ class TritonPythonModel:
         self.runner = CoreRunner(
             self.forward.run, self.settings, passes, self.device.startswith("cuda")
         )
+        threads = self._share_cores(config)
         batch = self.settings.max_forward_batch
         self.queue = DeviceQueue(
             lambda items: self.runner.run(items),
@@ -67,6 +76,7 @@ class TritonPythonModel:
             clips_held(batch),
             after_pass=passes.flush,
             on_start=self._waited,
+            thread_setup=None if threads is None else partial(_set_torch_threads, threads),
         )
         self.logger.log_info(
             f"{args['model_instance_name']}: {self.forward.description} ready in "
@@ -87,6 +97,17 @@ class TritonPythonModel:
             future.add_done_callback(partial(self._answer, request, i))
         await self.queue.room()
         return None
+
+    def _share_cores(self, config: dict) -> int | None:
+        """On the CPU, each forward instance runs its passes (on the device thread) with its
+        share of the cores, unless OMP_NUM_THREADS says otherwise; None elsewhere."""
+        if self.device != "cpu" or "OMP_NUM_THREADS" in os.environ:
+            return None
+        import torch
+
+        threads = forward_threads(torch.get_num_threads(), cpu_instances(config))
+        self.logger.log_info(f"forward on the CPU with {threads} torch thread(s) per instance")
+        return threads
 
     def _waited(self, waits: list[float]) -> None:
         for seconds in waits:

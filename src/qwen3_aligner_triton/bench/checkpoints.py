@@ -1,5 +1,6 @@
-"""Which checkpoint a benchmark runs: tiny (built on the fly), full-size random (built once and
-cached), or a real checkpoint folder / hub id.
+"""Which checkpoint a benchmark runs: tiny (built on the fly), tiny trained on synthetic speech
+(trained once and cached), full-size random (built once and cached), or a real checkpoint folder /
+hub id.
 
 The full-size random checkpoint has the published sizes of Qwen3-ForcedAligner-0.6B, so it costs
 the same compute and memory as the real weights. It is ~3.5 GB in float32 and takes minutes to
@@ -19,7 +20,7 @@ from pathlib import Path
 CACHE_ENV = "QWEN3_ALIGNER_CACHE"  # overrides the cache root
 DEFAULT_CACHE = Path("~/.cache/qwen3-aligner-triton")
 COMPLETE_MARKER = ".complete"  # written last: a folder without it is an interrupted build
-SPECIAL_NAMES = ("tiny", "full")
+SPECIAL_NAMES = ("tiny", "trained", "full")
 
 
 def cache_root() -> Path:
@@ -98,6 +99,13 @@ def resolve_checkpoint(spec: str, scratch: Path) -> CheckpointChoice:
 
         path = build_checkpoint(scratch / "tiny-checkpoint", flavour="tiny")
         return CheckpointChoice("tiny", str(path), "tiny random checkpoint (built for this run)")
+    if spec == "trained":
+        from ..checkpoint_training import cached_trained_checkpoint
+
+        path = cached_trained_checkpoint()
+        return CheckpointChoice(
+            "trained", str(path), f"tiny checkpoint trained on synthetic speech ({path})"
+        )
     if spec == "full":
         path = full_random_checkpoint()
         return CheckpointChoice("full", str(path), f"full-size random checkpoint, float32 ({path})")
