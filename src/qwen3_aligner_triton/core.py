@@ -375,7 +375,7 @@ def forward_threads(available: int, instances: int) -> int:
     ``available`` threads: a share each, at least one.
 
     Every instance running torch with all the cores oversubscribed them: on two cores with two
-    forward instances, 5 s requests during a long recording took 3.2-3.7x their idle p95, 1.46x
+    forward instances, 5 s requests during a long recording took 3.2-3.7x their idle p95, 1.56x
     with one thread each (the tiny checkpoint trained on synthetic speech, ``bench-shape``).
     """
     return max(1, available // max(1, instances))
