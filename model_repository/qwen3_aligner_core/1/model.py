@@ -15,6 +15,7 @@ import gc
 import json
 import os
 import time
+from collections.abc import Callable
 from functools import partial
 
 import triton_python_backend_utils as pb_utils
@@ -36,12 +37,6 @@ from qwen3_aligner_triton.loading import load_forward, resolve_device
 from qwen3_aligner_triton.metrics import AlignerMetrics
 from qwen3_aligner_triton.modelconfig import CORE_CONTRACT, check_config
 from qwen3_aligner_triton.params import read_settings
-
-
-def _set_torch_threads(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 class TritonPythonModel:
@@ -68,7 +63,6 @@ class TritonPythonModel:
         self.runner = CoreRunner(
             self.forward.run, self.settings, passes, self.device.startswith("cuda")
         )
-        threads = self._share_cores(config)
         batch = self.settings.max_forward_batch
         self.queue = DeviceQueue(
             lambda items: self.runner.run(items),
@@ -76,7 +70,7 @@ class TritonPythonModel:
             clips_held(batch),
             after_pass=passes.flush,
             on_start=self._waited,
-            thread_setup=None if threads is None else partial(_set_torch_threads, threads),
+            thread_setup=self._share_cores(config),
         )
         self.logger.log_info(
             f"{args['model_instance_name']}: {self.forward.description} ready in "
@@ -98,8 +92,8 @@ class TritonPythonModel:
         await self.queue.room()
         return None
 
-    def _share_cores(self, config: dict) -> int | None:
-        """On the CPU, each forward instance runs its passes (on the device thread) with its
+    def _share_cores(self, config: dict) -> Callable[[], None] | None:
+        """On the CPU, the device thread's setup: each forward instance runs its passes with its
         share of the cores, unless OMP_NUM_THREADS says otherwise; None elsewhere."""
         if self.device != "cpu" or "OMP_NUM_THREADS" in os.environ:
             return None
@@ -107,7 +101,7 @@ class TritonPythonModel:
 
         threads = forward_threads(torch.get_num_threads(), cpu_instances(config))
         self.logger.log_info(f"forward on the CPU with {threads} torch thread(s) per instance")
-        return threads
+        return partial(torch.set_num_threads, threads)
 
     def _waited(self, waits: list[float]) -> None:
         for seconds in waits:
