@@ -8,16 +8,43 @@
 
 The checkpoint loads with ``qwen_asr.Qwen3ForcedAligner.from_pretrained(OUT_DIR)``. Random weights
 give deterministic but meaningless timestamps. ``--trained`` trains the tiny one for a few CPU
-minutes on synthetic speech with known word times (fixed seeds, one thread); the test suite uses
-that one, from its cache under ~/.cache/qwen3-aligner-triton/.
+minutes on synthetic speech with known word times (fixed seeds, one thread, processor-independent
+kernels: the same bytes on every machine) into the cache under ~/.cache/qwen3-aligner-triton/,
+where the test suite takes it from, and copies it to OUT_DIR; when the cache holds it already, it
+is only copied.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+from pathlib import Path
 
 from qwen3_aligner_triton.checkpoint_builder import build_checkpoint
+
+
+def trained(out_dir: str, seed: int) -> Path:
+    """The cached trained checkpoint of ``seed`` (trained first when missing), copied to out_dir."""
+    from qwen3_aligner_triton.checkpoint_training import (
+        TrainSettings,
+        cache_key,
+        cache_root,
+        cached_trained_checkpoint,
+    )
+
+    settings = TrainSettings(seed=seed)
+    cached = cache_root() / f"tiny-trained-{cache_key(settings)}"
+    if (cached / "config.json").is_file():
+        print(f"make_tiny_model: the cache holds it: copying {cached}", file=sys.stderr)
+    else:
+        print(
+            f"make_tiny_model: training (a few CPU minutes) into the cache {cached}",
+            file=sys.stderr,
+        )
+        cached = cached_trained_checkpoint(settings)
+    shutil.copytree(cached, out_dir, dirs_exist_ok=True)
+    return Path(out_dir)
 
 
 def main() -> int:
@@ -37,9 +64,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.trained:
-        from qwen3_aligner_triton.checkpoint_training import TrainSettings, train_checkpoint
-
-        out = train_checkpoint(args.out_dir, TrainSettings(seed=args.seed))
+        out = trained(args.out_dir, args.seed)
     else:
         out = build_checkpoint(
             args.out_dir, flavour="full" if args.full else "tiny", seed=args.seed

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from qwen3_aligner_client.results import SCORE_TOLERANCE as CLIENT_SCORE_TOLERANCE
 
 from qwen3_aligner_triton.repository import Placement, render_repository
 from qwen3_aligner_triton.tritonserver import (
@@ -86,7 +87,8 @@ def upstream_align(aligner, audio: np.ndarray, sample_rate: int, text: str, lang
     return [(it.text, it.start_time, it.end_time) for it in result]
 
 
-SCORE_TOLERANCE = 1e-5  # served scores against upstream's forward (float32 softmax vs float64)
+# Served scores against upstream's forward (float32 softmax against float64): the client's promise.
+SCORE_TOLERANCE = CLIENT_SCORE_TOLERANCE
 
 
 def upstream_unit_scores(

@@ -18,11 +18,17 @@ from conftest import upstream_align
 
 from qwen3_aligner_triton.bench import accuracy, mutation
 from qwen3_aligner_triton.checkpoint_training import (
+    EXPECTED_DIGEST_FILE,
+    PINNED_KERNELS,
+    RECORD_NAME,
     TrainSettings,
     cache_key,
     cached_trained_checkpoint,
+    checkpoint_digest,
     concatenate,
+    expected_digest,
     synthetic_set,
+    train_reproducibly,
 )
 from qwen3_aligner_triton.engine import AlignerEngine
 from qwen3_aligner_triton.languages import resolve_language
@@ -99,6 +105,57 @@ def test_the_suite_checkpoint_is_the_cached_trained_one(tiny_checkpoint):
     assert tiny_checkpoint.name == f"tiny-trained-{cache_key()}"
     record = json.loads((tiny_checkpoint / "TRAINED.json").read_text())
     assert record["settings"] == dataclasses.asdict(TrainSettings())
+
+
+def test_the_trained_checkpoint_is_the_recorded_one_byte_for_byte(tiny_checkpoint):
+    """Training pins its CPU kernels, so every machine trains the same bytes: the digest recorded
+    where it was first trained is the one this machine got (a mismatch means a kernel escaped the
+    pinning, and the suite's thresholds no longer speak of the checkpoint they were set on)."""
+    import os
+
+    if os.environ.get("QWEN3_ALIGNER_TINY"):
+        pytest.skip("$QWEN3_ALIGNER_TINY names another checkpoint for this run")
+    record = expected_digest()
+    assert record is not None, f"no {EXPECTED_DIGEST_FILE.name}"
+    assert record["cache_key"] == cache_key(), (
+        f"the builders changed (key {cache_key()}, recorded {record['cache_key']}): train once, "
+        f"then record the new key and digest from {tiny_checkpoint / RECORD_NAME} in "
+        f"{EXPECTED_DIGEST_FILE}"
+    )
+    assert checkpoint_digest(tiny_checkpoint) == record["digest"]
+    assert json.loads((tiny_checkpoint / RECORD_NAME).read_text())["digest"] == record["digest"]
+
+
+def test_pinned_training_ignores_which_kernels_the_processor_offers(tmp_path):
+    """Three steps trained twice, the second time with MKL, oneDNN, numpy and OpenBLAS held to
+    older processors' instruction sets: the same bytes. (Unpinned, ATen's AVX2 and AVX-512 kernels
+    trained different checkpoints within 15 steps on one machine.)"""
+    settings = TrainSettings(steps=3, batch=2, max_seconds=4.0, long_share=0.0)
+    older = {
+        "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+        "ONEDNN_MAX_CPU_ISA": "SSE41",
+        "ATEN_CPU_CAPABILITY": "avx2",  # overridden by the pinning, as any caller's would be
+    }
+    a = train_reproducibly(tmp_path / "a", settings)
+    b = train_reproducibly(tmp_path / "b", settings, extra_env=older)
+    assert checkpoint_digest(a) == checkpoint_digest(b)
+
+
+def test_training_refuses_to_run_with_unpinned_kernels(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in PINNED_KERNELS}
+    done = subprocess.run(
+        [sys.executable, "-m", "qwen3_aligner_triton.checkpoint_training", str(tmp_path), "{}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2 and "not pinned" in done.stderr
+    assert not any(tmp_path.iterdir())
 
 
 def test_trained_checkpoint_places_words_near_their_true_times(upstream, random_upstream):

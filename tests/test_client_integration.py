@@ -212,7 +212,7 @@ def test_http_and_grpc_give_identical_results(server, clips, reference, tmp_path
         assert run_cli(*args) == EXIT_OK
         outputs[protocol] = out.read_bytes()
     assert outputs["http"] == outputs["grpc"]
-    assert Alignment.from_json(outputs["grpc"]) == reference["ko"]
+    assert Alignment.from_json(outputs["grpc"]).matches(reference["ko"])
 
     items = [AlignItem(path, TEXTS[lang], lang, key=lang) for lang, path in clips.items()] * 3
     for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
@@ -221,7 +221,8 @@ def test_http_and_grpc_give_identical_results(server, clips, reference, tmp_path
         assert sorted(r.index for r in results) == list(range(len(items)))
         for result in results:
             assert result.ok, result.error
-            assert result.alignment == reference[result.item.key]
+            # Timestamps equal; scores within SCORE_TOLERANCE (a shared pass sums in another order).
+            assert result.alignment.matches(reference[result.item.key]), result.item.key
 
 
 def test_align_many_isolates_a_failing_item(server, clips):

@@ -229,3 +229,22 @@ def test_non_finite_times_from_a_server_are_its_error_not_a_crash(field, value):
         client.align(AUDIO, "w", "en")
     (result,) = client.align_many([(AUDIO, "w", "en")])
     assert not result.ok and "non-finite" in str(result.error)
+
+
+def test_matches_holds_scores_to_the_tolerance_and_the_rest_exactly():
+    from qwen3_aligner_client.results import SCORE_TOLERANCE, AlignedWord, Alignment
+
+    word = AlignedWord("hello", 0.08, 0.4, score=0.076155, repaired=False)
+    base = Alignment("Korean", 1.0, "hello", (word,))
+
+    def with_word(**changes):
+        return dataclasses.replace(base, words=(dataclasses.replace(word, **changes),))
+
+    assert base.matches(with_word(score=0.076156))  # one float32 rounding in a shared pass
+    assert not base.matches(with_word(score=0.076155 + 2 * SCORE_TOLERANCE))
+    assert not base.matches(with_word(start=0.16))
+    assert not base.matches(with_word(repaired=True))
+    assert not base.matches(with_word(score=None))
+    assert not base.matches(dataclasses.replace(base, words=()))
+    assert not base.matches(dataclasses.replace(base, language="English"))
+    assert base.matches(with_word(score=0.5), score_tolerance=1.0)

@@ -300,6 +300,33 @@ def test_png_cjk_labels_have_glyphs():
     assert not [w for w in caught if "missing from" in str(w.message)]
 
 
+def test_a_cjk_font_installed_after_a_first_look_is_found(monkeypatch):
+    """A miss is not remembered: a font installed later by the same process (scripts/setup-browser
+    run from a test) is registered with matplotlib and found at the next call."""
+    from matplotlib import font_manager
+    from qwen3_aligner_client import plot
+
+    installed: list[str] = []
+    monkeypatch.setattr(plot, "_found_cjk_font", [])
+    monkeypatch.setattr(
+        font_manager.fontManager,
+        "ttflist",
+        [f for f in font_manager.fontManager.ttflist if "CJK" not in f.name],
+    )
+    monkeypatch.setattr(font_manager, "findSystemFonts", lambda *a, **k: list(installed))
+
+    def addfont(path):
+        entry = font_manager.FontEntry(fname=path, name="Noto Sans CJK JP")
+        font_manager.fontManager.ttflist.append(entry)
+
+    monkeypatch.setattr(font_manager.fontManager, "addfont", addfont)
+    assert plot._cjk_font() is None
+    installed.append("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
+    assert plot._cjk_font() == "Noto Sans CJK JP"
+    installed.clear()
+    assert plot._cjk_font() == "Noto Sans CJK JP"  # a font found is remembered
+
+
 def test_save_writes_every_format(tmp_path):
     alignment = make_alignment(LONG_ENGLISH)
     options = WriteOptions(audio=(tone(alignment.duration), RATE), recording="demo")

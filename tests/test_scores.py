@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from cases import CASES
+from qwen3_aligner_client.results import SCORE_TOLERANCE
 from test_engine import request_of
 
 from qwen3_aligner_triton.engine import AlignerEngine, WindowedJob
@@ -18,7 +19,7 @@ from qwen3_aligner_triton.results import AlignedUnit, Alignment
 from qwen3_aligner_triton.scores import slot_predictions, summary, unit_repaired, unit_scores
 from qwen3_aligner_triton.timestamps import repair
 
-BATCH_TOLERANCE = 1e-5  # scores of one request whatever its batch-mates
+BATCH_TOLERANCE = SCORE_TOLERANCE  # scores of one request whatever its batch-mates
 
 
 def reference_confidence(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -11,11 +11,12 @@ import requests
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from cases import CASES
+from qwen3_aligner_client.results import SCORE_TOLERANCE
 from triton_calls import MODEL, build_inputs, infer_grpc, infer_http, parse
 
 pytestmark = pytest.mark.integration
 
-BATCH_TOLERANCE = 1e-5
+BATCH_TOLERANCE = SCORE_TOLERANCE
 
 
 def check_scores(result: dict) -> None:

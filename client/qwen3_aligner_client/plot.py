@@ -26,7 +26,6 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,10 +102,18 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{rest:04.1f}" if hours else f"{minutes}:{rest:04.1f}"
 
 
-@lru_cache(maxsize=1)
+_found_cjk_font: list[str] = []  # the name once found; a miss is looked up again next time
+
+
 def _cjk_font() -> str | None:
     """The name of an installed font with CJK glyphs, registering Noto CJK with matplotlib if the
-    font cache predates its installation; ``None`` when there is none."""
+    font cache predates its installation; ``None`` when there is none.
+
+    A font found is remembered; a miss is not, so a font installed later by this same process
+    (``scripts/setup-browser`` run from a test, an operator's ``apt-get``) is seen at the next
+    call: matplotlib's font list is loaded once per process and never rescanned by itself."""
+    if _found_cjk_font:
+        return _found_cjk_font[0]
     from matplotlib import font_manager
 
     def known() -> str | None:
@@ -116,13 +123,17 @@ def _cjk_font() -> str | None:
 
     name = known()
     if name is None:
+        registered = {f.fname for f in font_manager.fontManager.ttflist}
         for path in font_manager.findSystemFonts():
-            if "CJK" in Path(path).name and "Sans" in Path(path).name:
+            file = Path(path).name
+            if "CJK" in file and "Sans" in file and path not in registered:
                 try:
                     font_manager.fontManager.addfont(path)
                 except (OSError, RuntimeError, ValueError):
                     continue
         name = known()
+    if name is not None:
+        _found_cjk_font.append(name)
     return name
 
 

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+# Scores are float32 probabilities; the same request's scores may differ by float32 rounding between
+# a lone forward pass and one shared with other clips (its sums run in another order), never by
+# more than this. Timestamps, texts and spans are always equal.
+SCORE_TOLERANCE = 1e-5
 
 WORD_OPTIONAL_KEYS = (
     "char_start",
@@ -97,6 +102,25 @@ class Alignment:
     duration: float  # seconds of audio submitted
     text: str  # the transcript as submitted
     words: tuple[AlignedWord, ...]
+
+    def matches(self, other: Alignment, score_tolerance: float = SCORE_TOLERANCE) -> bool:
+        """Equal to ``other`` in everything, scores within ``score_tolerance``.
+
+        ``==`` compares scores exactly; this is the equality the service promises for one request
+        whatever it shares a forward pass with (:data:`SCORE_TOLERANCE`)."""
+        head = (self.language, self.duration, self.text)
+        if head != (other.language, other.duration, other.text):
+            return False
+        if len(self.words) != len(other.words):
+            return False
+        for mine, theirs in zip(self.words, other.words, strict=True):
+            if replace(mine, score=None) != replace(theirs, score=None):
+                return False
+            if (mine.score is None) != (theirs.score is None):
+                return False
+            if mine.score is not None and abs(mine.score - theirs.score) > score_tolerance:
+                return False
+        return True
 
     @property
     def has_spans(self) -> bool:

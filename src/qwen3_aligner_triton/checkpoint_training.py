@@ -8,9 +8,18 @@ pace; the other half spread a given number of words over the whole clip (fast in
 long pauses in long ones); a share runs on to a minute. Training starts from a narrow random
 draw of the tiny shapes; the loss is cross-entropy at the ``<timestamp>`` positions of the real
 ``model.thinker`` forward against each word's start and end 80 ms class, spread over the
-neighbouring classes. Seeds are fixed and training runs on one thread, so a build is
-reproducible on one machine; :func:`cached_trained_checkpoint` keeps the result under the user's
-cache folder, keyed by a hash of the builder's source and settings, so only a fresh machine trains.
+neighbouring classes. The audio encoder attends within its 8 s windows, as the real model was
+trained (:mod:`.encoder_attention`).
+
+The checkpoint is the same file, byte for byte, on every machine: :func:`train_reproducibly` runs
+the training in a child process on one thread with the CPU kernels pinned (:data:`PINNED_KERNELS`:
+ATen's portable kernels instead of its AVX2/AVX-512 ones, MKL's conditional numerical
+reproducibility, no oneDNN convolutions, numpy's and OpenBLAS's baseline kernels), so what a
+processor offers does not change a sum's order or a sine's last bit.
+Left to pick by processor, two trainings on one AVX-512 machine, one with ATen's AVX2 kernels,
+differ after 15 steps. :data:`EXPECTED_DIGEST_FILE` records the digest the suite checks.
+:func:`cached_trained_checkpoint` keeps the result under the user's cache folder, keyed by a hash
+of the builders' source and settings, so only a fresh machine trains.
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +49,25 @@ SYLLABLES = (  # made-up syllables for the transcripts
     "be", "de", "ke", "le", "me", "ne", "pe", "re", "se", "te",
 )  # fmt: skip
 CACHE_ENV = "QWEN3_ALIGNER_CACHE"
+# Environment of the training process: kernels that do not depend on the processor, one thread.
+PINNED_KERNELS = {
+    "ATEN_CPU_CAPABILITY": "default",  # ATen's portable kernels, not AVX2/AVX-512 variants
+    "MKL_CBWR": "COMPATIBLE",  # MKL's conditional numerical reproducibility: one code path
+    # numpy's SIMD variants of sin, exp, log, ... round differently (measured here: AVX-512 and
+    # AVX2 give other float64 bits); this is every dispatch target of numpy 1.26 on x86-64.
+    "NPY_DISABLE_CPU_FEATURES": (
+        "SSSE3 SSE41 POPCNT SSE42 AVX F16C FMA3 AVX2 AVX512F AVX512CD AVX512_KNL AVX512_KNM "
+        "AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL"
+    ),
+    "OPENBLAS_CORETYPE": "Prescott",  # numpy's BLAS: its SSE3 kernels, present on every x86-64
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+}
+# The digest of the trained checkpoint's files, recorded where it was first trained and checked by
+# the suite wherever it runs (tests/test_checkpoint.py).
+EXPECTED_DIGEST_FILE = Path(__file__).with_name("tiny-trained.json")
+RECORD_NAME = "TRAINED.json"  # written beside the weights: settings, timings, digest
 
 
 @dataclass(frozen=True)
@@ -286,6 +316,7 @@ def train_checkpoint(
     from qwen_asr import Qwen3ForcedAligner
 
     from .checkpoint_builder import build_checkpoint
+    from .encoder_attention import WINDOWED, set_encoder_attention
     from .engine import build_prompt
 
     out = build_checkpoint(out_dir, flavour="tiny", seed=settings.seed)
@@ -293,6 +324,7 @@ def train_checkpoint(
         torch.manual_seed(settings.seed)
         aligner = Qwen3ForcedAligner.from_pretrained(str(out), dtype=torch.float32)
         model, processor = aligner.model, aligner.processor
+        set_encoder_attention(model, WINDOWED)
         config = model.config
         ts_id = int(config.timestamp_token_id)
         segment_ms = float(config.timestamp_segment_time)
@@ -352,10 +384,14 @@ def cache_key(settings: TrainSettings = TrainSettings()) -> str:
     import torch
     import transformers
 
-    from . import checkpoint_builder
+    from . import checkpoint_builder, encoder_attention
 
     h = hashlib.sha256()
-    for path in (Path(__file__), Path(checkpoint_builder.__file__)):
+    for path in (
+        Path(__file__),
+        Path(checkpoint_builder.__file__),
+        Path(encoder_attention.__file__),
+    ):
         h.update(path.read_bytes())
     h.update(json.dumps(dataclasses.asdict(settings), sort_keys=True).encode())
     h.update(f"{torch.__version__} {transformers.__version__}".encode())
@@ -368,6 +404,56 @@ def cache_root() -> Path:
         return Path(given)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "qwen3-aligner-triton"
+
+
+def kernels_pinned() -> bool:
+    """Whether this process runs the pinned kernels (torch imported after the environment)."""
+    import torch
+
+    return (
+        all(os.environ.get(k) == v for k, v in PINNED_KERNELS.items())
+        and torch.backends.cpu.get_cpu_capability() == "DEFAULT"
+    )
+
+
+def checkpoint_digest(folder: str | Path) -> str:
+    """sha256 over a checkpoint folder's files (names and bytes), the training record excluded."""
+    h = hashlib.sha256()
+    for path in sorted(Path(folder).iterdir()):
+        if path.is_file() and path.name != RECORD_NAME:
+            h.update(path.name.encode() + b"\0")
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def expected_digest() -> dict | None:
+    """The recorded ``{"cache_key", "digest", ...}`` of the default settings' checkpoint."""
+    if not EXPECTED_DIGEST_FILE.is_file():
+        return None
+    return json.loads(EXPECTED_DIGEST_FILE.read_text())
+
+
+def train_reproducibly(
+    out_dir: str | Path, settings: TrainSettings = TrainSettings(), extra_env: dict | None = None
+) -> Path:
+    """Train in a child process with :data:`PINNED_KERNELS`; the same bytes on every machine.
+
+    ``extra_env`` adds variables to the child's environment (the tests restrict the processor
+    features MKL, oneDNN, numpy and OpenBLAS may use, to prove they do not matter)."""
+    env = {**os.environ, **(extra_env or {}), **PINNED_KERNELS}
+    command = [
+        sys.executable,
+        "-m",
+        __name__,
+        str(out_dir),
+        json.dumps(dataclasses.asdict(settings)),
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"training the tiny checkpoint failed (exit {done.returncode}):\n{done.stderr[-4000:]}"
+        )
+    return Path(out_dir)
 
 
 def cached_trained_checkpoint(settings: TrainSettings = TrainSettings()) -> Path:
@@ -383,14 +469,22 @@ def cached_trained_checkpoint(settings: TrainSettings = TrainSettings()) -> Path
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
     try:
-        started, cpu_started = time.perf_counter(), time.process_time()
-        train_checkpoint(work / "checkpoint", settings)
-        (work / "checkpoint" / "TRAINED.json").write_text(
+        started = time.perf_counter()
+        before = os.times()
+        train_reproducibly(work / "checkpoint", settings)
+        after = os.times()
+        (work / "checkpoint" / RECORD_NAME).write_text(
             json.dumps(
                 {
                     "settings": dataclasses.asdict(settings),
+                    "cache_key": cache_key(settings),
+                    "digest": checkpoint_digest(work / "checkpoint"),
                     "train_seconds": round(time.perf_counter() - started, 1),
-                    "train_cpu_seconds": round(time.process_time() - cpu_started, 1),
+                    "train_cpu_seconds": round(
+                        (after.children_user + after.children_system)
+                        - (before.children_user + before.children_system),
+                        1,
+                    ),
                 },
                 indent=2,
             )
@@ -404,3 +498,26 @@ def cached_trained_checkpoint(settings: TrainSettings = TrainSettings()) -> Path
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return final
+
+
+def _main(argv: Sequence[str]) -> int:
+    """``python -m qwen3_aligner_triton.checkpoint_training OUT_DIR SETTINGS_JSON``: the child
+    process of :func:`train_reproducibly`; refuses to train without the pinned kernels."""
+    out_dir, settings_json = argv
+    if not kernels_pinned():
+        print(
+            "checkpoint_training: run through train_reproducibly(); the kernels are not pinned "
+            f"({', '.join(f'{k}={v}' for k, v in PINNED_KERNELS.items())})",
+            file=sys.stderr,
+        )
+        return 2
+    import torch
+
+    torch.backends.mkldnn.enabled = False  # oneDNN picks its kernels by processor
+    torch.use_deterministic_algorithms(True)
+    train_checkpoint(out_dir, TrainSettings(**json.loads(settings_json)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

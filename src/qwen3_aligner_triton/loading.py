@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .encoder_attention import set_encoder_attention
 from .params import ConfigError
 
 HUB_ID_HINT = "a Hugging Face Hub id such as Qwen/Qwen3-ForcedAligner-0.6B"
@@ -96,8 +97,13 @@ def load_aligner(
     dtype: str = "auto",
     attn_implementation: str = "auto",
     shadowing_dir: str | None = None,
+    encoder_attention: str = "windowed",
 ) -> Any:
-    """Load ``qwen_asr.Qwen3ForcedAligner`` from a folder or hub id onto ``device``."""
+    """Load ``qwen_asr.Qwen3ForcedAligner`` from a folder or hub id onto ``device``.
+
+    ``encoder_attention``: ``windowed`` applies the audio encoder's 8 s attention windows as the
+    model was trained; ``full`` leaves upstream's modules as qwen-asr 0.0.6 runs them under sdpa
+    (see :mod:`.encoder_attention`)."""
     kind = describe_checkpoint(checkpoint)
     if device.startswith("cuda"):
         import torch
@@ -127,6 +133,10 @@ def load_aligner(
             f"checkpoint {checkpoint!r} is not a forced-aligner checkpoint "
             f"(thinker model_type {thinker_type!r}); use Qwen3-ForcedAligner, not Qwen3-ASR"
         )
+    try:
+        set_encoder_attention(aligner.model, encoder_attention)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     return aligner
 
 
@@ -200,6 +210,7 @@ def load_forward(settings: Any, device: str, shadowing_dir: str | None = None) -
         dtype=settings.dtype,
         attn_implementation=settings.attn_implementation,
         shadowing_dir=shadowing_dir,
+        encoder_attention=settings.encoder_attention,
     )
     engine = AlignerEngine(aligner, settings)
     if settings.warmup:

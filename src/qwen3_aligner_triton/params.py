@@ -26,6 +26,7 @@ MAX_WINDOW_SECONDS = 300.0
 MIN_WINDOW_SECONDS = 10.0  # long-recording windows: well above the 2 s guard of each window
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2")
+ENCODER_ATTENTION = ("windowed", "full")  # see encoder_attention.py
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class ModelSettings:
     checkpoint: str = ""  # "" -> $MODEL_PATH -> DEFAULT_CHECKPOINT
     dtype: str = "auto"  # auto: bfloat16 on GPU, float32 on CPU
     attn_implementation: str = "auto"  # auto: the transformers default (sdpa)
+    # windowed: the audio encoder attends within its 8 s windows, as the model was trained;
+    # full: every token of a clip attends to the whole clip, as qwen-asr 0.0.6 runs under sdpa.
+    encoder_attention: str = "windowed"
     max_audio_seconds: float = 14400.0  # longest accepted recording (4 h)
     max_audio_samples: int = 230_400_000  # 4 h at 16 kHz (922 MB of float32)
     window_seconds: float = 180.0  # longer audio is aligned window by window
@@ -158,6 +162,16 @@ def _validate(s: ModelSettings) -> None:
         raise ConfigError(
             f"parameter 'attn_implementation': {s.attn_implementation!r} is not one of "
             f"{', '.join(ATTENTION)}"
+        )
+    if s.encoder_attention not in ENCODER_ATTENTION:
+        raise ConfigError(
+            f"parameter 'encoder_attention': {s.encoder_attention!r} is not one of "
+            f"{', '.join(ENCODER_ATTENTION)}"
+        )
+    if s.encoder_attention == "full" and s.attn_implementation == "flash_attention_2":
+        raise ConfigError(
+            "parameter 'encoder_attention': 'full' reproduces qwen-asr 0.0.6 under sdpa or eager; "
+            "flash_attention_2 always applies the encoder's windows"
         )
     positive = {
         "max_audio_seconds": s.max_audio_seconds,

@@ -42,6 +42,7 @@ CORE_PARAMETERS = frozenset(
     {
         "dtype",
         "attn_implementation",
+        "encoder_attention",
         "max_forward_batch",
         "max_forward_tokens",
         "bucket_ratio",
