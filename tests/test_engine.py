@@ -151,13 +151,36 @@ def test_a_core_on_a_gpu_warms_up_with_the_gpu_passes(tiny_checkpoint, upstream,
 
     monkeypatch.setattr(loading, "load_aligner", lambda *args, **kwargs: upstream)
     monkeypatch.setattr(AlignerEngine, "warmup", warmup)
-    settings = ModelSettings(checkpoint=str(tiny_checkpoint))
+    # upstream is the suite's reference: it must keep upstream's own per-clip encoder
+    settings = ModelSettings(checkpoint=str(tiny_checkpoint), packed_encoder=False)
     loading.load_forward(settings, "cuda:0")
     # frames from the CPU for the short clip, then made on the device at the common length
     assert calls == [(False, "default"), (True, GPU_WARMUP_PASSES)]
     calls.clear()
     loading.load_forward(settings, "cpu")
     assert calls == [(False, "default")]
+
+
+def test_a_core_encodes_each_pass_in_one_encoder_call_unless_told_not_to(
+    tiny_checkpoint, monkeypatch
+):
+    from qwen3_aligner_triton import loading
+    from qwen3_aligner_triton.packed_encoder import packed_encoder_installed
+
+    real, loaded = loading.load_aligner, []
+
+    def load_aligner(*args, **kwargs):
+        loaded.append(real(*args, **kwargs))
+        return loaded[-1]
+
+    monkeypatch.setattr(loading, "load_aligner", load_aligner)
+    settings = ModelSettings(checkpoint=str(tiny_checkpoint), warmup=False)
+    packed = loading.load_forward(settings, "cpu")
+    plain = loading.load_forward(dataclasses.replace(settings, packed_encoder=False), "cpu")
+    assert packed_encoder_installed(loaded[0].model.thinker)
+    assert packed.description.endswith("encoder windowed, packed)")
+    assert not packed_encoder_installed(loaded[1].model.thinker)
+    assert plain.description.endswith("encoder windowed)")
 
 
 def test_gpu_warmup_passes_run_with_frames_made_by_the_core(upstream):

@@ -149,7 +149,8 @@ def wired(request):
 def test_initialize_logs_readiness(front, core):
     messages = [m for level, m in pb.Logger.records if level == "info"]
     assert any("front ready" in m for m in messages)
-    assert any(f"on {core.device} (torch.float32) ready" in m for m in messages)
+    described = f"on {core.device} (torch.float32; encoder windowed, packed) ready"
+    assert any(described in m for m in messages), messages
 
 
 def test_one_response_per_request_in_order_with_errors_isolated(front, upstream):

@@ -212,6 +212,10 @@ def load_forward(settings: Any, device: str, shadowing_dir: str | None = None) -
         shadowing_dir=shadowing_dir,
         encoder_attention=settings.encoder_attention,
     )
+    if settings.packed_encoder:
+        from .packed_encoder import install_packed_encoder
+
+        install_packed_encoder(aligner.model.thinker)  # one encoder call per pass, same results
     engine = AlignerEngine(aligner, settings)
     if settings.warmup:
         engine.warmup()  # one short clip, its frames made on the CPU (a front may send them)
@@ -219,4 +223,9 @@ def load_forward(settings: Any, device: str, shadowing_dir: str | None = None) -
             # A GPU placement's front sends waveforms: the frames are made on the device too.
             on_device = dataclasses.replace(settings, features_in_core=True)
             AlignerEngine(aligner, on_device).warmup(GPU_WARMUP_PASSES)
-    return LoadedForward(engine._forward, f"{settings.checkpoint} on {device} ({engine.dtype})")
+    encoder = f"encoder {settings.encoder_attention}" + (
+        ", packed" if settings.packed_encoder else ""
+    )
+    return LoadedForward(
+        engine._forward, f"{settings.checkpoint} on {device} ({engine.dtype}; {encoder})"
+    )

@@ -62,6 +62,9 @@ class ModelSettings:
     # windowed: the audio encoder attends within its 8 s windows, as the model was trained;
     # full: every token of a clip attends to the whole clip, as qwen-asr 0.0.6 runs under sdpa.
     encoder_attention: str = "windowed"
+    # All clips of a forward pass through the audio encoder in one call (packed_encoder.py), equal
+    # to upstream's per-clip loop up to float rounding; false: upstream's loop, one call per clip.
+    packed_encoder: bool = True
     max_audio_seconds: float = 14400.0  # longest accepted recording (4 h)
     max_audio_samples: int = 230_400_000  # 4 h at 16 kHz (922 MB of float32)
     window_seconds: float = 180.0  # longer audio is aligned window by window

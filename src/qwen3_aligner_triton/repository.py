@@ -43,6 +43,7 @@ CORE_PARAMETERS = frozenset(
         "dtype",
         "attn_implementation",
         "encoder_attention",
+        "packed_encoder",
         "max_forward_batch",
         "max_forward_tokens",
         "bucket_ratio",

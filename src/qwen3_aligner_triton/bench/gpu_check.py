@@ -119,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="transformers attention, in-process and in the server (auto = sdpa)",
     )
     parser.add_argument(
+        "--encoder-attention",
+        default="windowed",
+        choices=("windowed", "full"),
+        help="the audio encoder's 8 s windows applied (windowed, as trained; the default) or "
+        "not (full: qwen-asr 0.0.6 under sdpa), in-process and in the server",
+    )
+    parser.add_argument(
         "--protocol", choices=("grpc", "http"), default="grpc", help="served protocol (grpc)"
     )
     parser.add_argument(
@@ -209,6 +216,7 @@ class GpuReport:
     batch_sizes: list[int]
     protocol: str
     instances: int = 1  # core instances of the served path
+    encoder_attention: str = "windowed"  # the audio encoder's 8 s windows applied, or "full"
     cells: dict[str, dict[int, Cell]] = field(default_factory=dict)  # path -> batch -> cell
     setup_seconds: dict[str, float] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
@@ -615,7 +623,11 @@ def run_in_process(
     biggest = max(args.batch_sizes)
     t0 = time.monotonic()
     aligner = load_aligner(
-        checkpoint, args.device, report.dtype, attn_implementation=args.attn_implementation
+        checkpoint,
+        args.device,
+        report.dtype,
+        attn_implementation=args.attn_implementation,
+        encoder_attention=args.encoder_attention,
     )
     report.setup_seconds["load_in_process"] = time.monotonic() - t0
     engine = AlignerEngine(
@@ -715,6 +727,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         checkpoint=args.checkpoint,
         dtype="bfloat16" if cuda else "float32",
         attn_implementation=args.attn_implementation,
+        encoder_attention=args.encoder_attention,
         clip_seconds=args.clip_seconds,
         batch_sizes=list(args.batch_sizes),
         protocol=args.protocol,
@@ -743,6 +756,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 {
                     "dtype": report.dtype,
                     "attn_implementation": args.attn_implementation,
+                    "encoder_attention": args.encoder_attention,
                     "max_forward_batch": str(biggest),
                     "max_forward_tokens": str(1 << 20),
                 },
@@ -786,7 +800,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"GPU:        {report.gpu}; torch {report.torch}")
     print(
         f"model:      {report.checkpoint} checkpoint in {report.dtype}, attention "
-        f"{report.attn_implementation}; {report.clip_seconds:g} s clips; server via "
+        f"{report.attn_implementation}, encoder {report.encoder_attention}; "
+        f"{report.clip_seconds:g} s clips; server via "
         f"{report.protocol}, N requests in flight, {report.instances} core instance(s)"
     )
     print()
