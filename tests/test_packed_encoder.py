@@ -419,3 +419,20 @@ def test_a_pass_on_the_gpu_reads_nothing_back(random_checkpoint, clips):
         _get_feat_extract_output_lengths(torch.tensor([c.shape[1] for c in clips]))
     )
     assert bool(torch.isfinite(out).all())
+
+
+def test_the_encoder_bench_compares_both_on_one_model(tmp_path, capsys):
+    """bench.encoder: both encoders on the same prepared clips, same timestamps, a ratio."""
+    import json
+
+    from qwen3_aligner_triton.bench import encoder as bench
+
+    out = tmp_path / "encoder.json"
+    argv = ["--clips", "2", "--max-seconds", "12", "--rounds", "1", "--shared-pass"]
+    assert bench.main([*argv, "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    for shape in ("a pass per clip", "one pass of all"):
+        assert report[shape]["identical"] is True
+        assert len(report[shape]["upstream_s"]) == len(report[shape]["packed_s"]) == 1
+        assert report[shape]["ratio"] > 0
+    assert "timestamps identical" in capsys.readouterr().out
