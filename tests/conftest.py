@@ -35,7 +35,27 @@ def _simulated_device_lock_removed():
             os.remove(SIMULATED_DEVICE_LOCK)
 
 
+# The fast lane (./scripts/test --fast, or this variable set to 1) runs the tests that need no
+# tritonserver and no tiny checkpoint: not those marked `integration`, nor those using one of these
+# fixtures, directly or through other fixtures (item.fixturenames is the closure).
+FAST_LANE_ENV = "QWEN3_ALIGNER_FAST"
+SLOW_FIXTURES = frozenset({"server", "tiny_checkpoint", "upstream", "random_checkpoint"})
+
+
+def needs_server_or_checkpoint(item) -> bool:
+    """Whether ``item`` is left out of the fast lane."""
+    if item.get_closest_marker("integration") is not None:
+        return True
+    return not SLOW_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
+
+
 def pytest_collection_modifyitems(config, items):
+    if os.environ.get(FAST_LANE_ENV) == "1":
+        slow = [item for item in items if needs_server_or_checkpoint(item)]
+        if slow:
+            config.hook.pytest_deselected(items=slow)
+            left_out = set(slow)
+            items[:] = [item for item in items if item not in left_out]
     try:
         import torch
 
@@ -208,3 +228,30 @@ def server(tmp_path_factory, tiny_checkpoint):
         leftover = shm_regions(opts.shm_prefix)
         assert not leftover, f"shared-memory regions left behind: {leftover}"
         assert code == 0, f"tritonserver exited with {code}:\n{running.failure_summary()}"
+
+
+def pytest_sessionstart(session):
+    """Train the suite's checkpoint before the first test, outside every test's timeout.
+
+    On a fresh machine the training takes about ten CPU minutes (processor-independent kernels,
+    one thread), longer than the per-test timeout on a loaded machine; once cached it is instant.
+    The fast lane and a run given another checkpoint (``$QWEN3_ALIGNER_TINY``) skip it."""
+    if os.environ.get("QWEN3_ALIGNER_TINY") or os.environ.get(FAST_LANE_ENV) == "1":
+        return
+    if session.config.getoption("collectonly", False):
+        return
+    from qwen3_aligner_triton.checkpoint_training import (
+        cache_key,
+        cache_root,
+        cached_trained_checkpoint,
+    )
+
+    target = cache_root() / f"tiny-trained-{cache_key()}"
+    if not (target / "config.json").is_file():
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"training the suite's tiny checkpoint into {target} "
+                "(about 10 CPU minutes, once per machine)"
+            )
+    cached_trained_checkpoint()

@@ -8,6 +8,7 @@ import io
 import itertools
 import json
 import os
+import re
 from dataclasses import replace
 
 import pytest
@@ -299,3 +300,125 @@ def test_tsv_by_hand():
         ["1.0000", "false"],
         ["0.1250", "false"],
     ]
+
+
+# --- the formats to the letter ------------------------------------------------------------------
+# The parsers above are lenient (srt.parse takes "." as well as "," before the milliseconds, and
+# webvtt and praatio skip what they do not expect), so these read the files line by line against
+# each format's grammar, as a strict player would.
+
+SRT_TIMING = re.compile(r"^\d{2}:\d{2}:\d{2},\d{3} --> \d{2}:\d{2}:\d{2},\d{3}$")
+VTT_TIMING = re.compile(r"^\d{2}:\d{2}:\d{2}\.\d{3} --> \d{2}:\d{2}:\d{2}\.\d{3}$")
+PRAAT_NUMBER = r"\d+(?:\.\d+)?"  # seconds, as Praat writes them: no exponent, no sign
+PRAAT_STRING = r'"(?:[^"]|"")*"'  # a quote inside is doubled
+
+
+def literal_samples() -> list[Alignment]:
+    """The samples, and times that round up across a second, a minute and an hour."""
+    boundaries = make_alignment(
+        "Tick tock, clock!", [(59.9996, 60.2), (119.9995, 121.0), (3599.9996, 3601.25)]
+    )
+    return [*samples(), boundaries]
+
+
+LITERAL_IDS = [*IDS, "rounding-across-boundaries"]
+
+
+def clock_ms(stamp: str) -> int:
+    """Milliseconds of an ``HH:MM:SS,mmm`` or ``HH:MM:SS.mmm`` stamp (minutes, seconds < 60)."""
+    hours, minutes, seconds, ms = (int(part) for part in re.split(r"[:,.]", stamp))
+    assert minutes < 60 and seconds < 60, stamp
+    return ((hours * 60 + minutes) * 60 + seconds) * 1000 + ms
+
+
+def cue_ms(cues) -> list[tuple[int, int]]:
+    return [(round(c.start * 1000), round(c.end * 1000)) for c in cues]
+
+
+@pytest.mark.parametrize("alignment", literal_samples(), ids=LITERAL_IDS)
+def test_srt_blocks_and_timing_lines_to_the_letter(alignment):
+    options = WriteOptions(cues=CueOptions(max_chars_per_line=30))
+    text = render(alignment, "srt", options)
+    cues = group_cues(alignment, options.cues)
+    assert "\r" not in text and text.endswith("\n") and not text.endswith("\n\n")
+    blocks = text[:-1].split("\n\n")  # one blank line between blocks, none inside one
+    assert len(blocks) == len(cues)
+    times = []
+    for number, (block, cue) in enumerate(zip(blocks, cues, strict=True), start=1):
+        index, timing, *lines = block.split("\n")
+        assert index == str(number)
+        assert SRT_TIMING.match(timing), timing
+        start, end = timing.split(" --> ")
+        times.append((clock_ms(start), clock_ms(end)))
+        assert lines == list(cue.lines)
+        assert all(line.strip() and "-->" not in line for line in lines), lines
+    assert times == cue_ms(cues)
+    assert all(start < end for start, end in times)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(times))
+
+
+@pytest.mark.parametrize("alignment", literal_samples(), ids=LITERAL_IDS)
+def test_webvtt_header_and_cue_timings_to_the_letter(alignment):
+    text = render(alignment, "vtt")
+    cues = group_cues(alignment)
+    assert "\r" not in text and not text.startswith("\ufeff")
+    assert text.endswith("\n") and not text.endswith("\n\n")
+    header, *blocks = text[:-1].split("\n\n")
+    assert header == "WEBVTT"  # the signature alone on the first line, then a blank line
+    assert len(blocks) == len(cues)
+    times = []
+    for block, cue in zip(blocks, cues, strict=True):
+        timing, *lines = block.split("\n")  # no cue identifiers: the timing line comes first
+        assert VTT_TIMING.match(timing), timing
+        start, end = timing.split(" --> ")
+        times.append((clock_ms(start), clock_ms(end)))
+        assert [html.unescape(line) for line in lines] == list(cue.lines)
+        for line in lines:
+            assert line.strip() and "-->" not in line and "<" not in line, line
+            assert "&" not in re.sub(r"&(?:amp|lt|gt);", "", line), line  # only these entities
+    assert times == cue_ms(cues)
+    assert all(start < end for start, end in times)
+    assert all(a[0] <= b[0] for a, b in itertools.pairwise(times))  # cues ordered by start
+
+
+def praat_value(line: str, key: str, pattern: str) -> str:
+    found = re.fullmatch(rf"{key} = ({pattern})", line)
+    assert found, (key, line)
+    return found.group(1)
+
+
+@pytest.mark.parametrize("alignment", literal_samples(), ids=LITERAL_IDS)
+def test_textgrid_long_format_to_the_letter(alignment):
+    text = render(alignment, "textgrid")
+    assert "\r" not in text and text.endswith("\n")
+    lines = iter(text[:-1].split("\n"))
+    head = [next(lines) for _ in range(8)]
+    assert head[:4] == ['File type = "ooTextFile"', 'Object class = "TextGrid"', "", "xmin = 0"]
+    xmax = praat_value(head[4], "xmax", PRAAT_NUMBER)
+    assert head[5:] == ["tiers? <exists>", "size = 2", "item []:"]
+    labels = {}
+    for number, name in enumerate(("words", "cues"), start=1):
+        assert next(lines) == f"    item [{number}]:"
+        assert next(lines) == '        class = "IntervalTier"'
+        assert next(lines) == f'        name = "{name}"'
+        assert next(lines) == "        xmin = 0"
+        assert next(lines) == f"        xmax = {xmax}"
+        size = int(praat_value(next(lines), "        intervals: size", r"[1-9]\d*"))
+        cursor, texts = "0", []
+        for k in range(1, size + 1):
+            assert next(lines) == f"        intervals [{k}]:"
+            start = praat_value(next(lines), " " * 12 + "xmin", PRAAT_NUMBER)
+            end = praat_value(next(lines), " " * 12 + "xmax", PRAAT_NUMBER)
+            quoted = praat_value(next(lines), " " * 12 + "text", PRAAT_STRING)
+            assert float(start) == float(cursor)  # the intervals tile the tier
+            assert float(end) > float(start), (name, k, start, end)
+            cursor = end
+            texts.append(quoted[1:-1].replace('""', '"'))
+        assert float(cursor) == float(xmax)
+        labels[name] = [t for t in texts if t]
+    assert next(lines, None) is None  # nothing after the second tier
+    assert float(xmax) >= alignment.duration - 5e-4
+    assert labels == {
+        "words": [w.text for w in alignment.words],
+        "cues": [c.flat_text for c in group_cues(alignment)],
+    }

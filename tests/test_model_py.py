@@ -81,6 +81,21 @@ def serve(front, requests) -> list:
     return responses
 
 
+CODE_NAMES = {v: k for k, v in vars(pb.TritonError).items() if k.isupper()}
+
+
+def error_message(response, expected: str = "INVALID_ARG") -> str:
+    """The message of ``response``'s error, once it is checked to be an error with the code
+    named ``expected`` (an attribute of ``TritonError``)."""
+    assert response.has_error(), f"expected an {expected} error, the request was accepted"
+    code = response.error.code()
+    assert code == getattr(pb.TritonError, expected), (
+        f"expected an {expected} error, got {CODE_NAMES.get(code, code)}: "
+        f"{response.error.message()}"
+    )
+    return response.error.message()
+
+
 def make_core(checkpoint, **parameters):
     instance = load_model_module(CORE).TritonPythonModel()
     params = {"checkpoint": str(checkpoint), "max_forward_batch": "16", **parameters}
@@ -166,16 +181,12 @@ def test_one_response_per_request_in_order_with_errors_isolated(front, upstream)
         request(np.full(16000, np.nan), "nan audio", "en"),
     ]
     responses = serve(front, requests)
-    ok = [0, 3]
-    for i, response in enumerate(responses):
-        if i in ok:
-            assert not response.has_error(), response.error.message()
-        else:
-            assert response.error.code() == pb.TritonError.INVALID_ARG
-    assert "LANGUAGE" in responses[1].error.message()
-    assert "AUDIO is required" in responses[2].error.message()
-    assert "no alignable words" in responses[4].error.message()
-    assert "NaN" in responses[5].error.message()
+    for i in (0, 3):
+        assert not responses[i].has_error(), responses[i].error.message()
+    assert "LANGUAGE" in error_message(responses[1])
+    assert "AUDIO is required" in error_message(responses[2])
+    assert "no alignable words" in error_message(responses[4])
+    assert "NaN" in error_message(responses[5])
 
     expected = upstream_align(upstream, a2, 8000, "我们今天去公园", "Chinese")
     words = [w.decode() for w in responses[3].output("WORDS")[0]]
@@ -374,8 +385,7 @@ def test_unexpected_failure_in_one_request_spares_the_others(front, monkeypatch)
     monkeypatch.setattr(front.front.preparer, "prepare", prepare)
     audio = np.zeros(16000, np.float32)
     responses = serve(front, [request(audio, "explode", "en"), request(audio, "fine", "en")])
-    assert responses[0].error.code() == pb.TritonError.INTERNAL
-    message = responses[0].error.message()
+    message = error_message(responses[0], "INTERNAL")
     assert message.startswith("internal error (id ") and "simulated" not in message
     error_id = re.match(r"internal error \(id ([0-9a-f]+)\)", message).group(1)
     logged = [m for level, m in pb.Logger.records if level == "error" and error_id in m]
@@ -399,8 +409,7 @@ def test_a_core_error_fails_only_its_request(front, core, monkeypatch):
             request(np.zeros(16000, np.float32), "one", "en"),
         ],
     )
-    assert responses[0].error.code() == pb.TritonError.INTERNAL
-    message = responses[0].error.message()
+    message = error_message(responses[0], "INTERNAL")
     assert message.startswith("internal error (id ") and "boom" not in message
     error_id = message.split("id ")[1].rstrip(")")
     logged = [m for level, m in pb.Logger.records if level == "error" and error_id in m]
@@ -414,7 +423,7 @@ def test_a_core_call_that_raises_fails_only_its_request(front, monkeypatch):
 
     monkeypatch.setattr(pb.InferenceRequest, "handler", handler)
     responses = serve(front, [request(np.zeros(16000, np.float32), "one", "en")])
-    assert responses[0].error.code() == pb.TritonError.INTERNAL
+    error_message(responses[0], "INTERNAL")
 
 
 def core_requests(front, texts):
@@ -436,8 +445,7 @@ def test_core_forward_raising_as_a_whole_answers_every_clip(front, core, monkeyp
     monkeypatch.setattr(core.runner, "run", run)
     responses = core_execute(core, core_requests(front, ["a b", "c d e"]))
     assert len(responses) == 2
-    assert all(r.error.code() == pb.TritonError.INTERNAL for r in responses)
-    message = responses[0].error.message()
+    message, _ = [error_message(r, "INTERNAL") for r in responses]
     assert message.startswith("forward failed: internal error (id ") and "lost" not in message
     error_id = message.split("id ")[1].rstrip(")")
     logged = [m for level, m in pb.Logger.records if level == "error" and error_id in m]
@@ -449,7 +457,7 @@ def test_core_short_results_list_leaves_no_request_unanswered(front, core, monke
     monkeypatch.setattr(core.runner, "run", lambda items, on_batch=None: real_run(items)[:1])
     responses = core_execute(core, core_requests(front, ["a b", "c d e"]))
     assert not responses[0].has_error()
-    assert "no result" in responses[1].error.message()
+    assert "no result" in error_message(responses[1], "INTERNAL")
 
 
 def test_core_per_clip_forward_failure_spares_the_others(front, core, monkeypatch):
@@ -462,7 +470,7 @@ def test_core_per_clip_forward_failure_spares_the_others(front, core, monkeypatc
 
     monkeypatch.setattr(core.runner, "run", run)
     responses = core_execute(core, core_requests(front, ["a b", "c d e"]))
-    message = responses[0].error.message()
+    message = error_message(responses[0], "INTERNAL")
     assert message.startswith("forward failed: internal error (id ")
     assert "out of memory" in message and "9 GiB" not in message  # the details stay in the log
     assert responses[1].output("TIMESTAMP_BINS").shape == (1, 6)
@@ -470,7 +478,7 @@ def test_core_per_clip_forward_failure_spares_the_others(front, core, monkeypatc
 
 def test_core_without_its_inputs_is_an_error_response(core):
     (response,) = core_execute(core, [pb.InferenceRequest({})])
-    assert response.error.code() == pb.TritonError.INVALID_ARG
+    error_message(response)
 
 
 def test_simulated_core_answers_ordered_placeholders_inside_the_audio(tiny_checkpoint, front):
@@ -577,14 +585,14 @@ def test_core_refuses_clips_no_front_sends_naming_the_limit(core):
     short_audio = {"INPUT_IDS": np.zeros((1, 10), np.int64), "AUDIO": np.zeros((1, 159))}
     cases = (huge_ids, long_features, empty, long_audio, both, neither, short_audio)
     responses = core_execute(core, [pb.InferenceRequest(a) for a in cases])
-    assert all(r.error.code() == pb.TritonError.INVALID_ARG for r in responses)
-    assert f"{limit + 1} tokens; the limit is {limit}" in responses[0].error.message()
-    assert "FEATURES has 40001 frames; the limit is 40000 (400 s" in responses[1].error.message()
-    assert "must not be empty" in responses[2].error.message()
-    assert "AUDIO has 40001 frames; the limit is 40000 (400 s" in responses[3].error.message()
-    assert "exactly one of FEATURES and AUDIO" in responses[4].error.message()
-    assert "one of FEATURES or AUDIO are required" in responses[5].error.message()
-    assert "AUDIO must not be empty" in responses[6].error.message()
+    messages = [error_message(r) for r in responses]
+    assert f"{limit + 1} tokens; the limit is {limit}" in messages[0]
+    assert "FEATURES has 40001 frames; the limit is 40000 (400 s" in messages[1]
+    assert "must not be empty" in messages[2]
+    assert "AUDIO has 40001 frames; the limit is 40000 (400 s" in messages[3]
+    assert "exactly one of FEATURES and AUDIO" in messages[4]
+    assert "one of FEATURES or AUDIO are required" in messages[5]
+    assert "AUDIO must not be empty" in messages[6]
 
 
 def test_a_stopping_server_refuses_with_unavailable_and_counts_nothing_in_flight(
@@ -614,8 +622,7 @@ def test_a_stopping_server_refuses_with_unavailable_and_counts_nothing_in_flight
         (folder / DRAIN_MARKER).touch()
         refused = serve(instance, [request(audio, "one two", "en"), request(audio, "x", "en")])
         for response in refused:
-            assert response.error.code() == pb.TritonError.UNAVAILABLE
-            assert "the server is stopping" in response.error.message()
+            assert "the server is stopping" in error_message(response, "UNAVAILABLE")
         assert gauge.value == 0
     finally:
         instance.finalize()

@@ -523,7 +523,7 @@ def test_bench_shape_runs_both_measurements_and_replays_the_windows(tiny_checkpo
     assert long["lone_180s_forward_s"] > 0 and long["idle_p95_s"] > 0
 
 
-def test_trained_checkpoint_means_synthetic_speech_for_the_longform_runs(tmp_path):
+def test_trained_checkpoint_means_synthetic_speech_for_the_longform_runs(tmp_path, tiny_checkpoint):
     """``--checkpoint trained`` is the cached tiny checkpoint trained on synthetic speech, and
     its longform runs send that speech, whose words it places (random weights pile them up)."""
     from qwen3_aligner_triton.bench.checkpoints import resolve_checkpoint

@@ -12,6 +12,7 @@ from cases import CASES
 from qwen3_aligner_client.results import SCORE_TOLERANCE
 from test_engine import request_of
 
+from qwen3_aligner_triton.checkpoint_training import synthetic_set
 from qwen3_aligner_triton.engine import AlignerEngine, WindowedJob
 from qwen3_aligner_triton.params import ModelSettings
 from qwen3_aligner_triton.requests import AlignRequest, decode_request
@@ -196,7 +197,7 @@ def test_long_recordings_and_cues_carry_scores(upstream):
         )
 
 
-def test_words_the_audio_never_holds_raise_the_repaired_share():
+def test_words_the_audio_never_holds_raise_the_repaired_share(tiny_checkpoint):
     """On a checkpoint whose timestamps follow the audio, inserting words that are never spoken
     (half as many again) raises the repaired share over the set and lowers the mean score.
 
@@ -204,18 +205,14 @@ def test_words_the_audio_never_holds_raise_the_repaired_share():
     share grows with the number of words even over pure noise (a length effect, not a mismatch).
     So this runs on the tiny checkpoint trained on synthetic speech (``checkpoint_training``).
     """
-    training = pytest.importorskip(
-        "qwen3_aligner_triton.checkpoint_training",
-        reason="needs the tiny checkpoint trained to follow the audio (checkpoint_training)",
-    )
     from qwen3_aligner_triton.loading import load_aligner
 
-    path = str(training.cached_trained_checkpoint())
+    path = str(tiny_checkpoint)
     engine = AlignerEngine(load_aligner(path, "cpu"), ModelSettings(checkpoint=path))
     rng = np.random.default_rng(5)
     syllables = ["ba", "ko", "mi", "ru", "te", "sa", "no", "pi"]
     own_share, foreign_share, lower_score = [], [], 0
-    clips = training.synthetic_set(321, 30, 4.0, 14.0)
+    clips = synthetic_set(321, 30, 4.0, 14.0)
     for clip in clips:
         words = list(clip.words)
         foreign = list(words)
