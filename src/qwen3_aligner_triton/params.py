@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .encoder_attention import ENCODER_ATTENTION, FULL
+
 DEFAULT_CHECKPOINT = "Qwen/Qwen3-ForcedAligner-0.6B"
 CHECKPOINT_ENV = "MODEL_PATH"  # the variable operators of the FastAPI service already set
 # Parameters Triton itself interprets; allowed in the file, ignored by the model.
@@ -26,7 +28,6 @@ MAX_WINDOW_SECONDS = 300.0
 MIN_WINDOW_SECONDS = 10.0  # long-recording windows: well above the 2 s guard of each window
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2")
-ENCODER_ATTENTION = ("windowed", "full")  # see encoder_attention.py
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ def _validate(s: ModelSettings) -> None:
             f"parameter 'encoder_attention': {s.encoder_attention!r} is not one of "
             f"{', '.join(ENCODER_ATTENTION)}"
         )
-    if s.encoder_attention == "full" and s.attn_implementation == "flash_attention_2":
+    if s.encoder_attention == FULL and s.attn_implementation == "flash_attention_2":
         raise ConfigError(
             "parameter 'encoder_attention': 'full' reproduces qwen-asr 0.0.6 under sdpa or eager; "
             "flash_attention_2 always applies the encoder's windows"
