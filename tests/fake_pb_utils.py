@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Callable
 from typing import ClassVar
@@ -76,13 +77,24 @@ class InferenceRequest:
 
     handler: ClassVar[Callable[[InferenceRequest], InferenceResponse] | None] = None
 
-    def __init__(self, inputs=None, model_name: str = "", requested_output_names=None) -> None:
+    def __init__(
+        self, inputs=None, model_name: str = "", requested_output_names=None, parameters=None
+    ) -> None:
         if isinstance(inputs, list):
             inputs = {t.name(): t.as_numpy() for t in inputs}
         self.inputs: dict[str, np.ndarray] = dict(inputs or {})
         self.model_name = model_name
         self.requested_output_names = list(requested_output_names or [])
+        if parameters is not None:  # as the stub checks a BLS request's parameters
+            for key, value in parameters.items():
+                if not isinstance(key, str) or not isinstance(value, bool | int | str):
+                    raise TypeError(f"parameter {key!r}: keys str, values bool/int/str")
+        self._parameters = dict(parameters or {})
         self.sender = ResponseSender()
+
+    def parameters(self) -> str:
+        """The request's parameters as the JSON text the stub returns."""
+        return json.dumps(self._parameters)
 
     def get_response_sender(self) -> ResponseSender:
         return self.sender

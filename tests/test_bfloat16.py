@@ -16,6 +16,7 @@ from conftest import upstream_align
 from test_model_py import (
     FRONT,
     core_execute,
+    core_request,
     init_args,
     load_model_module,
     make_core,
@@ -116,10 +117,10 @@ def test_batched_clips_get_their_lone_results_in_bfloat16(front, core_bf16):
             audio=c.audio(), sample_rate=c.sample_rate, text=c.text, language=c.upstream_language
         )
         arrays.append(core_request_arrays(front.front.preparer.prepare(req).core_input()))
-    alone = [core_execute(core_bf16, [pb.InferenceRequest(a)])[0] for a in arrays]
+    alone = [core_execute(core_bf16, [core_request(a)])[0] for a in arrays]
     family = core_bf16.metrics._families["qwen3_aligner_forward_batch_size"]
     seen = len(family.metrics[0].observations)
-    together = core_execute(core_bf16, [pb.InferenceRequest(a) for a in arrays])
+    together = core_execute(core_bf16, [core_request(a) for a in arrays])
     sizes = family.metrics[0].observations
     assert len(sizes) > seen and max(sizes[seen:]) > 1, "the clips did not share a forward pass"
     for case, one, shared in zip(picked, alone, together, strict=True):

@@ -388,3 +388,105 @@ def test_cpu_instances_counts_the_cpu_groups_of_a_configuration():
     groups = [{"kind": "KIND_CPU", "count": 2}, {"kind": "KIND_GPU", "count": 4}, {"count": 1}]
     assert cpu_instances({"instance_group": groups}) == 3  # no kind: Triton's default, CPU here
     assert cpu_instances({}) == 1  # no instance_group: one instance
+
+
+def test_audio_tokens_of_frames_equal_upstream_s_for_every_length():
+    from qwen_asr.core.transformers_backend.processing_qwen3_asr import (
+        _get_feat_extract_output_lengths,
+    )
+
+    from qwen3_aligner_triton.core import audio_tokens_of_frames
+
+    frames = torch.arange(0, 40_001)
+    expected = _get_feat_extract_output_lengths(frames).tolist()
+    assert [audio_tokens_of_frames(n) for n in range(40_001)] == expected
+
+
+AUDIO_PAD = 5
+RULES_VOCAB = 400
+
+
+def rules_clip(ids, frames: int = 300, features=None, wave=None) -> CoreInput:
+    if wave is not None:
+        return CoreInput(np.asarray(ids, np.int64), wave=wave)
+    if features is None:
+        features = np.zeros((128, frames), np.float32)
+    return CoreInput(np.asarray(ids, np.int64), features)
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        (rules_clip([1, TS, TS]), "has 0 audio tokens (id 5) but FEATURES's 300 frames make 39"),
+        (rules_clip([AUDIO_PAD] * 40 + [TS, TS]), "has 40 audio tokens"),
+        (rules_clip([AUDIO_PAD] * 39 + [10**12]), "INPUT_IDS must lie in [0, 400)"),
+        (rules_clip([AUDIO_PAD] * 39 + [-1]), "INPUT_IDS must lie in [0, 400)"),
+        (rules_clip([AUDIO_PAD] * 39 + [RULES_VOCAB]), "INPUT_IDS must lie in [0, 400)"),
+        (
+            rules_clip([AUDIO_PAD] * 39, features=np.full((128, 300), np.nan, np.float32)),
+            "FEATURES contains NaN or infinite values",
+        ),
+        (
+            rules_clip([AUDIO_PAD] * 39, features=np.full((128, 300), 1e30, np.float32)),
+            "FEATURES values must lie within [-10, 10]",
+        ),
+        (
+            rules_clip([AUDIO_PAD] * 39, features=np.zeros((80, 300), np.float32)),
+            "FEATURES must be [128, frames] per clip",
+        ),
+        (
+            rules_clip([AUDIO_PAD], wave=np.full(1600, np.inf, np.float32)),
+            "AUDIO contains NaN or infinite values",
+        ),
+        (
+            rules_clip([AUDIO_PAD], wave=np.full(1600, 2.0, np.float32)),
+            "AUDIO values must lie within [-1, 1]",
+        ),
+        (rules_clip([AUDIO_PAD] * 3, wave=np.zeros(160, np.float32)), "1 frames make 1"),
+    ],
+)
+def test_the_core_refuses_clips_that_could_touch_their_batch_mates(item, message):
+    from qwen3_aligner_triton.core import ClipRules, refusal
+
+    rules = ClipRules(vocab_size=RULES_VOCAB, audio_token_id=AUDIO_PAD)
+    why = refusal(item, ModelSettings(), rules)
+    assert why is not None and message in why
+
+
+def test_well_formed_clips_pass_the_rules():
+    from qwen3_aligner_triton.core import ClipRules, refusal
+
+    rules = ClipRules(vocab_size=RULES_VOCAB, audio_token_id=AUDIO_PAD)
+    assert refusal(rules_clip([AUDIO_PAD] * 39 + [1, TS, TS]), ModelSettings(), rules) is None
+    wave = np.linspace(-1, 1, 160, dtype=np.float32)
+    assert refusal(rules_clip([AUDIO_PAD, TS, TS], wave=wave), ModelSettings(), rules) is None
+
+
+@pytest.mark.parametrize(
+    "error, fatal",
+    [
+        (RuntimeError("CUDA error: device-side assert triggered"), True),
+        (RuntimeError("CUDA error: an illegal memory access was encountered"), True),
+        (RuntimeError("CUBLAS_STATUS_EXECUTION_FAILED when calling cublasGemmEx"), True),
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"), False),
+        (IndexError("index out of range in self"), False),
+        (ValueError("bad"), False),
+    ],
+)
+def test_device_errors_that_poison_the_process_are_told_apart(error, fatal):
+    from qwen3_aligner_triton.core import fatal_device_error
+
+    assert fatal_device_error(error) is fatal
+
+
+def test_a_fatal_device_error_is_not_retried_in_halves():
+    calls = []
+
+    def forward(batch):
+        calls.append(len(batch))
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+    settings = ModelSettings(max_forward_batch=8)
+    results = CoreRunner(forward, settings).run([clip(2) for _ in range(4)])
+    assert calls == [4]
+    assert all("device-side assert" in str(r) for r in results)

@@ -96,6 +96,13 @@ def error_message(response, expected: str = "INVALID_ARG") -> str:
     return response.error.message()
 
 
+def core_request(arrays) -> pb.InferenceRequest:
+    """A request to the core as the front sends it: with this server's key."""
+    from qwen3_aligner_triton.core_access import key_parameters, server_key
+
+    return pb.InferenceRequest(arrays, parameters=key_parameters(server_key()))
+
+
 def make_core(checkpoint, **parameters):
     instance = load_model_module(CORE).TritonPythonModel()
     params = {"checkpoint": str(checkpoint), "max_forward_batch": "16", **parameters}
@@ -206,7 +213,7 @@ def test_core_answers_bins_and_confidences_per_slot(core, front):
     item = front.front.preparer.prepare(_align_request(rng, "one two three")).core_input()
     from qwen3_aligner_triton.front import core_request_arrays
 
-    req = pb.InferenceRequest(core_request_arrays(item))
+    req = core_request(core_request_arrays(item))
     (response,) = core_execute(core, [req])
     bins = response.output("TIMESTAMP_BINS")
     confidence = response.output("SLOT_CONFIDENCE")
@@ -235,7 +242,7 @@ def test_core_execute_returns_before_the_answer_on_a_gpu_and_after_it_with_one_c
         return real_run(items)
 
     monkeypatch.setattr(core.runner, "run", gated)
-    req = pb.InferenceRequest(arrays)
+    req = core_request(arrays)
     asyncio.run_coroutine_threadsafe(core.execute([req]), stub_loop()).result(30)
     assert not req.sender.final.is_set()  # returned while its pass was still running
     gate.set()
@@ -243,7 +250,7 @@ def test_core_execute_returns_before_the_answer_on_a_gpu_and_after_it_with_one_c
 
     one_per_pass = make_core(tiny_checkpoint, max_forward_batch="1")
     try:
-        req = pb.InferenceRequest(arrays)
+        req = core_request(arrays)
         asyncio.run_coroutine_threadsafe(one_per_pass.execute([req]), stub_loop()).result(60)
         assert req.sender.final.is_set()  # answered before execute() returned
         assert not req.sender.sent[0][0].has_error()
@@ -284,7 +291,7 @@ def test_cpu_forward_instances_share_the_cores_on_their_device_thread(
 
         monkeypatch.setattr(instance.runner, "run", counting)
         try:
-            (response,) = core_execute(instance, [pb.InferenceRequest(arrays)])
+            (response,) = core_execute(instance, [core_request(arrays)])
             assert not response.has_error()
         finally:
             instance.finalize()
@@ -431,7 +438,7 @@ def core_requests(front, texts):
 
     rng = np.random.default_rng(2)
     return [
-        pb.InferenceRequest(
+        core_request(
             core_request_arrays(front.front.preparer.prepare(_align_request(rng, t)).core_input())
         )
         for t in texts
@@ -477,7 +484,7 @@ def test_core_per_clip_forward_failure_spares_the_others(front, core, monkeypatc
 
 
 def test_core_without_its_inputs_is_an_error_response(core):
-    (response,) = core_execute(core, [pb.InferenceRequest({})])
+    (response,) = core_execute(core, [core_request({})])
     error_message(response)
 
 
@@ -584,7 +591,7 @@ def test_core_refuses_clips_no_front_sends_naming_the_limit(core):
     neither = {"INPUT_IDS": np.zeros((1, 10), np.int64)}
     short_audio = {"INPUT_IDS": np.zeros((1, 10), np.int64), "AUDIO": np.zeros((1, 159))}
     cases = (huge_ids, long_features, empty, long_audio, both, neither, short_audio)
-    responses = core_execute(core, [pb.InferenceRequest(a) for a in cases])
+    responses = core_execute(core, [core_request(a) for a in cases])
     messages = [error_message(r) for r in responses]
     assert f"{limit + 1} tokens; the limit is {limit}" in messages[0]
     assert "FEATURES has 40001 frames; the limit is 40000 (400 s" in messages[1]
@@ -673,3 +680,121 @@ def test_all_clips_in_flight_wait_at_the_core_at_once(front, core):
     responses = serve(front, requests)
     assert all(not r.has_error() for r in responses), [r.error for r in responses]
     assert not together.broken
+
+
+def malformed_core_requests(front, key: str) -> dict[str, pb.InferenceRequest]:
+    """Requests to the core no front sends, each with the server's key unless named otherwise
+    (the key is checked first; these prove the checks behind it)."""
+    from qwen3_aligner_triton.core_access import key_parameters
+    from qwen3_aligner_triton.front import core_request_arrays
+
+    rng = np.random.default_rng(9)
+    good = core_request_arrays(
+        front.front.preparer.prepare(_align_request(rng, "one two three")).core_input()
+    )
+    ids, features = good["INPUT_IDS"], good["FEATURES"]
+    audio_pad = front.front.preparer.audio_token_id
+    no_pads = ids[:, ids[0] != audio_pad]
+    # The same prompt length (so it shares the pass) with every audio token made a word token.
+    pads_as_words = np.where(ids == audio_pad, ids[0, -1], ids)
+    oov, negative, extra_pads = ids.copy(), ids.copy(), ids.copy()
+    oov[0, -3] = 10**12
+    negative[0, -3] = -1
+    extra_pads[0, -3] = audio_pad
+    cases = {
+        "no audio pads, long features": {
+            "INPUT_IDS": pads_as_words,
+            "FEATURES": np.zeros((1, 128, 3000), np.float32),
+        },
+        "id out of vocabulary": {"INPUT_IDS": oov, "FEATURES": features},
+        "negative id": {"INPUT_IDS": negative, "FEATURES": features},
+        "more pads than frames make": {"INPUT_IDS": extra_pads, "FEATURES": features},
+        "FEATURES of two clips": {"INPUT_IDS": ids, "FEATURES": np.concatenate([features] * 2)},
+        "INPUT_IDS of two clips": {"INPUT_IDS": np.concatenate([ids] * 2), "FEATURES": features},
+        "NaN features": {"INPUT_IDS": ids, "FEATURES": np.full_like(features, np.nan)},
+        "160 samples, no pads": {"INPUT_IDS": no_pads, "AUDIO": np.zeros((1, 160), np.float32)},
+        "ids that are not numbers": {
+            "INPUT_IDS": np.array([[b"x"] * 5], dtype=np.object_),
+            "FEATURES": features,
+        },
+    }
+    requests = {
+        name: pb.InferenceRequest(a, parameters=key_parameters(key)) for name, a in cases.items()
+    }
+    requests["no key"] = pb.InferenceRequest(good)
+    requests["wrong key"] = pb.InferenceRequest(good, parameters=key_parameters("0" * 64))
+    return requests
+
+
+def test_the_core_answers_only_its_front_and_checks_every_clip_sparing_the_batch_mates(front, core):
+    """Next to every malformed core request the ordinary clips of the same execute() call (one
+    shared forward pass) get exactly their lone results; each malformed one gets INVALID_ARG."""
+    from qwen3_aligner_triton.core_access import REFUSED_MESSAGE
+
+    texts = ["a b", "c d e", "f g h i", "j k", "l m n o p", "q r s"]
+    alone = [core_execute(core, [r])[0] for r in core_requests(front, texts)]
+    malformed = malformed_core_requests(front, core.key)
+    mixed: list = []
+    ordinary = core_requests(front, texts)
+    for k, bad in enumerate(malformed.values()):
+        mixed += [bad, ordinary[k % len(ordinary)]] if k < len(ordinary) else [bad]
+    family = core.metrics._families["qwen3_aligner_forward_batch_size"]
+    seen = len(family.metrics[0].observations)
+    responses = core_execute(core, mixed)
+    assert max(family.metrics[0].observations[seen:]) == len(texts)  # one shared pass
+    by_request = {id(r): resp for r, resp in zip(mixed, responses, strict=True)}
+    for name, bad in malformed.items():
+        message = error_message(by_request[id(bad)])
+        if "key" in name:
+            assert message == REFUSED_MESSAGE, name
+        else:
+            assert message and REFUSED_MESSAGE not in message, name
+    for lone, req in zip(alone, ordinary, strict=True):
+        shared = by_request[id(req)]
+        assert not shared.has_error()
+        assert np.array_equal(shared.output("TIMESTAMP_BINS"), lone.output("TIMESTAMP_BINS"))
+        np.testing.assert_allclose(
+            shared.output("SLOT_CONFIDENCE"), lone.output("SLOT_CONFIDENCE"), rtol=0, atol=1e-5
+        )
+
+
+def test_without_the_clip_checks_a_clip_without_audio_pads_moves_its_batch_mates(
+    front, core, monkeypatch
+):
+    """What the checks prevent (the test above could fail): with the audio-token count left
+    unchecked, one clip without audio tokens shifts every later clip's audio in the pass."""
+    from qwen3_aligner_triton import core as core_module
+
+    texts = ["a b", "c d e", "f g h i", "j k", "l m n o p", "q r s"]
+    alone = [core_execute(core, [r])[0] for r in core_requests(front, texts)]
+    bad = malformed_core_requests(front, core.key)["no audio pads, long features"]
+    monkeypatch.setattr(core, "rules", None)  # the core before the checks: no rules
+    monkeypatch.setattr(core_module, "audio_tokens_of_frames", lambda frames: 0)
+    responses = core_execute(core, [bad, *core_requests(front, texts)])
+    moved = [
+        not np.array_equal(r.output("TIMESTAMP_BINS"), lone.output("TIMESTAMP_BINS"))
+        for r, lone in zip(responses[1:], alone, strict=True)
+        if not r.has_error()
+    ]
+    assert any(moved), "the unchecked clip changed no batch-mate: this test tells nothing"
+
+
+def test_a_cuda_error_answers_the_clips_and_ends_the_stub(front, core, monkeypatch):
+    """A device-side assert poisons the process's CUDA context: the clips get an error and the
+    stub exits so that the server is restarted (never left looking ready)."""
+    core_model = type(core).initialize.__globals__  # model.py's module namespace
+    exits: list[int] = []
+    exited = threading.Event()
+    monkeypatch.setitem(core_model, "DEVICE_LOST_GRACE_SECONDS", 0.01)
+    monkeypatch.setattr(core, "exit", lambda code: (exits.append(code), exited.set()))
+    monkeypatch.setattr(core, "_exiting", False, raising=False)
+
+    def run(items, on_batch=None):
+        return [RuntimeError("CUDA error: device-side assert triggered")] * len(items)
+
+    monkeypatch.setattr(core.runner, "run", run)
+    responses = core_execute(core, core_requests(front, ["a b", "c d e"]))
+    for response in responses:
+        assert error_message(response, "INTERNAL").startswith("forward failed")
+    assert exited.wait(10) and exits == [core_model["DEVICE_LOST_EXIT_CODE"]]
+    assert any("exits so that the server restarts" in m for _, m in pb.Logger.records)

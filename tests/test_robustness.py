@@ -499,3 +499,90 @@ def test_costly_requests_are_answered_promptly_with_bounded_memory(server, good_
     growth = peak_after - peak_before
     print(f"peak resident memory of server + stub grew by {growth / 2**20:.0f} MiB")
     assert growth < 3 * 2**30, growth  # the two 500 s requests take ~1.3 GiB; soynlp took 7
+
+
+def core_inputs(module, arrays: dict[str, np.ndarray]) -> list:
+    inputs = []
+    for name, array in arrays.items():
+        dtype = "INT64" if array.dtype == np.int64 else "FP32"
+        tensor = module.InferInput(name, list(array.shape), dtype)
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    return inputs
+
+
+@pytest.fixture(scope="module")
+def core_arrays(tiny_checkpoint) -> dict[str, np.ndarray]:
+    """An ordinary clip as the front sends it to the core."""
+    from qwen3_aligner_triton.front import core_request_arrays
+    from qwen3_aligner_triton.loading import load_preparer
+    from qwen3_aligner_triton.params import ModelSettings
+    from qwen3_aligner_triton.requests import AlignRequest
+
+    preparer = load_preparer(str(tiny_checkpoint), ModelSettings())
+    request = AlignRequest(GOOD.audio(), GOOD.sample_rate, GOOD.text, GOOD.upstream_language)
+    return core_request_arrays(preparer.prepare(request).core_input())
+
+
+def test_clients_cannot_call_the_core(server, core_arrays):
+    """The core is in the repository and Triton serves every loaded model: a client's request
+    to it, without the key of this server or with a guessed one, is refused on both protocols."""
+    from qwen3_aligner_triton.core_access import KEY_PARAMETER, REFUSED_MESSAGE
+
+    guesses = (None, {KEY_PARAMETER: "0" * 64}, {KEY_PARAMETER: ""}, {"other": "x"})
+    with httpclient.InferenceServerClient(server.http_url) as client:
+        for parameters in guesses:
+            with pytest.raises(InferenceServerException) as info:
+                client.infer(CORE, core_inputs(httpclient, core_arrays), parameters=parameters)
+            assert info.value.status() == "400" and REFUSED_MESSAGE in info.value.message()
+    with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        for parameters in guesses:
+            with pytest.raises(InferenceServerException) as info:
+                client.infer(CORE, core_inputs(grpcclient, core_arrays), parameters=parameters)
+            assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+            assert REFUSED_MESSAGE in info.value.message()
+
+
+def test_even_with_the_key_malformed_clips_are_refused_and_spare_the_front_s_requests(
+    server, core_arrays, good_expected
+):
+    """Behind the key, the core checks every clip: sent with the server's key (read from its
+    private file, as only the server's own user can), malformed clips are refused one by one
+    while ordinary requests sent at the same time keep their results."""
+    from qwen3_aligner_triton.core_access import key_parameters, server_key
+
+    key = key_parameters(server_key(server.running.process.pid))
+    ids, features = core_arrays["INPUT_IDS"], core_arrays["FEATURES"]
+    oov, pads_as_words = ids.copy(), ids.copy()
+    oov[0, -3] = 10**12
+    audio_pad = int(np.bincount(ids[0]).argmax())  # the most frequent id: <|audio_pad|>
+    pads_as_words[pads_as_words == audio_pad] = ids[0, -1]
+    malformed = {
+        "no audio pads": {
+            "INPUT_IDS": pads_as_words,
+            "FEATURES": np.zeros((1, 128, 3000), np.float32),
+        },
+        "id out of vocabulary": {"INPUT_IDS": oov, "FEATURES": features},
+        "two clips": {
+            "INPUT_IDS": np.concatenate([ids] * 2),
+            "FEATURES": np.concatenate([features] * 2),
+        },
+        "NaN features": {"INPUT_IDS": ids, "FEATURES": np.full_like(features, np.nan)},
+        "200 samples": {"INPUT_IDS": pads_as_words, "AUDIO": np.zeros((1, 200), np.float32)},
+    }
+    with httpclient.InferenceServerClient(server.http_url, concurrency=16) as client:
+        answered = client.infer(CORE, core_inputs(httpclient, core_arrays), parameters=key)
+        assert answered.as_numpy("TIMESTAMP_BINS").shape == (1, 2 * len(good_expected))
+        pending = []
+        for name, arrays in malformed.items():
+            inputs = core_inputs(httpclient, arrays)
+            pending.append((name, client.async_infer(CORE, inputs, parameters=key)))
+            pending.append((None, client.async_infer(MODEL, good_inputs())))
+        for name, future in pending:
+            if name is None:
+                assert parse(future.get_result())["units"] == good_expected
+                continue
+            with pytest.raises(InferenceServerException) as info:
+                future.get_result()
+            assert info.value.status() == "400", (name, info.value.message())
+        assert client.is_model_ready(MODEL) and client.is_model_ready(CORE)

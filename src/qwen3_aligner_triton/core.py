@@ -77,15 +77,57 @@ def frames_of_samples(samples: int) -> int:
     return samples // MEL_HOP_SAMPLES
 
 
-def refusal(item: CoreInput, settings: ModelSettings) -> str | None:
-    """Why the core refuses ``item``, or None. The front never sends such a clip, but the core is
-    in the repository and its inference API is open to clients too: bound what one clip costs."""
+MEL_BINS = 128  # log-mel bins of every clip (the checkpoint's feature extractor)
+# Upstream's log-mel frames of audio within [-1, 1] lie within [-1.5, 2.2]; the front's waveforms
+# are within [-1, 1]. Anything far outside is no clip a front sends.
+FEATURE_LIMIT = 10.0
+AUDIO_LIMIT = 1.0
+
+
+@dataclass(frozen=True)
+class ClipRules:
+    """What a clip must satisfy for the checkpoint the core serves (``clip_rules``)."""
+
+    vocab_size: int  # token ids lie in [0, vocab_size)
+    audio_token_id: int  # <|audio_pad|>: one per audio token the clip's frames make
+
+
+def clip_rules(config) -> ClipRules:
+    """The rules of a checkpoint, from its ``Qwen3ASRConfig``."""
+    thinker = config.thinker_config
+    return ClipRules(
+        vocab_size=int(thinker.text_config.vocab_size),
+        audio_token_id=int(thinker.audio_token_id),
+    )
+
+
+def audio_tokens_of_frames(frames: int) -> int:
+    """Audio tokens the encoder makes of ``frames`` log-mel frames: 13 per full 100 frames and the
+    rest through three stride-2 convolutions (upstream's ``_get_feat_extract_output_lengths``,
+    tested equal for every length)."""
+    rest = frames % 100
+    after_first = (rest - 1) // 2 + 1
+    return ((after_first - 1) // 2 + 1 - 1) // 2 + 1 + (frames // 100) * 13
+
+
+def refusal(item: CoreInput, settings: ModelSettings, rules: ClipRules | None = None) -> str | None:
+    """Why the core refuses ``item``, or None. The front never sends such a clip, but a clip the
+    core accepts shares a forward pass with other requests' clips: one malformed clip must not
+    change their results (``masked_scatter`` fills the audio tokens of a whole pass in order),
+    fail their pass or poison the device (an id outside the vocabulary is a device-side assert
+    on CUDA)."""
     if (item.features is None) == (item.wave is None):
         return "exactly one of FEATURES and AUDIO is required"
+    if item.features is not None and (
+        item.features.ndim != 2 or item.features.shape[0] != MEL_BINS
+    ):
+        return f"FEATURES must be [{MEL_BINS}, frames] per clip, got {item.features.shape}"
+    if item.input_ids.ndim != 1 or (item.wave is not None and item.wave.ndim != 1):
+        return "INPUT_IDS and AUDIO must be one row per clip"
     frames = item.frames
+    name = "FEATURES" if item.features is not None else "AUDIO"
     max_frames = round(MAX_CLIP_SECONDS * 1000.0 / MEL_FRAME_MS)
     if item.tokens == 0 or frames == 0:
-        name = "FEATURES" if item.features is not None else "AUDIO"
         return f"INPUT_IDS and {name} must not be empty (AUDIO: at least one 10 ms frame)"
     if item.tokens > settings.max_forward_tokens:
         return (
@@ -93,12 +135,41 @@ def refusal(item: CoreInput, settings: ModelSettings) -> str | None:
             "(max_forward_tokens)"
         )
     if frames > max_frames:
-        name = "FEATURES" if item.features is not None else "AUDIO"
         return (
             f"{name} has {frames} frames; the limit is {max_frames} "
             f"({MAX_CLIP_SECONDS:g} s, the timestamps' range)"
         )
+    values = item.features if item.features is not None else item.wave
+    limit = FEATURE_LIMIT if item.features is not None else AUDIO_LIMIT
+    if not np.isfinite(values).all():
+        return f"{name} contains NaN or infinite values"
+    if float(np.max(np.abs(values))) > limit:
+        return f"{name} values must lie within [-{limit:g}, {limit:g}]"
+    if rules is not None:
+        ids = item.input_ids
+        if int(ids.min()) < 0 or int(ids.max()) >= rules.vocab_size:
+            return f"INPUT_IDS must lie in [0, {rules.vocab_size}) (the model's vocabulary)"
+        pads = int(np.count_nonzero(ids == rules.audio_token_id))
+        expected = audio_tokens_of_frames(frames)
+        if pads != expected:
+            return (
+                f"INPUT_IDS has {pads} audio tokens (id {rules.audio_token_id}) but {name}'s "
+                f"{frames} frames make {expected}"
+            )
     return None
+
+
+def fatal_device_error(error: BaseException) -> bool:
+    """Whether ``error`` leaves the device unusable for this process: a CUDA error such as a
+    device-side assert poisons the process's CUDA context, so every later forward would fail
+    while readiness stays green. Out-of-memory is not fatal (the pass is split and retried)."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return False
+    accelerator_error = getattr(torch, "AcceleratorError", None)
+    if accelerator_error is not None and isinstance(error, accelerator_error):
+        return True
+    text = str(error)
+    return "CUDA error" in text or "device-side assert" in text or "CUBLAS_STATUS" in text
 
 
 @dataclass(frozen=True)
@@ -304,6 +375,10 @@ class CoreRunner:
             if len(out) != len(batch):
                 raise RuntimeError(f"forward returned {len(out)} results for {len(batch)} clips")
         except Exception as e:
+            if fatal_device_error(e):  # the device is gone for this process: no retries
+                for i in group:
+                    results[i] = e
+                return
             if self.is_cuda:
                 torch.cuda.empty_cache()
             if len(group) == 1:

@@ -186,11 +186,12 @@ class LoadedForward:
 
     run: Any  # core.Forward
     description: str
+    rules: Any  # core.ClipRules: what a clip must satisfy for this checkpoint
 
 
 def load_forward(settings: Any, device: str, shadowing_dir: str | None = None) -> LoadedForward:
     """The real model on ``device`` (warmed up), or the simulated device of ``simulate_gpu``."""
-    from .core import SimulatedDevice, parse_gpu_cost
+    from .core import SimulatedDevice, clip_rules, parse_gpu_cost
     from .engine import GPU_WARMUP_PASSES, AlignerEngine
 
     if settings.simulate_gpu:
@@ -203,6 +204,7 @@ def load_forward(settings: Any, device: str, shadowing_dir: str | None = None) -
             device_sim,
             f"SIMULATED GPU ({settings.simulate_gpu} ms per pass of n clips): "
             "placeholder timestamps",
+            clip_rules(config),
         )
     aligner = load_aligner(
         settings.checkpoint,
@@ -227,5 +229,7 @@ def load_forward(settings: Any, device: str, shadowing_dir: str | None = None) -
         ", packed" if settings.packed_encoder else ""
     )
     return LoadedForward(
-        engine._forward, f"{settings.checkpoint} on {device} ({engine.dtype}; {encoder})"
+        engine._forward,
+        f"{settings.checkpoint} on {device} ({engine.dtype}; {encoder})",
+        clip_rules(aligner.model.config),
     )

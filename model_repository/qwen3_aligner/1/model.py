@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import triton_python_backend_utils as pb_utils
 
+from qwen3_aligner_triton.core_access import key_parameters, server_key
 from qwen3_aligner_triton.front import (
     CORE_MODEL_NAME,
     CORE_OUTPUTS,
@@ -67,6 +68,8 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(str(e)) from e
         if self.settings.warmup:
             preparer.load_word_splitters()
+        # The core serves only this server's front: each call carries the server's key.
+        self._core_parameters = key_parameters(server_key())
         self.metrics = AlignerMetrics(pb_utils, args["model_name"], args["model_version"])
         self._tasks: set[asyncio.Task] = set()  # requests started and not yet answered
         self._room = asyncio.Semaphore(MAX_REQUESTS_PER_INSTANCE)
@@ -147,6 +150,7 @@ class TritonPythonModel:
             inputs=[
                 pb_utils.Tensor(name, array) for name, array in core_request_arrays(item).items()
             ],
+            parameters=self._core_parameters,
         )
         response = await request.async_exec()
         if response.has_error():

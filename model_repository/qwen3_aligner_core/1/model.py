@@ -7,6 +7,10 @@ copies in the next clips while the device works: whenever the device is free, it
 every clip waiting (``qwen3_aligner_triton.core.DeviceQueue``), in length-bucketed forward passes.
 Each clip is answered through its response sender as soon as its pass is done: per
 ``<timestamp>`` slot, the bin and the model's confidence in it.
+
+Only the front of this server may call it (``qwen3_aligner_triton.core_access``): every clip is
+checked before it may share a pass with others, nothing raises out of ``execute()``, and a CUDA
+error that leaves the device unusable ends this stub so that the server is restarted.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -21,6 +26,7 @@ from functools import partial
 import triton_python_backend_utils as pb_utils
 
 from qwen3_aligner_triton.core import (
+    ClipRules,
     CoreInput,
     CoreRunner,
     DeviceQueue,
@@ -29,14 +35,19 @@ from qwen3_aligner_triton.core import (
     PassLog,
     clips_held,
     cpu_instances,
+    fatal_device_error,
     forward_threads,
     refusal,
 )
+from qwen3_aligner_triton.core_access import REFUSED_MESSAGE, carries_key, server_key
 from qwen3_aligner_triton.errors import describe
 from qwen3_aligner_triton.loading import load_forward, resolve_device
 from qwen3_aligner_triton.metrics import AlignerMetrics
 from qwen3_aligner_triton.modelconfig import CORE_CONTRACT, check_config
 from qwen3_aligner_triton.params import read_settings
+
+DEVICE_LOST_EXIT_CODE = 70  # the stub's exit status after a CUDA error (the server restarts)
+DEVICE_LOST_GRACE_SECONDS = 1.0  # for the error responses to go out before the stub exits
 
 
 class TritonPythonModel:
@@ -58,6 +69,9 @@ class TritonPythonModel:
             self.forward = load_forward(self.settings, self.device, shadowing_dir=version_dir)
         except ValueError as e:
             raise pb_utils.TritonModelException(str(e)) from e
+        self.key = server_key()
+        self.rules: ClipRules = self.forward.rules
+        self.exit = os._exit  # replaced in tests
         self.metrics = AlignerMetrics(pb_utils, args["model_name"], args["model_version"])
         passes = PassLog(self.metrics)  # recorded on the device thread, sent from the loop
         self.runner = CoreRunner(
@@ -83,7 +97,14 @@ class TritonPythonModel:
         on a GPU, where it holds up to two passes' worth; with one clip per pass (CPU) only
         when that clip is answered, so Triton hands the next clip to a free instance."""
         for i, request in enumerate(requests):
-            item, why = _core_input(request, self.settings)
+            try:
+                if not carries_key(request.parameters(), self.key):
+                    _send(request, _error(REFUSED_MESSAGE, pb_utils.TritonError.INVALID_ARG))
+                    continue
+                item, why = _core_input(request, self.settings, self.rules)
+            except Exception as e:  # never raise out of execute(): the batch-mates are served
+                self.logger.log_error(f"reading clip {i} failed: {e!r}")
+                item, why = None, "the request's inputs could not be read"
             if item is None:
                 _send(request, _error(why, pb_utils.TritonError.INVALID_ARG))
                 continue
@@ -118,6 +139,8 @@ class TritonPythonModel:
                 reply = describe(outcome, f"forward of clip {index}", "forward_failed")
                 self.logger.log_error(reply.log or reply.message)
                 response = _error(f"forward failed: {reply.message}")
+                if fatal_device_error(outcome):
+                    self._device_lost(outcome)
             else:
                 response = pb_utils.InferenceResponse(
                     output_tensors=[
@@ -129,6 +152,21 @@ class TritonPythonModel:
             self.logger.log_error(f"answering clip {index} failed: {e!r}")
             response = _error("forward produced no result")
         _send(request, response)
+
+    def _device_lost(self, error: Exception) -> None:
+        """End this stub shortly (once the error responses are out): its CUDA context is
+        unusable, so every later forward would fail while the server still looked ready. The
+        launcher's watchdog restarts the server; until it is back it is not ready."""
+        if getattr(self, "_exiting", False):
+            return
+        self._exiting = True
+        self.logger.log_error(
+            f"the device is unusable after {type(error).__name__}; this stub exits so that the "
+            "server restarts"
+        )
+        timer = threading.Timer(DEVICE_LOST_GRACE_SECONDS, self.exit, (DEVICE_LOST_EXIT_CODE,))
+        timer.daemon = True
+        timer.start()
 
     def finalize(self) -> None:
         metrics = getattr(self, "metrics", None)
@@ -156,20 +194,26 @@ def _error(message: str, code=None) -> object:
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
 
 
-def _core_input(request, settings) -> tuple[CoreInput | None, str]:
+def _core_input(request, settings, rules: ClipRules) -> tuple[CoreInput | None, str]:
     """The request's clip, or None and why it is refused."""
     ids = pb_utils.get_input_tensor_by_name(request, "INPUT_IDS")
     features = pb_utils.get_input_tensor_by_name(request, "FEATURES")
     audio = pb_utils.get_input_tensor_by_name(request, "AUDIO")
     if ids is None or (features is None and audio is None):
         return None, "INPUT_IDS and one of FEATURES or AUDIO are required"
+    ids = ids.as_numpy()
     frames = None if features is None else features.as_numpy()
+    wave = None if audio is None else audio.as_numpy()
+    # One clip per request, batch dimension 1: a second row would be read as more of the clip.
+    for name, array, rank in (("INPUT_IDS", ids, 2), ("FEATURES", frames, 3), ("AUDIO", wave, 2)):
+        if array is not None and (array.ndim != rank or array.shape[0] != 1):
+            return None, f"{name} must hold one clip (batch dimension 1), got shape {array.shape}"
     item = CoreInput(
-        ids.as_numpy().reshape(-1),
-        features=None if frames is None else frames.reshape(frames.shape[-2:]),
-        wave=None if audio is None else audio.as_numpy().reshape(-1),
+        ids[0],
+        features=None if frames is None else frames[0],
+        wave=None if wave is None else wave[0],
     )
-    why = refusal(item, settings)
+    why = refusal(item, settings, rules)
     return (None, why) if why is not None else (item, "")
 
 
