@@ -213,3 +213,55 @@ def test_a_stopping_front_refuses_with_unavailable_before_any_work(preparer, cor
     assert outcome.error == STOPPING_MESSAGE
     assert core.frames == [] and metrics.rejections == ["stopping"]
     assert metrics.stages == {}
+
+
+class PilingCore(FakeCore):
+    """The worst model: every word piled at the end of its clip. Records each prompt's length."""
+
+    def __init__(self, timestamp_id: int):
+        super().__init__(timestamp_id, delay=0.0)
+        self.tokens: list[int] = []
+
+    async def __call__(self, item: CoreInput) -> SlotResult:
+        self.tokens.append(item.tokens)
+        slots = int((item.input_ids == self.timestamp_id).sum())
+        end_bin = int(item.frames * 10 // 80)
+        return SlotResult(np.full(slots, end_bin, np.int32), np.ones(slots, np.float32))
+
+
+def test_forty_minutes_with_a_tenth_never_spoken_never_fail_late(tiny_checkpoint):
+    """Words that no window can place are carried forward until the last window, which once
+    took them all and made a prompt over the limit after the whole recording's work. Now each
+    window takes what its prompt may hold, and the words left over come back flagged, inside
+    the recording, and the request succeeds."""
+    limit = 8192
+    preparer = load_preparer(
+        str(tiny_checkpoint),
+        ModelSettings(
+            checkpoint=str(tiny_checkpoint), max_forward_tokens=limit, max_audio_seconds=3600
+        ),
+    )
+    core = PilingCore(preparer.processor.tokenizer.convert_tokens_to_ids("<timestamp>"))
+    seconds = 2400.0
+    spoken = int(2.2 * seconds)
+    text = words(spoken + spoken // 9)  # a tenth of the transcript is never spoken
+    outcome = asyncio.run(AlignerFront(preparer, core, Metrics()).serve(arrays(seconds, text)))
+    assert outcome.error is None, outcome.error
+    assert max(core.tokens) <= limit and len(core.tokens) > 1
+    doc = json.loads(outcome.outputs["ALIGNMENT"][0][0])
+    units = doc["words"]
+    assert len(units) == spoken + spoken // 9
+    starts = [u["start"] for u in units]
+    assert starts == sorted(starts) and starts[0] >= 0 and units[-1]["end"] <= seconds
+    unplaced = [u for u in units if u["repaired"] and u["score"] == 0.0]
+    assert unplaced and doc["repaired_share"] > 0
+
+
+def test_prompt_tokens_are_counted_as_the_processor_builds_the_prompt(preparer):
+    from qwen3_aligner_triton.engine import build_prompt
+
+    for n_words, samples in ((1, 1600), (7, 16000 * 3 + 123), (300, 16000 * 61)):
+        some = [f"w{k}" for k in range(n_words)]
+        wave = np.zeros(samples, np.float32)
+        built = preparer._model_inputs(build_prompt(some), wave)["input_ids"].shape[-1]
+        assert preparer.prompt_tokens(some, samples) == built

@@ -167,3 +167,45 @@ def test_short_windows_always_move_on_when_the_model_piles_every_word_at_the_end
         pytest.fail("the plan never finished")
     assert len(plan.starts) == n_words
     assert plan.starts == sorted(plan.starts) and plan.ends[-1] <= duration
+
+
+def test_forty_minutes_with_a_tenth_never_spoken_succeed_with_every_window_in_budget():
+    """A natural 2.2 words/s transcript of 40 minutes with 10 % of its words never spoken: the
+    unspoken words pile up and are carried forward, yet no window is handed more words than its
+    slots hold, every word comes back inside the recording in order, and the ones no window could
+    take are flagged."""
+    rng = np.random.default_rng(4)
+    duration = 2400.0
+    ts, te = speech(duration, lambda t: 2.2, rng)
+    never = np.sort(rng.choice(len(ts), size=len(ts) // 9, replace=False))
+    ts = np.insert(ts, never, 10_000.0)
+    te = np.insert(te, never, 10_000.0)
+    per_second = 1000.0 / 80.0  # one word per timestamp slot
+    settings = LongformSettings(max_units_per_second=per_second)
+    plan = LongformPlan(
+        duration, len(ts), np.ones(int(duration / FRAME_SECONDS) + 1, np.float32), settings
+    )
+    handed = []
+    while (window := plan.next_window()) is not None:
+        handed.append((window.n_words, window.end - window.start))
+        plan.accept(window, *simulated_window(ts, te, window))
+        assert len(handed) < 10_000, "no progress"
+    assert all(n <= per_second * length for n, length in handed)
+    starts, ends = np.array(plan.starts), np.array(plan.ends)
+    assert len(starts) == len(ts)
+    assert np.all(np.diff(starts) >= 0) and np.all(ends >= starts)
+    assert starts.min() >= 0 and ends.max() <= duration
+    spoken = ts < duration
+    err = np.abs(starts[spoken] - ts[spoken])
+    assert np.quantile(err, 0.95) <= BIN  # the spoken words keep their places
+
+
+def test_the_last_window_takes_what_it_holds_and_flags_the_rest():
+    plan = LongformPlan(
+        20.0, 400, np.ones(201, np.float32), LongformSettings(max_units_per_second=12.5)
+    )
+    window = plan.next_window()
+    assert window is not None and window.is_last and window.n_words == 250
+    plan.accept(window, [k * 0.05 for k in range(250)], [k * 0.05 + 0.04 for k in range(250)])
+    assert plan.done and plan.next_window() is None and plan.unplaced == 150
+    assert plan.starts[250:] == [plan.ends[249]] * 150 and all(plan.repaired[250:])

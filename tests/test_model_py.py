@@ -798,3 +798,29 @@ def test_a_cuda_error_answers_the_clips_and_ends_the_stub(front, core, monkeypat
         assert error_message(response, "INTERNAL").startswith("forward failed")
     assert exited.wait(10) and exits == [core_model["DEVICE_LOST_EXIT_CODE"]]
     assert any("exits so that the server restarts" in m for _, m in pb.Logger.records)
+
+
+def test_the_front_takes_its_prompt_limit_from_the_core_s_configuration(tiny_checkpoint, tmp_path):
+    """One value in one place: the front refuses prompts over the core's own limit."""
+    import shutil
+
+    for name in (FRONT, CORE):
+        shutil.copytree(REPO / name, tmp_path / name)
+    core_config = tmp_path / CORE / "config.pbtxt"
+    text = core_config.read_text()
+    assert '{ key: "max_forward_tokens", value: { string_value: "32768" } }' in text
+    core_config.write_text(text.replace('string_value: "32768"', 'string_value: "1234"'))
+    instance = load_model_module(FRONT).TritonPythonModel()
+    args = init_args(model_config(FRONT, checkpoint=str(tiny_checkpoint)))
+    instance.initialize({**args, "model_repository": str(tmp_path / FRONT)})
+    try:
+        assert instance.settings.max_forward_tokens == 1234
+        assert instance.front.preparer.settings.max_forward_tokens == 1234
+    finally:
+        instance.finalize()
+    shipped = load_model_module(FRONT).TritonPythonModel()
+    shipped.initialize(init_args(model_config(FRONT, checkpoint=str(tiny_checkpoint))))
+    try:
+        assert shipped.settings.max_forward_tokens == 32768
+    finally:
+        shipped.finalize()

@@ -10,6 +10,7 @@ frames and the text model never attends to padding, so each request gets its lon
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ import torch
 
 from .audio import MODEL_SAMPLE_RATE, prepare_waveform
 from .batching import plan_batches
-from .core import CoreInput, ModelForward, frames_of_samples
+from .core import CoreInput, ModelForward, audio_tokens_of_frames, frames_of_samples
 from .longform import MOVED_SECONDS, LongformPlan, LongformSettings, Window, energy_envelope
 from .params import ModelSettings
 from .requests import AlignRequest, RequestError
@@ -262,7 +263,10 @@ class Preparer:
             duration,
             len(words),
             energy_envelope(wave, MODEL_SAMPLE_RATE),
-            LongformSettings(window=self.settings.window_seconds),
+            LongformSettings(
+                window=self.settings.window_seconds,
+                max_units_per_second=MS_PER_SECOND / self.timestamp_segment_time,
+            ),
         )
         return WindowedJob(words, wave, request.language, request.duration, request.text, plan)
 
@@ -344,7 +348,29 @@ class Preparer:
         if window is None:
             return []
         words = job.words[window.first_word : window.first_word + window.n_words]
+        samples = round(window.end * MODEL_SAMPLE_RATE) - round(window.start * MODEL_SAMPLE_RATE)
+        fitting = self._words_that_fit(words, max(samples, MIN_WINDOW_SAMPLES))
+        if fitting < len(words):  # a window never gets more words than one prompt may hold
+            words = words[:fitting]
+            job.window = window = dataclasses.replace(window, n_words=fitting)
         return [self.window_item(job, window, words)]
+
+    def prompt_tokens(self, words: Sequence[str], samples: int) -> int:
+        """Tokens of the prompt for ``words`` over ``samples`` 16 kHz samples, without building
+        its frames (equal to the processor's, tested)."""
+        text_ids = self.processor.tokenizer(build_prompt(words))["input_ids"]
+        frames = frames_of_samples(samples)
+        return len(text_ids) - 1 + audio_tokens_of_frames(frames)  # one pad stands for them all
+
+    def _words_that_fit(self, words: Sequence[str], samples: int) -> int:
+        """How many of ``words`` (from the first) fit one prompt of ``max_forward_tokens``."""
+        limit = self.settings.max_forward_tokens
+        n = len(words)
+        tokens = self.prompt_tokens(words, samples)
+        while tokens > limit and n > 1:
+            n = max(1, min(n - 1, int(n * limit / tokens * 0.98)))
+            tokens = self.prompt_tokens(words[:n], samples)
+        return n
 
     def take_results(self, job: WindowedJob, results: list[Alignment]) -> None:
         if job.cues is not None:

@@ -13,6 +13,10 @@ trailing words collapse). A long recording is aligned window by window, sequenti
    does not is where the next window starts (at the end of the last accepted word).
 4. A window in which no word can be accepted (silence, music) is skipped; the last window takes
    every remaining word.
+5. No window is given more words than its audio holds (one per timestamp slot) or than fit one
+   forward pass's prompt. Words that even the last window cannot take (a transcript with text
+   the audio never speaks) are placed at the end of the last placed word with zero length, score
+   0 and ``repaired`` set: the request succeeds, and the words say they were not placed.
 
 A wrong estimate only costs time: too few words and the next window starts earlier; too many and
 the extra ones are piled up and carried over. Every word is placed exactly once, in order, with
@@ -43,6 +47,7 @@ class LongformSettings:
     overshoot: float = 1.5
     extra_words: int = 16
     min_last_window: float = 30.0  # do not leave a tail shorter than this for a last window
+    max_units_per_second: float | None = None  # words a window's audio holds (its slots)
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,7 @@ class LongformPlan:
     repaired: list[bool] = field(default_factory=list)
     position: float = 0.0  # where the next window starts
     windows: int = 0
+    unplaced: int = 0  # words no window could take (placed at the end, flagged repaired)
 
     @property
     def done(self) -> bool:
@@ -120,6 +126,10 @@ class LongformPlan:
             n = min(
                 left, math.ceil(left * share * self.settings.overshoot) + self.settings.extra_words
             )
+        if self.settings.max_units_per_second is not None:
+            n = min(
+                n, max(1, math.floor((end - self.position) * self.settings.max_units_per_second))
+            )
         return Window(self.position, end, first, n, is_last)
 
     def accept(
@@ -155,6 +165,7 @@ class LongformPlan:
             floor = end
             kept += 1
         if window.is_last:
+            self._place_the_rest()
             return
         if kept:
             self.position = max(self.ends[-1], window.start)
@@ -164,3 +175,14 @@ class LongformPlan:
             # Nothing could be placed well inside: skip ahead, keeping an overlap for safety (and
             # always moving on, however short the window).
             self.position = max(window.end - self.settings.guard, window.start + FRAME_SECONDS)
+
+    def _place_the_rest(self) -> None:
+        """After the last window: words it could not take get zero length at the end of the last
+        placed word (inside the recording), score 0 and the repaired flag."""
+        at = min(self.ends[-1] if self.ends else 0.0, self.duration)
+        rest = self.n_words - len(self.starts)
+        self.unplaced += rest
+        self.starts += [at] * rest
+        self.ends += [at] * rest
+        self.scores += [0.0] * rest
+        self.repaired += [True] * rest

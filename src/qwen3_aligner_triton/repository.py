@@ -78,6 +78,17 @@ def load_config(path: Path) -> model_config_pb2.ModelConfig:
     return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
 
 
+def core_parameter(front_dir: str | Path, key: str) -> str | None:
+    """A parameter of the core beside the front at ``front_dir`` (its model folder), read from
+    the core's ``config.pbtxt``; None when the core or the parameter is absent. The front takes
+    the core's limits from there: one value in one place."""
+    path = Path(front_dir).parent / CORE_MODEL_NAME / "config.pbtxt"
+    if not path.is_file():
+        return None
+    parameters = load_config(path).parameters
+    return parameters[key].string_value if key in parameters else None
+
+
 def render_config(
     config: model_config_pb2.ModelConfig,
     placement: Placement,

@@ -32,6 +32,7 @@ from qwen3_aligner_triton.loading import load_preparer
 from qwen3_aligner_triton.metrics import AlignerMetrics
 from qwen3_aligner_triton.modelconfig import FRONT_CONTRACT, check_config
 from qwen3_aligner_triton.params import read_settings
+from qwen3_aligner_triton.repository import core_parameter
 from qwen3_aligner_triton.tritonserver import DRAIN_MARKER
 
 FRONT_TORCH_THREADS = 1  # several front instances share the cores; one thread each
@@ -57,7 +58,12 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         try:
             check_config(config, FRONT_CONTRACT)
-            self.settings = read_settings(config.get("parameters", {}))
+            parameters = dict(config.get("parameters", {}))
+            # The prompt limit is the core's: one value, in the core's configuration.
+            limit = core_parameter(args["model_repository"], "max_forward_tokens")
+            if limit:
+                parameters["max_forward_tokens"] = {"string_value": limit}
+            self.settings = read_settings(parameters)
         except ValueError as e:
             raise pb_utils.TritonModelException(f"{args['model_name']}: {e}") from e
         version_dir = os.path.join(args["model_repository"], args["model_version"])
