@@ -137,8 +137,10 @@ def test_a_short_request_is_answered_between_the_windows_of_a_long_one(preparer,
     assert finished == ["short", "long"]
 
 
-def test_cues_are_core_requests_of_their_own_with_a_bound_in_flight(preparer, core, monkeypatch):
+def test_cues_are_core_requests_of_their_own_with_a_bound_in_flight(preparer, monkeypatch):
     monkeypatch.setattr(front_module, "MAX_PIECES_IN_FLIGHT", 2)
+    # Slower than preparing the next cue, so that pieces overlap at the core.
+    core = FakeCore(preparer.processor.tokenizer.convert_tokens_to_ids("<timestamp>"), delay=0.2)
     cues = [{"start": 2.0 * k, "end": 2.0 * k + 1.5, "text": f"cue {k} words"} for k in range(6)]
     outcome = asyncio.run(
         AlignerFront(preparer, core, Metrics()).serve(arrays(12.0, "", segments=cues))
@@ -265,3 +267,77 @@ def test_prompt_tokens_are_counted_as_the_processor_builds_the_prompt(preparer):
         wave = np.zeros(samples, np.float32)
         built = preparer._model_inputs(build_prompt(some), wave)["input_ids"].shape[-1]
         assert preparer.prompt_tokens(some, samples) == built
+
+
+def test_preparation_runs_off_the_event_loop(preparer, core, monkeypatch):
+    """A long preparation (a 4-hour recording's takes seconds) never stalls the loop, which
+    meanwhile sends other requests' answers and core calls."""
+    import time
+
+    real_prepare = preparer.prepare
+
+    def slow_prepare(request):
+        time.sleep(1.0)  # holds its thread, as resampling and the frames do
+        return real_prepare(request)
+
+    monkeypatch.setattr(preparer, "prepare", slow_prepare)
+    front = AlignerFront(preparer, core, Metrics())
+    gaps: list[float] = []
+
+    async def ticker(until: asyncio.Future):
+        last = time.perf_counter()
+        while not until.done():
+            await asyncio.sleep(0.01)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    async def run():
+        serving = asyncio.ensure_future(front.serve(arrays(2.0, words(3))))
+        await ticker(serving)
+        return await serving
+
+    try:
+        outcome = asyncio.run(run())
+    finally:
+        front.close()
+    assert outcome.error is None
+    assert len(gaps) > 20 and max(gaps) < 0.5, max(gaps)
+
+
+def test_audio_held_across_requests_is_bounded(preparer, tiny_checkpoint):
+    """Over the instance's budget a request is refused UNAVAILABLE while others hold the audio
+    (retry), and INVALID_ARG when it alone exceeds it; the budget is back to 0 afterwards."""
+    from qwen3_aligner_triton.front import audio_bytes
+    from qwen3_aligner_triton.requests import AlignRequest
+
+    one = audio_bytes(AlignRequest(np.zeros(16000 * 4, np.float32), 16000, "x", "English"))
+    settings = ModelSettings(
+        checkpoint=str(tiny_checkpoint), window_seconds=20.0, max_held_audio_bytes=one + one // 2
+    )
+    slow = FakeCore(preparer.processor.tokenizer.convert_tokens_to_ids("<timestamp>"), delay=0.5)
+    original = preparer.settings
+    preparer.settings = settings
+    front = AlignerFront(preparer, slow, Metrics())
+
+    async def run():
+        first = asyncio.ensure_future(front.serve(arrays(4.0, words(3))))
+        await asyncio.sleep(0.2)
+        second = await front.serve(arrays(4.0, words(3), seed=1))
+        too_big = await front.serve(arrays(8.0, words(3), seed=2))
+        return await first, second, too_big
+
+    try:
+        first, second, too_big = asyncio.run(run())
+    finally:
+        preparer.settings = original
+        front.close()
+    assert first.error is None
+    assert second.unavailable and "max_held_audio_bytes" in second.error
+    assert (
+        too_big.invalid
+        and "the limit is" in too_big.error
+        and "max_held_audio_bytes" in too_big.error
+    )
+    assert front.budget.held == 0
+    assert front.metrics.rejections == ["busy", "audio_too_long"]

@@ -213,3 +213,16 @@ def test_text_with_other_words_is_refused_at_the_first_difference(text, where):
     assert where in str(info.value)
     assert "joined by any whitespace" in str(info.value)
     assert info.value.reason == "bad_segments"
+
+
+def test_the_sample_limit_counts_the_resampled_waveform_too():
+    """4 h at 1 kHz is 14.4 M samples on the wire but 230 M once resampled: the limit counts what
+    the server then holds."""
+    settings = ModelSettings(checkpoint="x", max_audio_seconds=14400.0, max_audio_samples=1_000_000)
+    low_rate = good(
+        audio=np.zeros((1, 200_000), np.float32), sample_rate=np.array([[1000]], np.int32)
+    )
+    with pytest.raises(RequestError, match="makes 3200000 samples at 16 kHz; the limit is 1000000"):
+        decode_request(**low_rate, settings=settings)
+    same_on_the_wire = good(audio=np.zeros((1, 200_000), np.float32))
+    assert decode_request(**same_on_the_wire, settings=settings).duration == 12.5

@@ -8,24 +8,32 @@ interleaves them with other clients' clips and a short request never waits for a
 
 The core call is injected (``CoreCall``): in the server it is a BLS ``async_exec()``; in tests, a
 fake. Nothing here raises out of :meth:`AlignerFront.serve`.
+
+Preparation (resampling, word splitting, log-mel frames) runs on one preparation thread, never on
+the event loop: a 4-hour recording's preparation takes seconds, during which the loop still sends
+other requests' answers and core calls. The audio an instance holds across its requests is
+bounded (:class:`AudioBudget`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from .audio import resampled_length
 from .core import CoreInput, SlotResult
 from .engine import PreparedItem, Preparer, WindowedJob
 from .errors import INVALID_ARG, describe
 from .longform import Window
 from .params import ModelSettings
-from .requests import RequestError, decode_request
+from .requests import AlignRequest, RequestError, decode_request
 from .results import Alignment
 from .tritonserver import CORE_MODEL_NAME as CORE_MODEL_NAME
 
@@ -38,7 +46,39 @@ STOPPING_MESSAGE = (
     "once the server is back"
 )
 
+BUSY_MESSAGE = (
+    "the server holds {held} MB of audio for other requests and this one needs {needs} MB more "
+    "(max_held_audio_bytes); retry shortly or send it to another replica"
+)
+
 CoreCall = Callable[[CoreInput], Awaitable[SlotResult]]
+
+
+class AudioBudget:
+    """Bytes of audio held by the requests of one front instance, within ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._lock = threading.Lock()
+
+    def reserve(self, size: int) -> bool:
+        """Hold ``size`` bytes more if they fit, else hold nothing and return False."""
+        with self._lock:
+            if self.held + size > self.limit:
+                return False
+            self.held += size
+            return True
+
+    def release(self, size: int) -> None:
+        with self._lock:
+            self.held -= size
+
+
+def audio_bytes(request: AlignRequest) -> int:
+    """What a request holds while it is served: its input and its 16 kHz float32 waveform."""
+    samples = int(request.audio.shape[0])
+    return int(request.audio.nbytes) + 4 * resampled_length(samples, request.sample_rate)
 
 
 class CoreFailed(RuntimeError):
@@ -104,6 +144,7 @@ class AlignerFront:
         metrics: FrontMetrics,
         log_error: Callable[[str], None] = lambda message: None,
         stopping: Callable[[], bool] = lambda: False,
+        thread_setup: Callable[[], None] | None = None,
     ) -> None:
         self.preparer = preparer
         self.settings: ModelSettings = preparer.settings
@@ -111,6 +152,20 @@ class AlignerFront:
         self.metrics = metrics
         self.log_error = log_error
         self.stopping = stopping  # true once the launcher drains the server before it stops
+        self.budget = AudioBudget(self.settings.max_held_audio_bytes)
+        # One thread prepares, so the tokenizer and the feature extractor never run concurrently
+        # and a long preparation holds up neither the loop nor more than one core.
+        self._preparation = ThreadPoolExecutor(
+            1, thread_name_prefix="prepare", initializer=thread_setup
+        )
+
+    def close(self) -> None:
+        """Let the preparation thread end (the instance is being unloaded)."""
+        self._preparation.shutdown(wait=False)
+
+    async def _prepared(self, function: Callable, *args):
+        """``function(*args)`` on the preparation thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._preparation, function, *args)
 
     async def serve(self, arrays: Mapping[str, np.ndarray | None]) -> Outcome:
         """Answer one request given its input arrays (missing optional inputs as None)."""
@@ -127,7 +182,34 @@ class AlignerFront:
                 self.settings,
                 arrays.get("SEGMENTS"),
             )
-            prepared = self.preparer.prepare(request)
+        except RequestError as e:
+            self.metrics.rejected(e.reason)
+            return Outcome(error=str(e), invalid=True)
+        except Exception as e:  # never let one request fail the instance
+            return self._failed(e, "preparing a request", "internal")
+        size = audio_bytes(request)
+        if size > self.budget.limit:
+            self.metrics.rejected("audio_too_long")
+            return Outcome(
+                error=f"input AUDIO needs {size // 2**20} MB on the server; the limit is "
+                f"{self.budget.limit // 2**20} MB (max_held_audio_bytes)",
+                invalid=True,
+            )
+        if not self.budget.reserve(size):
+            self.metrics.rejected("busy")
+            held = self.budget.held
+            return Outcome(
+                error=BUSY_MESSAGE.format(held=held // 2**20, needs=size // 2**20),
+                unavailable=True,
+            )
+        try:
+            return await self._serve(request, started)
+        finally:
+            self.budget.release(size)
+
+    async def _serve(self, request: AlignRequest, started: float) -> Outcome:
+        try:
+            prepared = await self._prepared(self.preparer.prepare, request)
         except RequestError as e:
             self.metrics.rejected(e.reason)
             return Outcome(error=str(e), invalid=True)
@@ -173,12 +255,13 @@ class AlignerFront:
 
             async def cue(window: Window, words: list[str]) -> Alignment:
                 async with limit:
-                    return await self._clip(self.preparer.window_item(job, window, words))
+                    item = await self._prepared(self.preparer.window_item, job, window, words)
+                    return await self._clip(item)
 
             results = await asyncio.gather(*(cue(w, words) for w, words in job.cues))
             self.preparer.take_results(job, list(results))
         else:
             # A long recording: each window starts where the last one's accepted words end.
-            while items := self.preparer.next_items(job):
+            while items := await self._prepared(self.preparer.next_items, job):
                 self.preparer.take_results(job, [await self._clip(item) for item in items])
         return self.preparer.finish(job)

@@ -67,7 +67,11 @@ class ModelSettings:
     # to upstream's per-clip loop up to float rounding; false: upstream's loop, one call per clip.
     packed_encoder: bool = True
     max_audio_seconds: float = 14400.0  # longest accepted recording (4 h)
-    max_audio_samples: int = 230_400_000  # 4 h at 16 kHz (922 MB of float32)
+    max_audio_samples: int = 230_400_000  # 4 h at 16 kHz (922 MB of float32), also once resampled
+    # Bytes of audio one front instance holds for its requests at once (each request: its input
+    # and its 16 kHz waveform). Over it, a request is refused UNAVAILABLE while others are held
+    # (retry), INVALID_ARG if it exceeds it alone. The default holds one maximal request.
+    max_held_audio_bytes: int = 2_147_483_648
     window_seconds: float = 180.0  # longer audio is aligned window by window
     max_words: int = 50000  # most words/characters to align in one request
     segment_margin_seconds: float = 1.0  # a cue is aligned within its span plus this margin
@@ -180,6 +184,7 @@ def _validate(s: ModelSettings) -> None:
     positive = {
         "max_audio_seconds": s.max_audio_seconds,
         "max_audio_samples": s.max_audio_samples,
+        "max_held_audio_bytes": s.max_held_audio_bytes,
         "window_seconds": s.window_seconds,
         "max_words": s.max_words,
         "max_segments": s.max_segments,

@@ -15,7 +15,7 @@ from itertools import zip_longest
 
 import numpy as np
 
-from .audio import MODEL_SAMPLE_RATE
+from .audio import MODEL_SAMPLE_RATE, resampled_length
 from .languages import resolve_language
 from .params import ModelSettings
 
@@ -146,6 +146,13 @@ def decode_audio(
     if wave.size > settings.max_audio_samples:
         raise RequestError(
             f"input AUDIO has {wave.size} samples; the limit is {settings.max_audio_samples}",
+            "audio_too_long",
+        )
+    resampled = resampled_length(wave.size, rate)
+    if resampled > settings.max_audio_samples:  # what the server holds once at 16 kHz
+        raise RequestError(
+            f"input AUDIO makes {resampled} samples at 16 kHz; the limit is "
+            f"{settings.max_audio_samples}",
             "audio_too_long",
         )
     seconds = wave.size / rate

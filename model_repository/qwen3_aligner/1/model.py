@@ -90,6 +90,8 @@ class TritonPythonModel:
             self.metrics,
             self.logger.log_error,
             stopping=lambda: os.path.exists(marker),
+            # OpenMP keeps its thread count per thread: the preparation thread sets its own.
+            thread_setup=lambda: torch.set_num_threads(FRONT_TORCH_THREADS),
         )
         self.logger.log_info(
             f"{args['model_instance_name']}: front ready in {time.monotonic() - started:.1f} s"
@@ -104,8 +106,8 @@ class TritonPythonModel:
             self._core_calls = ThreadPoolExecutor(CORE_CALL_THREADS, thread_name_prefix="core")
             loop.set_default_executor(self._core_calls)
             self._loop = loop
-            # Preparation runs on this thread. OpenMP keeps its thread count per thread: the
-            # setting made in initialize() (on another thread) does not reach this one.
+            # Decoding and results run on this thread (preparation on the front's own). OpenMP
+            # keeps its thread count per thread: initialize()'s setting does not reach this one.
             import torch
 
             torch.set_num_threads(FRONT_TORCH_THREADS)
@@ -175,6 +177,9 @@ class TritonPythonModel:
         core_calls = getattr(self, "_core_calls", None)
         if core_calls is not None:
             core_calls.shutdown(wait=False)
+        front = getattr(self, "front", None)
+        if front is not None:
+            front.close()
         self.front = None
         pb_utils.Logger.log_info("qwen3_aligner: front stopped")
 
