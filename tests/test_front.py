@@ -341,3 +341,33 @@ def test_audio_held_across_requests_is_bounded(preparer, tiny_checkpoint):
     )
     assert front.budget.held == 0
     assert front.metrics.rejections == ["busy", "audio_too_long"]
+
+
+def test_a_full_core_queue_is_unavailable_for_the_client(preparer):
+    """Triton refuses a BLS call when the core's bounded queue is full: the client is told to
+    retry (UNAVAILABLE), not that the server failed."""
+
+    async def full(item):
+        raise front_module.CoreFailed("Exceeds maximum queue size")
+
+    metrics = Metrics()
+    front = AlignerFront(preparer, full, metrics)
+    try:
+        outcome = asyncio.run(front.serve(arrays(2.0, words(3))))
+    finally:
+        front.close()
+    assert outcome.unavailable and outcome.error == front_module.CORE_BUSY_MESSAGE
+    assert metrics.rejections == ["core_queue_full"]
+
+
+def test_the_core_queue_holds_what_the_fronts_may_keep_in_flight():
+    from pathlib import Path
+
+    from qwen3_aligner_triton.repository import MAX_FRONT_INSTANCES, load_config
+
+    repo = Path(__file__).resolve().parents[1] / "model_repository"
+    core = load_config(repo / "qwen3_aligner_core" / "config.pbtxt")
+    front_model = (repo / "qwen3_aligner" / "1" / "model.py").read_text()
+    per_instance = int(front_model.split("MAX_REQUESTS_PER_INSTANCE = ")[1].split()[0])
+    bound = core.dynamic_batching.default_queue_policy.max_queue_size
+    assert bound == MAX_FRONT_INSTANCES * per_instance * front_module.MAX_PIECES_IN_FLIGHT

@@ -51,6 +51,10 @@ BUSY_MESSAGE = (
     "(max_held_audio_bytes); retry shortly or send it to another replica"
 )
 
+CORE_BUSY_MESSAGE = (
+    "the server's forward queue is full; retry shortly or send the request to another replica"
+)
+
 CoreCall = Callable[[CoreInput], Awaitable[SlotResult]]
 
 
@@ -88,6 +92,11 @@ class CoreFailed(RuntimeError):
     def out_of_memory(self) -> bool:
         """The core's forward ran out of memory even for this clip alone."""
         return "out of memory" in str(self).lower()
+
+    @property
+    def queue_full(self) -> bool:
+        """The core's queue was full: the server is overloaded, the request may be retried."""
+        return "maximum queue size" in str(self).lower()
 
 
 class FrontMetrics(Protocol):
@@ -221,6 +230,11 @@ class AlignerFront:
                 alignment = await self._windowed(prepared)
             else:
                 alignment = await self._clip(prepared)
+        except CoreFailed as e:
+            if e.queue_full:
+                self.metrics.rejected("core_queue_full")
+                return Outcome(error=CORE_BUSY_MESSAGE, unavailable=True)
+            return self._failed(e, "aligning a request", "forward_failed")
         except Exception as e:
             return self._failed(e, "aligning a request", "forward_failed")
         finished = time.perf_counter()
