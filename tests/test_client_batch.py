@@ -6,7 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from qwen3_aligner_client import ManifestError, items_from_folder, items_from_manifest, load_items
+from qwen3_aligner_client import (
+    ManifestError,
+    UnsafePathError,
+    items_from_folder,
+    items_from_manifest,
+    load_items,
+)
 
 
 def write_manifest(path: Path, *entries: object) -> Path:
@@ -105,6 +111,33 @@ def test_folder_items_pair_audio_with_same_stem_transcripts(tmp_path):
     assert items[1].transcript() == "beta"
     with pytest.raises(FileNotFoundError):
         items[2].transcript()  # c.flac has no c.txt: that item fails on its own
+
+
+def test_folder_items_refuse_files_that_lead_out_of_the_folder_or_are_not_regular(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the server", encoding="utf-8")
+    (tmp_path / "outside.wav").write_bytes(b"RIFF")
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for name in ("a.wav", "b.wav", "c.wav", "d.wav", "e.txt"):
+        (folder / name).write_bytes(b"")
+    (folder / "e.wav").symlink_to(tmp_path / "outside.wav")
+    (folder / "a.txt").symlink_to(secret)
+    (folder / "b.txt").symlink_to(Path("..") / "secret.txt")
+    (folder / "inside.txt").write_text("\ufeffinside\r\nsecond line\r\n", encoding="utf-8")
+    (folder / "c.txt").symlink_to("inside.txt")  # a link that stays inside the folder is fine
+    (folder / "d.txt").mkdir()
+    items = {item.key: item for item in items_from_folder(folder, "en")}
+    for key in ("a", "b"):
+        with pytest.raises(UnsafePathError, match=r"\.txt is a link that leads out of .*clips"):
+            items[key].transcript()
+    # Read exactly as before: BOM and final line breaks dropped, line breaks as text mode reads.
+    assert items["c"].transcript() == "inside\nsecond line"
+    with pytest.raises(UnsafePathError, match=r"d\.txt is not a regular file"):
+        items["d"].transcript()
+    with pytest.raises(UnsafePathError, match=r"e\.wav is a link that leads out of"):
+        items["e"].check_audio()
+    items["a"].check_audio()  # its audio is a plain file in the folder
 
 
 def test_folder_needs_a_language_audio_and_distinct_stems(tmp_path):

@@ -1,18 +1,25 @@
-"""``qwen3-align`` without a real model: usage errors, unreachable and not-ready servers."""
+"""``qwen3-align`` without a real model: usage errors, unreachable and not-ready servers, and
+what batch mode refuses to read or write (with a stand-in that records what would be sent)."""
 
 from __future__ import annotations
 
 import contextlib
 import http.server
+import os
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
+from qwen3_aligner_client import AlignerClient, Alignment, BatchItem
+from qwen3_aligner_client import cli as cli_module
 from qwen3_aligner_client.cli import (
+    EXIT_FAILED,
     EXIT_NOT_READY,
+    EXIT_OK,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     build_parser,
@@ -126,3 +133,145 @@ def test_format_follows_the_output_suffix_and_defaults_follow_the_protocol():
     assert (settings.format, settings.url) == ("textgrid", "localhost:8000")
     settings = _settings(parser, parser.parse_args(["a", "t", "-l", "en", "--protocol", "grpc"]))
     assert (settings.format, settings.url) == ("json", "localhost:8001")
+
+
+SENTINEL = "SENTINEL root:x:0:0 never to be sent"
+
+
+class Recorder:
+    """Stands in for ``AlignerClient.align``: records the audio bytes and the transcript each
+    request would send, and answers with an alignment of no words."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, str]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, audio, text, language, segments=None) -> Alignment:
+        data = Path(audio).read_bytes()
+        with self.lock:
+            self.sent.append((data, text))
+        return Alignment("English", 1.0, text, ())
+
+
+@pytest.fixture
+def stand_in(monkeypatch) -> Recorder:
+    """No server: readiness passes and every request is recorded instead of sent."""
+    recorder = Recorder()
+    monkeypatch.setattr(cli_module, "_require_ready", lambda settings: None)
+    monkeypatch.setattr(AlignerClient, "align", recorder)
+    return recorder
+
+
+def run_batch(source: Path, out: Path, *extra: str) -> int:
+    argv = ["--batch", str(source), "--out-dir", str(out), "-l", "en", "-f", "json"]
+    return main([*argv, "--no-progress", "-j", "2", *extra])
+
+
+def wav_bytes(path: Path, value: float) -> bytes:
+    soundfile.write(path, np.full(1600, value, dtype=np.float32), 16000)
+    return path.read_bytes()
+
+
+def test_folder_mode_refuses_transcripts_and_audio_linked_out_of_the_folder(
+    tmp_path, stand_in, capsys
+):
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SENTINEL, encoding="utf-8")
+    outside_audio = wav_bytes(tmp_path / "outside.wav", 0.25)
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for stem in ("a", "b", "c", "d", "e"):
+        wav_bytes(clips / f"{stem}.wav", 0.0)
+    (clips / "a.txt").symlink_to(secret)  # absolute link out
+    (clips / "b.txt").symlink_to(Path("..") / "secret.txt")  # relative link out
+    (clips / "shared.txt").write_text("shared words", encoding="utf-8")
+    (clips / "c.txt").symlink_to("shared.txt")  # a link that stays inside is fine
+    (clips / "d.txt").write_text("plain words", encoding="utf-8")
+    (clips / "e.wav").unlink()
+    (clips / "e.wav").symlink_to(tmp_path / "outside.wav")  # audio linked out
+    (clips / "e.txt").write_text("audio elsewhere", encoding="utf-8")
+    out = tmp_path / "out"
+
+    assert run_batch(clips, out) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert all(SENTINEL not in text for _, text in stand_in.sent)
+    assert all(data != outside_audio for data, _ in stand_in.sent)
+    assert sorted(text for _, text in stand_in.sent) == ["plain words", "shared words"]
+    assert "2 aligned, 0 skipped" in err and "3 failed" in err
+    for name in ("a.txt", "b.txt"):
+        assert f"{name} is a link that leads out of {clips}; refused" in err
+    assert f"FAILED {clips / 'e.wav'}: cannot read audio: {clips / 'e.wav'} is a link" in err
+    assert sorted(p.name for p in out.iterdir()) == ["c.json", "d.json"]
+    assert secret.read_text(encoding="utf-8") == SENTINEL
+
+
+def test_folder_mode_refuses_transcripts_that_are_not_regular_files(tmp_path, stand_in, capsys):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for stem in ("a", "b", "c"):
+        wav_bytes(clips / f"{stem}.wav", 0.0)
+    os.mkfifo(clips / "a.txt")  # reading it would wait for a writer forever
+    (clips / "b.txt").mkdir()
+    (clips / "c.txt").write_text("plain words", encoding="utf-8")
+    out = tmp_path / "out"
+    codes: list[int] = []
+    worker = threading.Thread(target=lambda: codes.append(run_batch(clips, out)), daemon=True)
+    worker.start()
+    worker.join(30)
+    if worker.is_alive():  # stuck opening the FIFO: release it, then fail
+        with contextlib.suppress(OSError):
+            os.close(os.open(clips / "a.txt", os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(30)
+        pytest.fail("batch mode blocked opening a FIFO transcript")
+    assert codes == [EXIT_FAILED]
+    err = capsys.readouterr().err
+    assert "1 aligned, 0 skipped" in err and "2 failed" in err
+    for name in ("a.txt", "b.txt"):
+        assert f"{clips / name} is not a regular file; refused" in err
+    assert [text for _, text in stand_in.sent] == ["plain words"]
+
+
+def test_batch_never_writes_through_a_link_at_the_output_path(tmp_path, stand_in, capsys):
+    precious = tmp_path / "precious.txt"
+    precious.write_text(SENTINEL, encoding="utf-8")
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for stem in ("a", "b", "c"):
+        wav_bytes(clips / f"{stem}.wav", 0.0)
+        (clips / f"{stem}.txt").write_text(f"words of {stem}", encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.json").symlink_to(precious)  # a link to a file elsewhere: not "already done"
+    (out / "b.json").symlink_to(tmp_path / "planted.json")  # a dangling link
+
+    assert run_batch(clips, out) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "1 aligned, 0 skipped" in err and "2 failed" in err
+    for name in ("a.json", "b.json"):
+        assert f"output {out / name} is a symbolic link; refused" in err
+        assert (out / name).is_symlink()
+    assert precious.read_text(encoding="utf-8") == SENTINEL
+    assert not (tmp_path / "planted.json").exists()
+    assert (out / "c.json").is_file() and not (out / "c.json").is_symlink()
+    assert [text for _, text in stand_in.sent] == ["words of c"]
+    # Removing the link lets the next run write there.
+    (out / "a.json").unlink()
+    (out / "b.json").unlink()
+    assert run_batch(clips, out) == EXIT_OK
+    assert "2 aligned, 1 skipped" in capsys.readouterr().err
+    assert precious.read_text(encoding="utf-8") == SENTINEL
+
+
+def test_batch_never_writes_outside_the_output_folder(tmp_path, stand_in, capsys, monkeypatch):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    audio = clips / "a.wav"
+    wav_bytes(audio, 0.0)
+    escaping = BatchItem(key="../escaped", audio=audio, language="en", text="words", origin="x:1")
+    staying = BatchItem(key="kept", audio=audio, language="en", text="words", origin="x:2")
+    monkeypatch.setattr(cli_module, "load_items", lambda *args: [escaping, staying])
+    out = tmp_path / "out"
+    assert run_batch(clips, out) == EXIT_FAILED
+    assert "FAILED x:1: output name '../escaped.json' leads out of" in capsys.readouterr().err
+    assert not (tmp_path / "escaped.json").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["kept.json"]

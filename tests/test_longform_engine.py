@@ -202,10 +202,16 @@ def test_a_cue_holds_no_more_words_than_its_window(engine):
 
 
 def test_max_words_holds_for_all_cues_together(engine):
-    tight = AlignerEngine(engine_aligner(engine), ModelSettings(checkpoint="t", max_words=10))
+    free = ModelSettings(checkpoint="t", max_words=10, cue_cost_units=0)
     cues = [{"start": 5.0 * k, "end": 5.0 * k + 4, "text": "one two three four"} for k in range(3)]
-    with pytest.raises(RequestError, match=r"up to SEGMENTS\[2\]; the limit is 10"):
-        tight.prepare(cue_request(speechy(15.0), cues))
+    with pytest.raises(RequestError, match=r"up to SEGMENTS\[2\] .*the limit is 10"):
+        AlignerEngine(engine_aligner(engine), free).prepare(cue_request(speechy(15.0), cues))
+    # Each cue is a forward pass of its own and counts as cue_cost_units more (3 by default).
+    charged = ModelSettings(checkpoint="t", max_words=10)
+    with pytest.raises(RequestError, match=r"up to SEGMENTS\[1\] \(each cue counts as 3"):
+        AlignerEngine(engine_aligner(engine), charged).prepare(cue_request(speechy(15.0), cues))
+    one = [{"start": 0.0, "end": 4.0, "text": "one two three four five six seven"}]
+    assert AlignerEngine(engine_aligner(engine), charged).prepare(cue_request(speechy(5.0), one))
 
 
 def test_long_japanese_text_is_refused_before_the_splitter_runs(engine, monkeypatch):

@@ -7,7 +7,14 @@
 """
 
 from .audio import AUDIO_SUFFIXES, AudioError, AudioSource, load_audio
-from .batch import BatchItem, ManifestError, items_from_folder, items_from_manifest, load_items
+from .batch import (
+    BatchItem,
+    ManifestError,
+    UnsafePathError,
+    items_from_folder,
+    items_from_manifest,
+    load_items,
+)
 from .client import (
     DEFAULT_TIMEOUT,
     MODEL_NAME,
@@ -59,6 +66,7 @@ __all__ = [
     "ServerBusyError",
     "ServerUnreachableError",
     "SubtitleError",
+    "UnsafePathError",
     "WriteOptions",
     "align_cues",
     "align_groups",

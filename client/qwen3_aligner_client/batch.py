@@ -15,11 +15,18 @@ falls back to the command line's ``--language``; ``id`` (default: the audio file
 output file, must be unique and holds no path separator or control character. A malformed
 manifest is rejected as a whole (:class:`ManifestError`), before any work starts; an item whose
 files are missing is kept and fails on its own when processed, so the rest of the batch still runs.
+
+A folder's files must stay inside it too: an audio file or ``STEM.txt`` that is a link leading
+out of the folder, or that is not a regular file (a FIFO, a device, a folder), is refused when its
+item is processed (:class:`UnsafePathError`), and the rest of the batch goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import stat
 import sys
 import unicodedata
 from dataclasses import dataclass
@@ -34,6 +41,10 @@ class ManifestError(ValueError):
     """A batch input that cannot be used at all (bad JSON, missing keys, clashing ids)."""
 
 
+class UnsafePathError(ValueError):
+    """A batch item's file that leads out of its folder or is not a regular file: refused."""
+
+
 @dataclass(frozen=True)
 class BatchItem:
     """One file to align; exactly one of ``text`` and ``text_file`` is set."""
@@ -44,17 +55,30 @@ class BatchItem:
     text: str | None = None
     text_file: Path | None = None
     origin: str = ""  # where the item came from, for messages ("manifest.jsonl:3")
+    within: Path | None = None  # folder mode: the folder that the item's files must stay in
 
     def transcript(self) -> str:
         """The transcript, read from ``text_file`` when it is not inline.
 
-        Raises ``OSError`` or ``UnicodeDecodeError`` when the file cannot be read.
+        Raises ``OSError`` or ``UnicodeDecodeError`` when the file cannot be read, and
+        :class:`UnsafePathError` (folder mode) when it leads out of the folder or is not a
+        regular file.
         """
         if self.text is not None:
             return self.text
         if self.text_file is None:
             raise ValueError(f"{self.origin}: the item has neither text nor text_file")
+        if self.within is not None:
+            return read_transcript_within(self.text_file, self.within)
         return read_transcript(self.text_file)
+
+    def check_audio(self) -> None:
+        """Folder mode: raise :class:`UnsafePathError` when the audio file leads out of the
+        folder or is not a regular file. A missing one passes: decoding it reports that."""
+        if self.within is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            _confined(self.audio, self.within)
 
 
 def read_transcript(path: str | Path) -> str:
@@ -71,9 +95,56 @@ def read_transcript(path: str | Path) -> str:
     return text.removeprefix("\ufeff").rstrip("\r\n")
 
 
+def _resolves_inside(path: Path, folder: Path) -> Path | None:
+    """The real path of ``path`` (links resolved) when it lies inside ``folder``, else None."""
+    try:
+        real = path.resolve()
+    except RuntimeError:  # a loop of links (Python < 3.13)
+        return None
+    return real if real.is_relative_to(folder.resolve()) else None
+
+
+def _confined(path: Path, folder: Path) -> tuple[Path, os.stat_result]:
+    """The real path and status of ``path``, a regular file inside ``folder``.
+
+    Raises :class:`UnsafePathError` for a path that leads out of ``folder`` (a link to
+    ``/etc/passwd`` or ``../secret.txt``) or that is not a regular file, and ``OSError`` (with
+    ``path`` as its file name) for one that cannot be looked up, a missing one among them.
+    """
+    real = _resolves_inside(path, folder)
+    if real is None:
+        raise UnsafePathError(f"{path} is a link that leads out of {folder}; refused")
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise UnsafePathError(f"{path} is not a regular file; refused")
+    return real, info
+
+
+def read_transcript_within(path: Path, folder: Path) -> str:
+    """:func:`read_transcript` for a file that must be a regular file inside ``folder``.
+
+    Raises :class:`UnsafePathError` when it is not (see :func:`_confined`). The file read is the
+    one checked: its real path is opened without following a link or waiting on a FIFO, and a
+    file swapped in between is refused.
+    """
+    real, info = _confined(path, folder)
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(real, flags | getattr(os, "O_CLOEXEC", 0))
+    with open(fd, encoding="utf-8") as handle:  # text mode, as Path.read_text reads
+        opened = os.fstat(handle.fileno())
+        if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (
+            info.st_dev,
+            info.st_ino,
+        ):
+            raise UnsafePathError(f"{path} changed while it was being read; refused")
+        text = handle.read()
+    return text.removeprefix("\ufeff").rstrip("\r\n")
+
+
 def items_from_folder(folder: Path, language: str | None) -> list[BatchItem]:
     """Every audio file directly in ``folder`` (sorted), with ``STEM.txt`` beside it as its
-    transcript. An audio file without one is still listed and fails when processed."""
+    transcript. An audio file without one is still listed and fails when processed, as does one
+    whose audio or transcript leads out of ``folder`` (see :class:`UnsafePathError`)."""
     if not folder.is_dir():
         raise ManifestError(f"{folder} is not a folder")
     if not language:
@@ -99,6 +170,7 @@ def items_from_folder(folder: Path, language: str | None) -> list[BatchItem]:
                 language=language,
                 text_file=audio.with_suffix(".txt"),
                 origin=str(audio),
+                within=folder,
             )
         )
     return items
@@ -126,7 +198,7 @@ def _inside(base: Path, name: str, key: str, where: str, root: Path | None = Non
         )
     joined = base / path
     allowed = base if root is None else root
-    if not joined.resolve().is_relative_to(allowed.resolve()):
+    if _resolves_inside(joined, allowed) is None:
         outside = "the manifest's folder" if root is None else f"--manifest-root {root}"
         raise ManifestError(f"{where}: {key!r} ({name}) leads out of {outside}")
     return joined

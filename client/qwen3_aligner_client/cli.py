@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import AudioError, load_audio
-from .batch import BatchItem, ManifestError, load_items, read_transcript
+from .batch import BatchItem, ManifestError, UnsafePathError, load_items, read_transcript
 from .client import (
     DEFAULT_TIMEOUT,
     PROTOCOLS,
@@ -474,7 +474,8 @@ def run_batch(args: argparse.Namespace, settings: Settings) -> int:
         summary.flagged = []
     todo: list[BatchItem] = []
     for item in items:
-        if (out_dir / f"{item.key}{suffix}").exists():
+        target = out_dir / f"{item.key}{suffix}"
+        if not target.is_symlink() and target.exists():  # a link there is refused below
             summary.skipped += 1
         else:
             todo.append(item)
@@ -490,6 +491,18 @@ def run_batch(args: argparse.Namespace, settings: Settings) -> int:
 
     jobs: list[AlignItem] = []
     for item in todo:
+        problem = _output_problem(out_dir, f"{item.key}{suffix}")
+        if problem is not None:
+            fail(item, problem)
+            continue
+        try:
+            item.check_audio()
+        except UnsafePathError as e:
+            fail(item, f"cannot read audio: {e}")
+            continue
+        except OSError as e:
+            fail(item, f"cannot read audio {e.filename or ''}: {e.strerror or e}")
+            continue
         try:
             text = item.transcript()
         except OSError as e:
@@ -507,10 +520,19 @@ def run_batch(args: argparse.Namespace, settings: Settings) -> int:
                 fail(item, str(result.error))
                 continue
             options = WriteOptions(cues=settings.cues, recording=item.key, plot=settings.plot)
+            problem = _output_problem(out_dir, f"{item.key}{suffix}")
+            if problem is not None:  # checked again: a link may have appeared meanwhile
+                fail(item, problem)
+                continue
             try:
                 if needs_audio:  # decoded again: align_many keeps no audio in memory
+                    item.check_audio()
                     options = replace(options, audio=load_audio(item.audio))
+                # Written to a temporary file that then replaces the target: never through a link.
                 save(result.alignment, settings.format, out_dir / f"{item.key}{suffix}", options)
+            except UnsafePathError as e:
+                fail(item, f"cannot read audio: {e}")
+                continue
             except AudioError as e:
                 fail(item, str(e))
                 continue
@@ -526,6 +548,21 @@ def run_batch(args: argparse.Namespace, settings: Settings) -> int:
 
     _report(summary, out_dir)
     return EXIT_FAILED if summary.failures else EXIT_OK
+
+
+def _output_problem(out_dir: Path, name: str) -> str | None:
+    """Why batch mode must not write ``out_dir / name``, or None when it may.
+
+    The output must be a file directly in ``out_dir`` (a name from a folder or a manifest never
+    leads elsewhere) and not a symbolic link, which is refused rather than replaced: writing
+    through it could overwrite a file anywhere.
+    """
+    target = out_dir / name
+    if target.name != name or target.parent != out_dir:
+        return f"output name {name!r} leads out of {out_dir}; refused"
+    if target.is_symlink():
+        return f"output {target} is a symbolic link; refused (remove it to write there)"
+    return None
 
 
 def _report(summary: BatchSummary, out_dir: Path) -> None:

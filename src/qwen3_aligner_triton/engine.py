@@ -285,8 +285,11 @@ class Preparer:
             # A cue is aligned within its window: its words must fit the window's slots, and
             # all cues together within max_words (checked as they come, so work stops early).
             slots = max(1, self._slots(end - start))
-            budget = self.settings.max_words - len(all_words)
-            words = self._split(seg.text, request.language, min(slots, budget), f"SEGMENTS[{k}]")
+            charged = len(all_words) + self.settings.cue_cost_units * (len(cues) + 1)
+            budget = self.settings.max_words - charged
+            words = self._split(
+                seg.text, request.language, min(slots, max(budget, 0)), f"SEGMENTS[{k}]"
+            )
             if not words:
                 continue
             if len(words) > slots:
@@ -298,9 +301,10 @@ class Preparer:
                 )
             if len(words) > budget:
                 raise RequestError(
-                    f"input SEGMENTS has more than {self.settings.max_words} words/characters to "
-                    f"align in its cues up to SEGMENTS[{k}]; the limit is "
-                    f"{self.settings.max_words} for all cues together",
+                    f"input SEGMENTS has more than {self.settings.max_words} units to align in "
+                    f"its cues up to SEGMENTS[{k}] (each cue counts as "
+                    f"{self.settings.cue_cost_units} besides its words/characters: cue_cost_units); "
+                    f"the limit is {self.settings.max_words} for all cues together (max_words)",
                     "text_too_long",
                 )
             cues.append((Window(start, end, len(all_words), len(words), True), list(words)))

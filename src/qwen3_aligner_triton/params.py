@@ -77,6 +77,10 @@ class ModelSettings:
     segment_margin_seconds: float = 1.0  # a cue is aligned within its span plus this margin
     max_segments: int = 20000  # most cues in SEGMENTS
     max_segments_bytes: int = 8_000_000  # largest SEGMENTS document, checked before parsing
+    # Each cue counts as this many units toward max_words besides its own: a cue is a forward
+    # pass of its own, and 1,000 one-word cues cost 3.6-4.5x the same words as TEXT (measured),
+    # so the costliest cue request within the limits costs about the costliest TEXT request.
+    cue_cost_units: int = 3
     # Japanese TEXT longer (in NFKC characters) than this many per alignable unit (max_words, or
     # one unit per 80 ms of audio) is refused before the word splitter runs: ordinary Japanese
     # holds 2-3 characters per unit, punctuation and spaces included.
@@ -212,6 +216,8 @@ def _validate(s: ModelSettings) -> None:
             f"parameter 'window_seconds' must be at most {MAX_WINDOW_SECONDS:g} "
             "(the model's timestamps end at 400 s; it is reliable up to about 270 s)"
         )
+    if s.cue_cost_units < 0:
+        raise ConfigError("parameter 'cue_cost_units' must be >= 0")
     if s.segment_margin_seconds < 0:
         raise ConfigError("parameter 'segment_margin_seconds' must be >= 0")
     if s.simulate_gpu:
