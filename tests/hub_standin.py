@@ -2,7 +2,8 @@
 
 It answers the requests ``huggingface_hub`` makes, the way the Hub does:
 
-- ``GET /api/models/{repo}[/revision/{rev}]``: model info with the commit ``sha`` and ``siblings``;
+- ``GET /api/models/{repo}[/revision/{rev}]``: model info with the commit ``sha`` and ``siblings``
+  (with ``?blobs=true``: each file's ``size``, ``blobId`` and, for LFS files, ``lfs``);
 - ``HEAD``/``GET /{repo}/resolve/{rev}/{file}``: small files with ``X-Repo-Commit`` and a git
   ``ETag``; LFS files (``*.safetensors`` and anything large) with a 302 to an absolute CDN-like
   URL and ``X-Linked-Etag`` (sha256) / ``X-Linked-Size``;
@@ -13,19 +14,25 @@ It answers the requests ``huggingface_hub`` makes, the way the Hub does:
 The certificate comes from a throwaway CA (``trustme``) written to :attr:`HubStandIn.ca_bundle`;
 point ``REQUESTS_CA_BUNDLE``/``SSL_CERT_FILE`` at it and ``HF_ENDPOINT`` at
 :attr:`HubStandIn.endpoint`. ``cut_once`` names files whose first full download is cut off
-halfway (the connection closes early), as a dropped network would.
+halfway (the connection closes early), as a dropped network would. ``tls=False`` serves plain
+``http://`` instead.
+
+``lies`` (:class:`Lies`) makes it a malicious mirror: files listed with names that climb out of
+the download folder (``../../x.json``), ETags that are paths, commits that are not commit hashes,
+sizes that understate what it sends, and listings that change after the first answer.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 LFS_THRESHOLD = 1 << 20  # bytes; larger files are stored in LFS, as the Hub does with big files
 
@@ -42,6 +49,22 @@ class HostedFile:
             return hashlib.sha256(self.data).hexdigest()
         header = f"blob {len(self.data)}\0".encode()
         return hashlib.sha1(header + self.data).hexdigest()
+
+
+@dataclass
+class Lies:
+    """What a malicious mirror answers instead of the truth."""
+
+    # Listed (from listing number ``from_listing`` on) and served besides the folder's files. A
+    # name that climbs (``../../x.json``) is also answered at the dot-free URL that requests sends
+    # for it (``/{repo}/x.json``), as a mirror answering whatever it is asked would.
+    extra_files: dict[str, bytes] = field(default_factory=dict)
+    etags: dict[str, str] = field(default_factory=dict)  # file -> raw ETag / X-Linked-Etag value
+    sizes: dict[str, int] = field(default_factory=dict)  # file -> size in listings, X-Linked-Size
+    commit: str | None = None  # the commit of listings from ``from_listing`` on; also a revision
+    commit_header: str | None = None  # X-Repo-Commit of every file answer
+    from_listing: int = 1  # the model-info answer the listing lies start with (1: the first)
+    lfs_endpoint: str | None = None  # where LFS files are redirected to, instead of this stand-in
 
 
 @dataclass
@@ -63,11 +86,15 @@ class HubStandIn:
     ca_dir: Path
     cut_once: set[str] = field(default_factory=set)
     seen: list[Seen] = field(default_factory=list)
+    lies: Lies = field(default_factory=Lies)
+    tls: bool = True
 
     def __post_init__(self) -> None:
         self.files: dict[str, dict[str, HostedFile]] = {}
         self.commits: dict[str, str] = {}
         self.by_sha256: dict[str, HostedFile] = {}
+        self.climbed: dict[str, tuple[str, HostedFile]] = {}  # URL path -> (repo, climbing file)
+        self.listings = 0  # model-info answers so far
         for repo_id, folder in self.repos.items():
             hosted = {}
             digest = hashlib.sha1(repo_id.encode())
@@ -79,8 +106,15 @@ class HubStandIn:
                 digest.update(name.encode() + hashlib.sha256(data).digest())
                 if lfs:
                     self.by_sha256[hosted[name].etag] = hosted[name]
-            self.files[repo_id] = hosted
             self.commits[repo_id] = digest.hexdigest()
+            for name, data in self.lies.extra_files.items():
+                hosted[name] = HostedFile(name, data, name.endswith(".safetensors"))
+                if hosted[name].lfs:
+                    self.by_sha256[hosted[name].etag] = hosted[name]
+                sent = posixpath.normpath(f"/{repo_id}/resolve/REVISION/{name}")
+                if "/REVISION/" not in sent:
+                    self.climbed[sent] = (repo_id, hosted[name])
+            self.files[repo_id] = hosted
         self._cut_done: set[str] = set()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -88,15 +122,6 @@ class HubStandIn:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> HubStandIn:
-        import trustme
-
-        ca = trustme.CA()
-        cert = ca.issue_cert("127.0.0.1", "localhost")
-        self.ca_dir.mkdir(parents=True, exist_ok=True)
-        self.ca_bundle = self.ca_dir / "standin-ca.pem"
-        ca.cert_pem.write_to_path(str(self.ca_bundle))
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        cert.configure_cert(context)
         hub = self
 
         class Handler(_Handler):
@@ -104,10 +129,20 @@ class HubStandIn:
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
-        server.socket = context.wrap_socket(server.socket, server_side=True)
+        if self.tls:
+            import trustme
+
+            ca = trustme.CA()
+            cert = ca.issue_cert("127.0.0.1", "localhost")
+            self.ca_dir.mkdir(parents=True, exist_ok=True)
+            self.ca_bundle = self.ca_dir / "standin-ca.pem"
+            ca.cert_pem.write_to_path(str(self.ca_bundle))
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            cert.configure_cert(context)
+            server.socket = context.wrap_socket(server.socket, server_side=True)
         self._server = server
         self.port = server.server_address[1]
-        self.endpoint = f"https://127.0.0.1:{self.port}"
+        self.endpoint = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
         threading.Thread(target=server.serve_forever, daemon=True).start()
         return self
 
@@ -125,8 +160,20 @@ class HubStandIn:
 
     def environment(self) -> dict[str, str]:
         """Variables that send ``huggingface_hub`` (in a child process) to this stand-in."""
+        if not self.tls:
+            return {"HF_ENDPOINT": self.endpoint}
         bundle = str(self.ca_bundle)
         return {"HF_ENDPOINT": self.endpoint, "REQUESTS_CA_BUNDLE": bundle, "SSL_CERT_FILE": bundle}
+
+    def next_listing(self) -> int:
+        """The number of the model-info answer about to be sent (1 for the first)."""
+        with self._lock:
+            self.listings += 1
+            return self.listings
+
+    def file_commit(self, repo_id: str) -> str:
+        """The X-Repo-Commit of file answers."""
+        return self.lies.commit_header or self.lies.commit or self.commits[repo_id]
 
     def take_cut(self, name: str) -> bool:
         with self._lock:
@@ -190,9 +237,14 @@ class _Handler(BaseHTTPRequestHandler):
     # -- routes ---------------------------------------------------------------------------------
 
     def _route(self) -> None:
-        path = unquote(urlparse(self.path).path)
+        url = urlparse(self.path)
+        path = unquote(url.path)
         if path.startswith("/api/models/"):
-            return self._model_info(path.removeprefix("/api/models/"))
+            blobs = parse_qs(url.query).get("blobs", ["false"])[-1].lower() == "true"
+            return self._model_info(path.removeprefix("/api/models/"), blobs)
+        if path in self.standin.climbed:
+            repo_id, hosted = self.standin.climbed[path]
+            return self._file(repo_id, hosted, self.standin.file_commit(repo_id))
         if path.startswith("/lfs/"):
             return self._lfs(path.removeprefix("/lfs/"))
         if "/resolve/" in path:
@@ -203,9 +255,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _commit(self, repo_id: str, revision: str) -> str | None:
         commit = self.standin.commits[repo_id]
-        return commit if revision in ("main", commit) else None
+        return commit if revision in ("main", commit, self.standin.lies.commit) else None
 
-    def _model_info(self, rest: str) -> None:
+    def _model_info(self, rest: str, blobs: bool) -> None:
         repo_id, _, revision = rest.partition("/revision/")
         revision = revision or "main"
         if repo_id not in self.standin.files:
@@ -213,43 +265,63 @@ class _Handler(BaseHTTPRequestHandler):
         commit = self._commit(repo_id, revision)
         if commit is None:
             return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+        lies = self.standin.lies
+        lying = self.standin.next_listing() >= lies.from_listing
+        files = [
+            hosted
+            for hosted in self.standin.files[repo_id].values()
+            if lying or hosted.name not in lies.extra_files
+        ]
         info = {
             "_id": hashlib.md5(repo_id.encode()).hexdigest()[:24],
             "id": repo_id,
             "modelId": repo_id,
-            "sha": commit,
+            "sha": lies.commit if lying and lies.commit else commit,
             "private": False,
             "gated": False,
             "disabled": False,
             "tags": [],
             "library_name": "transformers",
             "lastModified": "2026-01-01T00:00:00.000Z",
-            "siblings": [{"rfilename": name} for name in self.standin.files[repo_id]],
+            "siblings": [self._sibling(hosted, blobs) for hosted in files],
         }
         self._send(200, {"Content-Type": "application/json"}, json.dumps(info).encode())
+
+    def _sibling(self, hosted: HostedFile, blobs: bool) -> dict[str, object]:
+        entry: dict[str, object] = {"rfilename": hosted.name}
+        if blobs:
+            size = self.standin.lies.sizes.get(hosted.name, len(hosted.data))
+            entry.update({"size": size, "blobId": HostedFile(hosted.name, hosted.data, False).etag})
+            if hosted.lfs:
+                entry["lfs"] = {"sha256": hosted.etag, "size": size, "pointerSize": 134}
+        return entry
 
     def _resolve(self, repo_id: str, revision: str, filename: str) -> None:
         if repo_id not in self.standin.files:
             return self._error(401, "RepoNotFound", "Repository not found")
-        commit = self._commit(repo_id, revision)
-        if commit is None:
+        if self._commit(repo_id, revision) is None:
             return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+        commit = self.standin.file_commit(repo_id)
         hosted = self.standin.files[repo_id].get(filename)
         if hosted is None:
             return self._error(404, "EntryNotFound", f"{filename} does not exist", commit)
+        self._file(repo_id, hosted, commit)
+
+    def _file(self, repo_id: str, hosted: HostedFile, commit: str) -> None:
+        lies = self.standin.lies
         headers = {"X-Repo-Commit": commit, "Accept-Ranges": "bytes"}
         if hosted.lfs:
             pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{hosted.etag}\n"
             headers.update(
                 {
                     "ETag": f'"{hashlib.sha1(pointer.encode()).hexdigest()}"',
-                    "X-Linked-Etag": f'"{hosted.etag}"',
-                    "X-Linked-Size": str(len(hosted.data)),
-                    "Location": f"{self.standin.endpoint}/lfs/{hosted.etag}",
+                    "X-Linked-Etag": lies.etags.get(hosted.name, f'"{hosted.etag}"'),
+                    "X-Linked-Size": str(lies.sizes.get(hosted.name, len(hosted.data))),
+                    "Location": f"{lies.lfs_endpoint or self.standin.endpoint}/lfs/{hosted.etag}",
                 }
             )
             return self._send(302, headers)
-        headers["ETag"] = f'"{hosted.etag}"'
+        headers["ETag"] = lies.etags.get(hosted.name, f'"{hosted.etag}"')
         self._content(hosted, headers)
 
     def _lfs(self, sha256: str) -> None:

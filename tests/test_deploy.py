@@ -756,6 +756,24 @@ def test_deployment_probes_ports_and_arguments_match_the_server():
     assert startup["periodSeconds"] * startup["failureThreshold"] >= MIN_STARTUP_BUDGET
 
 
+def test_liveness_checks_outlast_one_watchdog_restart():
+    """A dead backend stub costs a stop (RESTART_KILL_SECONDS), a backoff of at most
+    RESTART_BACKOFF_MAX_SECONDS and a model load (the tiny model loads in seconds; the real one on
+    a GPU within a minute): kubelet and Docker must not kill the container meanwhile."""
+    from qwen3_aligner_triton.tritonserver import RESTART_BACKOFF_MAX_SECONDS, RESTART_KILL_SECONDS
+
+    one_restart = 10 + RESTART_KILL_SECONDS + RESTART_BACKOFF_MAX_SECONDS + 120  # notice, load
+    liveness = aligner_container()["livenessProbe"]
+    assert liveness["periodSeconds"] * liveness["failureThreshold"] >= one_restart
+    compose = compose_config()["services"]["aligner"]["healthcheck"]
+    seconds = int(str(compose["interval"]).rstrip("s"))
+    assert seconds * int(compose["retries"]) >= one_restart
+    (healthcheck,) = instructions("HEALTHCHECK")
+    interval = int(re.search(r"--interval=(\d+)s", healthcheck).group(1))
+    retries = int(re.search(r"--retries=(\d+)", healthcheck).group(1))
+    assert interval * retries >= one_restart
+
+
 def test_deployment_drains_gpus_shm_and_cache():
     pod = k8s("Deployment")["spec"]["template"]["spec"]
     container = aligner_container()

@@ -1,9 +1,11 @@
 """Fetching the checkpoint from the Hub, against an HTTPS stand-in of it that ``huggingface_hub``
-itself is checked against first; the backend stub's libpython."""
+itself is checked against first, and against the stand-in as a malicious mirror; the backend
+stub's libpython."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 import socket
 import subprocess
 import sys
@@ -11,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hub_standin import HubStandIn
+from hub_standin import HubStandIn, Lies
 
 from qwen3_aligner_triton import hub
 from qwen3_aligner_triton.params import DEFAULT_CHECKPOINT
@@ -224,10 +226,269 @@ def test_fetch_model_writes_a_folder_to_copy(standin, tmp_path, monkeypatch, cap
 def _with_endpoint(standin, cache):
     real = hub.fetch_checkpoint
 
-    def fetch_here(repo_id, revision=None, local_dir=None, token=None):
-        return real(repo_id, revision, local_dir, token, standin.endpoint, cache)
+    def fetch_here(repo_id, revision=None, local_dir=None, token=None, **checks):
+        return real(repo_id, revision, local_dir, token, standin.endpoint, cache, **checks)
 
     return fetch_here
+
+
+# -- a mirror that lies -------------------------------------------------------------------------
+
+CLIMBING = "../../ESCAPED-local.json"
+
+
+@pytest.fixture
+def mirror(tmp_path, tiny_checkpoint, monkeypatch):
+    """Starts stand-ins of the tiny checkpoint that tell the given lies; stops them at the end."""
+    started: list[HubStandIn] = []
+
+    def start(lies: Lies | None = None, tls: bool = True) -> HubStandIn:
+        standin = HubStandIn({REPO: tiny_checkpoint}, tmp_path / "ca", lies=lies or Lies(), tls=tls)
+        started.append(standin.start())
+        if tls:
+            monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(standin.ca_bundle))
+        return standin
+
+    yield start
+    for standin in started:
+        standin.stop()
+
+
+def fetch_into(standin: HubStandIn, tmp_path: Path, mode: str, **kwargs) -> Path:
+    """fetch_checkpoint into a folder (``local-dir``) or the cache (``cache``), four folders down
+    ``tmp_path``: a path that climbs out of either still lands in ``tmp_path``."""
+    deep = tmp_path / "a" / "b" / "c" / "d"
+    local_dir = deep / "airgap" if mode == "local-dir" else None
+    return hub.fetch_checkpoint(
+        REPO, local_dir=local_dir, endpoint=standin.endpoint, cache_dir=deep / "cache", **kwargs
+    )
+
+
+def escaped(tmp_path: Path) -> list[Path]:
+    """What a lying mirror got written (names with ESCAPED in them), in or next to ``tmp_path``."""
+    return sorted({*tmp_path.rglob("*ESCAPED*"), *tmp_path.parent.glob("*ESCAPED*")})
+
+
+def downloads(standin: HubStandIn) -> list[str]:
+    return [s.path for s in standin.seen if not s.path.startswith("/api/")]
+
+
+@pytest.mark.parametrize(
+    ("mode", "name"),
+    [
+        ("local-dir", CLIMBING),
+        ("cache", CLIMBING),
+        ("local-dir", "/ESCAPED-absolute.json"),
+        ("local-dir", "..\\..\\ESCAPED-backslash.json"),
+        ("local-dir", "ESCAPED-nul\x00.json"),
+    ],
+)
+def test_a_listed_name_that_could_leave_the_folder_is_refused_before_any_download(
+    mirror, tmp_path, mode, name
+):
+    standin = mirror(Lies(extra_files={name: b"{}"}))
+    with pytest.raises(hub.CheckpointUnavailable) as caught:
+        fetch_into(standin, tmp_path, mode)
+    assert type(caught.value).__name__ == "UnsafeDownload"
+    message = str(caught.value)
+    assert f"lists a file named {name!r}" in message and "nothing was downloaded" in message
+    assert escaped(tmp_path) == []
+    assert downloads(standin) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "etag"),
+    [
+        ("config.json", '"../../../../../ESCAPED-etag"'),  # ETag of a small file
+        ("config.json", 'W/"../../../../../ESCAPED-etag"'),
+        ("model.safetensors", '"../../../../../ESCAPED-etag"'),  # X-Linked-Etag of an LFS file
+    ],
+)
+def test_an_etag_that_climbs_out_of_the_cache_is_refused(mirror, tmp_path, name, etag):
+    from huggingface_hub import get_session
+
+    standin = mirror(Lies(etags={name: etag}))
+    with pytest.raises(hub.CheckpointUnavailable, match="ESCAPED-etag") as caught:
+        fetch_into(standin, tmp_path, "cache")
+    assert "40 or 64 hexadecimal digits" in str(caught.value)
+    assert escaped(tmp_path) == []
+    assert not get_session().hooks["response"]  # the checks are gone with the download
+
+
+@pytest.mark.parametrize("commit", ["../../../ESCAPED-sha", "g" * 40, "0123abc"])
+@pytest.mark.parametrize("mode", ["local-dir", "cache"])
+def test_a_commit_that_is_not_a_hash_is_refused(mirror, tmp_path, commit, mode):
+    standin = mirror(Lies(commit=commit))
+    with pytest.raises(hub.CheckpointUnavailable, match="not a commit hash") as caught:
+        fetch_into(standin, tmp_path, mode)
+    assert repr(commit) in str(caught.value)
+    assert escaped(tmp_path) == []
+    assert downloads(standin) == []
+
+
+@pytest.mark.parametrize(
+    ("header", "why"),
+    [("../../../ESCAPED-header", "not a commit hash"), ("f" * 40, "for a download of commit")],
+)
+def test_a_file_answer_from_another_commit_is_refused(mirror, tmp_path, header, why):
+    standin = mirror(Lies(commit_header=header))
+    with pytest.raises(hub.CheckpointUnavailable, match="X-Repo-Commit") as caught:
+        fetch_into(standin, tmp_path, "cache")
+    assert why in str(caught.value)
+    assert escaped(tmp_path) == []
+
+
+def test_a_listing_that_changes_after_the_check_is_refused(mirror, tmp_path):
+    """The first listing tells the truth, snapshot_download's own one lies."""
+    lies = Lies(extra_files={CLIMBING: b"{}"}, commit="../../../ESCAPED-sha", from_listing=2)
+    standin = mirror(lies)
+    with pytest.raises(hub.CheckpointUnavailable, match="in its listing") as caught:
+        fetch_into(standin, tmp_path, "cache")
+    assert "ESCAPED-sha" in str(caught.value) and standin.listings == 2
+    assert escaped(tmp_path) == []
+    assert downloads(standin) == []
+
+
+def test_a_file_listed_only_after_the_check_is_not_downloaded(mirror, tmp_path, tiny_checkpoint):
+    standin = mirror(Lies(extra_files={CLIMBING: b"{}"}, from_listing=2))
+    folder = fetch_into(standin, tmp_path, "local-dir")
+    assert standin.listings == 2
+    assert {p.name for p in folder.iterdir() if p.is_file()} == {
+        p.name for p in tiny_checkpoint.iterdir()
+    }
+    assert escaped(tmp_path) == []
+
+
+def test_a_file_listed_above_the_limit_is_refused_before_downloading(mirror, tmp_path, monkeypatch):
+    monkeypatch.setenv("QWEN3_ALIGNER_MAX_DOWNLOAD_BYTES", "1M")
+    standin = mirror()
+    with pytest.raises(hub.CheckpointUnavailable) as caught:
+        fetch_into(standin, tmp_path, "cache")
+    message = str(caught.value)
+    assert re.search(
+        r"lists model\.safetensors at [\d.]+ MiB, more than the download limit of 1 MiB", message
+    )
+    assert "QWEN3_ALIGNER_MAX_DOWNLOAD_BYTES" in message and "--max-bytes" in message
+    assert downloads(standin) == []
+
+
+def test_files_that_add_up_to_more_than_the_limit_are_refused(mirror, tmp_path, tiny_checkpoint):
+    weights = (tiny_checkpoint / "model.safetensors").stat().st_size
+    standin = mirror()
+    with pytest.raises(hub.CheckpointUnavailable, match="add up to"):
+        fetch_into(standin, tmp_path, "cache", max_bytes=weights + 100)
+    assert downloads(standin) == []
+
+
+def test_a_mirror_that_sends_more_than_it_lists_is_cut_off(mirror, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 64 * 1024)
+    standin = mirror(Lies(sizes={"model.safetensors": 1000}))
+    limit = 1 << 20
+    with pytest.raises(
+        hub.CheckpointUnavailable, match="sent more than the download limit of 1 MiB"
+    ):
+        fetch_into(standin, tmp_path, "cache", max_bytes=limit)
+    cache = tmp_path / "a" / "b" / "c" / "d" / "cache"
+    written = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file() and not p.is_symlink())
+    assert 0 < written <= limit
+
+
+def test_a_plain_http_endpoint_is_refused_unless_allowed(mirror, tmp_path, monkeypatch):
+    standin = mirror(tls=False)
+    assert standin.endpoint.startswith("http://")
+    with pytest.raises(hub.CheckpointUnavailable, match="must be an https:// address") as caught:
+        fetch_into(standin, tmp_path, "cache")
+    assert "QWEN3_ALIGNER_ALLOW_HTTP_HUB=1" in str(caught.value) and "--allow-http" in str(
+        caught.value
+    )
+    assert standin.seen == []
+    folder = fetch_into(standin, tmp_path, "cache", allow_http=True)
+    assert folder.name == standin.commits[REPO]
+    monkeypatch.setenv("QWEN3_ALIGNER_ALLOW_HTTP_HUB", "1")
+    assert fetch_into(standin, tmp_path, "cache") == folder
+
+
+def test_a_redirect_to_plain_http_is_refused(mirror, tmp_path):
+    cdn = mirror(tls=False)
+    standin = mirror(Lies(lfs_endpoint=cdn.endpoint))
+    with pytest.raises(
+        hub.CheckpointUnavailable, match=r"to http://127\.0\.0\.1:\d+, which is not"
+    ):
+        fetch_into(standin, tmp_path, "cache")
+    weights = sha256(standin.repos[REPO] / "model.safetensors")  # its blob's name in the cache
+    cache = tmp_path / "a" / "b" / "c" / "d" / "cache"
+    assert not any(p.stat().st_size for p in cache.rglob(f"{weights}*"))
+
+
+def test_the_download_is_pinned_to_the_commit_the_branch_points_at(standin, tmp_path):
+    folder = fetch(standin, tmp_path / "cache")
+    commit = standin.commits[REPO]
+    assert folder.name == commit
+    listings = [s.path for s in standin.seen if s.path.startswith("/api/models/")]
+    assert "blobs=True" in listings[0]  # the first asks for sizes, of the branch
+    assert f"/revision/{commit}" in listings[1]  # snapshot_download's, of the commit
+    files = [s.path for s in standin.seen if "/resolve/" in s.path]
+    assert files and all(f"/resolve/{commit}/" in path for path in files)
+    refs = tmp_path / "cache" / "models--Qwen--Qwen3-ForcedAligner-0.6B" / "refs"
+    assert (refs / "main").read_text() == commit  # for later starts offline
+
+
+@pytest.mark.parametrize(
+    "name", ["config.json", "sub/dir/tokenizer.json", "model-00001-of-00002.safetensors", "ü.json"]
+)
+def test_plain_relative_names_are_accepted(name):
+    assert hub.unsafe_name_reason(name) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("../x.json", "climbs out"),
+        ("a/../../x.json", "climbs out"),
+        ("a/..", "climbs out"),
+        ("/etc/x.json", "absolute"),
+        ("C:/x.json", "absolute"),
+        ("a\\..\\x.json", "backslash"),
+        ("a\x00.json", "U+0000"),
+        ("a\n.json", "U+000A"),
+        ("a\u202e.json", "U+202E"),
+        ("", "empty name"),
+        ("./x.json", "'.' segment"),
+        ("a//x.json", "empty or '.' segment"),
+        ("x.json/", "empty or '.' segment"),
+    ],
+)
+def test_names_that_could_leave_the_folder_are_refused(name, why):
+    assert why in hub.unsafe_name_reason(name)
+
+
+def test_sizes_and_the_limit_from_the_environment():
+    assert hub.parse_size("8G") == hub.parse_size("8GiB") == 8 << 30 == hub.DEFAULT_MAX_BYTES
+    assert hub.parse_size("1.5M") == 3 << 19 and hub.parse_size("123") == 123
+    for bad in ("", "0", "-1", "8X", "lots"):
+        with pytest.raises(ValueError):
+            hub.parse_size(bad)
+    assert hub.download_limit({}) == 8 << 30
+    assert hub.download_limit({hub.MAX_BYTES_ENV: "500M"}) == 500 << 20
+    with pytest.raises(hub.CheckpointUnavailable, match="QWEN3_ALIGNER_MAX_DOWNLOAD_BYTES"):
+        hub.download_limit({hub.MAX_BYTES_ENV: "lots"})
+    assert hub.format_size(2206704) == "2.1 MiB" and hub.format_size(8 << 30) == "8 GiB"
+    assert not hub.http_allowed({}) and hub.http_allowed({hub.ALLOW_HTTP_ENV: "1"})
+
+
+def test_fetch_model_takes_the_limit_and_http_flags(standin, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(hub, "fetch_checkpoint", _with_endpoint(standin, tmp_path / "cache"))
+    assert hub.main(["--max-bytes", "1M", str(tmp_path / "airgap")]) == 1
+    err = capsys.readouterr().err
+    assert "fetch-model: error: refusing to download" in err and "limit of 1 MiB" in err
+    assert not (tmp_path / "airgap").exists()
+    assert hub.parse_args(["--max-bytes", "8G"]).max_bytes == 8 << 30
+    assert hub.parse_args(["--allow-http"]).allow_http
+    assert not hub.parse_args([]).allow_http and hub.parse_args([]).max_bytes is None
+    with pytest.raises(SystemExit):
+        hub.parse_args(["--max-bytes", "lots"])
 
 
 # -- the backend stub's libpython ---------------------------------------------------------------

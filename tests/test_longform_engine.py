@@ -206,11 +206,11 @@ def test_max_words_holds_for_all_cues_together(engine):
     cues = [{"start": 5.0 * k, "end": 5.0 * k + 4, "text": "one two three four"} for k in range(3)]
     with pytest.raises(RequestError, match=r"up to SEGMENTS\[2\] .*the limit is 10"):
         AlignerEngine(engine_aligner(engine), free).prepare(cue_request(speechy(15.0), cues))
-    # Each cue is a forward pass of its own and counts as cue_cost_units more (3 by default).
-    charged = ModelSettings(checkpoint="t", max_words=10)
-    with pytest.raises(RequestError, match=r"up to SEGMENTS\[1\] \(each cue counts as 3"):
+    # Each cue is a forward pass of its own and counts as cue_cost_units more (7 by default).
+    charged = ModelSettings(checkpoint="t", max_words=13)
+    with pytest.raises(RequestError, match=r"up to SEGMENTS\[1\] \(each cue counts as 7"):
         AlignerEngine(engine_aligner(engine), charged).prepare(cue_request(speechy(15.0), cues))
-    one = [{"start": 0.0, "end": 4.0, "text": "one two three four five six seven"}]
+    one = [{"start": 0.0, "end": 4.0, "text": "one two three four five six"}]
     assert AlignerEngine(engine_aligner(engine), charged).prepare(cue_request(speechy(5.0), one))
 
 

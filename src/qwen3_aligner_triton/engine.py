@@ -303,8 +303,9 @@ class Preparer:
                 raise RequestError(
                     f"input SEGMENTS has more than {self.settings.max_words} units to align in "
                     f"its cues up to SEGMENTS[{k}] (each cue counts as "
-                    f"{self.settings.cue_cost_units} besides its words/characters: cue_cost_units); "
-                    f"the limit is {self.settings.max_words} for all cues together (max_words)",
+                    f"{self.settings.cue_cost_units} besides its words/characters: "
+                    f"cue_cost_units); the limit is {self.settings.max_words} for all cues "
+                    "together (max_words)",
                     "text_too_long",
                 )
             cues.append((Window(start, end, len(all_words), len(words), True), list(words)))

@@ -7,6 +7,8 @@ with the model name and version; every metric here is a plain method call for mo
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
 AUDIO_SECONDS = "qwen3_aligner_audio_seconds_total"
@@ -17,6 +19,10 @@ STAGE_SECONDS = "qwen3_aligner_stage_seconds"
 MEAN_SCORE = "qwen3_aligner_request_mean_score"
 REPAIRED_SHARE = "qwen3_aligner_request_repaired_share"
 IN_FLIGHT = "qwen3_aligner_requests_in_flight"
+SERVER_RESTARTS = "qwen3_aligner_server_restarts"
+# Set by the launcher's watchdog in the environment of each tritonserver it starts (the stubs
+# inherit it): how often it has restarted the server (tritonserver.RESTARTS_ENV).
+RESTARTS_ENV = "QWEN3_ALIGNER_SERVER_RESTARTS"
 BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64]
 STAGE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 # device_queue: in the core, each clip's wait from its arrival to the start of its forward pass.
@@ -24,6 +30,15 @@ STAGES = ("preprocess", "device_queue", "forward", "postprocess")
 # Per-request quality, both in [0, 1]: finer steps near the ends, where drift first shows.
 SCORE_BUCKETS = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0]
 SHARE_BUCKETS = [0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0]
+
+
+def server_restarts(environ: Mapping[str, str] | None = None) -> int:
+    """How often the launcher's watchdog has restarted this server: 0 when not told."""
+    value = (os.environ if environ is None else environ).get(RESTARTS_ENV, "")
+    try:
+        return max(0, int(value))
+    except ValueError:
+        return 0
 
 
 class AlignerMetrics:
@@ -58,7 +73,15 @@ class AlignerMetrics:
                 "Requests the front has accepted and not yet answered",
                 family.GAUGE,
             ),
+            SERVER_RESTARTS: family(
+                SERVER_RESTARTS,
+                "Times the launcher's watchdog restarted tritonserver after a backend stub died",
+                family.GAUGE,
+            ),
         }
+        # Set once: a restart starts a new server, whose models read the new count.
+        self._restarts = self._families[SERVER_RESTARTS].Metric(labels=self._labels)
+        self._restarts.set(server_restarts())
         self._in_flight = self._families[IN_FLIGHT].Metric(labels=self._labels)
         self._audio = self._families[AUDIO_SECONDS].Metric(labels=self._labels)
         self._units = self._families[UNITS].Metric(labels=self._labels)
@@ -81,7 +104,7 @@ class AlignerMetrics:
         """Drop the metrics before their families, in the order Triton requires."""
         self._rejected.clear()
         self._stages.clear()
-        self._audio = self._units = self._batch = self._in_flight = None
+        self._audio = self._units = self._batch = self._in_flight = self._restarts = None
         self._mean_score = self._repaired_share = None
         self._families.clear()
 

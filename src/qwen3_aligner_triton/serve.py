@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .hub import (
+    DEFAULT_REVISION,
     REVISION_ENV,
     CheckpointUnavailable,
     describe_source,
@@ -152,7 +153,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--revision",
-        help=f"Hub branch, tag or commit of a hub-id checkpoint (env {REVISION_ENV}; default main)",
+        help=(
+            f"Hub branch, tag or commit of a hub-id checkpoint (env {REVISION_ENV}; default "
+            f"{DEFAULT_REVISION}); pin a full commit in production"
+        ),
     )
     p.add_argument("--device", help="auto, cpu, gpu, cuda or cuda:N (env DEVICE; default auto)")
     p.add_argument(

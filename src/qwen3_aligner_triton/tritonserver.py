@@ -47,6 +47,21 @@ PENDING_METRIC = "nv_inference_pending_request_count"
 WATCHDOG_INTERVAL_SECONDS = 1.0
 SHUTDOWN_GRACE_SECONDS = 10.0  # stubs gone, server not ready and still running: a crash
 RESTART_READY_TIMEOUT_SECONDS = 900.0  # a restarted server must be ready again within this
+# A server that lost a stub is not drained: the dead stub's requests can never finish, so waiting
+# --exit-timeout-secs for them only delays the restart. SIGTERM, then SIGKILL after this.
+RESTART_KILL_SECONDS = 5.0
+# Pause before each restart: 1 s, doubled for each restart since the server last stayed up for
+# RESTART_STABLE_SECONDS, at most RESTART_BACKOFF_MAX_SECONDS.
+RESTART_BACKOFF_FIRST_SECONDS = 1.0
+RESTART_BACKOFF_MAX_SECONDS = 30.0
+RESTART_STABLE_SECONDS = 600.0
+# More than MAX_RESTARTS restarts within RESTART_WINDOW_SECONDS: the watchdog gives up, stops the
+# server and the launcher exits non-zero, for the orchestrator to restart the container.
+MAX_RESTARTS = 5
+RESTART_WINDOW_SECONDS = 600.0
+# How often the watchdog has restarted the server, in the environment of each server it starts
+# (the models publish it as the gauge metrics.SERVER_RESTARTS).
+RESTARTS_ENV = "QWEN3_ALIGNER_SERVER_RESTARTS"  # metrics.RESTARTS_ENV
 # Triton's API groups (the names --http-restricted-api and --grpc-restricted-protocol take).
 # Clients, probes and Prometheus need these ...
 CLIENT_APIS = ("health", "metadata", "inference", "statistics")
@@ -450,6 +465,50 @@ class StubWatch:
 
 
 @dataclass
+class RestartPolicy:
+    """Whether the watchdog may restart the server once more, and after what pause.
+
+    The pause is ``first_delay`` seconds, doubled for every restart since the server last counted
+    as stable (ready for ``stable_after`` seconds after its last restart), at most ``max_delay``.
+    A restart asked for when ``max_restarts`` were already granted within the last ``window``
+    seconds is refused: a server that keeps losing its stubs is better restarted with its
+    container (fresh memory, maybe another node) than in a loop. Times are ``time.monotonic()``.
+    """
+
+    first_delay: float = RESTART_BACKOFF_FIRST_SECONDS
+    max_delay: float = RESTART_BACKOFF_MAX_SECONDS
+    max_restarts: int = MAX_RESTARTS
+    window: float = RESTART_WINDOW_SECONDS
+    stable_after: float = RESTART_STABLE_SECONDS
+    granted: list[float] = field(default_factory=list)  # restarts granted within the window
+    streak: int = 0  # restarts since the server last counted as stable
+    ready_since: float | None = None  # when the server (last restarted) became ready
+
+    def ready(self, now: float) -> None:
+        """The server is ready (again); called while it stays so, the first call counts."""
+        if self.ready_since is None:
+            self.ready_since = now
+
+    def recent(self, now: float) -> int:
+        """Restarts granted within the window that ends ``now``."""
+        return sum(1 for t in self.granted if now - t < self.window)
+
+    def next_delay(self, now: float) -> float | None:
+        """Seconds to pause before the restart asked for at ``now`` (which is then counted), or
+        None when it would exceed the cap: give up."""
+        if self.ready_since is not None and now - self.ready_since >= self.stable_after:
+            self.streak = 0
+        self.ready_since = None
+        self.granted = [t for t in self.granted if now - t < self.window]
+        if len(self.granted) >= self.max_restarts:
+            return None
+        self.granted.append(now)
+        delay = min(self.max_delay, self.first_delay * 2.0 ** min(self.streak, 30))
+        self.streak += 1
+        return delay
+
+
+@dataclass
 class RunningServer:
     """A started ``tritonserver`` whose output is echoed and remembered; with the watchdog on,
     the process is restarted (same command) when one of its backend stubs dies."""
@@ -462,8 +521,11 @@ class RunningServer:
         default_factory=lambda: collections.deque(maxlen=LOG_TAIL_LINES)
     )
     restart_ready_timeout: float = RESTART_READY_TIMEOUT_SECONDS
+    restart_kill_grace: float = RESTART_KILL_SECONDS  # SIGTERM to SIGKILL when stubs are lost
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
 
     restarts: int = 0  # how often the watchdog restarted the server
+    gave_up: str | None = None  # why the watchdog stopped the server for good, if it did
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -485,15 +547,18 @@ class RunningServer:
         with contextlib.suppress(OSError):
             self.drain_marker.unlink()
 
-    def _spawn(self) -> subprocess.Popen:
+    def _spawn(self, restarts: int = 0) -> subprocess.Popen:
+        """Start the command; ``restarts``: how often the watchdog restarted it before."""
         self._remove_drain_marker()  # left by a stop that was cut short
+        env = dict(os.environ if self.env is None else self.env)
+        env[RESTARTS_ENV] = str(restarts)
         process = subprocess.Popen(
             self.command,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=self.env,
-            start_new_session=True,
+            env=env,
+            start_new_session=True,  # its own process group: a kill takes its stubs along
         )
         self._reader = threading.Thread(target=self._pump, args=(process,), daemon=True)
         self._reader.start()
@@ -508,7 +573,7 @@ class RunningServer:
         return http_ready(self.host, self.http_port)
 
     def _watch(self) -> None:
-        """Restart the server when one of its backend stubs dies."""
+        """Restart the server when one of its backend stubs dies (see RestartPolicy)."""
         restarted_at: float | None = None
         while not self._stopping.wait(WATCHDOG_INTERVAL_SECONDS):
             process = self.process
@@ -517,39 +582,75 @@ class RunningServer:
             watch = self.watch
             lost = watch.observe(backend_stub_pids(process.pid), self._ready)
             if watch.baseline:
+                self.policy.ready(time.monotonic())
                 restarted_at = None
             elif (
                 restarted_at is not None
                 and time.monotonic() - restarted_at > self.restart_ready_timeout
             ):
-                self._say("watchdog: the restarted server is not ready in time; stopping it")
-                process.send_signal(signal.SIGTERM)
+                self._give_up(
+                    process,
+                    f"the restarted server is not ready after {self.restart_ready_timeout:.0f} s",
+                )
                 return
             if not lost:
                 continue
+            now = time.monotonic()
+            delay = self.policy.next_delay(now)
+            if delay is None:
+                self._give_up(
+                    process,
+                    f"backend stub process(es) {sorted(lost)} exited, and the server was "
+                    f"restarted {self.policy.recent(now)} time(s) within the last "
+                    f"{self.policy.window:.0f} s already (the cap)",
+                )
+                return
             self._say(
                 f"watchdog: backend stub process(es) {sorted(lost)} exited; restarting tritonserver"
+                f" (restart {self.restarts + 1}, after a {delay:g} s pause)"
             )
-            if not self._restart():
+            if not self._restart(delay):
                 return
             restarted_at = time.monotonic()
 
-    def _restart(self) -> bool:
-        """Stop the server (drain, then kill), clean its shm, start the same command again."""
+    def _give_up(self, process: subprocess.Popen, why: str) -> None:
+        """Stop the server for good: the launcher then exits non-zero (it reports the exit of
+        tritonserver), and the orchestrator restarts the container."""
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            self.gave_up = why
+        self._say(
+            f"watchdog: {why}; giving up: stopping tritonserver for good (the launcher exits "
+            "with an error; restart it, or let the orchestrator restart the container)"
+        )
+        self._kill(process, self.restart_kill_grace)
+
+    def _restart(self, delay: float = 0.0) -> bool:
+        """Stop the server without draining it (SIGTERM, then SIGKILL to its process group after
+        ``restart_kill_grace``), clean its shm, pause ``delay`` seconds, start the same command
+        again. False when a stop request came first (nothing is started then)."""
         with self._lock:
             if self._stopping.is_set():
                 return False
             self._restarting = True
             old = self.process
         try:
-            self._terminate(old, STOP_GRACE_SECONDS)
+            started = time.monotonic()
+            self._kill(old, self.restart_kill_grace)
             self._reader.join(timeout=5)
             self._clean_shm()
+            self._say(
+                f"watchdog: tritonserver (pid {old.pid}) stopped in "
+                f"{time.monotonic() - started:.1f} s (exit status {old.returncode})"
+            )
+            if self._stopping.wait(delay):
+                return False
             with self._lock:
                 if self._stopping.is_set():
                     return False
                 self.watch = StubWatch()
-                self.process = self._spawn()
+                self.process = self._spawn(self.restarts + 1)
                 self.restarts += 1
         finally:
             with self._lock:
@@ -649,6 +750,21 @@ class RunningServer:
         )
 
     @staticmethod
+    def _kill(process: subprocess.Popen, grace: float) -> None:
+        """SIGTERM, then, after ``grace`` seconds or once it has exited, SIGKILL to its process
+        group: backend stubs left behind would hold GPU memory and the server's output pipe.
+        The group is the server's own (started in a new session); its id is not reused while
+        any member lives, so the signal reaches no stranger."""
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=grace)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+    @staticmethod
     def _terminate(process: subprocess.Popen, grace: float) -> None:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -717,6 +833,7 @@ def describe_endpoints(host: str, opts: ServerOptions) -> Iterable[str]:
 __all__: Sequence[str] = (
     "CORE_MODEL_NAME",
     "MODEL_NAME",
+    "RestartPolicy",
     "RunningServer",
     "ServerError",
     "ServerOptions",
