@@ -2,7 +2,8 @@
 
 Static: hadolint on the Dockerfile, ``docker-compose config`` (the Compose v2 binary, which needs
 no Docker engine for it) on compose.yaml, the Kubernetes schemas of ``kubernetes-validate`` on the
-kustomize build, a PromQL parser on every query, and the pins against docker/constraints.txt.
+kustomize build, a PromQL parser on every query, and the pins against docker/constraints.txt and
+the hashes of docker/requirements.lock.
 Live: the probe paths, metric names and server flags that these files use are checked against
 what tritonserver (the same 2.51 release as the image's base) really serves and accepts, and the
 container's entrypoint is run for real.
@@ -15,6 +16,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -75,6 +77,7 @@ K8S = DOCKER / "k8s"
 ADAPTER_RULES = K8S / "prometheus-adapter-rules.yaml"
 DASHBOARD = DOCKER / "grafana-dashboard.json"
 CONSTRAINTS = DOCKER / "constraints.txt"
+LOCK = DOCKER / "requirements.lock"
 BIN = Path(sys.executable).parent
 K8S_VERSIONS = ("1.27.0", None)  # oldest supported here, and the newest schemas shipped
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
@@ -202,6 +205,46 @@ def constraints() -> dict[str, str]:
             name, _, version = line.partition("==")
             pins[canonicalize_name(name)] = version
     return pins
+
+
+def lock() -> dict[str, tuple[Requirement, list[str]]]:
+    """docker/requirements.lock: name -> (its requirement, its --hash values)."""
+    entries: dict[str, tuple[Requirement, list[str]]] = {}
+    text = re.sub(r"\\\n", " ", LOCK.read_text())
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        spec, *options = line.split()
+        hashes = [o.removeprefix("--hash=") for o in options if o.startswith("--hash=")]
+        assert len(hashes) == len(options), f"{spec}: options other than --hash: {options}"
+        req = Requirement(spec)
+        name = canonicalize_name(req.name)
+        assert name not in entries, f"{name} twice in the lock"
+        entries[name] = (req, hashes)
+    return entries
+
+
+def pip_installs() -> list[list[str]]:
+    """The arguments of each ``pip install`` in the Dockerfile's RUN instructions."""
+    found = []
+    for rest in instructions("RUN"):
+        for args in re.findall(r"\bpip3? install\b(.*?)(?=&&|\|\||;|\||$)", rest):
+            found.append(shlex.split(args))
+    return found
+
+
+def copied_to() -> dict[str, str]:
+    """COPY destination in the image (ENV resolved) -> its source in the build context."""
+    env = image_env()
+    dests = {}
+    for rest in instructions("COPY"):
+        *sources, dest = [w for w in rest.split() if not w.startswith("--")]
+        dest = re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], dest)
+        for source in sources:
+            target = dest + Path(source).name if dest.endswith("/") else dest
+            dests[target] = source
+    return dests
 
 
 def pyproject() -> dict:
@@ -426,8 +469,9 @@ FIRST_FIXED_RELEASE = "25.07"
 
 def test_base_image_carries_the_2025_security_fixes():
     (base,) = instructions("FROM")
-    assert base == "nvcr.io/nvidia/tritonserver:${TRITON_VERSION}-py3"
+    assert base == "${TRITON_IMAGE}"
     args = build_args()
+    assert args["TRITON_IMAGE"] == "nvcr.io/nvidia/tritonserver:${TRITON_VERSION}-py3"
     assert re.fullmatch(r"\d\d\.\d\d", args["TRITON_VERSION"])
     assert args["TRITON_VERSION"] >= FIRST_FIXED_RELEASE
     assert args["PYTHON_VERSION"] == "3.12", "NGC images since 24.12 are Ubuntu 24.04 + Python 3.12"
@@ -448,8 +492,10 @@ def test_every_build_arg_has_a_pinned_default():
     declared = {rest.split("=", 1)[0] for rest in instructions("ARG")}
     optional = {"CHECKPOINT", "CHECKPOINT_REVISION"}  # empty: no checkpoint baked in
     assert declared - optional <= set(args), f"ARGs without a default: {declared - set(args)}"
+    # The base image: a tag by default, tag and digest in production (checked below).
+    assert args["TRITON_IMAGE"].endswith(":${TRITON_VERSION}-py3")
     for name, value in args.items():
-        if name not in optional:
+        if name not in optional | {"TRITON_IMAGE"}:
             assert re.fullmatch(r"[0-9][0-9a-z.]*", value), f"{name}={value!r} is not a version"
 
 
@@ -495,6 +541,8 @@ def test_update_constraints_script_reads_the_same_pins():
     assert {canonicalize_name(r.name): str(r.specifier)[2:] for r in pins} == {
         name: version for name, version in pip_pins().items() if name != "qwen-asr"
     }
+    assert script.outside_pins(text, args) == [("qwen-asr", pip_pins()["qwen-asr"])]
+    assert script.LOCK == LOCK and script.CONSTRAINTS == CONSTRAINTS
 
 
 def test_constraints_satisfy_every_dependency_of_the_project():
@@ -512,13 +560,184 @@ def test_constraints_satisfy_every_dependency_of_the_project():
 
 def test_image_installs_the_project_without_the_server_extra():
     runs = " ".join(instructions("RUN"))
-    assert "pip install --no-cache-dir /tmp/qwen3-aligner-src " in runs + " "
+    project = "pip install --no-cache-dir --no-deps --no-build-isolation /tmp/qwen3-aligner-src "
+    assert project in runs + " "
     assert "[server" not in runs and "-e " not in runs and "--editable" not in runs
-    assert 'pip install --no-cache-dir --no-deps "qwen-asr==' in runs
     copies = instructions("COPY")
     for where in pyproject()["tool"]["setuptools"]["packages"]["find"]["where"]:
         assert any(c.split()[0] == where for c in copies), f"package folder {where}/ not copied"
     assert any(c.split()[0] == "model_repository" for c in copies)
+
+
+def test_lock_pins_every_package_with_its_sha256_hashes():
+    entries, locked = lock(), constraints()
+    assert entries, "docker/requirements.lock is empty"
+    for req, hashes in entries.values():
+        (spec,) = req.specifier
+        assert spec.operator == "==" and "*" not in spec.version, f"{req}: not pinned with =="
+        assert not req.extras and req.marker is None and req.url is None, str(req)
+        assert hashes, f"{req}: no hash"
+        for value in hashes:
+            assert re.fullmatch(r"sha256:[0-9a-f]{64}", value), f"{req}: hash {value!r}"
+        assert len(set(hashes)) == len(hashes), f"{req}: a hash twice"
+    versions = {name: str(req.specifier)[2:] for name, (req, _) in entries.items()}
+    # Every package of the constraints at its version, and qwen-asr (installed without its
+    # dependencies, so not in the constraints); nothing else.
+    assert set(versions) == set(locked) | {"qwen-asr"}
+    for name, version in locked.items():
+        assert versions[name] == version, f"{name}: constraints {version}, lock {versions[name]}"
+    assert versions["qwen-asr"] == pip_pins()["qwen-asr"]
+    # torch from PyPI brings its CUDA libraries as nvidia-* wheels and its triton: locked too.
+    assert "triton" in versions and sum(n.startswith("nvidia-") for n in versions) >= 10
+
+
+def test_every_pip_install_checks_hashes_or_installs_only_local_sources():
+    """pip installs from the registry only what the lock lists, with --require-hashes; a local
+    source (this project: no registry hash) only on its own with --no-deps (pip refuses a local
+    folder under --require-hashes)."""
+    copies = copied_to()
+    (lock_in_image,) = [
+        dest for dest, source in copies.items() if source == "docker/requirements.lock"
+    ]
+    env = image_env()
+    installs = pip_installs()
+    assert len(installs) >= 2, installs
+    hashed = 0
+    for argv in installs:
+        files, positional, flags = [], [], set()
+        words = iter(argv)
+        for word in words:
+            if word in ("-r", "--requirement"):
+                files.append(next(words))
+            elif word in ("-c", "--constraint"):
+                next(words)
+            elif word.startswith("-"):
+                flags.add(word)
+            else:
+                positional.append(word)
+        files = [re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], f) for f in files]
+        assert not flags & {"-e", "--editable", "-i", "--index-url", "--extra-index-url"}, argv
+        assert not any(f.startswith(("--find-links", "--index-url", "--extra-")) for f in flags)
+        if "--require-hashes" in flags:
+            hashed += 1
+            assert files == [lock_in_image] and not positional, argv
+            # Wheels only: an sdist's build dependencies would be fetched without hashes.
+            assert "--only-binary=:all:" in flags, argv
+            assert "--no-deps" in flags, "the lock is complete; nothing else comes in"
+        else:
+            assert "--no-deps" in flags and not files and positional, argv
+            for path in positional:
+                assert path.startswith("/") and any(d.startswith(path + "/") for d in copies), (
+                    f"pip install {path}: not a local source copied into the image"
+                )
+            assert "--no-build-isolation" in flags, "an isolated build fetches setuptools unchecked"
+    assert hashed == 1, installs
+    assert "PIP_CONSTRAINT" not in " ".join(instructions("RUN")) + str(image_env())
+    assert "no registry hash" in DOCKERFILE.read_text(), "say why the project goes in unhashed"
+
+
+def test_lock_holds_the_build_backend_of_the_project():
+    """The project is built without build isolation, by the setuptools of the lock."""
+    entries = lock()
+    for spec in pyproject()["build-system"]["requires"]:
+        req = Requirement(spec)
+        name = canonicalize_name(req.name)
+        assert name in entries, f"{spec}: the build backend is not in the lock"
+        version = str(entries[name][0].specifier)[2:]
+        assert req.specifier.contains(version, prereleases=True), f"{spec} vs {version}"
+
+
+def test_build_args_go_in_as_constraints_the_lock_satisfies(tmp_path):
+    """The install step writes the Dockerfile's pins as a constraints file (extras stripped, as
+    pip requires): run that part for real and check it against the lock."""
+    (run,) = [r for r in instructions("RUN") if "--require-hashes" in r]
+    writer, _, _ = run.partition("&&")
+    out = tmp_path / "pins.txt"
+    script, n = re.subn(r">\s*/tmp/\S+", f"> {out}", writer)
+    assert n == 1, writer
+    env = {**os.environ, **{k: v for k, v in build_args().items() if "$" not in v}}
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", script], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    written = [Requirement(line) for line in out.read_text().splitlines()]
+    assert all(not r.extras for r in written), "pip takes no extras in a constraints file"
+    entries = lock()
+    assert {canonicalize_name(r.name): str(r.specifier)[2:] for r in written} == pip_pins()
+    for req in written:
+        locked_req = entries[canonicalize_name(req.name)][0]
+        assert str(locked_req.specifier) == str(req.specifier), f"{req} vs lock {locked_req}"
+    assert "-c /tmp/" in run and run.rstrip().endswith("rm /tmp/image-pins.txt")
+
+
+def test_update_constraints_script_writes_the_lock_the_tests_read():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "update_constraints", DOCKER / "update_constraints.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    supported = script.image_tags(build_args()["PYTHON_VERSION"])
+    a, b, c = ("a" * 64, "b" * 64, "c" * 64)
+    files = [
+        {"filename": "demo-1.0-cp312-cp312-manylinux_2_17_x86_64.whl", "digests": {"sha256": b}},
+        {"filename": "demo-1.0-cp312-cp312-win_amd64.whl", "digests": {"sha256": a}},
+        {"filename": "demo-1.0.tar.gz", "digests": {"sha256": c}},
+    ]
+    entry = script.lock_entry("demo", "1.0", files, supported)
+    joined = re.sub(r"\\\n", " ", entry).split()
+    assert joined == ["demo==1.0", f"--hash=sha256:{a}", f"--hash=sha256:{b}", f"--hash=sha256:{c}"]
+    # The image installs wheels only: a release without one for it (CPython 3.12, manylinux
+    # x86_64) is refused, as is a file without a sha256.
+    for unusable in (
+        files[1:],
+        [{"filename": "demo-1.0-cp311-cp311-manylinux_2_17_x86_64.whl", "digests": {"sha256": a}}],
+        [{"filename": "demo-1.0-cp312-cp312-manylinux_2_40_x86_64.whl", "digests": {"sha256": a}}],
+    ):
+        with pytest.raises(LookupError, match="no wheel for the image"):
+            script.lock_entry("demo", "1.0", unusable, supported)
+    with pytest.raises(LookupError, match="no sha256"):
+        script.lock_entry("demo", "1.0", [{**files[0], "digests": {"md5": "0" * 32}}], supported)
+    assert script.lock_entry(
+        "pure", "2", [{"filename": "pure-2-py3-none-any.whl", "digests": {"sha256": a}}], supported
+    )
+    assert LOCK.read_text().startswith("# ") and "update_constraints.py" in LOCK.read_text()
+
+
+def test_base_image_can_be_pinned_by_digest():
+    """FROM ${TRITON_IMAGE}: production builds pass the tag with its digest; the build refuses a
+    reference without the TRITON_VERSION tag, and warns on one without a digest."""
+    lines = DOCKERFILE.read_text().splitlines()
+    first_from = next(i for i, line in enumerate(lines) if line.startswith("FROM "))
+    assert any(line.startswith("ARG TRITON_IMAGE=") for line in lines[:first_from])
+    assert "ARG TRITON_IMAGE" in lines[first_from:] and "ARG TRITON_VERSION" in lines[first_from:]
+    (check,) = [r for r in instructions("RUN") if "TRITON_IMAGE" in r]
+    python = "{}.{}".format(*sys.version_info[:2])  # python3 of BIN, first on PATH below
+    digest = "@sha256:" + "0" * 64  # a made-up digest: only the shell check runs
+    cases = {
+        "nvcr.io/nvidia/tritonserver:25.07-py3": (0, True),
+        "nvcr.io/nvidia/tritonserver:25.07-py3" + digest: (0, False),
+        "registry.example:5000/mirror/tritonserver:25.07-py3" + digest: (0, False),
+        "nvcr.io/nvidia/tritonserver:24.10-py3" + digest: (1, False),
+        "nvcr.io/nvidia/tritonserver:25.07-py3-sdk" + digest: (1, False),
+        "nvcr.io/nvidia/tritonserver" + digest: (1, False),
+    }
+    for image, (code, warns) in cases.items():
+        env = {
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            "TRITON_IMAGE": image,
+            "TRITON_VERSION": "25.07",
+            "PYTHON_VERSION": python,
+        }
+        done = subprocess.run(
+            ["bash", "-o", "pipefail", "-c", check], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == code, (image, done.stderr)
+        assert ("not pinned by digest" in done.stderr) == warns, (image, done.stderr)
+    docs = (ROOT / "docs" / "deployment.md").read_text()
+    assert "--build-arg TRITON_IMAGE=" in docs and "imagetools inspect" in docs
+    assert "crane digest" in docs
 
 
 def test_dockerignore_sends_what_the_image_copies_and_nothing_heavy():
