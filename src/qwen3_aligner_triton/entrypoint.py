@@ -8,10 +8,12 @@ way ``./scripts/serve`` starts it (:func:`~qwen3_aligner_triton.tritonserver.bui
 admin API groups closed, and the watchdog that restarts tritonserver when a backend stub dies),
 followed by the container's own arguments (the image's ``CMD`` or Kubernetes ``args``;
 tritonserver keeps a flag's last value).
-On SIGTERM the front first finishes the requests it holds (``RunningServer.request_stop``), then
-tritonserver gets SIGTERM and drains the rest for ``--exit-timeout-secs``; the entrypoint exits
-with the server's status. A hub-id checkpoint is downloaded into ``$HF_HOME`` (at ``MODEL_REVISION``
-when set) before the server starts, as ``./scripts/serve`` does.
+On SIGTERM the front first finishes the requests it holds and then refuses new ones with
+UNAVAILABLE (``RunningServer.request_stop``); then tritonserver gets SIGTERM, unloads the models
+and exits 0 (while clients keep HTTP connections open it first waits for them, up to
+``--exit-timeout-secs``, and then exits 1: docs/operations.md); the entrypoint exits with the
+server's status. A hub-id checkpoint is downloaded into ``$HF_HOME`` (at ``MODEL_REVISION`` when
+set) before the server starts, as ``./scripts/serve`` does.
 """
 
 from __future__ import annotations

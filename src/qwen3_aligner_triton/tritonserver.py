@@ -42,8 +42,18 @@ EXIT_TIMEOUT_SECONDS = 30  # tritonserver's drain time for in-flight requests on
 STOP_GRACE_SECONDS = 2.0 * EXIT_TIMEOUT_SECONDS + 15  # after a stop request, SIGKILL
 DRAIN_MARKER = "STOPPING"  # in the public model's folder while a stop drains the front
 DRAIN_POLL_SECONDS = 0.1
+# Once signalled, tritonserver 2.51 goes on serving over HTTP connections that clients keep open
+# (and over gRPC) for up to --exit-timeout-secs, then cuts them. So the drain ends with the front
+# refusing (UNAVAILABLE) and tritonserver is signalled once the front has held nothing and no
+# request has reached it for DRAIN_SETTLE_SECONDS; with clients that keep sending (each refused
+# at once), DRAIN_SETTLE_MAX_SECONDS after the refusing began.
+DRAIN_SETTLE_SECONDS = 0.5
+DRAIN_SETTLE_MAX_SECONDS = 2.0
+DRAIN_UNREADABLE_LOOKS = 3  # failed metric reads in a row that end a drain (after one succeeded)
 IN_FLIGHT_METRIC = "qwen3_aligner_requests_in_flight"  # metrics.IN_FLIGHT
 PENDING_METRIC = "nv_inference_pending_request_count"
+# Triton counts each request that reached a model in one of these (refused ones included).
+ARRIVAL_METRICS = ("nv_inference_request_success", "nv_inference_request_failure")
 WATCHDOG_INTERVAL_SECONDS = 1.0
 SHUTDOWN_GRACE_SECONDS = 10.0  # stubs gone, server not ready and still running: a crash
 RESTART_READY_TIMEOUT_SECONDS = 900.0  # a restarted server must be ready again within this
@@ -256,24 +266,41 @@ def metrics_endpoint(args: Sequence[str]) -> tuple[str, int] | None:
     return _reachable(host), port
 
 
+def _model_series(
+    metrics_text: str, names: Sequence[str], model: str
+) -> Iterable[tuple[str, float]]:
+    """(metric name, value) of each series of ``names`` labelled with ``model``."""
+    for line in metrics_text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, rest = line.partition("{")
+        if name not in names:
+            continue
+        labels, _, value = rest.rpartition("}")
+        if f'model="{model}"' not in labels.split(","):
+            continue
+        try:
+            yield name, float(value.split()[0])
+        except (IndexError, ValueError):
+            continue
+
+
 def requests_in_front(metrics_text: str, model: str = MODEL_NAME) -> int | None:
     """Requests the public model holds, from a Prometheus scrape: those waiting in Triton's queue
     plus those the front instances have accepted and not answered. None when the front does not
     export its in-flight gauge (metrics of another repository)."""
     total = 0.0
     seen = False
-    for line in metrics_text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name, _, rest = line.partition("{")
-        if name not in (IN_FLIGHT_METRIC, PENDING_METRIC):
-            continue
-        labels, _, value = rest.rpartition("}")
-        if f'model="{model}"' not in labels.split(","):
-            continue
+    for name, value in _model_series(metrics_text, (IN_FLIGHT_METRIC, PENDING_METRIC), model):
         seen = seen or name == IN_FLIGHT_METRIC
-        total += float(value.split()[0])
+        total += value
     return round(total) if seen else None
+
+
+def requests_arrived(metrics_text: str, model: str = MODEL_NAME) -> int:
+    """How many requests have reached the public model so far (answered, refused or failed), from
+    a Prometheus scrape; it changes whenever one more arrives."""
+    return round(sum(value for _, value in _model_series(metrics_text, ARRIVAL_METRICS, model)))
 
 
 def scrape(host: str, port: int, timeout: float = 2.0) -> str | None:
@@ -379,6 +406,21 @@ def shm_regions(prefix: str = SHM_PREFIX) -> set[str]:
     return {str(p) for p in SHM_DIR.glob(glob.escape(prefix) + "*")}
 
 
+def close_front(marker: Path, say: Callable[[str], None], why: str) -> bool:
+    """Create ``marker``: the front refuses what reaches it from then on with UNAVAILABLE. Says
+    ``why`` when it creates it; False when it cannot."""
+    if marker.exists():
+        return True
+    try:
+        marker.touch()
+    except OSError as e:
+        say(f"stopping: cannot refuse new requests ({e})")
+        return False
+    if why:
+        say(why)
+    return True
+
+
 def drain_front(
     read_metrics: Callable[[], str | None],
     running: Callable[[], bool],
@@ -386,42 +428,67 @@ def drain_front(
     budget: float,
     say: Callable[[str], None],
     poll: float = DRAIN_POLL_SECONDS,
+    settle: float = DRAIN_SETTLE_SECONDS,
+    settle_max: float = DRAIN_SETTLE_MAX_SECONDS,
 ) -> float:
     """Wait until the public model holds no request, before a stop signals tritonserver (Triton
-    2.51 refuses the front's calls to the core once signalled). Returns the seconds it took.
+    2.51 refuses the front's calls to the core once it unloads the models, and cuts the HTTP
+    connections still open when its own exit timeout runs out). Returns the seconds it took.
 
-    For the first half of ``budget`` everything is served, requests that keep arriving included
+    While the front holds requests everything is served, requests that keep arriving included
     (behind a load balancer they stop once the endpoint is withdrawn). If the front is still
-    busy then, ``marker`` is created: the front refuses what reaches it from then on with
-    UNAVAILABLE, and the requests it holds get the rest of the budget. Two quiet looks in a row
-    end the wait; so does metrics that cannot be read (nothing to wait on)."""
+    busy after half of ``budget``, ``marker`` is created: the front refuses what reaches it from
+    then on with UNAVAILABLE, and the requests it holds get the rest of the budget. Once the front
+    holds nothing on two looks in a row, ``marker`` is created as well (whatever reaches the
+    server after this is refused, never accepted and then cut by tritonserver's own stop), and
+    the wait ends when the front has again held nothing on two looks (a request that passed the
+    front's check just before is served) and no request has reached the model for ``settle``
+    seconds, or ``settle_max`` seconds after the refusing began when clients keep sending. Every
+    wait ends at ``budget``. Metrics that cannot be read end it at once (nothing to wait on);
+    once they could be read, DRAIN_UNREADABLE_LOOKS failed reads in a row do."""
     started = time.monotonic()
-    quiet = 0
+    quiet = 0  # looks in a row at a front holding nothing
+    unreadable = 0  # failed reads in a row
+    readable = False
     announced = False
+    closing_since: float | None = None  # the front held nothing: refusing before the signal
+    arrived: int | None = None
+    calm_since = started  # when the last request reached the model (or closing began)
+    last_held: int | None = None
     while running():
         text = read_metrics()
         held = None if text is None else requests_in_front(text)
+        now = time.monotonic()
+        waited = now - started
         if held is None:
-            break
-        quiet = quiet + 1 if held == 0 else 0
-        if quiet >= 2:
-            break
-        waited = time.monotonic() - started
-        if held and not announced:
-            say(f"stopping: serving the {held} request(s) the server holds first")
-            announced = True
-        if waited >= budget / 2 and not marker.exists():
-            try:
-                marker.touch()
-                say(f"stopping: {held} request(s) still held; refusing new ones")
-            except OSError as e:
-                say(f"stopping: cannot refuse new requests ({e})")
+            unreadable += 1
+            if not readable or unreadable >= DRAIN_UNREADABLE_LOOKS:
+                break
+        else:
+            readable, unreadable, last_held = True, 0, held
+            quiet = quiet + 1 if held == 0 else 0
+            count = requests_arrived(text)
+            if count != arrived:
+                arrived, calm_since = count, now
+            if held and not announced:
+                say(f"stopping: serving the {held} request(s) the server holds first")
+                announced = True
+            if closing_since is None:
+                if quiet >= 2:
+                    close_front(marker, say, "")
+                    closing_since = calm_since = now
+                    quiet = 0
+            elif quiet >= 2 and (now - calm_since >= settle or now - closing_since >= settle_max):
+                break
+            if held and waited >= budget / 2:
+                busy = f"stopping: {held} request(s) still held; refusing new ones"
+                close_front(marker, say, busy)
         if waited >= budget:
-            say(f"stopping: {held} request(s) still held after {budget:.0f} s")
+            say(f"stopping: {last_held} request(s) still held after {budget:.0f} s")
             break
         time.sleep(poll)
     waited = time.monotonic() - started
-    if announced and quiet >= 2:
+    if announced and closing_since is not None and quiet >= 2:
         say(f"stopping: the server holds no request after {waited:.1f} s")
     return waited
 
@@ -715,10 +782,12 @@ class RunningServer:
     def request_stop(self) -> None:
         """Drain, then stop the server (SIGTERM), without waiting; safe in signal handlers.
 
-        Triton 2.51 refuses a model's calls to another model as soon as it is signalled, so a
-        request still queued in the front could never reach the core. The drain comes first: the
-        front refuses new requests (UNAVAILABLE) and the ones it holds are answered, up to
-        EXIT_TIMEOUT_SECONDS; then tritonserver is signalled and drains what is left itself."""
+        Once signalled, Triton 2.51 unloads the models (the front's calls to the core fail) as
+        soon as no HTTP connection is open; while clients keep some open it goes on accepting
+        requests for up to its exit timeout and then cuts them. So the drain comes first (see
+        :func:`drain_front`): the requests the front holds are answered, up to the exit timeout
+        (``--exit-timeout-secs``), and the front refuses new ones (UNAVAILABLE) before
+        tritonserver is signalled, which then only unloads the models."""
         self._stopping.set()
         if self._drain_started:
             return
@@ -733,7 +802,12 @@ class RunningServer:
             self.drain(process, budget)
         finally:
             if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+                # Whatever reaches the front from now on is refused (UNAVAILABLE): signalled,
+                # tritonserver would go on accepting requests over the HTTP connections clients
+                # keep open, and over gRPC, and cut them when its exit timeout runs out.
+                close_front(self.drain_marker, self._say, "")
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
 
     def drain(self, process: subprocess.Popen, budget: float) -> None:
         """Let the front finish what it holds before tritonserver is signalled (see
