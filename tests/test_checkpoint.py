@@ -30,7 +30,7 @@ from qwen3_aligner_triton.checkpoint_training import (
     synthetic_set,
     train_reproducibly,
 )
-from qwen3_aligner_triton.engine import AlignerEngine
+from qwen3_aligner_triton.inprocess import InProcessAligner
 from qwen3_aligner_triton.languages import resolve_language
 from qwen3_aligner_triton.loading import load_aligner
 from qwen3_aligner_triton.params import ModelSettings
@@ -74,7 +74,7 @@ def case_requests() -> list[AlignRequest]:
 
 @pytest.fixture(scope="module")
 def engine(upstream):
-    return AlignerEngine(upstream, ModelSettings(checkpoint="tiny"))
+    return InProcessAligner(upstream, ModelSettings(checkpoint="tiny"))
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +199,9 @@ def distinct_over_cases(engine) -> tuple[int, int, int]:
 
 def test_parity_cases_use_many_distinct_timestamps(engine, random_upstream):
     trained = distinct_over_cases(engine)
-    random = distinct_over_cases(AlignerEngine(random_upstream, ModelSettings(checkpoint="tiny")))
+    random = distinct_over_cases(
+        InProcessAligner(random_upstream, ModelSettings(checkpoint="tiny"))
+    )
     print("distinct, slots, single-valued cases: trained", trained, "random", random)
     distinct, slots, single = trained
     assert distinct >= DISTINCT_SHARE * slots, trained

@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 
 from qwen3_aligner_triton.audio import prepare_waveform
 from qwen3_aligner_triton.core import frames_of_samples
-from qwen3_aligner_triton.engine import AlignerEngine, PreparedItem, build_prompt
+from qwen3_aligner_triton.inprocess import InProcessAligner
 from qwen3_aligner_triton.languages import resolve_language
 from qwen3_aligner_triton.params import ModelSettings
+from qwen3_aligner_triton.preparation import PreparedItem, build_prompt
 from qwen3_aligner_triton.requests import AlignRequest
 
 
@@ -28,8 +29,8 @@ def engines(upstream):
     """The same aligner preparing both ways: frames by the front, frames by the core."""
     base = ModelSettings(checkpoint="tiny", bucket_ratio=1000.0)
     return (
-        AlignerEngine(upstream, base),
-        AlignerEngine(upstream, dataclasses.replace(base, features_in_core=True)),
+        InProcessAligner(upstream, base),
+        InProcessAligner(upstream, dataclasses.replace(base, features_in_core=True)),
     )
 
 
@@ -47,10 +48,10 @@ def test_frame_count_and_prompt_ids_match_the_processor(engines, samples):
     if samples <= 200:  # shorter than half the extractor's FFT window: both ways refuse it
         for engine in engines:
             with pytest.raises((ValueError, RuntimeError)):
-                engine._model_inputs(prompt, wave)
+                engine.preparer._model_inputs(prompt, wave)
         return
-    full = front_made._model_inputs(prompt, wave)
-    lean = core_made._model_inputs(prompt, wave)
+    full = front_made.preparer._model_inputs(prompt, wave)
+    lean = core_made.preparer._model_inputs(prompt, wave)
     assert "input_features" not in lean
     assert frames_of_samples(samples) == int(full["feature_attention_mask"].sum())
     assert frames_of_samples(samples) == int(full["input_features"].shape[-1])
@@ -69,7 +70,7 @@ def test_frames_made_by_the_core_equal_the_processors(engines, case):
     assert isinstance(full, PreparedItem) and isinstance(lean, PreparedItem)
     assert lean.input_features is None and lean.wave is not None
     np.testing.assert_array_equal(lean.wave, prepare_waveform(case.audio(), case.sample_rate))
-    made = core_made._forward.features_of(lean.core_input())
+    made = core_made.forward_pass.features_of(lean.core_input())
     assert torch.equal(made, full.input_features)
     assert torch.equal(lean.input_ids, full.input_ids)
 
@@ -82,12 +83,12 @@ def test_mixed_batches_give_each_clip_its_lone_result(engines):
     requests = [
         AlignRequest(c.audio(), c.sample_rate, c.text, resolve_language(c.language)) for c in picked
     ]
-    alone = [front_made._forward([front_made.prepare(r).core_input()])[0] for r in requests]
+    alone = [front_made.forward_pass([front_made.prepare(r).core_input()])[0] for r in requests]
     mixed = [
         (front_made if k % 2 else core_made).prepare(r).core_input() for k, r in enumerate(requests)
     ]
     assert {it.features is None for it in mixed} == {True, False}
-    together = core_made._forward(mixed)
+    together = core_made.forward_pass(mixed)
     for one, batched in zip(alone, together, strict=True):
         np.testing.assert_array_equal(one.bins, batched.bins)
         np.testing.assert_allclose(one.confidence, batched.confidence, rtol=0, atol=1e-5)

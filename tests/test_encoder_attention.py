@@ -26,7 +26,7 @@ from qwen3_aligner_triton.encoder_attention import (
     encoder_attention_of,
     set_encoder_attention,
 )
-from qwen3_aligner_triton.engine import AlignerEngine
+from qwen3_aligner_triton.inprocess import InProcessAligner
 from qwen3_aligner_triton.loading import load_aligner
 from qwen3_aligner_triton.params import ConfigError, ModelSettings, read_settings
 
@@ -177,7 +177,9 @@ def test_the_sharp_checkpoint_tells_windowed_from_full(sharp_expected):
 def test_in_process_results_equal_upstream_with_the_same_encoder_setting(
     sharp, sharp_expected, mode
 ):
-    engine = AlignerEngine(sharp[mode], ModelSettings(checkpoint="sharp", encoder_attention=mode))
+    engine = InProcessAligner(
+        sharp[mode], ModelSettings(checkpoint="sharp", encoder_attention=mode)
+    )
     for case in LONG_CASES:
         result = engine.align([engine.prepare(request_of(case))])[0]
         got = [(u.text, u.start, u.end) for u in result.units]

@@ -1,4 +1,5 @@
-"""The engine against upstream ``align()`` on the same checkpoint, in-process."""
+"""The served pipeline hosted in process (``InProcessAligner``) against upstream ``align()`` on the
+same checkpoint."""
 
 import dataclasses
 import random
@@ -8,7 +9,7 @@ import pytest
 from cases import CASES
 from conftest import SCORE_TOLERANCE, upstream_align, upstream_unit_scores
 
-from qwen3_aligner_triton.engine import AlignerEngine
+from qwen3_aligner_triton.inprocess import InProcessAligner
 from qwen3_aligner_triton.languages import resolve_language
 from qwen3_aligner_triton.params import ModelSettings
 from qwen3_aligner_triton.requests import AlignRequest, RequestError
@@ -16,7 +17,7 @@ from qwen3_aligner_triton.requests import AlignRequest, RequestError
 
 @pytest.fixture(scope="module")
 def engine(upstream):
-    return AlignerEngine(upstream, ModelSettings(checkpoint="tiny", bucket_ratio=1000.0))
+    return InProcessAligner(upstream, ModelSettings(checkpoint="tiny", bucket_ratio=1000.0))
 
 
 def request_of(case) -> AlignRequest:
@@ -73,15 +74,15 @@ def test_batches_give_lone_results(engine, expected):
 def test_failed_forward_is_split_and_only_the_culprit_fails(engine, expected, monkeypatch):
     cases = CASES[:6]
     items = [engine.prepare(request_of(c)) for c in cases]
-    culprit = items[3]
-    real_forward = engine.forward
+    culprit = items[3].core_input()
+    real_forward = engine.runner.forward
 
     def forward(batch):
-        if any(it is culprit for it in batch):
+        if any(np.array_equal(it.input_ids, culprit.input_ids) for it in batch):
             raise RuntimeError("CUDA out of memory (simulated)")
         return real_forward(batch)
 
-    monkeypatch.setattr(engine, "forward", forward)
+    monkeypatch.setattr(engine.runner, "forward", forward)
     sizes = []
     results = engine.align(items, on_batch=sizes.append)
     assert isinstance(results[3], RuntimeError)
@@ -104,35 +105,38 @@ def test_more_words_than_the_audio_holds_is_a_request_error(engine):
     assert info.value.reason == "text_exceeds_audio"
 
 
+def slots_and_seconds(engine, batch) -> list[tuple[int, float]]:
+    """Per clip of a forward pass: its units (two slots each) and its seconds of audio."""
+    return [
+        (int((it.input_ids == engine.timestamp_token_id).sum()) // 2, it.frames / 100)
+        for it in batch
+    ]
+
+
 def test_warmup_aligns_the_warmup_text_in_one_forward_pass(engine, monkeypatch):
-    real_forward = engine.forward
+    real_forward = engine.runner.forward
     seen = []
 
     def forward(batch):
-        out = real_forward(batch)
-        seen.append(([it.words for it in batch], out))
-        return out
+        seen.append(slots_and_seconds(engine, batch))
+        return real_forward(batch)
 
-    monkeypatch.setattr(engine, "forward", forward)
+    monkeypatch.setattr(engine.runner, "forward", forward)
     engine.warmup()
-    assert len(seen) == 1
-    (words,), (result,) = seen[0]
-    assert words == ["warm", "up", "the", "aligner"]
-    assert [u.text for u in result.units] == words
-    assert result.duration == 2.0
+    assert seen == [[(4, 2.0)]]  # "warm up the aligner" over 2 s, alone
 
 
 def test_gpu_warmup_runs_a_common_length_alone_and_in_a_shared_pass(engine, monkeypatch):
-    from qwen3_aligner_triton.engine import GPU_WARMUP_PASSES
+    from qwen3_aligner_triton.preparation import GPU_WARMUP_PASSES
 
-    real_forward = engine.forward
+    real_forward = engine.runner.forward
     seen = []
 
     def forward(batch):
-        seen.append([(len(it.words), round(it.duration, 3)) for it in batch])
+        seen.append(slots_and_seconds(engine, batch))
         return real_forward(batch)
 
-    monkeypatch.setattr(engine, "forward", forward)
+    monkeypatch.setattr(engine.runner, "forward", forward)
     capped = dataclasses.replace(engine.settings, max_forward_batch=4)  # caps the shared pass
     monkeypatch.setattr(engine, "settings", capped)
     engine.warmup(GPU_WARMUP_PASSES)
@@ -142,7 +146,8 @@ def test_gpu_warmup_runs_a_common_length_alone_and_in_a_shared_pass(engine, monk
 
 def test_a_core_on_a_gpu_warms_up_with_the_gpu_passes(tiny_checkpoint, upstream, monkeypatch):
     from qwen3_aligner_triton import loading
-    from qwen3_aligner_triton.engine import GPU_WARMUP_PASSES, AlignerEngine
+    from qwen3_aligner_triton.inprocess import InProcessAligner
+    from qwen3_aligner_triton.preparation import GPU_WARMUP_PASSES
 
     calls = []
 
@@ -150,7 +155,7 @@ def test_a_core_on_a_gpu_warms_up_with_the_gpu_passes(tiny_checkpoint, upstream,
         calls.append((self.settings.features_in_core, passes))
 
     monkeypatch.setattr(loading, "load_aligner", lambda *args, **kwargs: upstream)
-    monkeypatch.setattr(AlignerEngine, "warmup", warmup)
+    monkeypatch.setattr(InProcessAligner, "warmup", warmup)
     # upstream is the suite's reference: it must keep upstream's own per-clip encoder
     settings = ModelSettings(checkpoint=str(tiny_checkpoint), packed_encoder=False)
     loading.load_forward(settings, "cuda:0")
@@ -184,9 +189,9 @@ def test_a_core_encodes_each_pass_in_one_encoder_call_unless_told_not_to(
 
 
 def test_gpu_warmup_passes_run_with_frames_made_by_the_core(upstream):
-    from qwen3_aligner_triton.engine import GPU_WARMUP_PASSES
+    from qwen3_aligner_triton.preparation import GPU_WARMUP_PASSES
 
-    on_device = AlignerEngine(upstream, ModelSettings(checkpoint="tiny", features_in_core=True))
+    on_device = InProcessAligner(upstream, ModelSettings(checkpoint="tiny", features_in_core=True))
     on_device.warmup(GPU_WARMUP_PASSES)  # the real path, on the CPU here
 
 
@@ -194,6 +199,6 @@ def test_warmup_fails_loudly_when_the_forward_fails(engine, monkeypatch):
     def forward(batch):
         raise RuntimeError("broken kernel")
 
-    monkeypatch.setattr(engine, "forward", forward)
+    monkeypatch.setattr(engine.runner, "forward", forward)
     with pytest.raises(RuntimeError, match="warm-up alignment failed: broken kernel"):
         engine.warmup()

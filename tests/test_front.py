@@ -260,7 +260,7 @@ def test_forty_minutes_with_a_tenth_never_spoken_never_fail_late(tiny_checkpoint
 
 
 def test_prompt_tokens_are_counted_as_the_processor_builds_the_prompt(preparer):
-    from qwen3_aligner_triton.engine import build_prompt
+    from qwen3_aligner_triton.preparation import build_prompt
 
     for n_words, samples in ((1, 1600), (7, 16000 * 3 + 123), (300, 16000 * 61)):
         some = [f"w{k}" for k in range(n_words)]

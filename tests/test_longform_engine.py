@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from conftest import upstream_align
 
-from qwen3_aligner_triton.engine import AlignerEngine, WindowedJob, build_prompt
+from qwen3_aligner_triton.inprocess import InProcessAligner
 from qwen3_aligner_triton.params import ModelSettings
+from qwen3_aligner_triton.preparation import WindowedJob, build_prompt
 from qwen3_aligner_triton.requests import AlignRequest, RequestError, decode_request
 
 SETTINGS = ModelSettings(checkpoint="tiny", window_seconds=60.0, max_forward_batch=16)
@@ -25,7 +26,7 @@ def speechy(seconds: float, rate: int = 16000, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def engine(upstream):
-    return AlignerEngine(upstream, SETTINGS)
+    return InProcessAligner(upstream, SETTINGS)
 
 
 def check_alignment(result, words_expected, duration, text):
@@ -155,7 +156,7 @@ def test_limits_on_words_and_recording_length(engine):
     many = AlignRequest(speechy(200.0), 16000, " ".join(["w"] * 2600), "English")
     with pytest.raises(RequestError, match="holds at most 2500"):
         engine.prepare(many)
-    tight = AlignerEngine(engine_aligner(engine), ModelSettings(checkpoint="t", max_words=10))
+    tight = InProcessAligner(engine_aligner(engine), ModelSettings(checkpoint="t", max_words=10))
     with pytest.raises(RequestError, match="the limit is 10"):
         tight.prepare(AlignRequest(speechy(5.0), 16000, " ".join(["w"] * 11), "English"))
 
@@ -163,8 +164,8 @@ def test_limits_on_words_and_recording_length(engine):
 def engine_aligner(engine):
     class Holder:
         model = engine.model
-        processor = engine.processor
-        aligner_processor = engine.text_processor
+        processor = engine.preparer.processor
+        aligner_processor = engine.preparer.text_processor
 
     return Holder()
 
@@ -205,13 +206,13 @@ def test_max_words_holds_for_all_cues_together(engine):
     free = ModelSettings(checkpoint="t", max_words=10, cue_cost_units=0)
     cues = [{"start": 5.0 * k, "end": 5.0 * k + 4, "text": "one two three four"} for k in range(3)]
     with pytest.raises(RequestError, match=r"up to SEGMENTS\[2\] .*the limit is 10"):
-        AlignerEngine(engine_aligner(engine), free).prepare(cue_request(speechy(15.0), cues))
+        InProcessAligner(engine_aligner(engine), free).prepare(cue_request(speechy(15.0), cues))
     # Each cue is a forward pass of its own and counts as cue_cost_units more (7 by default).
     charged = ModelSettings(checkpoint="t", max_words=13)
     with pytest.raises(RequestError, match=r"up to SEGMENTS\[1\] \(each cue counts as 7"):
-        AlignerEngine(engine_aligner(engine), charged).prepare(cue_request(speechy(15.0), cues))
+        InProcessAligner(engine_aligner(engine), charged).prepare(cue_request(speechy(15.0), cues))
     one = [{"start": 0.0, "end": 4.0, "text": "one two three four five six"}]
-    assert AlignerEngine(engine_aligner(engine), charged).prepare(cue_request(speechy(5.0), one))
+    assert InProcessAligner(engine_aligner(engine), charged).prepare(cue_request(speechy(5.0), one))
 
 
 def test_long_japanese_text_is_refused_before_the_splitter_runs(engine, monkeypatch):

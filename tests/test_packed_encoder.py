@@ -22,7 +22,6 @@ from qwen_asr.core.transformers_backend.modeling_qwen3_asr import (
 
 from qwen3_aligner_triton.core import pad_frames
 from qwen3_aligner_triton.encoder_attention import FULL, WINDOWED, audio_encoder
-from qwen3_aligner_triton.engine import build_prompt
 from qwen3_aligner_triton.loading import load_aligner
 from qwen3_aligner_triton.packed_encoder import (
     clip_layout,
@@ -33,6 +32,7 @@ from qwen3_aligner_triton.packed_encoder import (
     packed_encoder_installed,
     uninstall_packed_encoder,
 )
+from qwen3_aligner_triton.preparation import build_prompt
 
 MEL_FRAMES_PER_SECOND = 100
 SAMPLE_RATE = 16000  # Hz, the processor's input

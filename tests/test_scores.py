@@ -13,8 +13,9 @@ from qwen3_aligner_client.results import SCORE_TOLERANCE
 from test_engine import request_of
 
 from qwen3_aligner_triton.checkpoint_training import synthetic_set
-from qwen3_aligner_triton.engine import AlignerEngine, WindowedJob
+from qwen3_aligner_triton.inprocess import InProcessAligner
 from qwen3_aligner_triton.params import ModelSettings
+from qwen3_aligner_triton.preparation import WindowedJob
 from qwen3_aligner_triton.requests import AlignRequest, decode_request
 from qwen3_aligner_triton.results import AlignedUnit, Alignment
 from qwen3_aligner_triton.scores import slot_predictions, summary, unit_repaired, unit_scores
@@ -94,7 +95,7 @@ def test_document_and_tensors_carry_scores():
 
 @pytest.fixture(scope="module")
 def engine(upstream):
-    return AlignerEngine(upstream, ModelSettings(checkpoint="tiny", bucket_ratio=1000.0))
+    return InProcessAligner(upstream, ModelSettings(checkpoint="tiny", bucket_ratio=1000.0))
 
 
 def model_slots(upstream, case):
@@ -164,7 +165,7 @@ def check_scored(result):
 
 
 def test_long_recordings_and_cues_carry_scores(upstream):
-    engine = AlignerEngine(upstream, ModelSettings(checkpoint="tiny", window_seconds=20.0))
+    engine = InProcessAligner(upstream, ModelSettings(checkpoint="tiny", window_seconds=20.0))
     text = " ".join(["the quick brown fox jumps over the lazy dog"] * 6)
     long_request = AlignRequest(speechy(45.0, seed=4), 16000, text, "English")
     cues = [
@@ -208,7 +209,7 @@ def test_words_the_audio_never_holds_raise_the_repaired_share(tiny_checkpoint):
     from qwen3_aligner_triton.loading import load_aligner
 
     path = str(tiny_checkpoint)
-    engine = AlignerEngine(load_aligner(path, "cpu"), ModelSettings(checkpoint=path))
+    engine = InProcessAligner(load_aligner(path, "cpu"), ModelSettings(checkpoint=path))
     rng = np.random.default_rng(5)
     syllables = ["ba", "ko", "mi", "ru", "te", "sa", "no", "pi"]
     own_share, foreign_share, lower_score = [], [], 0

@@ -317,7 +317,7 @@ def train_checkpoint(
 
     from .checkpoint_builder import build_checkpoint
     from .encoder_attention import WINDOWED, set_encoder_attention
-    from .engine import build_prompt
+    from .preparation import build_prompt
 
     out = build_checkpoint(out_dir, flavour="tiny", seed=settings.seed)
     with _threads(settings.threads):

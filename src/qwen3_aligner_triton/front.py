@@ -29,10 +29,10 @@ import numpy as np
 
 from .audio import resampled_length
 from .core import CoreInput, SlotResult
-from .engine import PreparedItem, Preparer, WindowedJob
 from .errors import INVALID_ARG, describe
 from .longform import Window
 from .params import ModelSettings
+from .preparation import PreparedItem, Preparer, WindowedJob
 from .requests import AlignRequest, RequestError, decode_request
 from .results import Alignment
 from .tritonserver import CORE_MODEL_NAME as CORE_MODEL_NAME
@@ -164,6 +164,7 @@ class AlignerFront:
         self.budget = AudioBudget(self.settings.max_held_audio_bytes)
         # One thread prepares, so the tokenizer and the feature extractor never run concurrently
         # and a long preparation holds up neither the loop nor more than one core.
+        self.preparing = 0  # preparations running or queued on the preparation thread
         self._preparation = ThreadPoolExecutor(
             1, thread_name_prefix="prepare", initializer=thread_setup
         )
@@ -174,7 +175,24 @@ class AlignerFront:
 
     async def _prepared(self, function: Callable, *args):
         """``function(*args)`` on the preparation thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._preparation, function, *args)
+        self.preparing += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._preparation, function, *args
+            )
+        finally:
+            self.preparing -= 1
+
+    async def align(self, request: AlignRequest) -> Alignment:
+        """Prepare and align one decoded request; raises what it meets (a ``RequestError`` for
+        the client's mistakes)."""
+        return await self.run(await self._prepared(self.preparer.prepare, request))
+
+    async def run(self, prepared: PreparedItem | WindowedJob) -> Alignment:
+        """Align a prepared request: its clip, or its windows or cues one core call each."""
+        if isinstance(prepared, WindowedJob):
+            return await self._windowed(prepared)
+        return await self._clip(prepared)
 
     async def serve(self, arrays: Mapping[str, np.ndarray | None]) -> Outcome:
         """Answer one request given its input arrays (missing optional inputs as None)."""
@@ -226,10 +244,7 @@ class AlignerFront:
             return self._failed(e, "preparing a request", "internal")
         self.metrics.stage("preprocess", time.perf_counter() - started)
         try:
-            if isinstance(prepared, WindowedJob):
-                alignment = await self._windowed(prepared)
-            else:
-                alignment = await self._clip(prepared)
+            alignment = await self.run(prepared)
         except CoreFailed as e:
             if e.queue_full:
                 self.metrics.rejected("core_queue_full")

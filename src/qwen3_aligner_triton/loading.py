@@ -162,7 +162,7 @@ def load_preparer(checkpoint: str, settings: Any, shadowing_dir: str | None = No
     from qwen_asr.inference.qwen3_forced_aligner import Qwen3ForceAlignProcessor
     from transformers import AutoProcessor
 
-    from .engine import Preparer
+    from .preparation import Preparer
 
     AutoProcessor.register(Qwen3ASRConfig, Qwen3ASRProcessor, exist_ok=True)
     kind = describe_checkpoint(checkpoint)
@@ -192,7 +192,8 @@ class LoadedForward:
 def load_forward(settings: Any, device: str, shadowing_dir: str | None = None) -> LoadedForward:
     """The real model on ``device`` (warmed up), or the simulated device of ``simulate_gpu``."""
     from .core import SimulatedDevice, clip_rules, parse_gpu_cost
-    from .engine import GPU_WARMUP_PASSES, AlignerEngine
+    from .inprocess import InProcessAligner
+    from .preparation import GPU_WARMUP_PASSES
 
     if settings.simulate_gpu:
         cost = parse_gpu_cost(settings.simulate_gpu)
@@ -218,18 +219,18 @@ def load_forward(settings: Any, device: str, shadowing_dir: str | None = None) -
         from .packed_encoder import install_packed_encoder
 
         install_packed_encoder(aligner.model.thinker)  # one encoder call per pass, same results
-    engine = AlignerEngine(aligner, settings)
+    engine = InProcessAligner(aligner, settings)
     if settings.warmup:
         engine.warmup()  # one short clip, its frames made on the CPU (a front may send them)
         if device.startswith("cuda"):
             # A GPU placement's front sends waveforms: the frames are made on the device too.
             on_device = dataclasses.replace(settings, features_in_core=True)
-            AlignerEngine(aligner, on_device).warmup(GPU_WARMUP_PASSES)
+            InProcessAligner(aligner, on_device).warmup(GPU_WARMUP_PASSES)
     encoder = f"encoder {settings.encoder_attention}" + (
         ", packed" if settings.packed_encoder else ""
     )
     return LoadedForward(
-        engine._forward,
+        engine.forward_pass,
         f"{settings.checkpoint} on {device} ({engine.dtype}; {encoder})",
         clip_rules(aligner.model.config),
     )

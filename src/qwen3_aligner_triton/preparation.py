@@ -1,28 +1,27 @@
-"""The aligner's forward pass, batched across requests without changing any request's result.
+"""Preparation: a request in, model inputs out; the model's slots in, the alignment out.
 
-Upstream ``Qwen3ForcedAligner.align`` pads a batch's waveforms together before feature extraction,
-which changes a clip's mel frames (and so its timestamps) depending on its batch-mates. Here each
-request is prepared exactly as upstream prepares a lone request (same processor call, one clip), and
-only the prepared tensors are padded: prompt ids on the left with the attention mask off, mel frames
-on the right with ``feature_attention_mask`` off. The audio encoder runs per clip on its valid
-frames and the text model never attends to padding, so each request gets its lone result.
+Each request is prepared exactly as upstream prepares a lone request (same processor call, one
+clip), so that its result never depends on which other clips share its forward pass: the core
+pads only the prepared tensors (prompt ids on the left with the attention mask off, log-mel frames
+on the right with their mask off). A recording longer than one window becomes a
+:class:`WindowedJob` aligned window by window (``longform``), and a cue-guided request one whose
+cues are aligned each in its own window. No model weights are needed here: the public model's
+front runs this (``front.AlignerFront``), in the server and in process (``inprocess``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
 from .audio import MODEL_SAMPLE_RATE, prepare_waveform
-from .batching import plan_batches
-from .core import CoreInput, ModelForward, audio_tokens_of_frames, frames_of_samples
+from .core import CoreInput, audio_tokens_of_frames, frames_of_samples
 from .longform import MOVED_SECONDS, LongformPlan, LongformSettings, Window, energy_envelope
 from .params import ModelSettings
 from .requests import AlignRequest, RequestError
@@ -51,12 +50,6 @@ WARMUP_SECONDS = 2.0
 # warms up at a common length, alone and in a shared pass. (seconds of audio, clips in one pass)
 GPU_WARMUP_PASSES = ((30.0, 1), (30.0, 8))
 WARMUP_WORDS_PER_SECOND = 2.5  # ordinary speech, so the prompt has a realistic length
-
-
-class EngineObserver(Protocol):
-    """Receives timings of each successful forward pass (for metrics)."""
-
-    def forward_done(self, batch_size: int, forward_s: float, postprocess_s: float) -> None: ...
 
 
 def _first(batched: torch.Tensor | None) -> torch.Tensor | None:
@@ -129,7 +122,7 @@ class WindowedJob:
 class Preparer:
     """Turns requests into model inputs and model outputs back into alignments (no model needed).
 
-    The public model's front runs this; :class:`AlignerEngine` adds the forward for in-process use.
+    The public model's front runs it, in the server and in process (``inprocess``).
     """
 
     def __init__(
@@ -476,159 +469,3 @@ class Preparer:
         """The Japanese and Korean word splitters load their dictionaries on first use."""
         split_units(self.text_processor, "今日は", "Japanese")
         split_units(self.text_processor, "안녕하세요", "Korean")
-
-
-class AlignerEngine(Preparer):
-    """Wraps a loaded ``qwen_asr.Qwen3ForcedAligner`` for batched, batch-invariant alignment."""
-
-    def __init__(self, aligner: Any, settings: ModelSettings) -> None:
-        config = aligner.model.config
-        super().__init__(
-            aligner.processor,
-            aligner.aligner_processor,
-            settings,
-            float(config.timestamp_segment_time),
-            int(config.thinker_config.audio_token_id),
-        )
-        self.model = aligner.model
-        self.device = self.model.device
-        self.dtype = self.model.dtype
-        self.timestamp_token_id = int(config.timestamp_token_id)
-        self.observer: EngineObserver | None = None
-        tokenizer = self.processor.tokenizer
-        self.pad_token_id = int(
-            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        )
-        self._forward = ModelForward(
-            self.model, self.pad_token_id, self.processor.feature_extractor
-        )
-
-    def plan(self, items: Sequence[PreparedItem]) -> list[list[int]]:
-        """Group items into forward passes by prompt length."""
-        s = self.settings
-        return plan_batches(
-            [int(it.input_ids.shape[0]) for it in items],
-            max_batch=s.max_forward_batch,
-            max_tokens=s.max_forward_tokens,
-            ratio=s.bucket_ratio,
-        )
-
-    def align(
-        self,
-        prepared: Sequence[PreparedItem | WindowedJob],
-        on_batch: Callable[[int], None] | None = None,
-    ) -> list[Alignment | Exception]:
-        """Align prepared requests; returns, per request, its alignment or the error it met.
-
-        Runs in rounds: the first round holds every single-window request and the first windows
-        of the windowed ones, so windows of different requests share forward passes; later rounds
-        hold the next windows of long recordings until every word is placed.
-        """
-        results: list[Alignment | Exception | None] = [None] * len(prepared)
-        round_items: list[tuple[int, PreparedItem]] = []
-        for i, p in enumerate(prepared):
-            if not isinstance(p, WindowedJob):
-                round_items.append((i, p))
-                continue
-            try:
-                round_items += [(i, it) for it in self.next_items(p)]
-            except Exception as e:  # a failure of one job must not fail its batch-mates
-                results[i] = e
-        while round_items:
-            outs = self._align_items([it for _, it in round_items], on_batch)
-            by_request: dict[int, list[Alignment | Exception]] = {}
-            for (i, _), out in zip(round_items, outs, strict=True):
-                by_request.setdefault(i, []).append(out)
-            round_items = []
-            for i, outs_i in by_request.items():
-                job = prepared[i]
-                if not isinstance(job, WindowedJob):
-                    results[i] = outs_i[0]
-                    continue
-                failed = next((o for o in outs_i if isinstance(o, Exception)), None)
-                if failed is not None:
-                    results[i] = failed
-                    continue
-                try:
-                    self.take_results(job, [o for o in outs_i if isinstance(o, Alignment)])
-                    following = self.next_items(job)
-                    if following:
-                        round_items += [(i, it) for it in following]
-                    else:
-                        results[i] = self.finish(job)
-                except Exception as e:
-                    results[i] = e
-        return [r if r is not None else RuntimeError("not aligned") for r in results]
-
-    def _align_items(
-        self,
-        items: Sequence[PreparedItem],
-        on_batch: Callable[[int], None] | None = None,
-    ) -> list[Alignment | Exception]:
-        """Align prepared items; returns, per item, its alignment or the error it met.
-
-        A forward pass that fails (for example out of memory) is split in halves and retried, so
-        one oversized batch costs only the requests that fail on their own.
-        """
-        results: list[Alignment | Exception | None] = [None] * len(items)
-        for group in self.plan(items):
-            self._align_group(items, group, results, on_batch)
-        return [r if r is not None else RuntimeError("not aligned") for r in results]
-
-    def _align_group(
-        self,
-        items: Sequence[PreparedItem],
-        group: list[int],
-        results: list[Alignment | Exception | None],
-        on_batch: Callable[[int], None] | None,
-    ) -> None:
-        try:
-            aligned = self.forward([items[i] for i in group])
-        except Exception as e:
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            if len(group) == 1:
-                results[group[0]] = e
-                return
-            half = len(group) // 2
-            self._align_group(items, group[:half], results, on_batch)
-            self._align_group(items, group[half:], results, on_batch)
-            return
-        if on_batch is not None:
-            on_batch(len(group))
-        for i, alignment in zip(group, aligned, strict=False):
-            results[i] = alignment
-
-    def forward(self, batch: Sequence[PreparedItem]) -> list[Alignment]:
-        """One forward pass over ``batch``; raises if the pass fails."""
-        started = time.perf_counter()
-        size = len(batch)
-        limit = self.settings.simulate_oom_above_tokens
-        max_tokens = max(int(it.input_ids.shape[0]) for it in batch)
-        if limit and size * max_tokens > limit:
-            raise torch.OutOfMemoryError(
-                f"simulated out of memory: {size} x {max_tokens} tokens > {limit}"
-            )
-        slots = self._forward([it.core_input() for it in batch])
-        computed = time.perf_counter()
-        out = [
-            self.to_alignment(
-                it, s.bins.astype(np.float64) * self.timestamp_segment_time, s.confidence
-            )
-            for it, s in zip(batch, slots, strict=True)
-        ]
-        if self.observer is not None:
-            self.observer.forward_done(size, computed - started, time.perf_counter() - computed)
-        return out
-
-    def warmup(self, passes: Sequence[tuple[float, int]] = ((WARMUP_SECONDS, 1),)) -> None:
-        """Run alignments before traffic so kernels and lazy imports are ready: for each
-        ``(seconds, clips)``, that many clips of that length in one forward pass (at most
-        ``max_forward_batch``). The default is one short clip."""
-        self.load_word_splitters()
-        for seconds, clips in passes:
-            request = warmup_request(seconds)
-            count = max(1, min(clips, self.settings.max_forward_batch))
-            for result in self.align([self.prepare(request) for _ in range(count)]):
-                if isinstance(result, Exception):
-                    raise RuntimeError(f"warm-up alignment failed: {result}") from result

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..checkpoint_training import SAMPLE_RATE, SyntheticClip, concatenate, synthetic_set
-from ..engine import AlignerEngine
+from ..inprocess import InProcessAligner
 from ..params import ModelSettings
 from ..requests import AlignRequest, Segment
 from ..results import Alignment
@@ -84,7 +84,7 @@ def measure(
     parts_per_recording: int = 8,
 ) -> Accuracy:
     """Measure the three figures for a loaded upstream aligner."""
-    engine = AlignerEngine(
+    engine = InProcessAligner(
         aligner,
         ModelSettings(checkpoint="accuracy", window_seconds=LONG_WINDOW_SECONDS, warmup=False),
     )

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from ..engine import AlignerEngine
+    from ..inprocess import InProcessAligner
     from ..languages import resolve_language
     from ..loading import load_aligner
     from ..packed_encoder import install_packed_encoder, uninstall_packed_encoder
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = ModelSettings(
         checkpoint=choice.location, max_forward_batch=max(1, args.clips), max_forward_tokens=1 << 20
     )
-    engine = AlignerEngine(aligner, settings)
+    engine = InProcessAligner(aligner, settings)
     clips = make_clips(args.clips, args.min_seconds, args.max_seconds)
     prepared = [
         engine.prepare(AlignRequest(c.audio, SAMPLE_RATE, c.text, resolve_language(c.language)))

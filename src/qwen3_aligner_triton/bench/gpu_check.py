@@ -8,7 +8,7 @@ under 8 on a machine like an H200):
    GPU (KIND_GPU, ``max_batch_size`` and ``max_forward_batch`` raised to the largest batch) behind
    the public front's CPU instances, while the same checkpoint loads in-process;
 3. for each batch size N (1, 8, 32, 64): N distinct 30 s clips through this package's
-   ``AlignerEngine`` (prepare + forward + repair), through upstream ``align()`` with list inputs,
+   ``InProcessAligner`` (prepare + forward + repair), through upstream ``align()`` with list inputs,
    and through the server with N requests in flight; milliseconds per clip (median of repeats
    after one warm-up) and peak GPU memory (``torch.cuda.max_memory_allocated`` in-process, the
    server's device memory from its metrics endpoint);
@@ -614,7 +614,7 @@ def run_in_process(
 
     Returns with the in-process model unreferenced, so its device memory can be released.
     """
-    from ..engine import AlignerEngine
+    from ..inprocess import InProcessAligner
     from ..loading import load_aligner
     from ..params import ModelSettings
     from ..requests import AlignRequest
@@ -630,7 +630,7 @@ def run_in_process(
         encoder_attention=args.encoder_attention,
     )
     report.setup_seconds["load_in_process"] = time.monotonic() - t0
-    engine = AlignerEngine(
+    engine = InProcessAligner(
         aligner, ModelSettings(max_forward_batch=biggest, max_forward_tokens=1 << 20)
     )
     if server is not None:

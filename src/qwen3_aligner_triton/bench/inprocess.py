@@ -78,7 +78,7 @@ def upstream_batched(
 def engine_batched(
     engine: Any, clips: Sequence[Clip], batch_size: int, mode: str = "engine"
 ) -> PassResult:
-    """``AlignerEngine.prepare`` + ``align`` over ``batch_size`` clips per call.
+    """``InProcessAligner.prepare`` + ``align`` over ``batch_size`` clips per call.
 
     Requests are prepared one by one (as the server does) and the engine groups them into forward
     passes by prompt length, so this is the server's work without Triton around it.

@@ -26,13 +26,14 @@ import numpy as np
 import torch
 
 from ..audio import MODEL_SAMPLE_RATE, prepare_waveform
-from ..engine import AlignerEngine, PreparedItem
+from ..inprocess import InProcessAligner
+from ..preparation import PreparedItem
 from ..requests import AlignRequest
 
 HOP = 160  # samples per mel frame at 16 kHz
 
 
-def _blank_second_half(engine: AlignerEngine, req: AlignRequest) -> PreparedItem:
+def _blank_second_half(engine: InProcessAligner, req: AlignRequest) -> PreparedItem:
     item = _prepared(engine, req)
     feats = item.input_features.clone()
     frames = int(item.feature_attention_mask.sum())
@@ -40,7 +41,7 @@ def _blank_second_half(engine: AlignerEngine, req: AlignRequest) -> PreparedItem
     return dataclasses.replace(item, input_features=feats)
 
 
-def _shift_quarter_second(engine: AlignerEngine, req: AlignRequest) -> PreparedItem:
+def _shift_quarter_second(engine: InProcessAligner, req: AlignRequest) -> PreparedItem:
     item = _prepared(engine, req)
     frames = int(item.feature_attention_mask.sum())
     feats = item.input_features.clone()
@@ -51,7 +52,7 @@ def _shift_quarter_second(engine: AlignerEngine, req: AlignRequest) -> PreparedI
 
 
 def _on_wave(edit: Callable[[np.ndarray], np.ndarray]):
-    def mutate(engine: AlignerEngine, req: AlignRequest) -> PreparedItem:
+    def mutate(engine: InProcessAligner, req: AlignRequest) -> PreparedItem:
         wave = edit(prepare_waveform(req.audio, req.sample_rate))
         edited = dataclasses.replace(req, audio=wave, sample_rate=MODEL_SAMPLE_RATE)
         return _prepared(engine, edited)
@@ -59,7 +60,7 @@ def _on_wave(edit: Callable[[np.ndarray], np.ndarray]):
     return mutate
 
 
-MUTATIONS: dict[str, Callable[[AlignerEngine, AlignRequest], PreparedItem]] = {
+MUTATIONS: dict[str, Callable[[InProcessAligner, AlignRequest], PreparedItem]] = {
     "blank the second half": _blank_second_half,
     "shift by 0.25 s": _shift_quarter_second,
     "drop the last 0.2 s": _on_wave(lambda w: w[: max(HOP * 10, w.shape[0] - 20 * HOP)]),
@@ -67,7 +68,7 @@ MUTATIONS: dict[str, Callable[[AlignerEngine, AlignRequest], PreparedItem]] = {
 }
 
 
-def _prepared(engine: AlignerEngine, req: AlignRequest) -> PreparedItem:
+def _prepared(engine: InProcessAligner, req: AlignRequest) -> PreparedItem:
     item = engine.prepare(req)
     if not isinstance(item, PreparedItem):
         raise ValueError("mutation checks take requests within one window")
@@ -78,7 +79,7 @@ SCORE_TOLERANCE = 1e-5  # what tests/test_engine.py and test_server.py allow aga
 
 
 def _outcome(
-    engine: AlignerEngine, item: PreparedItem
+    engine: InProcessAligner, item: PreparedItem
 ) -> tuple[list[tuple[float, float]], np.ndarray]:
     (result,) = engine.forward([item])
     return [(u.start, u.end) for u in result.units], np.array([u.score for u in result.units])
@@ -107,7 +108,7 @@ class KillReport:
         return sum(self.killed_with_scores.values()) / total
 
 
-def kill_rate(engine: AlignerEngine, requests: Sequence[AlignRequest]) -> KillReport:
+def kill_rate(engine: InProcessAligner, requests: Sequence[AlignRequest]) -> KillReport:
     """Run every mutation on every request; a mutation is killed when the result changes."""
     killed = dict.fromkeys(MUTATIONS, 0)
     with_scores = dict.fromkeys(MUTATIONS, 0)
@@ -126,7 +127,7 @@ def kill_rate(engine: AlignerEngine, requests: Sequence[AlignRequest]) -> KillRe
 
 
 @torch.inference_mode()
-def raw_slots(engine: AlignerEngine, item: PreparedItem) -> np.ndarray:
+def raw_slots(engine: InProcessAligner, item: PreparedItem) -> np.ndarray:
     """The model's raw timestamp classes for one item (before upstream's repair)."""
     logits = engine.model.thinker(
         input_ids=item.input_ids[None].to(engine.device),
@@ -138,7 +139,7 @@ def raw_slots(engine: AlignerEngine, item: PreparedItem) -> np.ndarray:
     return logits.argmax(-1)[item.input_ids == engine.timestamp_token_id].cpu().numpy()
 
 
-def distinct_slots(engine: AlignerEngine, req: AlignRequest) -> tuple[int, int]:
+def distinct_slots(engine: InProcessAligner, req: AlignRequest) -> tuple[int, int]:
     """(distinct raw timestamp values, timestamp slots) of one request."""
     slots = raw_slots(engine, _prepared(engine, req))
     return len(np.unique(slots)), int(slots.shape[0])
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.random:
             checkpoints["random"] = build_checkpoint(Path(tmp) / "random")
         for name, path in checkpoints.items():
-            engine = AlignerEngine(load_aligner(str(path), "cpu"), ModelSettings(checkpoint="x"))
+            engine = InProcessAligner(load_aligner(str(path), "cpu"), ModelSettings(checkpoint="x"))
             kills = kill_rate(engine, requests)
             report[name] = {
                 "kill_rate": round(kills.rate, 3),

@@ -1,7 +1,7 @@
 """What computing scores costs per request: the engine with and without them, in one run.
 
 ``python -m qwen3_aligner_triton.bench.scores [--checkpoint PATH] [--rounds N]`` aligns one 30 s
-clip (75 words) through :class:`~qwen3_aligner_triton.engine.AlignerEngine` with the real
+clip (75 words) through :class:`~qwen3_aligner_triton.engine.InProcessAligner` with the real
 :func:`~qwen3_aligner_triton.scores.slot_predictions` and with an argmax-only stand-in (what the
 engine computed before scores existed: no softmax, confidence 0), interleaved round by round, and
 prints the median milliseconds per request of each and their difference. It also times the head's
@@ -88,13 +88,13 @@ def _best_of(function: Callable[[], object], repeats: int) -> float:
 
 def measure(checkpoint: str, rounds: int = 7) -> ScoreCost:
     """Time the engine with and without scores, and the real-size head, interleaved."""
-    from ..engine import AlignerEngine
+    from ..inprocess import InProcessAligner
     from ..loading import load_aligner
     from ..params import ModelSettings
     from ..requests import AlignRequest
 
     torch.manual_seed(0)
-    engine = AlignerEngine(load_aligner(checkpoint, "cpu"), ModelSettings(checkpoint=checkpoint))
+    engine = InProcessAligner(load_aligner(checkpoint, "cpu"), ModelSettings(checkpoint=checkpoint))
     wave, text = _clip()
     request = AlignRequest(wave, 16000, text, "English")
 

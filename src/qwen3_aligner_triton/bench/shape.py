@@ -403,7 +403,7 @@ def replay_forwards(
     forward pass alone, and the median forward pass of a lone request: this package's engine
     in-process on the CPU, one clip per pass as a CPU core instance runs it (the windows depend
     on the model's answers, which equal the server's)."""
-    from ..engine import AlignerEngine
+    from ..inprocess import InProcessAligner
     from ..loading import load_aligner
     from ..params import ModelSettings
     from ..requests import AlignRequest
@@ -415,11 +415,11 @@ def replay_forwards(
         window_seconds=window_seconds,
         max_audio_seconds=max(14400.0, clip.audio.shape[0] / SAMPLE_RATE),
     )
-    engine = AlignerEngine(load_aligner(checkpoint, "cpu"), settings)
+    engine = InProcessAligner(load_aligner(checkpoint, "cpu"), settings)
     engine.warmup()
     job = engine.prepare(AlignRequest(clip.audio, SAMPLE_RATE, clip.text, clip.language))
     windows = []
-    while items := engine.next_items(job):
+    while items := engine.preparer.next_items(job):
         started = time.perf_counter()
         results = engine.forward(items)
         seconds = time.perf_counter() - started
@@ -434,7 +434,7 @@ def replay_forwards(
                 "forward_s": round(seconds, 3),
             }
         )
-        engine.take_results(job, results)
+        engine.preparer.take_results(job, results)
     lone = []
     for c in workload.lone:
         item = engine.prepare(AlignRequest(c.audio, SAMPLE_RATE, c.text, c.language))

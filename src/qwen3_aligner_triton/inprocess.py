@@ -1,0 +1,190 @@
+"""The served pipeline hosted in one process: benchmarks, warm-up and in-process use.
+
+:class:`InProcessAligner` runs the same :class:`~qwen3_aligner_triton.front.AlignerFront` that
+serves the public model, with a local core in place of the BLS call: the same
+:class:`~qwen3_aligner_triton.core.CoreRunner` over the same forward, in this process. Requests
+given together share forward passes as in the server: each pass takes every clip waiting once
+the requests in flight all wait for the core (a round), in length buckets, so a round holds every
+single-window request and the first windows of the longer ones, the next round their next
+windows, and so on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .core import CoreInput, CoreRunner, ModelForward, SlotResult
+from .front import AlignerFront
+from .params import ModelSettings
+from .preparation import GPU_WARMUP_PASSES, WARMUP_SECONDS, PreparedItem, Preparer, WindowedJob
+from .preparation import warmup_request as warmup_request
+from .requests import AlignRequest
+from .results import Alignment
+
+__all__ = ["GPU_WARMUP_PASSES", "InProcessAligner", "LocalCore"]
+
+QUIET_TURNS = 3  # turns of the event loop without a new clip before a round starts
+
+
+class _NoMetrics:
+    """The front's metrics, unrecorded."""
+
+    def rejected(self, reason: str) -> None:
+        pass
+
+    def aligned(self, audio_seconds: float, units: int) -> None:
+        pass
+
+    def scored(self, mean_score: float, repaired_share: float) -> None:
+        pass
+
+    def stage(self, name: str, seconds: float) -> None:
+        pass
+
+
+class LocalCore:
+    """The core's forward in this process, as the front's core call.
+
+    Clips wait until every request in flight waits for the core (``settled`` says when), then
+    one round runs them through ``runner`` (length-bucketed passes, a failed pass split and
+    retried) on the event loop's thread.
+    """
+
+    def __init__(
+        self,
+        runner: CoreRunner,
+        settled: Callable[[], bool],
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self.runner = runner
+        self.settled = settled
+        self.on_batch = on_batch
+        self.waiting: list[tuple[CoreInput, asyncio.Future]] = []
+        self._driver: asyncio.Task | None = None
+
+    async def __call__(self, item: CoreInput) -> SlotResult:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+        self.waiting.append((item, future))
+        if self._driver is None:
+            self._driver = loop.create_task(self._drive())
+        outcome = await future
+        if isinstance(outcome, Exception):
+            raise outcome  # the forward's own error, as the request's result
+        return outcome
+
+    async def _drive(self) -> None:
+        try:
+            while self.waiting:
+                # A round starts once nothing is being prepared and no clip has arrived for a
+                # few turns of the loop (a request's task takes one turn from its preparation
+                # to its core call).
+                seen, quiet = -1, 0
+                while quiet < QUIET_TURNS:
+                    settled = self.settled()
+                    quiet = quiet + 1 if settled and seen == len(self.waiting) else 0
+                    seen = len(self.waiting)
+                    await asyncio.sleep(0 if settled else 0.001)
+                batch, self.waiting = self.waiting, []
+                outcomes = self.runner.run([item for item, _ in batch], self.on_batch)
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    if not future.done():
+                        future.set_result(outcome)
+                await asyncio.sleep(0)  # the answers' tasks run before the next round gathers
+        finally:
+            self._driver = None
+
+
+class InProcessAligner:
+    """Batched, batch-invariant alignment in this process, through the served pipeline.
+
+    ``aligner`` is a loaded ``qwen_asr.Qwen3ForcedAligner`` (``loading.load_aligner``).
+    """
+
+    def __init__(self, aligner: Any, settings: ModelSettings) -> None:
+        config = aligner.model.config
+        self.settings = settings
+        self.model = aligner.model
+        self.device = self.model.device
+        self.dtype = self.model.dtype
+        self.preparer = Preparer(
+            aligner.processor,
+            aligner.aligner_processor,
+            settings,
+            float(config.timestamp_segment_time),
+            int(config.thinker_config.audio_token_id),
+        )
+        self.timestamp_token_id = int(config.timestamp_token_id)
+        tokenizer = aligner.processor.tokenizer
+        self.pad_token_id = int(
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        )
+        self.forward_pass = ModelForward(
+            self.model, self.pad_token_id, aligner.processor.feature_extractor
+        )
+        self.runner = CoreRunner(self.forward_pass, settings, is_cuda=self.device.type == "cuda")
+
+    def prepare(self, request: AlignRequest) -> PreparedItem | WindowedJob:
+        """The request's model inputs, as the front prepares them."""
+        return self.preparer.prepare(request)
+
+    def align(
+        self,
+        prepared: Sequence[PreparedItem | WindowedJob | AlignRequest],
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[Alignment | Exception]:
+        """Align requests (prepared or not) together; per request, its alignment or the error
+        it met. ``on_batch`` gets the size of every forward pass."""
+        return asyncio.run(self._align(prepared, on_batch))
+
+    async def _align(
+        self,
+        prepared: Sequence[PreparedItem | WindowedJob | AlignRequest],
+        on_batch: Callable[[int], None] | None,
+    ) -> list[Alignment | Exception]:
+        front = AlignerFront(self.preparer, self._core_call, _NoMetrics())
+        self._core = LocalCore(self.runner, lambda: front.preparing == 0, on_batch)
+        try:
+            return list(
+                await asyncio.gather(
+                    *(
+                        front.align(p) if isinstance(p, AlignRequest) else front.run(p)
+                        for p in prepared
+                    ),
+                    return_exceptions=True,
+                )
+            )
+        finally:
+            front.close()
+
+    async def _core_call(self, item: CoreInput) -> SlotResult:
+        return await self._core(item)
+
+    def forward(self, batch: Sequence[PreparedItem]) -> list[Alignment]:
+        """One forward pass over prepared clips; raises if the pass fails (benchmarks and
+        checks that time or alter single passes)."""
+        slots = self.forward_pass([it.core_input() for it in batch])
+        return [
+            self.preparer.to_alignment(
+                it,
+                s.bins.astype(np.float64) * self.preparer.timestamp_segment_time,
+                s.confidence,
+            )
+            for it, s in zip(batch, slots, strict=True)
+        ]
+
+    def warmup(self, passes: Sequence[tuple[float, int]] = ((WARMUP_SECONDS, 1),)) -> None:
+        """Run alignments before traffic so kernels and lazy imports are ready: for each
+        ``(seconds, clips)``, that many clips of that length in one forward pass (at most
+        ``max_forward_batch``). The default is one short clip."""
+        self.preparer.load_word_splitters()
+        for seconds, clips in passes:
+            request = warmup_request(seconds)
+            count = max(1, min(clips, self.settings.max_forward_batch))
+            for result in self.align([self.prepare(request) for _ in range(count)]):
+                if isinstance(result, Exception):
+                    raise RuntimeError(f"warm-up alignment failed: {result}") from result
