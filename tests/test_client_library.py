@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -248,3 +250,26 @@ def test_matches_holds_scores_to_the_tolerance_and_the_rest_exactly():
     assert not base.matches(dataclasses.replace(base, words=()))
     assert not base.matches(dataclasses.replace(base, language="English"))
     assert base.matches(with_word(score=0.5), score_tolerance=1.0)
+
+
+def test_the_client_s_copy_of_the_contract_equals_the_server_s():
+    """The client distribution needs none of the server, so it keeps its own names: the same
+    model, and only tensors the public model declares, with their types."""
+    import tritonclient.http as httpclient
+
+    from qwen3_aligner_triton import contract
+
+    assert client_module.MODEL_NAME == contract.MODEL_NAME
+
+    class Transport:
+        module = httpclient
+
+    aligner = client_module.AlignerClient.__new__(client_module.AlignerClient)
+    aligner.transport = Transport()
+    inputs = aligner._inputs(np.zeros(160, np.float32), 16000, "a", "English", "[]")
+    wire_types = {"TYPE_FP32": "FP32", "TYPE_INT32": "INT32", "TYPE_STRING": "BYTES"}
+    declared = {name: wire_types[kind] for name, kind in contract.FRONT_INPUTS.items()}
+    assert {i.name(): i.datatype() for i in inputs} == declared
+    source = Path(client_module.__file__).read_text()
+    read = set(re.findall(r'as_numpy\("([A-Z_]+)"\)', source))
+    assert read and read <= set(contract.FRONT_OUTPUTS)

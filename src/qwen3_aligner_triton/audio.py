@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-MODEL_SAMPLE_RATE = 16000  # Hz, the rate the feature extractor expects
-HOP_LENGTH = 160  # samples per mel frame at 16 kHz (10 ms)
+from .contract import MODEL_SAMPLE_RATE as MODEL_SAMPLE_RATE
 
 
 def resample_to_model_rate(audio: np.ndarray, sample_rate: int) -> np.ndarray:

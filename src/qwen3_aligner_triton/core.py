@@ -33,13 +33,12 @@ import numpy as np
 import torch
 
 from .batching import plan_batches
+from .contract import HOP_SAMPLES, MEL_BINS, MEL_FRAME_MS
+from .contract import MODEL_SAMPLE_RATE as MODEL_SAMPLE_RATE
 from .params import GpuCost, ModelSettings
 from .params import parse_gpu_cost as parse_gpu_cost
 from .scores import slot_predictions
 
-MEL_FRAME_MS = 10.0  # one log-mel frame per 160 samples at 16 kHz
-MEL_HOP_SAMPLES = 160
-MODEL_SAMPLE_RATE = 16000
 # The longest clip the core takes: the timestamp head's range (5000 bins x 80 ms). The front's
 # window and cue settings are not the core's to know; no window of theirs can usefully exceed it.
 MAX_CLIP_SECONDS = 400.0
@@ -74,10 +73,9 @@ class CoreInput:
 def frames_of_samples(samples: int) -> int:
     """Log-mel frames upstream's Whisper feature extractor makes of ``samples`` 16 kHz samples
     (tested against the processor for many lengths)."""
-    return samples // MEL_HOP_SAMPLES
+    return samples // HOP_SAMPLES
 
 
-MEL_BINS = 128  # log-mel bins of every clip (the checkpoint's feature extractor)
 # Upstream's log-mel frames of audio within [-1, 1] lie within [-1.5, 2.2]; the front's waveforms
 # are within [-1, 1]. Anything far outside is no clip a front sends.
 FEATURE_LIMIT = 10.0

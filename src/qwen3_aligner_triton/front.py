@@ -28,6 +28,9 @@ from typing import Protocol
 import numpy as np
 
 from .audio import resampled_length
+from .contract import CORE_MODEL_NAME as CORE_MODEL_NAME
+from .contract import CORE_OUTPUTS as CORE_OUTPUTS
+from .contract import FRONT_INPUTS
 from .core import CoreInput, SlotResult
 from .errors import INVALID_ARG, describe
 from .longform import Window
@@ -35,11 +38,8 @@ from .params import ModelSettings
 from .preparation import PreparedItem, Preparer, WindowedJob
 from .requests import AlignRequest, RequestError, decode_request
 from .results import Alignment
-from .tritonserver import CORE_MODEL_NAME as CORE_MODEL_NAME
 
-CORE_INPUTS = {"INPUT_IDS": "TYPE_INT64", "FEATURES": "TYPE_FP32", "AUDIO": "TYPE_FP32"}
-CORE_OUTPUTS = {"TIMESTAMP_BINS": "TYPE_INT32", "SLOT_CONFIDENCE": "TYPE_FP32"}
-REQUEST_INPUTS = ("AUDIO", "SAMPLE_RATE", "TEXT", "LANGUAGE", "SEGMENTS")
+REQUEST_INPUTS = tuple(FRONT_INPUTS)
 MAX_PIECES_IN_FLIGHT = 64  # cues of one request prepared and awaiting the core at once
 STOPPING_MESSAGE = (
     "the server is stopping and takes no new requests; send it to another replica or retry "

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .contract import (
+    CORE_INPUTS,
+    CORE_MIN_MAX_BATCH_SIZE,
+    CORE_OUTPUTS,
+    FRONT_INPUTS,
+    FRONT_MIN_MAX_BATCH_SIZE,
+    FRONT_OUTPUTS,
+    FRONT_REQUIRED_INPUTS,
+)
 from .params import ConfigError
 
 
@@ -17,25 +26,14 @@ class Contract:
 
 
 FRONT_CONTRACT = Contract(
-    inputs={
-        "AUDIO": "TYPE_FP32",
-        "SAMPLE_RATE": "TYPE_INT32",
-        "TEXT": "TYPE_STRING",
-        "LANGUAGE": "TYPE_STRING",
-    },
-    outputs={
-        "WORDS": "TYPE_STRING",
-        "START_TIMES": "TYPE_FP32",
-        "END_TIMES": "TYPE_FP32",
-        "ALIGNMENT": "TYPE_STRING",
-        "SCORES": "TYPE_FP32",
-    },
-    min_max_batch_size=16,
+    inputs={name: FRONT_INPUTS[name] for name in FRONT_REQUIRED_INPUTS},
+    outputs=dict(FRONT_OUTPUTS),
+    min_max_batch_size=FRONT_MIN_MAX_BATCH_SIZE,
 )
 CORE_CONTRACT = Contract(
-    inputs={"INPUT_IDS": "TYPE_INT64", "FEATURES": "TYPE_FP32", "AUDIO": "TYPE_FP32"},
-    outputs={"TIMESTAMP_BINS": "TYPE_INT32", "SLOT_CONFIDENCE": "TYPE_FP32"},
-    min_max_batch_size=1,
+    inputs=dict(CORE_INPUTS),
+    outputs=dict(CORE_OUTPUTS),
+    min_max_batch_size=CORE_MIN_MAX_BATCH_SIZE,
 )
 
 

@@ -30,8 +30,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MODEL_NAME = "qwen3_aligner"  # the public model (the front)
-CORE_MODEL_NAME = "qwen3_aligner_core"  # the forward it calls
+from .contract import CORE_MODEL_NAME as CORE_MODEL_NAME
+from .contract import DRAIN_MARKER as DRAIN_MARKER
+from .contract import MODEL_NAME as MODEL_NAME
+
 MODELS = (CORE_MODEL_NAME, MODEL_NAME)  # load order: the public model needs the core
 SHM_DIR = Path("/dev/shm")
 SHM_PREFIX = "triton_python_backend_shm_region_"  # the Python backend's default region prefix
@@ -40,7 +42,6 @@ LOG_TAIL_LINES = 400
 EXIT_TIMEOUT_SECONDS = 30  # tritonserver's drain time for in-flight requests on SIGTERM
 # A stop drains the front first (up to the exit timeout), then tritonserver drains what is left.
 STOP_GRACE_SECONDS = 2.0 * EXIT_TIMEOUT_SECONDS + 15  # after a stop request, SIGKILL
-DRAIN_MARKER = "STOPPING"  # in the public model's folder while a stop drains the front
 DRAIN_POLL_SECONDS = 0.1
 # Once signalled, tritonserver 2.51 goes on serving over HTTP connections that clients keep open
 # (and over gRPC) for up to --exit-timeout-secs, then cuts them. So the drain ends with the front
