@@ -371,3 +371,32 @@ def test_the_core_queue_holds_what_the_fronts_may_keep_in_flight():
     per_instance = int(front_model.split("MAX_REQUESTS_PER_INSTANCE = ")[1].split()[0])
     bound = core.dynamic_batching.default_queue_policy.max_queue_size
     assert bound == MAX_FRONT_INSTANCES * per_instance * front_module.MAX_PIECES_IN_FLIGHT
+
+
+def test_cue_words_placed_past_their_window_are_clamped_into_it_and_flagged(preparer):
+    """A model that places every word 4 s past the end of its clip: each cue's words are moved
+    to the end of the cue's window (its span plus the margin), never into the next cue or past
+    the recording, and flagged repaired."""
+
+    class PastCore(FakeCore):
+        async def __call__(self, item: CoreInput) -> SlotResult:
+            slots = int((item.input_ids == self.timestamp_id).sum())
+            past = int(item.frames * 10 // 80) + 50  # 50 bins of 80 ms past the clip's end
+            return SlotResult(np.full(slots, past, np.int32), np.ones(slots, np.float32))
+
+    core = PastCore(preparer.processor.tokenizer.convert_tokens_to_ids("<timestamp>"))
+    cues = [
+        {"start": 1.0, "end": 2.0, "text": "one two"},
+        {"start": 4.0, "end": 5.0, "text": "three four"},
+    ]
+    front = AlignerFront(preparer, core, Metrics())
+    try:
+        outcome = asyncio.run(front.serve(arrays(6.0, "", segments=cues)))
+    finally:
+        front.close()
+    assert outcome.error is None, outcome.error
+    doc = json.loads(outcome.outputs["ALIGNMENT"][0][0])
+    times = [(w["start"], w["end"]) for w in doc["words"]]
+    # windows: 0.5-3.0 s (the margin is half the 2 s gap) and 3.0-5.5 s (half the 1 s tail)
+    assert times == [(3.0, 3.0), (3.0, 3.0), (5.5, 5.5), (5.5, 5.5)]
+    assert all(w["repaired"] for w in doc["words"])

@@ -209,3 +209,23 @@ def test_the_last_window_takes_what_it_holds_and_flags_the_rest():
     plan.accept(window, [k * 0.05 for k in range(250)], [k * 0.05 + 0.04 for k in range(250)])
     assert plan.done and plan.next_window() is None and plan.unplaced == 150
     assert plan.starts[250:] == [plan.ends[249]] * 150 and all(plan.repaired[250:])
+
+
+def test_the_merge_clamps_words_placed_past_the_recording_and_before_the_last_word():
+    """The model may place words past its window's audio (a last window padded or cut at the
+    end of the recording) or before the previous window's last word: the merge moves them into
+    the recording, after the words already placed, and flags them repaired. Both clamps act
+    here; a merge that skipped either fails."""
+    from qwen3_aligner_triton.longform import Window
+
+    plan = LongformPlan(100.0, 4, np.ones(1001, np.float32), LongformSettings(window=60.0))
+    plan.accept(Window(0.0, 60.0, 0, 2, False), [10.0, 20.0], [11.0, 21.0], [0.9, 0.8], None)
+    assert plan.starts == [10.0, 20.0] and plan.repaired == [False, False]
+    assert plan.position == 21.0  # the next window starts where the last accepted word ended
+    last = Window(plan.position, 100.0, 2, 2, True)
+    # Word 3 placed before word 2's end (15 s into the recording), word 4 past its end (125 s).
+    plan.accept(last, [-6.0, 104.0], [-5.0, 105.0], [0.7, 0.6], [False, False])
+    assert plan.starts == [10.0, 20.0, 21.0, 100.0]
+    assert plan.ends == [11.0, 21.0, 21.0, 100.0]
+    assert plan.repaired == [False, False, True, True]
+    assert plan.scores == [0.9, 0.8, 0.7, 0.6]  # the window's own scores stay
