@@ -3,10 +3,11 @@
 It answers the requests ``huggingface_hub`` makes, the way the Hub does:
 
 - ``GET /api/models/{repo}[/revision/{rev}]``: model info with the commit ``sha`` and ``siblings``
-  (with ``?blobs=true``: each file's ``size``, ``blobId`` and, for LFS files, ``lfs``);
-- ``HEAD``/``GET /{repo}/resolve/{rev}/{file}``: small files with ``X-Repo-Commit`` and a git
-  ``ETag``; LFS files (``*.safetensors`` and anything large) with a 302 to an absolute CDN-like
-  URL and ``X-Linked-Etag`` (sha256) / ``X-Linked-Size``;
+  (with ``?blobs=true``: each file's ``size``, ``blobId`` and, for LFS files, ``lfs``) of the
+  commit ``rev`` names (a branch or a full commit hash; ``main`` without one);
+- ``HEAD``/``GET /{repo}/resolve/{rev}/{file}``: the file as it is in that commit, small files
+  with ``X-Repo-Commit`` and a git ``ETag``; LFS files (``*.safetensors`` and anything large) with
+  a 302 to an absolute CDN-like URL and ``X-Linked-Etag`` (sha256) / ``X-Linked-Size``;
 - ``GET /lfs/{sha256}``: the LFS object, with ``Range`` requests answered 206;
 - errors with ``X-Error-Code``: ``RepoNotFound`` (401), ``RevisionNotFound`` and
   ``EntryNotFound`` (404).
@@ -16,6 +17,11 @@ point ``REQUESTS_CA_BUNDLE``/``SSL_CERT_FILE`` at it and ``HF_ENDPOINT`` at
 :attr:`HubStandIn.endpoint`. ``cut_once`` names files whose first full download is cut off
 halfway (the connection closes early), as a dropped network would. ``tls=False`` serves plain
 ``http://`` instead.
+
+A repository holds one commit, ``main``, unless ``older`` gives it a second one: the folder of an
+earlier commit, the parent of ``main``, which the branches ``older_branches`` (``v1``) point at.
+Its files differ from ``main``'s in whatever the two folders differ in; the commits are
+:attr:`HubStandIn.commits` (``main``) and :attr:`HubStandIn.older_commits`.
 
 ``lies`` (:class:`Lies`) makes it a malicious mirror: files listed with names that climb out of
 the download folder (``../../x.json``), ETags that are paths, commits that are not commit hashes,
@@ -80,7 +86,8 @@ class Seen:
 
 @dataclass
 class HubStandIn:
-    """Serves ``repos`` (hub id -> checkpoint folder) at one commit each."""
+    """Serves ``repos`` (hub id -> checkpoint folder) at ``main``; those also in ``older`` (hub
+    id -> folder) with an earlier commit too, which the branches ``older_branches`` point at."""
 
     repos: dict[str, Path]
     ca_dir: Path
@@ -88,36 +95,61 @@ class HubStandIn:
     seen: list[Seen] = field(default_factory=list)
     lies: Lies = field(default_factory=Lies)
     tls: bool = True
+    older: dict[str, Path] = field(default_factory=dict)
+    older_branches: tuple[str, ...] = ("v1",)
 
     def __post_init__(self) -> None:
-        self.files: dict[str, dict[str, HostedFile]] = {}
-        self.commits: dict[str, str] = {}
+        self.files: dict[str, dict[str, HostedFile]] = {}  # hub id -> main's files
+        self.commits: dict[str, str] = {}  # hub id -> main's commit
+        self.older_commits: dict[str, str] = {}  # hub id -> the earlier commit, where there is one
+        self.snapshots: dict[str, dict[str, dict[str, HostedFile]]] = {}  # id -> commit -> files
+        self.branches: dict[str, dict[str, str]] = {}  # hub id -> branch -> commit
         self.by_sha256: dict[str, HostedFile] = {}
         self.climbed: dict[str, tuple[str, HostedFile]] = {}  # URL path -> (repo, climbing file)
         self.listings = 0  # model-info answers so far
         for repo_id, folder in self.repos.items():
-            hosted = {}
-            digest = hashlib.sha1(repo_id.encode())
-            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-                name = path.relative_to(folder).as_posix()
-                data = path.read_bytes()
-                lfs = name.endswith(".safetensors") or len(data) > LFS_THRESHOLD
-                hosted[name] = HostedFile(name, data, lfs)
-                digest.update(name.encode() + hashlib.sha256(data).digest())
-                if lfs:
-                    self.by_sha256[hosted[name].etag] = hosted[name]
-            self.commits[repo_id] = digest.hexdigest()
-            for name, data in self.lies.extra_files.items():
-                hosted[name] = HostedFile(name, data, name.endswith(".safetensors"))
-                if hosted[name].lfs:
-                    self.by_sha256[hosted[name].etag] = hosted[name]
-                sent = posixpath.normpath(f"/{repo_id}/resolve/REVISION/{name}")
-                if "/REVISION/" not in sent:
-                    self.climbed[sent] = (repo_id, hosted[name])
+            snapshots: dict[str, dict[str, HostedFile]] = {}
+            branches: dict[str, str] = {}
+            parent = b""
+            if repo_id in self.older:
+                older, hosted = self._commit_of(repo_id, self.older[repo_id], b"")
+                self.older_commits[repo_id] = older
+                snapshots[older] = hosted
+                branches.update(dict.fromkeys(self.older_branches, older))
+                parent = bytes.fromhex(older)
+            commit, hosted = self._commit_of(repo_id, folder, parent)
+            self.commits[repo_id] = commit
+            snapshots[commit] = hosted
+            branches["main"] = commit
+            self.snapshots[repo_id] = snapshots
+            self.branches[repo_id] = branches
             self.files[repo_id] = hosted
         self._cut_done: set[str] = set()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+
+    def _commit_of(
+        self, repo_id: str, folder: Path, parent: bytes
+    ) -> tuple[str, dict[str, HostedFile]]:
+        """The commit hash of ``folder``'s files (after ``parent``) and the files, lies included."""
+        hosted = {}
+        digest = hashlib.sha1(repo_id.encode() + parent)
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            name = path.relative_to(folder).as_posix()
+            data = path.read_bytes()
+            lfs = name.endswith(".safetensors") or len(data) > LFS_THRESHOLD
+            hosted[name] = HostedFile(name, data, lfs)
+            digest.update(name.encode() + hashlib.sha256(data).digest())
+            if lfs:
+                self.by_sha256[hosted[name].etag] = hosted[name]
+        for name, data in self.lies.extra_files.items():
+            hosted[name] = HostedFile(name, data, name.endswith(".safetensors"))
+            if hosted[name].lfs:
+                self.by_sha256[hosted[name].etag] = hosted[name]
+            sent = posixpath.normpath(f"/{repo_id}/resolve/REVISION/{name}")
+            if "/REVISION/" not in sent:
+                self.climbed[sent] = (repo_id, hosted[name])
+        return digest.hexdigest(), hosted
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -171,9 +203,19 @@ class HubStandIn:
             self.listings += 1
             return self.listings
 
-    def file_commit(self, repo_id: str) -> str:
-        """The X-Repo-Commit of file answers."""
-        return self.lies.commit_header or self.lies.commit or self.commits[repo_id]
+    def file_commit(self, repo_id: str, commit: str | None = None) -> str:
+        """The X-Repo-Commit of file answers of ``commit`` (default: main's)."""
+        return self.lies.commit_header or self.lies.commit or commit or self.commits[repo_id]
+
+    def resolve_revision(self, repo_id: str, revision: str) -> str | None:
+        """The commit ``revision`` (a branch or a full commit hash) names; None if none."""
+        if revision in self.branches[repo_id]:
+            return self.branches[repo_id][revision]
+        if revision in self.snapshots[repo_id]:
+            return revision
+        if revision == self.lies.commit:
+            return self.commits[repo_id]
+        return None
 
     def take_cut(self, name: str) -> bool:
         with self._lock:
@@ -253,23 +295,19 @@ class _Handler(BaseHTTPRequestHandler):
             return self._resolve(repo_id, revision, filename)
         self._error(404, "NotFound", f"no route for {path}")
 
-    def _commit(self, repo_id: str, revision: str) -> str | None:
-        commit = self.standin.commits[repo_id]
-        return commit if revision in ("main", commit, self.standin.lies.commit) else None
-
     def _model_info(self, rest: str, blobs: bool) -> None:
         repo_id, _, revision = rest.partition("/revision/")
         revision = revision or "main"
         if repo_id not in self.standin.files:
             return self._error(401, "RepoNotFound", "Repository not found")
-        commit = self._commit(repo_id, revision)
+        commit = self.standin.resolve_revision(repo_id, revision)
         if commit is None:
             return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
         lies = self.standin.lies
         lying = self.standin.next_listing() >= lies.from_listing
         files = [
             hosted
-            for hosted in self.standin.files[repo_id].values()
+            for hosted in self.standin.snapshots[repo_id][commit].values()
             if lying or hosted.name not in lies.extra_files
         ]
         info = {
@@ -299,10 +337,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _resolve(self, repo_id: str, revision: str, filename: str) -> None:
         if repo_id not in self.standin.files:
             return self._error(401, "RepoNotFound", "Repository not found")
-        if self._commit(repo_id, revision) is None:
+        resolved = self.standin.resolve_revision(repo_id, revision)
+        if resolved is None:
             return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
-        commit = self.standin.file_commit(repo_id)
-        hosted = self.standin.files[repo_id].get(filename)
+        commit = self.standin.file_commit(repo_id, resolved)
+        hosted = self.standin.snapshots[repo_id][resolved].get(filename)
         if hosted is None:
             return self._error(404, "EntryNotFound", f"{filename} does not exist", commit)
         self._file(repo_id, hosted, commit)

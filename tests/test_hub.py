@@ -5,6 +5,7 @@ stub's libpython."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import socket
 import subprocess
@@ -230,6 +231,159 @@ def _with_endpoint(standin, cache):
         return real(repo_id, revision, local_dir, token, standin.endpoint, cache, **checks)
 
     return fetch_here
+
+
+# -- two commits: the download is the revision asked for ---------------------------------------
+
+OLDER_ONLY = "added_tokens.json"  # in the older commit only
+NEWER_ONLY = "generation_config.json"  # added by main's commit
+
+
+def write_commit(folder: Path, marker: str, only: str) -> Path:
+    """A loadable-looking checkpoint folder whose files say which commit they are of."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "qwen3", "marker": marker}))
+    (folder / "preprocessor_config.json").write_text(json.dumps({"marker": marker}))
+    (folder / "tokenizer_config.json").write_text('{"model_max_length": 4096}')  # same in both
+    (folder / "model.safetensors").write_bytes(f"weights of the {marker} commit;".encode() * 64)
+    (folder / only).write_text(json.dumps({"only in": marker}))
+    (folder / "README.md").write_text("# model card\n")  # not downloaded
+    return folder
+
+
+@pytest.fixture
+def two_commits(tmp_path, monkeypatch):
+    """A stand-in whose repository has an older commit (branch ``v1``) and ``main`` after it."""
+    older = write_commit(tmp_path / "older", "older", OLDER_ONLY)
+    newer = write_commit(tmp_path / "newer", "newer", NEWER_ONLY)
+    with HubStandIn({REPO: newer}, tmp_path / "ca", older={REPO: older}) as running:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(running.ca_bundle))
+        yield running
+
+
+def assert_files_of(folder: Path, commit_folder: Path) -> None:
+    """``folder`` holds exactly the aligner's files of ``commit_folder``, byte for byte."""
+    marker = json.loads((commit_folder / "config.json").read_text())["marker"]
+    assert json.loads((folder / "config.json").read_text())["marker"] == marker
+    got = {p.name: sha256(p) for p in folder.iterdir() if p.is_file()}
+    wanted = {p.name: sha256(p) for p in commit_folder.iterdir() if p.name != "README.md"}
+    assert got == wanted
+
+
+def refs_in(cache: Path) -> dict[str, str]:
+    """The cache's refs of the repository: name -> commit."""
+    refs = cache / "models--Qwen--Qwen3-ForcedAligner-0.6B" / "refs"
+    return {p.relative_to(refs).as_posix(): p.read_text() for p in refs.rglob("*") if p.is_file()}
+
+
+def test_the_standin_serves_each_commit_as_the_hub_does(two_commits, tmp_path):
+    from huggingface_hub import (
+        HfApi,
+        get_hf_file_metadata,
+        hf_hub_download,
+        hf_hub_url,
+        snapshot_download,
+    )
+    from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
+
+    standin, endpoint = two_commits, two_commits.endpoint
+    older, newer = standin.older_commits[REPO], standin.commits[REPO]
+    assert older != newer
+    kwargs = {"cache_dir": tmp_path / "cache", "endpoint": endpoint}
+    api = HfApi(endpoint=endpoint)
+    for revision, commit, marker in [
+        (None, newer, "newer"),
+        ("main", newer, "newer"),
+        (newer, newer, "newer"),
+        ("v1", older, "older"),
+        (older, older, "older"),
+    ]:
+        assert api.model_info(REPO, revision=revision).sha == commit
+        path = hf_hub_download(REPO, "config.json", revision=revision, **kwargs)
+        assert json.loads(Path(path).read_text())["marker"] == marker
+        assert Path(path).parent.name == commit
+    # ETags are per content: a file changed between the commits has two, an unchanged one one.
+    changed = {"config.json": True, "model.safetensors": True, "tokenizer_config.json": False}
+    for name, changes in changed.items():
+        old, new = (
+            get_hf_file_metadata(hf_hub_url(REPO, name, revision=rev, endpoint=endpoint))
+            for rev in (older, "main")
+        )
+        assert (old.commit_hash, new.commit_hash) == (older, newer)
+        assert (old.etag != new.etag) is changes, name
+    with pytest.raises(EntryNotFoundError):
+        hf_hub_download(REPO, OLDER_ONLY, revision="main", **kwargs)
+    with pytest.raises(EntryNotFoundError):
+        hf_hub_download(REPO, NEWER_ONLY, revision=older, **kwargs)
+    with pytest.raises(RevisionNotFoundError):
+        api.model_info(REPO, revision=older[:7])  # short hashes are not served
+    folder = Path(
+        snapshot_download(REPO, revision=older, allow_patterns=list(hub.ALIGNER_FILES), **kwargs)
+    )
+    assert folder.name == older
+    assert_files_of(folder, standin.older[REPO])
+
+
+def test_fetch_model_revision_writes_the_files_of_that_commit(two_commits, tmp_path, monkeypatch):
+    standin = two_commits
+    older = standin.older_commits[REPO]
+    monkeypatch.setattr(hub, "fetch_checkpoint", _with_endpoint(standin, tmp_path / "cache"))
+    target = tmp_path / "airgap"
+    assert hub.main(["--revision", older, str(target)]) == 0
+    assert_files_of(target, standin.older[REPO])
+    assert not (target / NEWER_ONLY).exists()
+    files = [s.path for s in standin.seen if "/resolve/" in s.path]
+    assert files and all(f"/resolve/{older}/" in path for path in files)
+
+
+def test_resolve_checkpoint_at_a_commit_gives_that_commits_files(
+    two_commits, tmp_path, monkeypatch
+):
+    standin = two_commits
+    older, newer = standin.older_commits[REPO], standin.commits[REPO]
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(hub, "fetch_checkpoint", _with_endpoint(standin, cache))
+    folder = Path(hub.resolve_checkpoint(REPO, revision=older))
+    assert folder == cache / "models--Qwen--Qwen3-ForcedAligner-0.6B" / "snapshots" / older
+    assert_files_of(folder, standin.older[REPO])
+    refs = refs_in(cache)
+    assert "main" not in refs and all(commit == older for commit in refs.values()), refs
+    # main afterwards, into the same cache: its own snapshot, the older one left as it was
+    latest = Path(hub.resolve_checkpoint(REPO))
+    assert latest.name == newer
+    assert_files_of(latest, standin.repos[REPO])
+    assert_files_of(folder, standin.older[REPO])
+    assert refs_in(cache)["main"] == newer
+
+
+@pytest.mark.parametrize("mode", ["local-dir", "cache"])
+def test_no_revision_gives_the_files_of_main(two_commits, tmp_path, mode):
+    standin = two_commits
+    newer = standin.commits[REPO]
+    folder = fetch_into(standin, tmp_path, mode)
+    assert_files_of(folder, standin.repos[REPO])
+    assert not (folder / OLDER_ONLY).exists()
+    files = [s.path for s in standin.seen if "/resolve/" in s.path]
+    assert files and all(f"/resolve/{newer}/" in path for path in files)
+    if mode == "cache":
+        assert folder.name == newer
+        assert refs_in(tmp_path / "a" / "b" / "c" / "d" / "cache") == {"main": newer}
+
+
+@pytest.mark.parametrize("mode", ["local-dir", "cache"])
+def test_a_branch_gives_the_files_of_the_commit_it_points_at(two_commits, tmp_path, mode):
+    standin = two_commits
+    older = standin.older_commits[REPO]
+    folder = fetch_into(standin, tmp_path, mode, revision="v1")
+    assert_files_of(folder, standin.older[REPO])
+    assert not (folder / NEWER_ONLY).exists()
+    listings = [s.path for s in standin.seen if s.path.startswith("/api/models/")]
+    assert "/revision/v1" in listings[0] and f"/revision/{older}" in listings[1]
+    files = [s.path for s in standin.seen if "/resolve/" in s.path]
+    assert files and all(f"/resolve/{older}/" in path for path in files)
+    if mode == "cache":
+        assert folder.name == older
+        assert refs_in(tmp_path / "a" / "b" / "c" / "d" / "cache") == {"v1": older}
 
 
 # -- a mirror that lies -------------------------------------------------------------------------
