@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import triton_python_backend_utils as pb_utils
 
+from qwen3_aligner_triton.contract import DRAIN_MARKER
 from qwen3_aligner_triton.core_access import key_parameters, server_key
 from qwen3_aligner_triton.front import (
     CORE_MODEL_NAME,
@@ -33,7 +34,6 @@ from qwen3_aligner_triton.metrics import AlignerMetrics
 from qwen3_aligner_triton.modelconfig import FRONT_CONTRACT, check_config
 from qwen3_aligner_triton.params import read_settings
 from qwen3_aligner_triton.repository import core_parameter
-from qwen3_aligner_triton.tritonserver import DRAIN_MARKER
 
 FRONT_TORCH_THREADS = 1  # several front instances share the cores; one thread each
 # Requests one instance holds at once (as many as one execute() call may bring). Beyond that,
