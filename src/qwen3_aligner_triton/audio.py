@@ -14,33 +14,44 @@ from .contract import MODEL_SAMPLE_RATE as MODEL_SAMPLE_RATE
 
 
 def resample_to_model_rate(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Resample a mono waveform to 16 kHz (no-op at 16 kHz)."""
+    """Resample a mono waveform to 16 kHz (no-op at 16 kHz: float32 input is returned as is)."""
     audio = np.asarray(audio, dtype=np.float32)
     if sample_rate == MODEL_SAMPLE_RATE:
         return audio
-    import librosa  # heavy import, only needed when resampling
+    import soxr
 
-    return librosa.resample(audio, orig_sr=sample_rate, target_sr=MODEL_SAMPLE_RATE).astype(
-        np.float32
-    )
+    # What librosa.resample (upstream's call) does by default, without its extra full copy:
+    # soxr at high quality, then the length fixed to ceil(n * ratio) (tests hold it equal).
+    resampled = soxr.resample(audio, sample_rate, MODEL_SAMPLE_RATE, quality="soxr_hq")
+    length = resampled_length(int(audio.shape[0]), sample_rate)
+    if resampled.shape[0] > length:
+        return resampled[:length].copy()
+    if resampled.shape[0] < length:
+        return np.pad(resampled, (0, length - resampled.shape[0]))
+    return resampled
 
 
-def normalize_peak(audio: np.ndarray) -> np.ndarray:
-    """Scale down by the peak if it exceeds 1, then clip to [-1, 1] (upstream's rule)."""
-    audio = audio.astype(np.float32)
+def normalize_peak(audio: np.ndarray, in_place: bool = False) -> np.ndarray:
+    """Scale down by the peak if it exceeds 1, then clip to [-1, 1] (upstream's rule).
+
+    A waveform already within [-1, 1] is returned as it is (the rule changes nothing); otherwise
+    the result is a new array, or ``audio`` itself with ``in_place`` (one waveform held, not
+    three: a 4-hour recording at 16 kHz is 922 MB)."""
+    audio = np.asarray(audio, dtype=np.float32)
     if audio.size == 0:
         return audio
     peak = float(np.max(np.abs(audio)))
-    if peak == 0.0:
+    if peak <= 1.0:
         return audio
-    if peak > 1.0:
-        audio = audio / peak
-    return np.clip(audio, -1.0, 1.0)
+    out = audio if in_place else np.empty_like(audio)
+    np.divide(audio, np.float32(peak), out=out)
+    return np.clip(out, -1.0, 1.0, out=out)
 
 
 def prepare_waveform(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     """Return the 16 kHz float32 waveform the model sees for ``audio`` at ``sample_rate``."""
-    return normalize_peak(resample_to_model_rate(audio, sample_rate))
+    wave = resample_to_model_rate(audio, sample_rate)
+    return normalize_peak(wave, in_place=wave is not audio and wave.base is None)
 
 
 def resampled_length(num_samples: int, sample_rate: int) -> int:
