@@ -78,10 +78,9 @@ class ModelSettings:
     max_segments: int = 20000  # most cues in SEGMENTS
     max_segments_bytes: int = 8_000_000  # largest SEGMENTS document, checked before parsing
     # Each cue counts as this many units toward max_words besides its own: a cue is a forward
-    # pass of its own. Measured (2 CPU cores, tiny checkpoint, one clip per pass): 1,000 one-word
-    # cues 8.3-9.0 s, 1,000 words as TEXT 1.7-2.1 s, 4,000 words as TEXT 3.7-4.8 s; so a one-word
-    # cue costs about 8 words of TEXT, and the costliest cue request within max_words costs about
-    # the costliest TEXT request.
+    # pass of its own. Measured (bench.cues: 2 CPU cores, tiny checkpoint, one clip per pass):
+    # 1,000 one-word cues 7.8 s, their charge of 8,000 words as TEXT 10.2 s (0.76x), so the
+    # costliest cue request within max_words costs no more than the costliest TEXT request.
     cue_cost_units: int = 7
     # Japanese TEXT longer (in NFKC characters) than this many per alignable unit (max_words, or
     # one unit per 80 ms of audio) is refused before the word splitter runs: ordinary Japanese
