@@ -35,7 +35,7 @@ from .core import CoreInput, SlotResult
 from .errors import INVALID_ARG, describe
 from .longform import Window
 from .params import ModelSettings
-from .preparation import PreparedItem, Preparer, WindowedJob
+from .preparation import CueJob, PreparedItem, Preparer, WindowedJob
 from .requests import AlignRequest, RequestError, decode_request
 from .results import Alignment
 
@@ -279,7 +279,7 @@ class AlignerFront:
         return self.preparer.to_alignment(item, ms, slots.confidence)
 
     async def _windowed(self, job: WindowedJob) -> Alignment:
-        if job.cues is not None:
+        if isinstance(job, CueJob):
             limit = asyncio.Semaphore(MAX_PIECES_IN_FLIGHT)
 
             async def cue(window: Window, words: list[str]) -> Alignment:

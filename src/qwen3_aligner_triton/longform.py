@@ -61,6 +61,22 @@ class Window:
     is_last: bool
 
 
+def place(
+    offset: float, start: float, end: float, floor: float, ceiling: float
+) -> tuple[float, float, bool]:
+    """A word's times from its window (``start``, ``end`` after ``offset``) merged into the
+    recording: not before ``floor`` (the end of the word before it), not after ``ceiling`` (the
+    end of its window or of the recording), end not before start; and whether that moved them
+    (the merge of long recordings and of cues)."""
+    placed_start = min(max(offset + start, floor), ceiling)
+    placed_end = min(max(offset + end, placed_start), ceiling)
+    moved = (
+        abs(placed_start - (offset + start)) > MOVED_SECONDS
+        or abs(placed_end - (offset + end)) > MOVED_SECONDS
+    )
+    return placed_start, placed_end, moved
+
+
 def energy_envelope(wave: np.ndarray, sample_rate: int) -> np.ndarray:
     """RMS per 100 ms frame."""
     hop = max(1, round(FRAME_SECONDS * sample_rate))
@@ -155,13 +171,11 @@ class LongformPlan:
         for s, e, score, fixed in zip(starts, ends, scores, repaired, strict=True):
             if not window.is_last and e > limit:
                 break
-            start = min(max(window.start + s, floor), self.duration)
-            end = min(max(window.start + e, start), self.duration)
+            start, end, moved = place(window.start, s, e, floor, self.duration)
             self.starts.append(start)
             self.ends.append(end)
             self.scores.append(score)
-            moved = abs(start - (window.start + s)) > MOVED_SECONDS
-            self.repaired.append(fixed or moved or abs(end - (window.start + e)) > MOVED_SECONDS)
+            self.repaired.append(fixed or moved)
             floor = end
             kept += 1
         if window.is_last:

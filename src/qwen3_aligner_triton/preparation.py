@@ -4,8 +4,8 @@ Each request is prepared exactly as upstream prepares a lone request (same proce
 clip), so that its result never depends on which other clips share its forward pass: the core
 pads only the prepared tensors (prompt ids on the left with the attention mask off, log-mel frames
 on the right with their mask off). A recording longer than one window becomes a
-:class:`WindowedJob` aligned window by window (``longform``), and a cue-guided request one whose
-cues are aligned each in its own window. No model weights are needed here: the public model's
+:class:`RecordingJob` aligned window by window (``longform``), and a cue-guided request a
+:class:`CueJob` whose cues are aligned each in its own window. No model weights are needed here: the public model's
 front runs this (``front.AlignerFront``), in the server and in process (``inprocess``).
 """
 
@@ -22,7 +22,7 @@ import torch
 
 from .audio import MODEL_SAMPLE_RATE, prepare_waveform
 from .core import CoreInput, audio_tokens_of_frames, frames_of_samples
-from .longform import MOVED_SECONDS, LongformPlan, LongformSettings, Window, energy_envelope
+from .longform import LongformPlan, LongformSettings, Window, energy_envelope, place
 from .params import ModelSettings
 from .requests import AlignRequest, RequestError
 from .results import AlignedUnit, Alignment
@@ -102,21 +102,43 @@ class PreparedItem:
 
 
 @dataclass
-class WindowedJob:
-    """A request aligned in several model windows (a long recording, or subtitle cues)."""
+class RecordingJob:
+    """A recording longer than one window: aligned window by window, each window chosen once the
+    last one's results are in (``plan``)."""
 
     words: list[str]
     wave: np.ndarray  # 16 kHz
     language: str
     duration: float
     text: str
-    plan: LongformPlan | None = None  # long recording: windows chosen as results come in
-    cues: list[tuple[Window, list[str]]] | None = None  # cue-guided: all windows known upfront
-    window: Window | None = None
-    starts: list[float] | None = None
-    ends: list[float] | None = None
-    scores: list[float] | None = None
-    repaired: list[bool] | None = None
+    plan: LongformPlan
+    window: Window | None = None  # the window whose results are awaited
+
+
+@dataclass
+class CueJob:
+    """A cue-guided request: every cue with words aligned in its own window, all at once."""
+
+    words: list[str]
+    wave: np.ndarray  # 16 kHz
+    language: str
+    duration: float
+    text: str
+    cues: list[tuple[Window, list[str]]]
+    merged: MergedTimes | None = None  # once the cues' results are in
+
+
+@dataclass
+class MergedTimes:
+    """Every word's times in the recording, with the score and repair flag of its window."""
+
+    starts: list[float]
+    ends: list[float]
+    scores: list[float]
+    repaired: list[bool]
+
+
+WindowedJob = RecordingJob | CueJob  # a request aligned in several model windows
 
 
 class Preparer:
@@ -261,9 +283,9 @@ class Preparer:
                 max_units_per_second=MS_PER_SECOND / self.timestamp_segment_time,
             ),
         )
-        return WindowedJob(words, wave, request.language, request.duration, request.text, plan)
+        return RecordingJob(words, wave, request.language, request.duration, request.text, plan)
 
-    def _prepare_cues(self, request: AlignRequest) -> WindowedJob:
+    def _prepare_cues(self, request: AlignRequest) -> CueJob:
         wave = prepare_waveform(request.audio, request.sample_rate)
         duration = wave.shape[0] / MODEL_SAMPLE_RATE
         segments = request.segments or ()
@@ -305,9 +327,7 @@ class Preparer:
             all_words.extend(words)
         if not all_words:
             raise RequestError("input SEGMENTS has no alignable words", "no_words")
-        return WindowedJob(
-            all_words, wave, request.language, request.duration, request.text, cues=cues
-        )
+        return CueJob(all_words, wave, request.language, request.duration, request.text, cues)
 
     def window_item(self, job: WindowedJob, window: Window, words: list[str]) -> PreparedItem:
         """Model inputs for ``words`` in ``window`` of a windowed job (prompt as upstream's)."""
@@ -336,11 +356,10 @@ class Preparer:
 
     def next_items(self, job: WindowedJob) -> list[PreparedItem]:
         """Items of the job's next round: one window of a long recording, or every cue."""
-        if job.cues is not None:
-            if job.starts is not None:
+        if isinstance(job, CueJob):
+            if job.merged is not None:
                 return []
             return [self.window_item(job, w, words) for w, words in job.cues]
-        assert job.plan is not None
         window = job.plan.next_window()
         job.window = window
         if window is None:
@@ -371,29 +390,12 @@ class Preparer:
         return n
 
     def take_results(self, job: WindowedJob, results: list[Alignment]) -> None:
-        if job.cues is not None:
-            starts: list[float] = []
-            ends: list[float] = []
-            scores: list[float] = []
-            repaired: list[bool] = []
-            floor = 0.0
-            for (window, _), result in zip(job.cues, results, strict=True):
-                # A cue's words stay inside its window (its span plus margin), in order.
-                floor = max(floor, window.start)
-                for unit in result.units:
-                    start = min(max(window.start + unit.start, floor), window.end)
-                    end = min(max(window.start + unit.end, start), window.end)
-                    starts.append(start)
-                    ends.append(end)
-                    scores.append(unit.score)
-                    moved = abs(start - (window.start + unit.start)) > MOVED_SECONDS or (
-                        abs(end - (window.start + unit.end)) > MOVED_SECONDS
-                    )
-                    repaired.append(unit.repaired or moved)
-                    floor = end
-            job.starts, job.ends, job.scores, job.repaired = starts, ends, scores, repaired
+        """Take the model's results for the items of the job's last round."""
+        if isinstance(job, CueJob):
+            job.merged = merge_cues(job.cues, results)
             return
-        assert job.plan is not None and job.window is not None
+        if job.window is None:
+            raise RuntimeError("results for a recording with no window awaiting them")
         (result,) = results
         job.plan.accept(
             job.window,
@@ -404,12 +406,14 @@ class Preparer:
         )
 
     def finish(self, job: WindowedJob) -> Alignment:
-        if job.cues is None:
-            assert job.plan is not None
-            job.starts, job.ends = job.plan.starts, job.plan.ends
-            job.scores, job.repaired = job.plan.scores, job.plan.repaired
-        assert job.starts is not None and job.ends is not None
-        assert job.scores is not None and job.repaired is not None
+        """The job's alignment once every word is placed."""
+        if isinstance(job, CueJob):
+            if job.merged is None:
+                raise RuntimeError("a cue job finished before its results came in")
+            times = job.merged
+        else:
+            plan = job.plan
+            times = MergedTimes(plan.starts, plan.ends, plan.scores, plan.repaired)
         spans = locate_units(job.text, job.words)
         units = tuple(
             AlignedUnit(
@@ -424,7 +428,13 @@ class Preparer:
                 repaired=fixed,
             )
             for word, start, end, score, fixed, span in zip(
-                job.words, job.starts, job.ends, job.scores, job.repaired, spans, strict=True
+                job.words,
+                times.starts,
+                times.ends,
+                times.scores,
+                times.repaired,
+                spans,
+                strict=True,
             )
         )
         return Alignment(job.language, job.duration, units, job.text)
@@ -469,3 +479,22 @@ class Preparer:
         """The Japanese and Korean word splitters load their dictionaries on first use."""
         split_units(self.text_processor, "今日は", "Japanese")
         split_units(self.text_processor, "안녕하세요", "Korean")
+
+
+def merge_cues(
+    cues: Sequence[tuple[Window, list[str]]], results: Sequence[Alignment]
+) -> MergedTimes:
+    """The cues' words in the recording's time: each cue's words stay inside its window (its
+    span plus the margin), in order after the words before them (``longform.place``)."""
+    merged = MergedTimes([], [], [], [])
+    floor = 0.0
+    for (window, _), result in zip(cues, results, strict=True):
+        floor = max(floor, window.start)
+        for unit in result.units:
+            start, end, moved = place(window.start, unit.start, unit.end, floor, window.end)
+            merged.starts.append(start)
+            merged.ends.append(end)
+            merged.scores.append(unit.score)
+            merged.repaired.append(unit.repaired or moved)
+            floor = end
+    return merged
