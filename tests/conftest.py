@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from pathlib import Path
+
+# The tests import the code of the checkout they live in, whatever the environment's editable
+# installs point at (another clone's, for example); the servers they start do too
+# (repository.package_source).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "client"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import numpy as np
 import pytest

@@ -5,8 +5,9 @@ clip), so that its result never depends on which other clips share its forward p
 pads only the prepared tensors (prompt ids on the left with the attention mask off, log-mel frames
 on the right with their mask off). A recording longer than one window becomes a
 :class:`RecordingJob` aligned window by window (``longform``), and a cue-guided request a
-:class:`CueJob` whose cues are aligned each in its own window. No model weights are needed here: the public model's
-front runs this (``front.AlignerFront``), in the server and in process (``inprocess``).
+:class:`CueJob` whose cues are aligned each in its own window. No model weights are needed
+here: the public model's front runs this (``front.AlignerFront``), in the server and in process
+(``inprocess``).
 """
 
 from __future__ import annotations

@@ -110,6 +110,30 @@ def render_config(
 
 
 RENDERED_MARKER = ".rendered-by-qwen3-aligner-triton"  # a folder render_repository may replace
+# The marker's line naming the folder that holds the qwen3_aligner_triton package of the checkout
+# the repository was rendered from: the server imports it from there (tritonserver.start).
+PACKAGE_SOURCE_LINE = "package-source: "
+
+
+def package_source(repository: Path) -> Path | None:
+    """The folder to import ``qwen3_aligner_triton`` from when serving ``repository``: the
+    ``src/`` of the source checkout it was rendered from (recorded in its RENDERED_MARKER) or
+    whose ``model_repository/`` it is. None when it comes from no checkout (the image's template:
+    the installed package serves) or that checkout's package is gone."""
+    repository = Path(repository)
+    marker = repository / RENDERED_MARKER
+    if marker.is_file():
+        recorded = [
+            line[len(PACKAGE_SOURCE_LINE) :]
+            for line in marker.read_text().splitlines()
+            if line.startswith(PACKAGE_SOURCE_LINE)
+        ]
+        folder = Path(recorded[-1]) if recorded else None
+    else:
+        folder = repository.resolve().parent / "src"
+    if folder is None or not (folder / "qwen3_aligner_triton" / "__init__.py").is_file():
+        return None
+    return folder
 
 
 def render_repository(
@@ -129,6 +153,7 @@ def render_repository(
     :func:`default_front_instances`).
     """
     front_params, core_params = split_parameters(parameters or {})
+    package = package_source(source)
     if placement.kind == "KIND_CPU" and not core_params.get("simulate_gpu"):
         core_params.setdefault("max_forward_batch", str(CPU_FORWARD_BATCH))
     else:  # a GPU (or a simulated one) makes the log-mel frames; the front's CPU prepares more
@@ -147,6 +172,7 @@ def render_repository(
     destination.mkdir(parents=True, exist_ok=True)
     (destination / RENDERED_MARKER).write_text(
         "rendered from model_repository/; replaced on start\n"
+        + (f"{PACKAGE_SOURCE_LINE}{package}\n" if package is not None else "")
     )
     for name, where, params in (
         (CORE_MODEL_NAME, placement, core_params),

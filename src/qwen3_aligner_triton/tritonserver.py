@@ -345,13 +345,20 @@ def build_command(install: TritonInstallation, opts: ServerOptions) -> list[str]
 
 
 def server_environment(
-    base: dict[str, str] | None = None, python_libdir: Path | None = None
+    base: dict[str, str] | None = None,
+    python_libdir: Path | None = None,
+    package_dir: Path | None = None,
 ) -> dict[str, str]:
     """Environment for the server.
 
     This interpreter's ``bin/`` goes first on PATH so that the backend stub imports the packages
     of this environment; ``python_libdir`` (see :func:`python_library_dir`) goes first on
-    ``LD_LIBRARY_PATH`` so that the stub runs this environment's own Python. ``HF_HUB_OFFLINE=1``:
+    ``LD_LIBRARY_PATH`` so that the stub runs this environment's own Python. ``package_dir`` (the
+    ``src/`` of the checkout whose model repository is served, see
+    :func:`~qwen3_aligner_triton.repository.package_source`) goes first on ``PYTHONPATH``: the
+    stubs import that checkout's ``qwen3_aligner_triton``, not the one the environment's editable
+    install points at (the models' ``model.py`` honour it where the stub embeds Python isolated,
+    as the nvidia-pytriton wheel's does). ``HF_HUB_OFFLINE=1``:
     the launcher fetches the checkpoint before the server starts; the model never reaches the
     network.
     """
@@ -364,6 +371,11 @@ def server_environment(
     if python_libdir is not None and str(python_libdir) not in SYSTEM_LIBRARY_DIRS:
         rest = [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
         env["LD_LIBRARY_PATH"] = os.pathsep.join([str(python_libdir), *rest])
+    if package_dir is not None:
+        rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(package_dir), *(p for p in rest if p != str(package_dir))]
+        )
     env["HF_HUB_OFFLINE"] = "1"
     # The front's and the core's stubs run torch side by side: OpenMP threads that spin while
     # waiting steal the cores the other stubs need (measured: CPU forwards 10-30x slower under
@@ -872,12 +884,15 @@ def start(
     env: dict[str, str] | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> RunningServer:
-    """Start ``tritonserver`` in the background (own process group)."""
+    """Start ``tritonserver`` in the background (own process group); its stubs import the
+    package of the checkout whose model repository it serves (see :func:`server_environment`)."""
+    from .repository import package_source  # repository imports this module
+
     install = install or locate()
     return RunningServer(
         command=build_command(install, opts),
         options=opts,
-        env=server_environment(env, install.python_libdir),
+        env=server_environment(env, install.python_libdir, package_source(opts.model_repository)),
         echo=echo,
     )
 

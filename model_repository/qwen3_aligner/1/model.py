@@ -12,11 +12,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+# The backend stub of the nvidia-pytriton wheel embeds Python isolated: it reads no PYTHONPATH,
+# and qwen3_aligner_triton would come from wherever this environment's install points. The
+# launcher names the served checkout's src/ first on PYTHONPATH (tritonserver.server_environment):
+# honour it as a Python that reads its environment would.
+if sys.flags.ignore_environment:
+    sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+
 import triton_python_backend_utils as pb_utils
 
+import qwen3_aligner_triton
 from qwen3_aligner_triton.contract import DRAIN_MARKER
 from qwen3_aligner_triton.core_access import key_parameters, server_key
 from qwen3_aligner_triton.front import (
@@ -55,6 +64,11 @@ class TritonPythonModel:
 
         torch.set_num_threads(FRONT_TORCH_THREADS)
         self.logger = pb_utils.Logger
+        # Which code serves: the checkout of this repository (tritonserver.start's PYTHONPATH).
+        package = os.path.dirname(qwen3_aligner_triton.__file__)
+        self.logger.log_info(
+            f"{args['model_instance_name']}: package qwen3_aligner_triton from {package}"
+        )
         config = json.loads(args["model_config"])
         try:
             check_config(config, FRONT_CONTRACT)
