@@ -1,0 +1,134 @@
+"""The mutation lane: mutmut over the pure product modules, with the fast tests that cover them.
+
+    ./scripts/mutation                       # every module of MODULES (long: see docs/testing.md)
+    ./scripts/mutation timestamps longform   # some of them
+
+For each module, the checkout's ``src/``, ``tests/``, ``client/`` and ``pyproject.toml`` are
+copied to a scratch folder with a ``[tool.mutmut]`` section naming the module and its tests, and
+``mutmut run`` mutates it there (the fast lane's environment: no server, no checkpoint). Prints,
+per module, the mutants killed (timeouts count as killed: the mutant never finished), the kill
+rate and every survivor by name, for ``mutmut show`` in that folder (kept unless ``--clean``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+
+# module (under src/qwen3_aligner_triton/) -> the fast tests that check it
+MODULES: dict[str, tuple[str, ...]] = {
+    "timestamps": ("tests/test_timestamps.py",),
+    "scores": ("tests/test_scores.py",),
+    "longform": ("tests/test_longform.py",),
+    "spans": ("tests/test_spans.py",),
+    "words": ("tests/test_words.py",),
+    "requests": ("tests/test_requests.py",),
+    "batching": ("tests/test_batching.py",),
+    "params": ("tests/test_params.py",),
+    "languages": ("tests/test_languages.py",),
+    "core_access": ("tests/test_core_access.py",),
+}
+
+
+@dataclass(frozen=True)
+class LaneResult:
+    module: str
+    killed: int
+    timeout: int
+    survived: int
+    total: int
+    survivors: tuple[str, ...]
+    folder: Path
+
+    @property
+    def kill_rate(self) -> float:
+        tested = self.killed + self.timeout + self.survived
+        return (self.killed + self.timeout) / tested if tested else 0.0
+
+
+def mutmut_config(module: str, tests: tuple[str, ...]) -> str:
+    """The ``[tool.mutmut]`` section for one module."""
+    quoted = ", ".join(json.dumps(t) for t in tests)
+    return (
+        "\n[tool.mutmut]\n"
+        f'source_paths = ["src/qwen3_aligner_triton/{module}.py"]\n'
+        'also_copy = ["tests", "client", "src"]\n'
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-x", "-q"]\n'
+        f"pytest_add_cli_args_test_selection = [{quoted}]\n"
+    )
+
+
+def run_module(module: str, tests: tuple[str, ...], scratch: Path) -> LaneResult:
+    """Mutate ``module`` in a copy of the checkout under ``scratch`` and count the outcomes."""
+    folder = scratch / module
+    folder.mkdir(parents=True)
+    for part in ("src", "tests", "client"):
+        shutil.copytree(
+            ROOT / part, folder / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+        )
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    (folder / "pyproject.toml").write_text(pyproject + mutmut_config(module, tests))
+    env = {**os.environ, "QWEN3_ALIGNER_FAST": "1"}
+    mutmut = [sys.executable, "-m", "mutmut"]
+    subprocess.run([*mutmut, "run"], cwd=folder, env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [*mutmut, "export-cicd-stats"], cwd=folder, env=env, check=True, capture_output=True
+    )
+    stats = json.loads((folder / "mutants" / "mutmut-cicd-stats.json").read_text())
+    listing = subprocess.run(
+        [*mutmut, "results"], cwd=folder, env=env, check=True, capture_output=True, text=True
+    ).stdout
+    survivors = tuple(
+        line.split(":")[0].strip() for line in listing.splitlines() if line.endswith(": survived")
+    )
+    return LaneResult(
+        module,
+        int(stats["killed"]),
+        int(stats["timeout"]),
+        int(stats["survived"]),
+        int(stats["total"]),
+        survivors,
+        folder,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modules", nargs="*", help=f"some of: {', '.join(MODULES)}")
+    parser.add_argument("--clean", action="store_true", help="remove the scratch folders")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.modules) - set(MODULES))
+    if unknown:
+        parser.error(f"unknown module(s) {', '.join(unknown)}; known: {', '.join(MODULES)}")
+    scratch = Path(tempfile.mkdtemp(prefix="qwen3-aligner-mutation-"))
+    results = []
+    for module in args.modules or list(MODULES):
+        result = run_module(module, MODULES[module], scratch)
+        results.append(result)
+        print(
+            f"{module:>12}: {result.killed + result.timeout} of "
+            f"{result.killed + result.timeout + result.survived} killed "
+            f"({result.kill_rate:.0%}; {result.timeout} by timeout), "
+            f"{result.survived} survived",
+            flush=True,
+        )
+        for name in result.survivors:
+            print(f"{'':>14}survived: {name}")
+    if args.clean:
+        shutil.rmtree(scratch)
+    else:
+        print(f"scratch folders (mutmut show NAME inside): {scratch}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

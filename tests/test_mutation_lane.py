@@ -1,0 +1,24 @@
+"""The mutation lane's own table and configuration (the lane itself runs for minutes)."""
+
+from __future__ import annotations
+
+import tomllib
+
+from qwen3_aligner_triton.bench.mutation_lane import MODULES, ROOT, LaneResult, mutmut_config
+
+
+def test_every_module_and_its_tests_exist():
+    for module, tests in MODULES.items():
+        assert (ROOT / "src" / "qwen3_aligner_triton" / f"{module}.py").is_file(), module
+        assert tests and all((ROOT / t).is_file() for t in tests), module
+
+
+def test_the_configuration_names_the_module_and_its_tests():
+    config = tomllib.loads(mutmut_config("timestamps", ("tests/test_timestamps.py",)))["tool"]
+    assert config["mutmut"]["source_paths"] == ["src/qwen3_aligner_triton/timestamps.py"]
+    assert config["mutmut"]["pytest_add_cli_args_test_selection"] == ["tests/test_timestamps.py"]
+
+
+def test_timeouts_count_as_killed():
+    result = LaneResult("m", killed=8, timeout=1, survived=1, total=10, survivors=(), folder=ROOT)
+    assert result.kill_rate == 0.9
