@@ -245,12 +245,10 @@ class AlignerFront:
         self.metrics.stage("preprocess", time.perf_counter() - started)
         try:
             alignment = await self.run(prepared)
-        except CoreFailed as e:
-            if e.queue_full:
+        except Exception as e:
+            if isinstance(e, CoreFailed) and e.queue_full:
                 self.metrics.rejected("core_queue_full")
                 return Outcome(error=CORE_BUSY_MESSAGE, unavailable=True)
-            return self._failed(e, "aligning a request", "forward_failed")
-        except Exception as e:
             return self._failed(e, "aligning a request", "forward_failed")
         finished = time.perf_counter()
         outputs = alignment.output_arrays()
@@ -271,12 +269,7 @@ class AlignerFront:
     async def _clip(self, item: PreparedItem) -> Alignment:
         core_input = item.core_input()
         await asyncio.sleep(0)  # let answers of other requests go out before waiting
-        slots = await self.core(core_input)
-        expected = 2 * len(item.words)
-        if slots.bins.shape[0] != expected:
-            raise RuntimeError(f"model produced {slots.bins.shape[0]} timestamps for {expected}")
-        ms = slots.bins.astype(np.float64) * self.preparer.timestamp_segment_time
-        return self.preparer.to_alignment(item, ms, slots.confidence)
+        return self.preparer.to_alignment(item, await self.core(core_input))
 
     async def _windowed(self, job: WindowedJob) -> Alignment:
         if isinstance(job, CueJob):

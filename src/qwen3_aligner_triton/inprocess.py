@@ -15,8 +15,6 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-
 from .core import CoreInput, CoreRunner, ModelForward, SlotResult
 from .front import AlignerFront
 from .params import ModelSettings
@@ -146,8 +144,8 @@ class InProcessAligner:
         prepared: Sequence[PreparedItem | WindowedJob | AlignRequest],
         on_batch: Callable[[int], None] | None,
     ) -> list[Alignment | Exception]:
-        front = AlignerFront(self.preparer, self._core_call, _NoMetrics())
-        self._core = LocalCore(self.runner, lambda: front.preparing == 0, on_batch)
+        core = LocalCore(self.runner, lambda: front.preparing == 0, on_batch)
+        front = AlignerFront(self.preparer, core, _NoMetrics())
         try:
             return list(
                 await asyncio.gather(
@@ -161,21 +159,11 @@ class InProcessAligner:
         finally:
             front.close()
 
-    async def _core_call(self, item: CoreInput) -> SlotResult:
-        return await self._core(item)
-
     def forward(self, batch: Sequence[PreparedItem]) -> list[Alignment]:
         """One forward pass over prepared clips; raises if the pass fails (benchmarks and
         checks that time or alter single passes)."""
         slots = self.forward_pass([it.core_input() for it in batch])
-        return [
-            self.preparer.to_alignment(
-                it,
-                s.bins.astype(np.float64) * self.preparer.timestamp_segment_time,
-                s.confidence,
-            )
-            for it, s in zip(batch, slots, strict=True)
-        ]
+        return [self.preparer.to_alignment(it, s) for it, s in zip(batch, slots, strict=True)]
 
     def warmup(self, passes: Sequence[tuple[float, int]] = ((WARMUP_SECONDS, 1),)) -> None:
         """Run alignments before traffic so kernels and lazy imports are ready: for each

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .audio import MODEL_SAMPLE_RATE, prepare_waveform
-from .core import CoreInput, audio_tokens_of_frames, frames_of_samples
+from .core import CoreInput, SlotResult, audio_tokens_of_frames, frames_of_samples
 from .longform import LongformPlan, LongformSettings, Window, energy_envelope, place
 from .params import ModelSettings
 from .requests import AlignRequest, RequestError
@@ -55,15 +55,6 @@ WARMUP_WORDS_PER_SECOND = 2.5  # ordinary speech, so the prompt has a realistic 
 
 def _first(batched: torch.Tensor | None) -> torch.Tensor | None:
     return None if batched is None else batched[0]
-
-
-def _get_feat_extract_output_lengths(frames: torch.Tensor) -> torch.Tensor:
-    """Audio tokens of ``frames`` log-mel frames: upstream's processor's own function."""
-    from qwen_asr.core.transformers_backend.processing_qwen3_asr import (
-        _get_feat_extract_output_lengths as lengths,
-    )
-
-    return lengths(frames)
 
 
 def warmup_request(seconds: float) -> AlignRequest:
@@ -227,8 +218,8 @@ class Preparer:
         frames = frames_of_samples(int(wave.shape[0]))
         if wave.shape[0] <= self.processor.feature_extractor.n_fft // 2:
             raise ValueError("audio shorter than half an FFT window")  # as the extractor refuses
-        lengths = _get_feat_extract_output_lengths(torch.tensor([frames]))
-        text = self.processor.replace_multimodal_special_tokens([prompt], iter(lengths))
+        tokens = audio_tokens_of_frames(frames)
+        text = self.processor.replace_multimodal_special_tokens([prompt], iter([tokens]))
         return self.processor.tokenizer(
             text, padding=False, padding_side="left", return_tensors="pt"
         )
@@ -440,9 +431,11 @@ class Preparer:
         )
         return Alignment(job.language, job.duration, units, job.text)
 
-    def to_alignment(self, item: PreparedItem, ms: np.ndarray, confidence: np.ndarray) -> Alignment:
-        """The alignment of ``item`` from its slots' times (ms, upstream's argmax bins) and
-        confidences: upstream's repair, and per unit its score and repair flag."""
+    def to_alignment(self, item: PreparedItem, slots: SlotResult) -> Alignment:
+        """The alignment of ``item`` from the core's answer (per slot, upstream's argmax bin and
+        its confidence): upstream's repair, and per unit its score and repair flag."""
+        ms = slots.bins.astype(np.float64) * self.timestamp_segment_time
+        confidence = slots.confidence
         expected = 2 * len(item.words)
         if ms.shape[0] != expected or confidence.shape[0] != expected:
             raise RuntimeError(
