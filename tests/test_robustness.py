@@ -130,21 +130,33 @@ def good_inputs():
     return build_inputs(httpclient, GOOD.audio(), GOOD.sample_rate, GOOD.text, GOOD.language)
 
 
+def refused_beside_good_requests(client, bad: dict, good_expected) -> dict:
+    """Send each bad request (name -> a function sending it asynchronously) with a good one
+    after it; every good one must get ``good_expected``. Returns each bad one's exception."""
+    pending = []
+    for name, send in bad.items():
+        pending.append((name, send()))
+        pending.append((None, client.async_infer(MODEL, good_inputs())))
+    refused = {}
+    for name, future in pending:
+        if name is None:
+            assert parse(future.get_result())["units"] == good_expected
+            continue
+        with pytest.raises(InferenceServerException) as info:
+            future.get_result()
+        refused[name] = info.value
+    return refused
+
+
 def test_every_bad_request_fails_alone(server, good_expected):
-    names = list(BAD_REQUESTS)
     with httpclient.InferenceServerClient(server.http_url, concurrency=16) as client:
-        pending = []
-        for name in names:
-            pending.append((name, client.async_infer(MODEL, BAD_REQUESTS[name][0]())))
-            pending.append((None, client.async_infer(MODEL, good_inputs())))
-        for name, future in pending:
-            if name is None:
-                assert parse(future.get_result())["units"] == good_expected
-                continue
-            with pytest.raises(InferenceServerException) as info:
-                future.get_result()
-            assert info.value.status() == "400", (name, info.value)
-            assert BAD_REQUESTS[name][1] in info.value.message(), (name, info.value.message())
+        bad = {
+            name: (lambda inputs=make: client.async_infer(MODEL, inputs()))
+            for name, (make, _) in BAD_REQUESTS.items()
+        }
+        for name, error in refused_beside_good_requests(client, bad, good_expected).items():
+            assert error.status() == "400", (name, error)
+            assert BAD_REQUESTS[name][1] in error.message(), (name, error.message())
         assert client.is_model_ready(MODEL)
     # Triton counts per-request errors as successes; the model counts them by reason.
     import requests
@@ -573,16 +585,14 @@ def test_even_with_the_key_malformed_clips_are_refused_and_spare_the_front_s_req
     with httpclient.InferenceServerClient(server.http_url, concurrency=16) as client:
         answered = client.infer(CORE, core_inputs(httpclient, core_arrays), parameters=key)
         assert answered.as_numpy("TIMESTAMP_BINS").shape == (1, 2 * len(good_expected))
-        pending = []
-        for name, arrays in malformed.items():
-            inputs = core_inputs(httpclient, arrays)
-            pending.append((name, client.async_infer(CORE, inputs, parameters=key)))
-            pending.append((None, client.async_infer(MODEL, good_inputs())))
-        for name, future in pending:
-            if name is None:
-                assert parse(future.get_result())["units"] == good_expected
-                continue
-            with pytest.raises(InferenceServerException) as info:
-                future.get_result()
-            assert info.value.status() == "400", (name, info.value.message())
+        bad = {
+            name: (
+                lambda arrays=arrays: client.async_infer(
+                    CORE, core_inputs(httpclient, arrays), parameters=key
+                )
+            )
+            for name, arrays in malformed.items()
+        }
+        for name, error in refused_beside_good_requests(client, bad, good_expected).items():
+            assert error.status() == "400", (name, error.message())
         assert client.is_model_ready(MODEL) and client.is_model_ready(CORE)
