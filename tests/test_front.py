@@ -18,6 +18,7 @@ from qwen3_aligner_triton.front import (
 )
 from qwen3_aligner_triton.loading import load_preparer
 from qwen3_aligner_triton.params import ModelSettings
+from qwen3_aligner_triton.requests import decode_request
 
 TIMESTAMP_ID = None  # read from the preparer's tokenizer
 
@@ -400,3 +401,75 @@ def test_cue_words_placed_past_their_window_are_clamped_into_it_and_flagged(prep
     # windows: 0.5-3.0 s (the margin is half the 2 s gap) and 3.0-5.5 s (half the 1 s tail)
     assert times == [(3.0, 3.0), (3.0, 3.0), (5.5, 5.5), (5.5, 5.5)]
     assert all(w["repaired"] for w in doc["words"])
+
+
+def test_an_admitted_request_is_copied_out_of_the_callers_memory_and_released(preparer, core):
+    """In the server the inputs are views of the stub's shared-memory region: the front copies
+    what it keeps, empties the arrays and says so before it prepares, so the caller can let the
+    region go while the request is served."""
+    events: list[str] = []
+    sent = arrays(4.0, words(5))
+    audio = sent["AUDIO"]
+    reference = asyncio.run(AlignerFront(preparer, core, Metrics()).serve(arrays(4.0, words(5))))
+
+    class Recording(FakeCore):
+        async def __call__(self, item):
+            audio_in = item.features if item.features is not None else item.wave
+            events.append("core" if np.isfinite(audio_in).all() else "core got freed memory")
+            return await super().__call__(item)
+
+    def released():
+        events.append("released")
+        audio[:] = np.nan  # the caller's memory is reused once it is released
+
+    front = AlignerFront(preparer, Recording(core.timestamp_id), Metrics())
+    outcome = asyncio.run(front.serve(sent, released))
+    assert events == ["released", "core"]
+    assert sent == {}
+    assert outcome.error is None
+    for name in ("START_TIMES", "END_TIMES", "SCORES"):
+        np.testing.assert_array_equal(outcome.outputs[name], reference.outputs[name])
+
+
+@pytest.mark.parametrize("why", ["invalid", "too_large", "busy", "stopping"])
+def test_a_refused_request_releases_the_callers_memory_too(preparer, core, why):
+    settings = preparer.settings
+    front = AlignerFront(preparer, core, Metrics(), stopping=lambda: why == "stopping")
+    sent = arrays(4.0, "" if why == "invalid" else words(5))
+    if why == "too_large":
+        front.budget.limit = 1000
+    if why == "busy":
+        front.budget.reserve(settings.max_held_audio_bytes - 1000)
+    released: list[int] = []
+    outcome = asyncio.run(front.serve(sent, lambda: released.append(1)))
+    assert outcome.error is not None
+    assert released == [1] and sent == {}
+
+
+def test_the_bytes_in_flight_to_the_core_are_bounded(preparer, monkeypatch):
+    """Clips in flight to the core sit in shared memory (the front's region and the core's):
+    their bytes stay within the front's bound, and a clip over it alone still goes."""
+    core = FakeCore(preparer.processor.tokenizer.convert_tokens_to_ids("<timestamp>"), delay=0.05)
+    held: list[int] = []
+
+    class Watching(FakeCore):
+        async def __call__(self, item):
+            held.append(front.in_flight.held)
+            return await core(item)
+
+    front = AlignerFront(preparer, Watching(core.timestamp_id), Metrics())
+    sent = arrays(4.0, words(5))
+    request = decode_request(sent["AUDIO"], None, sent["TEXT"], sent["LANGUAGE"], preparer.settings)
+    clip = preparer.prepare(request).core_input().nbytes  # every request below: one such clip
+    front.in_flight.limit = int(2.5 * clip)
+
+    async def many():
+        return await asyncio.gather(*(front.serve(arrays(4.0, words(5), seed=k)) for k in range(6)))
+
+    outcomes = asyncio.run(many())
+    assert all(o.error is None for o in outcomes)
+    assert max(held) <= front.in_flight.limit and core.peak == 2
+    front.in_flight.limit = clip // 2  # smaller than one clip: each goes alone
+    core.peak = 0
+    assert all(o.error is None for o in asyncio.run(many()))
+    assert core.peak == 1

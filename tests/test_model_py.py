@@ -824,3 +824,60 @@ def test_the_front_takes_its_prompt_limit_from_the_core_s_configuration(tiny_che
         assert shipped.settings.max_forward_tokens == 32768
     finally:
         shipped.finalize()
+
+
+def test_execute_returns_once_each_request_s_inputs_are_copied(front):
+    """Triton frees a request's shared memory once execute() has returned and the model has
+    dropped the request: whatever the region then holds (the next request's bytes) must not
+    reach a request still being served."""
+    rng = np.random.default_rng(7)
+    clips = [(rng.standard_normal(16000 * 3) * 0.2).astype(np.float32) for _ in range(3)]
+    texts = ["one two three", "four five", "six seven eight nine"]
+    expected = serve(front, [request(a, t, "en") for a, t in zip(clips, texts, strict=True)])
+
+    sent = [request(a.copy(), t, "en") for a, t in zip(clips, texts, strict=True)]
+
+    async def run():
+        assert await front.execute(sent) is None
+        for r in sent:  # the region is reused as soon as execute() returns
+            pb.get_input_tensor_by_name(r, "AUDIO").as_numpy()[:] = np.nan
+        await front.idle()
+
+    asyncio.run(run())
+    for r, reference in zip(sent, expected, strict=True):
+        ((response, _),) = r.sender.sent
+        assert not response.has_error(), response.error.message()
+        for name in ("START_TIMES", "END_TIMES", "SCORES"):
+            np.testing.assert_array_equal(response.output(name), reference.output(name))
+
+
+def test_the_front_must_take_one_request_per_execute(tiny_checkpoint):
+    module = load_model_module(FRONT)
+    config = json.loads(model_config(checkpoint=str(tiny_checkpoint)))
+    del config["dynamic_batching"]["preferred_batch_size"]
+    with pytest.raises(pb.TritonModelException, match=r"preferred_batch_size: \[ 1 \]"):
+        module.TritonPythonModel().initialize(init_args(json.dumps(config)))
+
+
+def test_the_front_fits_its_longest_audio_to_dev_shm(tiny_checkpoint, monkeypatch):
+    from qwen3_aligner_triton.shared_memory import MiB, plan
+
+    module = load_model_module(FRONT)
+    config = json.loads(model_config(checkpoint=str(tiny_checkpoint), warmup="false"))
+    config["instance_group"] = [{"count": 4, "kind": "KIND_CPU"}]
+    monkeypatch.setattr(module, "shm_size", lambda: 1024 * MiB)
+    instance = module.TritonPythonModel()
+    instance.initialize(init_args(json.dumps(config)))
+    try:
+        fit = plan(instance.settings, 4, 1024 * MiB).max_audio_samples
+        assert instance.settings.max_audio_samples == fit < 230_400_000
+        assert instance.front.settings.max_audio_samples == fit
+        warnings = [m for level, m in pb.Logger.records if level == "warn"]
+        assert any(f"max_audio_samples lowered from 230400000 to {fit}" in m for m in warnings)
+        too_long = request(np.zeros(fit + 1, np.float32), "one", "en")
+        assert f"the limit is {fit}" in error_message(serve(instance, [too_long])[0])
+    finally:
+        instance.finalize()
+    monkeypatch.setattr(module, "shm_size", lambda: 64 * MiB)
+    with pytest.raises(pb.TritonModelException, match="/dev/shm holds 64 MiB"):
+        module.TritonPythonModel().initialize(init_args(json.dumps(config)))

@@ -4,13 +4,33 @@ from __future__ import annotations
 
 import tomllib
 
-from qwen3_aligner_triton.bench.mutation_lane import MODULES, ROOT, LaneResult, mutmut_config
+from qwen3_aligner_triton.bench.mutation_lane import (
+    MODULES,
+    ROOT,
+    SINGLE_THREADED,
+    LaneResult,
+    mutmut_config,
+    source_path,
+)
 
 
 def test_every_module_and_its_tests_exist():
     for module, tests in MODULES.items():
-        assert (ROOT / "src" / "qwen3_aligner_triton" / f"{module}.py").is_file(), module
+        path = source_path(module).replace(
+            "src/qwen3_aligner_client/", "client/qwen3_aligner_client/"
+        )
+        assert (ROOT / path).is_file(), module
         assert tests and all((ROOT / t).is_file() for t in tests), module
+
+
+def test_client_modules_are_mutated_where_the_tests_import_them():
+    assert source_path("client.writers") == "src/qwen3_aligner_client/writers.py"
+    assert source_path("timestamps") == "src/qwen3_aligner_triton/timestamps.py"
+
+
+def test_mutants_run_single_threaded():
+    # a forked mutant whose parent started an OpenMP pool deadlocks and would count as killed
+    assert SINGLE_THREADED["OMP_NUM_THREADS"] == "1"
 
 
 def test_the_configuration_names_the_module_and_its_tests():

@@ -61,6 +61,12 @@ class CoreInput:
         return int(self.input_ids.shape[0])
 
     @property
+    def nbytes(self) -> int:
+        """Bytes of the clip's tensors (what one core call moves through shared memory)."""
+        audio = self.features if self.features is not None else self.wave
+        return int(self.input_ids.nbytes) + (0 if audio is None else int(audio.nbytes))
+
+    @property
     def frames(self) -> int:
         """Log-mel frames of the clip (upstream's extractor makes one per full hop of audio)."""
         if self.features is not None:

@@ -9,6 +9,11 @@ interleaves them with other clients' clips and a short request never waits for a
 The core call is injected (``CoreCall``): in the server it is a BLS ``async_exec()``; in tests, a
 fake. Nothing here raises out of :meth:`AlignerFront.serve`.
 
+Shared memory (``shared_memory.py``): in the server a request's inputs are views of the Python
+backend's region. Once a request is admitted the front copies what it keeps and tells the caller
+(``inputs_released``), so the region holds one request's inputs at a time; the clips in flight to
+the core are bounded in bytes (:class:`InFlightBytes`).
+
 Preparation (resampling, word splitting, log-mel frames) runs on one preparation thread, never on
 the event loop: a 4-hour recording's preparation takes seconds, during which the loop still sends
 other requests' answers and core calls. The audio an instance holds across its requests is
@@ -20,9 +25,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -38,6 +44,7 @@ from .params import ModelSettings
 from .preparation import CueJob, PreparedItem, Preparer, WindowedJob
 from .requests import AlignRequest, RequestError, decode_request
 from .results import Alignment
+from .shared_memory import core_bytes_in_flight
 
 REQUEST_INPUTS = tuple(FRONT_INPUTS)
 MAX_PIECES_IN_FLIGHT = 64  # cues of one request prepared and awaiting the core at once
@@ -77,6 +84,34 @@ class AudioBudget:
     def release(self, size: int) -> None:
         with self._lock:
             self.held -= size
+
+
+class InFlightBytes:
+    """Bytes of clips one front instance has in flight to the core, within ``limit``: a clip
+    waits until it fits (one clip alone always goes, whatever its size)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._changed: asyncio.Condition | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @asynccontextmanager
+    async def holding(self, size: int) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a condition serves one loop (in-process hosts make several)
+            self._changed, self._loop = asyncio.Condition(), loop
+        changed = self._changed
+        assert changed is not None
+        async with changed:
+            await changed.wait_for(lambda: self.held == 0 or self.held + size <= self.limit)
+            self.held += size
+        try:
+            yield
+        finally:
+            async with changed:
+                self.held -= size
+                changed.notify_all()
 
 
 def audio_bytes(request: AlignRequest) -> int:
@@ -162,6 +197,7 @@ class AlignerFront:
         self.log_error = log_error
         self.stopping = stopping  # true once the launcher drains the server before it stops
         self.budget = AudioBudget(self.settings.max_held_audio_bytes)
+        self.in_flight = InFlightBytes(core_bytes_in_flight(self.settings))
         # One thread prepares, so the tokenizer and the feature extractor never run concurrently
         # and a long preparation holds up neither the loop nor more than one core.
         self.preparing = 0  # preparations running or queued on the preparation thread
@@ -194,8 +230,37 @@ class AlignerFront:
             return await self._windowed(prepared)
         return await self._clip(prepared)
 
-    async def serve(self, arrays: Mapping[str, np.ndarray | None]) -> Outcome:
-        """Answer one request given its input arrays (missing optional inputs as None)."""
+    async def serve(
+        self,
+        arrays: MutableMapping[str, np.ndarray | None],
+        inputs_released: Callable[[], None] | None = None,
+    ) -> Outcome:
+        """Answer one request given its input arrays (missing optional inputs as None).
+
+        With ``inputs_released`` the arrays are views of memory the caller wants back (the
+        server's shared memory): once the request is admitted, or refused, the front holds its
+        own copy of what it keeps, empties ``arrays`` and calls ``inputs_released``; it never
+        touches the views after that."""
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released and inputs_released is not None:
+                released = True
+                arrays.clear()
+                inputs_released()
+
+        try:
+            return await self._admit(arrays, inputs_released is not None, release)
+        finally:
+            release()
+
+    async def _admit(
+        self,
+        arrays: MutableMapping[str, np.ndarray | None],
+        copy_inputs: bool,
+        release: Callable[[], None],
+    ) -> Outcome:
         started = time.perf_counter()
         if self.stopping():
             self.metrics.rejected("stopping")
@@ -230,6 +295,12 @@ class AlignerFront:
                 unavailable=True,
             )
         try:
+            if copy_inputs:
+                audio = await asyncio.get_running_loop().run_in_executor(
+                    None, np.copy, request.audio
+                )
+                request = replace(request, audio=audio)
+                release()
             return await self._serve(request, started)
         finally:
             self.budget.release(size)
@@ -269,7 +340,9 @@ class AlignerFront:
     async def _clip(self, item: PreparedItem) -> Alignment:
         core_input = item.core_input()
         await asyncio.sleep(0)  # let answers of other requests go out before waiting
-        return self.preparer.to_alignment(item, await self.core(core_input))
+        async with self.in_flight.holding(core_input.nbytes):
+            slots = await self.core(core_input)
+        return self.preparer.to_alignment(item, slots)
 
     async def _windowed(self, job: WindowedJob) -> Alignment:
         if isinstance(job, CueJob):

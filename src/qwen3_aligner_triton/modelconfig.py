@@ -49,3 +49,17 @@ def check_config(config: dict, contract: Contract) -> None:
                 )
     if int(config.get("max_batch_size", 0)) < contract.min_max_batch_size:
         raise ConfigError(f"config.pbtxt: max_batch_size must be >= {contract.min_max_batch_size}")
+
+
+def check_one_request_per_execute(config: dict) -> None:
+    """The front's ``dynamic_batching`` must hand it one request per ``execute()`` call
+    (``preferred_batch_size: [ 1 ]``): its shared-memory region then holds one request's inputs
+    at a time, which is what ``shared_memory.plan`` sizes ``/dev/shm`` for."""
+    batching = config.get("dynamic_batching")
+    preferred = [int(size) for size in (batching or {}).get("preferred_batch_size", [])]
+    if batching is None or preferred != [1]:
+        raise ConfigError(
+            "config.pbtxt: dynamic_batching must set preferred_batch_size: [ 1 ] (one request "
+            "per execute() call keeps each request's inputs in shared memory only until the "
+            f"front has copied them), found {preferred or 'none'}"
+        )

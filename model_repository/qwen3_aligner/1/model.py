@@ -5,6 +5,10 @@ clip, window or cue to the forward-only ``qwen3_aligner_core`` with a BLS ``asyn
 answers each request through its response sender as soon as its own result is ready. ``execute``
 is a coroutine: while one clip waits for the core, the instance prepares the next one. Exactly one
 response per request; nothing raises out of ``execute``.
+
+``execute`` takes one request at a time (``preferred_batch_size: [1]``) and returns once the front
+has copied that request's inputs out of shared memory, so this instance's region holds one
+request's inputs at most (``qwen3_aligner_triton.shared_memory``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 # The backend stub of the nvidia-pytriton wheel embeds Python isolated: it reads no PYTHONPATH,
 # and qwen3_aligner_triton would come from wherever this environment's install points. The
@@ -40,9 +45,14 @@ from qwen3_aligner_triton.front import (
 )
 from qwen3_aligner_triton.loading import load_preparer
 from qwen3_aligner_triton.metrics import AlignerMetrics
-from qwen3_aligner_triton.modelconfig import FRONT_CONTRACT, check_config
+from qwen3_aligner_triton.modelconfig import (
+    FRONT_CONTRACT,
+    check_config,
+    check_one_request_per_execute,
+)
 from qwen3_aligner_triton.params import read_settings
 from qwen3_aligner_triton.repository import core_parameter
+from qwen3_aligner_triton.shared_memory import front_instances, plan, shm_size
 
 FRONT_TORCH_THREADS = 1  # several front instances share the cores; one thread each
 # Requests one instance holds at once (as many as one execute() call may bring). Beyond that,
@@ -72,12 +82,19 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         try:
             check_config(config, FRONT_CONTRACT)
+            check_one_request_per_execute(config)
             parameters = dict(config.get("parameters", {}))
             # The prompt limit is the core's: one value, in the core's configuration.
             limit = core_parameter(args["model_repository"], "max_forward_tokens")
             if limit:
                 parameters["max_forward_tokens"] = {"string_value": limit}
-            self.settings = read_settings(parameters)
+            settings = read_settings(parameters)
+            # The largest request every front instance can hold in /dev/shm at once.
+            shm = plan(settings, front_instances(config), shm_size())
+            if shm.lowered:
+                self.logger.log_warn(f"{args['model_instance_name']}: {shm.describe()}")
+                settings = replace(settings, max_audio_samples=shm.max_audio_samples)
+            self.settings = settings
         except ValueError as e:
             raise pb_utils.TritonModelException(f"{args['model_name']}: {e}") from e
         version_dir = os.path.join(args["model_repository"], args["model_version"])
@@ -127,9 +144,21 @@ class TritonPythonModel:
             torch.set_num_threads(FRONT_TORCH_THREADS)
         for request in requests:
             await self._room.acquire()
-            task = loop.create_task(self._answer(request))
+            # The task keeps the response sender and views of the inputs, never the request:
+            # once the front has copied what it keeps, the views go, and when this call returns
+            # nothing holds the request's shared memory.
+            sender = request.get_response_sender()
+            arrays = {}
+            for name in REQUEST_INPUTS:
+                tensor = pb_utils.get_input_tensor_by_name(request, name)
+                arrays[name] = None if tensor is None else tensor.as_numpy()
+            del tensor
+            released = asyncio.Event()
+            task = loop.create_task(self._answer(sender, arrays, released))
+            del arrays
             self._tasks.add(task)
             task.add_done_callback(self._done)
+            await released.wait()
         return None
 
     def _done(self, task: asyncio.Task) -> None:
@@ -141,27 +170,22 @@ class TritonPythonModel:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def _answer(self, request) -> None:
+    async def _answer(self, sender, arrays: dict, released: asyncio.Event) -> None:
         self.metrics.request_started()
         try:
-            await self._serve(request)
+            await self._serve(sender, arrays, released)
         finally:
+            released.set()
             self.metrics.request_answered()
 
-    async def _serve(self, request) -> None:
+    async def _serve(self, sender, arrays: dict, released: asyncio.Event) -> None:
         try:
-            arrays = {}
-            for name in REQUEST_INPUTS:
-                tensor = pb_utils.get_input_tensor_by_name(request, name)
-                arrays[name] = None if tensor is None else tensor.as_numpy()
-            outcome = await self.front.serve(arrays)
+            outcome = await self.front.serve(arrays, released.set)
         except Exception as e:  # serve() catches everything; this is the last resort
             self.logger.log_error(f"answering a request failed: {e!r}")
             outcome = Outcome(error=f"cannot serve request: {e}")
         try:
-            request.get_response_sender().send(
-                _response(outcome), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-            )
+            sender.send(_response(outcome), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
         except Exception as e:
             self.logger.log_error(f"sending a response failed: {e!r}")
 

@@ -24,7 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
 
-# module (under src/qwen3_aligner_triton/) -> the fast tests that check it
+# module -> the fast tests that check it. Product modules live in src/qwen3_aligner_triton/;
+# "client." names a module of the client distribution (client/qwen3_aligner_client/).
 MODULES: dict[str, tuple[str, ...]] = {
     "timestamps": ("tests/test_timestamps.py",),
     "scores": ("tests/test_scores.py",),
@@ -36,7 +37,25 @@ MODULES: dict[str, tuple[str, ...]] = {
     "params": ("tests/test_params.py",),
     "languages": ("tests/test_languages.py",),
     "core_access": ("tests/test_core_access.py",),
+    "serve": ("tests/test_serve.py",),
+    "hub": ("tests/test_hub.py",),
+    "client.writers": ("tests/test_client_writers.py",),
+    "client.cues": ("tests/test_client_cues.py",),
+    "client.segments": ("tests/test_client_cli.py", "tests/test_client_cues.py"),
 }
+CLIENT_PREFIX = "client."
+
+
+def source_path(module: str) -> str:
+    """Where ``module`` lies in the scratch copy. The client's package is copied under ``src/``
+    there (mutmut imports mutated code from ``src/`` and names mutants by their path), and its
+    checkout folder is left out, so the tests import the mutated copy."""
+    if module.startswith(CLIENT_PREFIX):
+        return f"src/qwen3_aligner_client/{module.removeprefix(CLIENT_PREFIX)}.py"
+    return f"src/qwen3_aligner_triton/{module}.py"
+
+
+SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
 @dataclass(frozen=True)
@@ -60,7 +79,7 @@ def mutmut_config(module: str, tests: tuple[str, ...]) -> str:
     quoted = ", ".join(json.dumps(t) for t in tests)
     return (
         "\n[tool.mutmut]\n"
-        f'source_paths = ["src/qwen3_aligner_triton/{module}.py"]\n'
+        f'source_paths = ["{source_path(module)}"]\n'
         'also_copy = ["tests", "client", "src"]\n'
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-x", "-q"]\n'
         f"pytest_add_cli_args_test_selection = [{quoted}]\n"
@@ -71,13 +90,17 @@ def run_module(module: str, tests: tuple[str, ...], scratch: Path) -> LaneResult
     """Mutate ``module`` in a copy of the checkout under ``scratch`` and count the outcomes."""
     folder = scratch / module
     folder.mkdir(parents=True)
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
     for part in ("src", "tests", "client"):
-        shutil.copytree(
-            ROOT / part, folder / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
-        )
+        shutil.copytree(ROOT / part, folder / part, ignore=skip)
+    if module.startswith(CLIENT_PREFIX):
+        shutil.move(folder / "client" / "qwen3_aligner_client", folder / "src")
     pyproject = (ROOT / "pyproject.toml").read_text()
     (folder / "pyproject.toml").write_text(pyproject + mutmut_config(module, tests))
-    env = {**os.environ, "QWEN3_ALIGNER_FAST": "1"}
+    # mutmut forks one process per mutant from a parent that has run the tests: an OpenMP pool
+    # started there (torch) would deadlock in every child, and a deadlock counts as a timeout,
+    # that is as a killed mutant. One thread each keeps the pool from starting.
+    env = {**os.environ, "QWEN3_ALIGNER_FAST": "1", **SINGLE_THREADED}
     mutmut = [sys.executable, "-m", "mutmut"]
     subprocess.run([*mutmut, "run"], cwd=folder, env=env, check=True, stdout=subprocess.DEVNULL)
     subprocess.run(

@@ -1,0 +1,143 @@
+"""How much of ``/dev/shm`` the served models may take, and the largest request that fits it.
+
+Every Python-backend stub (each front instance, each core instance) exchanges tensors with
+tritonserver through one region in ``/dev/shm``. A region grows to the most it has held at once
+and never shrinks. If one stub's region takes what another's needs, that other stub fails every
+request larger than what is left (HTTP 500 "Failed to increase the shared memory pool size") until
+the server restarts: one maximal request must never do that to the next ones.
+
+What each region can hold at once is bounded by how the front works:
+
+- a front instance takes one request per ``execute()`` call (``preferred_batch_size: [1]``) and
+  returns only once that request's inputs are copied out of shared memory, so its region holds at
+  most one request's inputs, plus the clips it has in flight to the core (at most
+  ``core_bytes_in_flight``), plus the answers it is sending (``STUB_SLACK_BYTES``);
+- the core holds only clips that some front has in flight, so all core regions together hold at
+  most ``front_instances * core_bytes_in_flight``, plus their answers.
+
+:func:`plan` sizes these against the ``/dev/shm`` the server has and, when the configured request
+limit does not fit, lowers the largest accepted ``AUDIO`` to what does (the front logs it), or
+fails the load when not even :data:`MIN_FIT_SECONDS` of audio fits.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .contract import MODEL_SAMPLE_RATE
+from .params import ModelSettings
+
+SHM_PATH = "/dev/shm"
+MiB = 2**20
+# Per stub: its answers in flight (the largest, max_words units of JSON, is a few MB), request
+# metadata and the region's own bookkeeping.
+STUB_SLACK_BYTES = 16 * MiB
+# Clips one front instance keeps in flight to the core: at least this many bytes, and at least
+# CLIPS_IN_FLIGHT of the largest clip (a whole window, as the core receives it).
+MIN_CORE_BYTES_IN_FLIGHT = 32 * MiB
+CLIPS_IN_FLIGHT = 2
+# Below this much audio per request the server is not worth starting: the load fails instead.
+MIN_FIT_SECONDS = 60.0
+FLOAT32 = 4
+INT64 = 8
+UTF8_BYTES_PER_CHAR = 4
+
+
+def shm_size(path: str = SHM_PATH) -> int | None:
+    """Bytes of the file system at ``path`` (``/dev/shm``), or None where it does not exist."""
+    try:
+        stats = os.statvfs(path)
+    except OSError:
+        return None
+    return stats.f_blocks * stats.f_frsize
+
+
+def largest_clip_bytes(settings: ModelSettings) -> int:
+    """One core call at its largest: a whole window of 16 kHz float32 audio (the log-mel frames
+    of a window are smaller) and a prompt of ``max_forward_tokens`` ids."""
+    samples = int(settings.window_seconds * MODEL_SAMPLE_RATE)
+    return FLOAT32 * samples + INT64 * settings.max_forward_tokens
+
+
+def core_bytes_in_flight(settings: ModelSettings) -> int:
+    """Bytes of clips one front instance keeps in flight to the core at once."""
+    return max(MIN_CORE_BYTES_IN_FLIGHT, CLIPS_IN_FLIGHT * largest_clip_bytes(settings))
+
+
+def request_bytes(settings: ModelSettings, audio_samples: int | None = None) -> int:
+    """A request's inputs at their largest: ``AUDIO`` (``audio_samples`` float32 samples, by
+    default ``max_audio_samples``), ``TEXT`` and ``SEGMENTS``."""
+    samples = settings.max_audio_samples if audio_samples is None else audio_samples
+    text = UTF8_BYTES_PER_CHAR * settings.max_text_chars
+    return FLOAT32 * samples + text + settings.max_segments_bytes
+
+
+def needed_bytes(
+    settings: ModelSettings, front_instances: int, audio_samples: int | None = None
+) -> int:
+    """``/dev/shm`` that every region at its largest takes together (see the module's text)."""
+    in_flight = core_bytes_in_flight(settings)
+    fronts = front_instances * (request_bytes(settings, audio_samples) + in_flight)
+    cores = front_instances * in_flight
+    return fronts + cores + (front_instances + 1) * STUB_SLACK_BYTES
+
+
+@dataclass(frozen=True)
+class SharedMemoryPlan:
+    """The request limit a server's ``/dev/shm`` holds for its front instances."""
+
+    available: int | None  # bytes of /dev/shm; None: unknown (no /dev/shm)
+    front_instances: int
+    configured_samples: int  # max_audio_samples as configured
+    max_audio_samples: int  # what fits (the configured value when it does)
+    needed: int  # /dev/shm that the configured limit needs
+
+    @property
+    def lowered(self) -> bool:
+        return self.max_audio_samples < self.configured_samples
+
+    def describe(self) -> str:
+        """One line for the log: what was lowered and why, and how to keep the configured limit."""
+        fit = self.max_audio_samples / MODEL_SAMPLE_RATE / 60
+        configured = self.configured_samples / MODEL_SAMPLE_RATE / 60
+        return (
+            f"max_audio_samples lowered from {self.configured_samples} to "
+            f"{self.max_audio_samples} ({configured:.0f} to {fit:.0f} min at 16 kHz): /dev/shm "
+            f"holds {(self.available or 0) // MiB} MiB and {self.front_instances} front "
+            f"instances need {self.needed // MiB} MiB for the configured limit; give the "
+            f"container that much (docker --shm-size, a Kubernetes memory emptyDir's sizeLimit) "
+            f"or fewer front instances to keep it"
+        )
+
+
+def plan(settings: ModelSettings, front_instances: int, available: int | None) -> SharedMemoryPlan:
+    """The largest ``max_audio_samples`` (at most the configured one) for which every region
+    fits ``available`` bytes together. Raises ValueError when not even ``MIN_FIT_SECONDS`` of
+    16 kHz audio does. ``available`` None (no ``/dev/shm``) keeps the configured limit."""
+    if front_instances < 1:
+        raise ValueError("a server needs at least one front instance")
+    configured = settings.max_audio_samples
+    needed = needed_bytes(settings, front_instances)
+    if available is None or needed <= available:
+        return SharedMemoryPlan(available, front_instances, configured, configured, needed)
+    spare = available - needed_bytes(settings, front_instances, audio_samples=0)
+    samples = max(0, spare // (front_instances * FLOAT32))
+    minimum = int(MIN_FIT_SECONDS * MODEL_SAMPLE_RATE)
+    if samples < minimum:
+        least = needed_bytes(settings, front_instances, audio_samples=minimum)
+        raise ValueError(
+            f"/dev/shm holds {available // MiB} MiB; {front_instances} front instances need "
+            f"{least // MiB} MiB for requests of {MIN_FIT_SECONDS:g} s and {needed // MiB} MiB "
+            f"for the configured max_audio_samples ({configured}): give the container more "
+            f"(docker --shm-size, a Kubernetes memory emptyDir's sizeLimit) or run fewer front "
+            f"instances"
+        )
+    return SharedMemoryPlan(available, front_instances, configured, int(samples), needed)
+
+
+def front_instances(config: dict) -> int:
+    """Front instances a model configuration starts (the sum of its instance groups' counts;
+    Triton starts one instance where a group gives no count)."""
+    groups = config.get("instance_group") or [{}]
+    return sum(max(1, int(group.get("count", 1) or 1)) for group in groups)
