@@ -6,6 +6,7 @@ import pytest
 
 from qwen3_aligner_triton.repository import (
     CPU_FORWARD_BATCH,
+    CPU_FORWARD_TOKENS,
     Placement,
     default_front_instances,
     load_config,
@@ -52,6 +53,17 @@ def test_cpu_placement_runs_one_clip_per_forward_unless_told(tmp_path):
     assert core.parameters["max_forward_batch"].string_value == "64"
     assert list(core.dynamic_batching.preferred_batch_size) == []
     assert front.parameters["features_in_core"].string_value == "true"  # the GPU makes them
+
+
+def test_a_cpu_placement_has_a_lower_prompt_limit_unless_told(tmp_path):
+    _, core = rendered(tmp_path, Placement("KIND_CPU", 1), {"checkpoint": "/c"})
+    assert core.parameters["max_forward_tokens"].string_value == str(CPU_FORWARD_TOKENS) == "8192"
+    _, core = rendered(tmp_path, Placement("KIND_CPU", 1), {"max_forward_tokens": "16384"})
+    assert core.parameters["max_forward_tokens"].string_value == "16384"
+    _, core = rendered(tmp_path, Placement("KIND_GPU", 1), {"checkpoint": "/c"})
+    assert core.parameters["max_forward_tokens"].string_value == "32768"  # the shipped value
+    _, core = rendered(tmp_path, Placement("KIND_CPU", 1), {"simulate_gpu": "25+8.1n"})
+    assert core.parameters["max_forward_tokens"].string_value == "32768"  # GPU policy
 
 
 def test_a_simulated_gpu_keeps_the_gpu_batching_policy_on_cpu(tmp_path):

@@ -53,6 +53,12 @@ CORE_PARAMETERS = frozenset(
 )
 SHARED_PARAMETERS = frozenset({"checkpoint", "warmup"})
 CPU_FORWARD_BATCH = 1  # clips per forward pass on a CPU placement (batching loses there)
+# The prompt limit of a CPU placement (the core's max_forward_tokens, which the front takes too):
+# the full-size model took 198 s for 8 clips of 2,516 audio tokens on two CPU cores
+# (docs/benchmarks.md), so one prompt of the GPU placement's 32,768 tokens would hold the forward
+# for the better part of an hour; 8,192 holds a 180 s window of natural speech, and a long
+# recording's windows take only the words that fit.
+CPU_FORWARD_TOKENS = 8192
 MAX_FRONT_INSTANCES = 8
 
 
@@ -156,6 +162,7 @@ def render_repository(
     package = package_source(source)
     if placement.kind == "KIND_CPU" and not core_params.get("simulate_gpu"):
         core_params.setdefault("max_forward_batch", str(CPU_FORWARD_BATCH))
+        core_params.setdefault("max_forward_tokens", str(CPU_FORWARD_TOKENS))
     else:  # a GPU (or a simulated one) makes the log-mel frames; the front's CPU prepares more
         front_params.setdefault("features_in_core", "true")
     count = front_instances if front_instances is not None else default_front_instances()
