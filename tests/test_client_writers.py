@@ -27,6 +27,7 @@ from qwen3_aligner_client import (
     write_atomic,
 )
 from qwen3_aligner_client.cues import monotonic_times, tiling_intervals
+from qwen3_aligner_client.writers import _praat_number
 
 TRICKY = 'He said "5 < 7 & 8 > 3" -- really? Yes: <b>bold</b>, "quoted" & done.'
 
@@ -422,3 +423,135 @@ def test_textgrid_long_format_to_the_letter(alignment):
         "words": [w.text for w in alignment.words],
         "cues": [c.flat_text for c in group_cues(alignment)],
     }
+
+
+# --- exact text of each format, worked out by hand ----------------------------------------------
+
+
+def test_json_is_indented_by_two_spaces_and_ends_with_a_newline():
+    alignment = Alignment("English", 1.5, "hi", (AlignedWord("hi", 0.1, 0.4),))
+    assert render(alignment, "json") == (
+        "{\n"
+        '  "language": "English",\n'
+        '  "duration": 1.5,\n'
+        '  "text": "hi",\n'
+        '  "words": [\n'
+        "    {\n"
+        '      "text": "hi",\n'
+        '      "start": 0.1,\n'
+        '      "end": 0.4\n'
+        "    }\n"
+        "  ]\n"
+        "}\n"
+    )
+
+
+def test_webvtt_escapes_greater_than_less_than_and_ampersand():
+    # Five units, 0.3 s each with 0.1 s gaps: the last ends at 1.9 s; one cue of one line.
+    assert render(make_alignment("Is 5 > 3 & 2 < 4?"), "vtt") == (
+        "WEBVTT\n\n00:00:00.000 --> 00:00:01.900\nIs 5 &gt; 3 &amp; 2 &lt; 4?\n"
+    )
+
+
+# A max_pause of 2 s keeps the 1.8 s pause between "two." and "Three" inside one cue (20
+# characters, 3.2 s: within the default line and duration limits); the default (1.5 s) splits it.
+LONG_PAUSE = WriteOptions(cues=CueOptions(max_pause=2.0))
+
+
+def test_webvtt_follows_the_cue_options():
+    assert render(hand_alignment(), "vtt", LONG_PAUSE) == (
+        "WEBVTT\n\n00:00:00.000 --> 00:00:03.200\nOne two. Three four!\n"
+    )
+
+
+def test_textgrid_cue_tier_follows_the_cue_options():
+    text = render(hand_alignment(), "textgrid", LONG_PAUSE)
+    cue_tier = text.split("    item [2]:\n")[1]
+    assert cue_tier == (
+        '        class = "IntervalTier"\n'
+        '        name = "cues"\n'
+        "        xmin = 0\n"
+        "        xmax = 4\n"
+        "        intervals: size = 2\n"
+        "        intervals [1]:\n"
+        "            xmin = 0\n"
+        "            xmax = 3.2\n"
+        '            text = "One two. Three four!"\n'
+        "        intervals [2]:\n"
+        "            xmin = 3.2\n"
+        "            xmax = 4\n"
+        '            text = ""\n'
+    )
+
+
+def test_textgrid_of_an_empty_alignment_lasts_one_millisecond():
+    # Praat needs xmax > xmin: with no audio and no words, each tier is one empty 1 ms interval.
+    tier = [
+        "        xmin = 0",
+        "        xmax = 0.001",
+        "        intervals: size = 1",
+        "        intervals [1]:",
+        "            xmin = 0",
+        "            xmax = 0.001",
+        '            text = ""',
+    ]
+    expected = [
+        'File type = "ooTextFile"',
+        'Object class = "TextGrid"',
+        "",
+        "xmin = 0",
+        "xmax = 0.001",
+        "tiers? <exists>",
+        "size = 2",
+        "item []:",
+        "    item [1]:",
+        '        class = "IntervalTier"',
+        '        name = "words"',
+        *tier,
+        "    item [2]:",
+        '        class = "IntervalTier"',
+        '        name = "cues"',
+        *tier,
+    ]
+    assert render(Alignment("English", 0.0, "", ()), "textgrid") == "\n".join(expected) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("ms", "seconds"),
+    [
+        (0, "0"),
+        (1, "0.001"),
+        (10, "0.01"),
+        (1500, "1.5"),
+        (2000, "2"),
+        (3_601_250, "3601.25"),
+        (10**19, "10000000000000000"),  # plain digits even where Python would write 1e+16
+    ],
+)
+def test_praat_numbers_are_seconds_without_trailing_zeros_or_exponent(ms, seconds):
+    assert _praat_number(ms) == seconds
+
+
+@pytest.mark.parametrize(
+    ("recording", "column"),
+    [("", "audio"), (" \t\n", "audio"), (" my \t long  clip\n", "my_long_clip")],
+)
+def test_ctm_recording_column_has_no_blanks_and_falls_back_to_audio(recording, column):
+    alignment = make_alignment("Hi", [(0.25, 0.5)])
+    text = render(alignment, "ctm", WriteOptions(recording=recording))
+    assert text == f"{column} 1 0.250 0.250 Hi\n"
+
+
+def test_tsv_lines_end_with_a_bare_newline():
+    assert render(make_alignment("Hi", [(0.25, 0.5)]), "tsv") == (
+        "start\tend\ttext\tdisplay\tchar_start\tchar_end\tscore\trepaired\n"
+        "0.250\t0.500\tHi\tHi\t0\t2\t\t\n"
+    )
+
+
+def test_unknown_format_error_lists_the_known_formats():
+    with pytest.raises(ValueError) as error:
+        render(make_alignment("hi"), "docx")
+    assert str(error.value) == (
+        "unknown format 'docx'; use one of: json, srt, vtt, textgrid, ctm, tsv, html, png"
+    )

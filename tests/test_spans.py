@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qwen3_aligner_triton.spans import _core_spans, _match_length, locate_units
+from qwen3_aligner_triton.spans import UnitSpan, _core_spans, _match_length, _Scanner, locate_units
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +154,88 @@ def test_units_missing_from_the_text_cost_linear_time(splitter):
 )
 def test_linear_search_equals_the_plain_scan_past_the_direct_scan(text, units):
     assert _core_spans(text, units) == reference_core_spans(text, units)
+
+
+# --- exact spans and displays, worked out by hand -----------------------------------------------
+
+
+def displays(text, units):
+    return [text[s.display_start : s.display_end] for s in locate_units(text, units)]
+
+
+def test_first_unit_keeps_its_leading_punctuation():
+    assert locate_units('"(Hello)" she said', ["Hello", "she", "said"]) == [
+        UnitSpan(2, 7, 0, 9),
+        UnitSpan(10, 13, 10, 13),
+        UnitSpan(14, 18, 14, 18),
+    ]
+    assert locate_units("¿Qué?", ["Qué"]) == [UnitSpan(1, 4, 0, 5)]
+
+
+def test_second_unit_keeps_its_leading_punctuation_after_a_space():
+    assert locate_units('Hello, "world"', ["Hello", "world"]) == [
+        UnitSpan(0, 5, 0, 6),
+        UnitSpan(8, 13, 7, 14),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "units", "expected"),
+    [
+        # "(" ends the trailing run of "f"; "-" before "x" does not open it: "(-" goes to neither
+        ("f(-x)", ["f", "x"], ["f", "x)"]),
+        ("— f(-x)", ["f", "x"], ["f", "x)"]),  # the run before "x" stops at "f", not at the space
+        ("y = f(-x)", ["y", "f", "x"], ["y", "f", "x)"]),
+        ("f(-(x))", ["f", "x"], ["f", "(x))"]),  # only the bracket touching "x" opens it
+        ("他说“好”", ["他", "说", "好"], ["他", "说", "“好”"]),  # an initial quote opens
+        ("今天，我们", ["今", "天", "我", "们"], ["今", "天，", "我", "们"]),
+    ],
+)
+def test_punctuation_between_units_without_a_space(text, units, expected):
+    assert displays(text, units) == expected
+
+
+def test_units_of_an_empty_transcript_get_empty_spans():
+    assert locate_units("", ["a", "b"]) == [UnitSpan(0, 0, 0, 0), UnitSpan(0, 0, 0, 0)]
+    assert locate_units("   ", ["a", "b"]) == [UnitSpan(0, 0, 0, 0), UnitSpan(0, 0, 0, 0)]
+
+
+def test_displays_stay_disjoint_when_a_unit_ends_in_a_space():
+    # "Hi " ends on the space, so the run before "there" reaches back to it: "," goes to "Hi ".
+    assert locate_units("Hi ,(there)", ["Hi ", "there"]) == [
+        UnitSpan(0, 3, 0, 4),
+        UnitSpan(5, 10, 4, 11),
+    ]
+
+
+def test_half_width_kana_with_a_voicing_mark_spans_two_characters():
+    assert locate_units("ｶﾞｷﾞ！", ["ガ", "ギ"]) == [UnitSpan(0, 2, 0, 2), UnitSpan(2, 4, 2, 5)]
+
+
+def test_half_width_kana_pair_is_found_past_the_direct_scan():
+    assert _core_spans("！" * 10 + "ｶﾞｷﾞ", ["ガギ"]) == [(10, 14)]
+
+
+def test_decomposed_capital_is_found_past_the_direct_scan():
+    assert _core_spans("—" * 10 + "A\u030a", ["Å"]) == [(10, 12)]  # A + combining ring = Å
+
+
+@pytest.mark.parametrize(
+    ("text", "core"),
+    [
+        ("xzy", (0, 2)),  # a letter the unit does not spell stops the search: "y" takes "z"
+        ("x1y", (0, 2)),  # so does a digit
+        ("x'y", (0, 2)),  # and an apostrophe
+        ("x-y", (0, 3)),  # punctuation is skipped
+        ("x\u02bcy", (0, 3)),  # so is a modifier letter (ʼ)
+        ("x\u0301y", (0, 3)),  # and a combining mark
+    ],
+)
+def test_only_word_characters_stop_the_search(text, core):
+    assert _core_spans(text, ["xy"]) == [core]
+
+
+def test_next_visible_past_the_direct_scan_on_a_fresh_scanner():
+    assert _Scanner(" " * 20 + "a").next_visible(0) == 20
+    assert _Scanner(" " * 20 + "a").next_visible(5) == 20
+    assert _Scanner(" " * 20).next_visible(3) == 20
