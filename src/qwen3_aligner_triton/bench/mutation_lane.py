@@ -44,6 +44,9 @@ MODULES: dict[str, tuple[str, ...]] = {
     "client.segments": ("tests/test_client_cli.py", "tests/test_client_cues.py"),
 }
 CLIENT_PREFIX = "client."
+# What the scratch copy holds: the code, its tests and what the tests read (the launcher's tests
+# render model_repository/, the Hub's run scripts/fetch-model).
+COPIED = ("src", "tests", "client", "model_repository", "scripts")
 
 
 def source_path(module: str) -> str:
@@ -80,7 +83,7 @@ def mutmut_config(module: str, tests: tuple[str, ...]) -> str:
     return (
         "\n[tool.mutmut]\n"
         f'source_paths = ["{source_path(module)}"]\n'
-        'also_copy = ["tests", "client", "src"]\n'
+        f"also_copy = {json.dumps(list(COPIED))}\n"
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-x", "-q"]\n'
         f"pytest_add_cli_args_test_selection = [{quoted}]\n"
     )
@@ -91,7 +94,7 @@ def run_module(module: str, tests: tuple[str, ...], scratch: Path) -> LaneResult
     folder = scratch / module
     folder.mkdir(parents=True)
     skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    for part in ("src", "tests", "client"):
+    for part in COPIED:
         shutil.copytree(ROOT / part, folder / part, ignore=skip)
     if module.startswith(CLIENT_PREFIX):
         shutil.move(folder / "client" / "qwen3_aligner_client", folder / "src")
