@@ -403,10 +403,15 @@ def test_cue_words_placed_past_their_window_are_clamped_into_it_and_flagged(prep
     assert all(w["repaired"] for w in doc["words"])
 
 
-def test_an_admitted_request_is_copied_out_of_the_callers_memory_and_released(preparer, core):
+@pytest.mark.parametrize("on_a_thread", [False, True])
+def test_an_admitted_request_is_copied_out_of_the_callers_memory_and_released(
+    preparer, core, monkeypatch, on_a_thread
+):
     """In the server the inputs are views of the stub's shared-memory region: the front copies
-    what it keeps, empties the arrays and says so before it prepares, so the caller can let the
-    region go while the request is served."""
+    what it keeps (large audio on a thread), empties the arrays and says so before it prepares,
+    so the caller can let the region go while the request is served."""
+    if on_a_thread:
+        monkeypatch.setattr(front_module, "INLINE_COPY_BYTES", 0)
     events: list[str] = []
     sent = arrays(4.0, words(5))
     audio = sent["AUDIO"]

@@ -48,6 +48,9 @@ from .shared_memory import core_bytes_in_flight
 
 REQUEST_INPUTS = tuple(FRONT_INPUTS)
 MAX_PIECES_IN_FLIGHT = 64  # cues of one request prepared and awaiting the core at once
+# Audio copied out of shared memory on the loop itself (a few ms at most); larger copies go to a
+# thread.
+INLINE_COPY_BYTES = 8 * 2**20
 STOPPING_MESSAGE = (
     "the server is stopping and takes no new requests; send it to another replica or retry "
     "once the server is back"
@@ -296,9 +299,11 @@ class AlignerFront:
             )
         try:
             if copy_inputs:
-                audio = await asyncio.get_running_loop().run_in_executor(
-                    None, np.copy, request.audio
-                )
+                if request.audio.nbytes <= INLINE_COPY_BYTES:
+                    audio = request.audio.copy()
+                else:  # hundreds of MB: a thread, so the loop goes on answering meanwhile
+                    loop = asyncio.get_running_loop()
+                    audio = await loop.run_in_executor(None, np.copy, request.audio)
                 request = replace(request, audio=audio)
                 release()
             return await self._serve(request, started)
