@@ -1,9 +1,13 @@
+from dataclasses import asdict
+
 import pytest
 
 from qwen3_aligner_triton.params import (
     DEFAULT_CHECKPOINT,
     ConfigError,
+    GpuCost,
     ModelSettings,
+    parse_gpu_cost,
     read_settings,
 )
 
@@ -94,3 +98,240 @@ def test_cost_limits_are_typed_parameters():
     for key in ("max_segments_bytes", "japanese_chars_per_unit"):
         with pytest.raises(ConfigError, match=key):
             read_settings({key: {"string_value": "0"}}, environ={})
+
+
+def refusal(parameters: dict) -> str:
+    """The message of the ConfigError that ``parameters`` fail the model load with."""
+    with pytest.raises(ConfigError) as excinfo:
+        read_settings(parameters, environ={})
+    return str(excinfo.value)
+
+
+def test_defaults_are_the_documented_ones():
+    # docs/operations.md (Configuration) and docs/api.md (Limits, and the AUDIO and SAMPLE_RATE
+    # refusals: shorter than 0.1 s, outside 1 kHz to 384 kHz).
+    assert asdict(read_settings({}, environ={})) == {
+        "checkpoint": "Qwen/Qwen3-ForcedAligner-0.6B",
+        "dtype": "auto",
+        "attn_implementation": "auto",
+        "encoder_attention": "windowed",
+        "packed_encoder": True,
+        "max_audio_seconds": 14400.0,
+        "max_audio_samples": 230_400_000,
+        "max_held_audio_bytes": 2_147_483_648,
+        "window_seconds": 180.0,
+        "max_words": 50000,
+        "segment_margin_seconds": 1.0,
+        "max_segments": 20000,
+        "max_segments_bytes": 8_000_000,
+        "cue_cost_units": 7,
+        "japanese_chars_per_unit": 4.0,
+        "min_audio_seconds": 0.1,
+        "max_text_chars": 400000,
+        "max_amplitude": 1.0,
+        "max_sample_rate": 384000,
+        "min_sample_rate": 1000,
+        "max_forward_batch": 16,
+        "max_forward_tokens": 32768,
+        "bucket_ratio": 1.5,
+        "warmup": True,
+        "simulate_oom_above_tokens": 0,
+        "simulate_gpu": "",
+        "features_in_core": False,
+    }
+
+
+@pytest.mark.parametrize("spelling", ["1", "true", "TRUE", "Yes", " on "])
+def test_true_spellings_turn_a_boolean_on(spelling):
+    s = read_settings({"features_in_core": sv(spelling)}, environ={})
+    assert s.features_in_core is True
+
+
+@pytest.mark.parametrize("spelling", ["0", "false", "No", " OFF "])
+def test_false_spellings_turn_a_boolean_off(spelling):
+    s = read_settings({"packed_encoder": sv(spelling)}, environ={})
+    assert s.packed_encoder is False
+
+
+def test_process_environment_supplies_the_checkpoint_by_default(monkeypatch):
+    monkeypatch.setenv("MODEL_PATH", "/models/from-env")
+    assert read_settings({}).checkpoint == "/models/from-env"
+
+
+def test_blank_environment_checkpoint_falls_back_to_the_hub_id():
+    s = read_settings({}, environ={"MODEL_PATH": "  "})
+    assert s.checkpoint == "Qwen/Qwen3-ForcedAligner-0.6B"
+
+
+def test_plain_values_are_read_like_string_values():
+    s = read_settings({"max_words": 10, "dtype": "float16", "warmup": False}, environ={})
+    assert (s.max_words, s.dtype, s.warmup) == (10, "float16", False)
+
+
+def test_entries_without_a_string_value_are_unset():
+    s = read_settings(
+        {"max_words": {}, "checkpoint": {"string_value": None}, "dtype": {"int64_value": 3}},
+        environ={},
+    )
+    assert (s.max_words, s.checkpoint, s.dtype) == (50000, "Qwen/Qwen3-ForcedAligner-0.6B", "auto")
+
+
+def test_unset_and_triton_entries_do_not_hide_the_entries_after_them():
+    s = read_settings(
+        {
+            "checkpoint": sv(""),
+            "EXECUTION_ENV_PATH": sv("/env.tar.gz"),
+            "max_text_chars": sv("${MAX_TEXT_CHARS}"),
+            "max_words": sv("10"),
+        },
+        environ={},
+    )
+    assert (s.max_words, s.max_text_chars) == (10, 400000)
+
+
+def test_unknown_keys_message_lists_them_and_every_known_key():
+    assert refusal({"warm_up": sv("true"), "max_audio_secs": sv("10"), "dtype": sv("auto")}) == (
+        "unknown parameter(s) max_audio_secs, warm_up; known: attn_implementation, bucket_ratio, "
+        "checkpoint, cue_cost_units, dtype, encoder_attention, features_in_core, "
+        "japanese_chars_per_unit, max_amplitude, max_audio_samples, max_audio_seconds, "
+        "max_forward_batch, max_forward_tokens, max_held_audio_bytes, max_sample_rate, "
+        "max_segments, max_segments_bytes, max_text_chars, max_words, min_audio_seconds, "
+        "min_sample_rate, packed_encoder, segment_margin_seconds, simulate_gpu, "
+        "simulate_oom_above_tokens, warmup, window_seconds"
+    )
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"max_forward_batch": "four"}, "parameter 'max_forward_batch': expected int, got 'four'"),
+        ({"bucket_ratio": "wide"}, "parameter 'bucket_ratio': expected float, got 'wide'"),
+        (
+            {"warmup": "maybe"},
+            "parameter 'warmup': expected a boolean (true/false), got 'maybe'",
+        ),
+        (
+            {"dtype": "float64"},
+            "parameter 'dtype': 'float64' is not one of auto, float32, bfloat16, float16",
+        ),
+        (
+            {"attn_implementation": "flash"},
+            "parameter 'attn_implementation': 'flash' is not one of "
+            "auto, sdpa, eager, flash_attention_2",
+        ),
+        (
+            {"encoder_attention": "global"},
+            "parameter 'encoder_attention': 'global' is not one of windowed, full",
+        ),
+        (
+            {"encoder_attention": "full", "attn_implementation": "flash_attention_2"},
+            "parameter 'encoder_attention': 'full' reproduces qwen-asr 0.0.6 under sdpa or eager; "
+            "flash_attention_2 always applies the encoder's windows",
+        ),
+        (
+            {"min_audio_seconds": "14400"},
+            "parameter 'min_audio_seconds' must be below 'max_audio_seconds'",
+        ),
+        (
+            {"min_sample_rate": "384001"},
+            "parameter 'min_sample_rate' must not exceed 'max_sample_rate'",
+        ),
+        ({"window_seconds": "9.5"}, "parameter 'window_seconds' must be at least 10"),
+        (
+            {"window_seconds": "300.5"},
+            "parameter 'window_seconds' must be at most 300 "
+            "(the model's timestamps end at 400 s; it is reliable up to about 270 s)",
+        ),
+        ({"cue_cost_units": "-1"}, "parameter 'cue_cost_units' must be >= 0"),
+        ({"segment_margin_seconds": "-0.5"}, "parameter 'segment_margin_seconds' must be >= 0"),
+        ({"bucket_ratio": "0.99"}, "parameter 'bucket_ratio' must be >= 1, got 0.99"),
+        (
+            {"simulate_gpu": "fast"},
+            "parameter 'simulate_gpu': simulated GPU cost 'fast' must read A+Bn (milliseconds), "
+            "e.g. 25+8.1n",
+        ),
+    ],
+)
+def test_refusal_messages_are_exact(parameters, message):
+    assert refusal({key: sv(value) for key, value in parameters.items()}) == message
+
+
+@pytest.mark.parametrize(
+    ("key", "shown"),
+    [
+        ("max_audio_seconds", "0.0"),
+        ("max_audio_samples", "0"),
+        ("max_held_audio_bytes", "0"),
+        ("window_seconds", "0.0"),
+        ("max_words", "0"),
+        ("max_segments", "0"),
+        ("max_segments_bytes", "0"),
+        ("japanese_chars_per_unit", "0.0"),
+        ("min_audio_seconds", "0.0"),
+        ("max_text_chars", "0"),
+        ("max_sample_rate", "0"),
+        ("max_amplitude", "0.0"),
+        ("min_sample_rate", "0"),
+        ("max_forward_batch", "0"),
+        ("max_forward_tokens", "0"),
+    ],
+)
+def test_zero_limit_is_refused_naming_the_key_and_value(key, shown):
+    assert refusal({key: sv("0")}) == f"parameter {key!r} must be > 0, got {shown}"
+
+
+@pytest.mark.parametrize(
+    ("parameters", "expected"),
+    [
+        ({"window_seconds": "10"}, {"window_seconds": 10.0}),
+        ({"window_seconds": "300"}, {"window_seconds": 300.0}),
+        ({"min_sample_rate": "384000"}, {"min_sample_rate": 384000}),
+        ({"min_audio_seconds": "14399.9"}, {"min_audio_seconds": 14399.9}),
+        ({"cue_cost_units": "0"}, {"cue_cost_units": 0}),
+        ({"segment_margin_seconds": "0"}, {"segment_margin_seconds": 0.0}),
+        ({"segment_margin_seconds": "0.5"}, {"segment_margin_seconds": 0.5}),
+        ({"bucket_ratio": "1.0"}, {"bucket_ratio": 1.0}),
+        ({"simulate_gpu": "25+8.1n"}, {"simulate_gpu": "25+8.1n"}),
+    ],
+)
+def test_values_on_the_limits_are_accepted(parameters, expected):
+    s = read_settings({key: sv(value) for key, value in parameters.items()}, environ={})
+    assert {key: getattr(s, key) for key in expected} == expected
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager", "auto"])
+def test_full_encoder_attention_runs_under_other_attention_implementations(attention):
+    s = read_settings(
+        {"encoder_attention": sv("full"), "attn_implementation": sv(attention)}, environ={}
+    )
+    assert (s.encoder_attention, s.attn_implementation) == ("full", attention)
+
+
+def test_windowed_encoder_attention_runs_under_flash_attention_2():
+    s = read_settings({"attn_implementation": sv("flash_attention_2")}, environ={})
+    assert (s.encoder_attention, s.attn_implementation) == ("windowed", "flash_attention_2")
+
+
+@pytest.mark.parametrize(
+    ("spec", "cost"),
+    [
+        ("25+8.1n", GpuCost(25.0, 8.1)),
+        (" 3 + 2 * n ", GpuCost(3.0, 2.0)),
+        ("0.5+12n", GpuCost(0.5, 12.0)),
+    ],
+)
+def test_gpu_cost_spec_reads_fixed_and_per_clip_milliseconds(spec, cost):
+    assert parse_gpu_cost(spec) == cost
+
+
+def test_gpu_cost_spec_refusal_names_the_expected_form():
+    with pytest.raises(ValueError) as excinfo:
+        parse_gpu_cost("8.1n+25")
+    assert str(excinfo.value) == (
+        "simulated GPU cost '8.1n+25' must read A+Bn (milliseconds), e.g. 25+8.1n"
+    )
+
+
+def test_gpu_cost_of_a_pass_is_fixed_plus_per_clip_times_clips_in_seconds():
+    assert GpuCost(20.0, 5.0).seconds(4) == 0.04
+    assert GpuCost(20.0, 5.0).seconds(0) == 0.02
