@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -13,8 +14,10 @@ import pytest
 import requests
 from serve_launch import ServeLaunch
 
+from qwen3_aligner_triton import serve
 from qwen3_aligner_triton.params import DEFAULT_CHECKPOINT
-from qwen3_aligner_triton.serve import plan_launch
+from qwen3_aligner_triton.repository import Placement
+from qwen3_aligner_triton.serve import LaunchPlan, plan_launch
 from qwen3_aligner_triton.tritonserver import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +64,161 @@ def test_options_take_precedence_over_environment():
 def test_bad_launch_options(device, instances, env, message):
     with pytest.raises(ValueError, match=message):
         plan_launch(None, device, instances, env, gpu_count=0)
+
+
+@pytest.mark.parametrize(
+    ("device", "gpu_count", "placement"),
+    [
+        (None, 0, Placement("KIND_CPU", 1, ())),
+        (None, 1, Placement("KIND_GPU", 1, ())),
+        ("auto", 1, Placement("KIND_GPU", 1, ())),
+        ("cpu", 2, Placement("KIND_CPU", 1, ())),
+        ("gpu", 1, Placement("KIND_GPU", 1, ())),
+        ("cuda", 1, Placement("KIND_GPU", 1, ())),
+        ("CUDA", 1, Placement("KIND_GPU", 1, ())),
+        ("cuda:1", 2, Placement("KIND_GPU", 1, (1,))),
+        ("Cuda:0", 1, Placement("KIND_GPU", 1, (0,))),
+    ],
+)
+def test_device_and_gpu_count_give_this_exact_placement(device, gpu_count, placement):
+    assert plan_launch(None, device, None, {}, gpu_count) == LaunchPlan(
+        DEFAULT_CHECKPOINT, placement
+    )
+
+
+@pytest.mark.parametrize("device", ["cuda:x", "cuda:", "cuda:0:1", "cuda:1:0"])
+def test_a_malformed_cuda_index_is_rejected_with_its_spelling(device):
+    with pytest.raises(ValueError) as e:
+        plan_launch(None, device, None, {}, gpu_count=4)
+    assert str(e.value) == f"bad device {device!r}; use cuda:N"
+
+
+def test_a_cuda_index_past_the_visible_gpus_is_rejected():
+    with pytest.raises(ValueError) as e:
+        plan_launch(None, "cuda:2", None, {}, gpu_count=2)
+    assert str(e.value) == "device 'cuda:2' requested but only 2 GPU(s) are visible"
+
+
+class FakeClock:
+    """``time.monotonic`` that moves only when a fake server's poll waits out its timeout."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+class FakeProcess:
+    def __init__(self, on_kill):
+        self.kill = on_kill
+
+
+class FakeServer:
+    """The part of RunningServer that wait_for_exit uses. Each ``wait`` is one poll that times out
+    (the clock moves on by its timeout) until the server exits: by itself at poll ``exits_at``
+    with ``code``, or at the poll after a kill with -SIGKILL. ``stop_at`` sets ``stopping``
+    during that poll, as a signal arriving while the launcher waits would."""
+
+    MAX_POLLS = 1000  # a wait_for_exit that never returns fails instead of hanging
+
+    def __init__(self, clock, stopping, *, exits_at=None, code=0, stop_at=None):
+        self.clock = clock
+        self.stopping = stopping
+        self.exits_at = exits_at
+        self.code = code
+        self.stop_at = stop_at
+        self.timeouts: list[float] = []
+        self.kills: list[float] = []  # clock readings at each kill
+        self.stops = 0
+        self.process = FakeProcess(self._kill)
+
+    def _kill(self) -> None:
+        self.kills.append(self.clock.now)
+
+    def wait(self, timeout=None):
+        self.timeouts.append(timeout)
+        poll = len(self.timeouts)
+        assert poll <= self.MAX_POLLS, "wait_for_exit never returned"
+        if self.kills:
+            return -signal.SIGKILL
+        if poll == self.exits_at:
+            return self.code
+        if poll == self.stop_at:
+            self.stopping.set()
+        self.clock.now += timeout
+        return None
+
+    def stop(self) -> int:
+        self.stops += 1
+        return self.code
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """A fake clock in serve, a 1 s stop grace and 0.25 s polls (exact in binary)."""
+    fake = FakeClock()
+    monkeypatch.setattr(serve, "time", fake)
+    monkeypatch.setattr(serve, "STOP_GRACE_SECONDS", 1.0)
+    monkeypatch.setattr(serve, "WAIT_POLL_SECONDS", 0.25)
+    return fake
+
+
+def test_wait_for_exit_returns_the_code_of_a_server_that_exits_by_itself(clock):
+    stopping = threading.Event()
+    server = FakeServer(clock, stopping, exits_at=5, code=3)
+    assert serve.wait_for_exit(server, stopping) == 3
+    assert server.timeouts == [0.25] * 5
+    assert server.kills == []
+    assert server.stops == 1
+
+
+def test_a_server_that_stops_within_its_grace_is_not_killed(clock):
+    stopping = threading.Event()
+    # Stop noticed after poll 2 (t = 1000.5); exit at poll 6, 0.75 s later.
+    server = FakeServer(clock, stopping, stop_at=2, exits_at=6, code=0)
+    assert serve.wait_for_exit(server, stopping) == 0
+    assert server.kills == []
+    assert server.stops == 1
+
+
+def test_a_server_is_killed_only_once_it_has_overstayed_its_grace(clock):
+    stopping = threading.Event()
+    server = FakeServer(clock, stopping, stop_at=1)
+    assert serve.wait_for_exit(server, stopping) == -signal.SIGKILL
+    # Stop noticed after poll 1 (t = 1000.25). After poll 5 (t = 1001.25) exactly the 1 s grace
+    # has passed: not yet over. After poll 6 (t = 1001.5) it is: one kill, and poll 7 reaps it.
+    assert server.kills == [1001.5]
+    assert len(server.timeouts) == 7
+    assert server.stops == 1
+
+
+class RecordingStdout:
+    """sys.stdout that tells written text from text flushed out to the reader."""
+
+    def __init__(self):
+        self.pending = ""
+        self.flushed = ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        return len(text)
+
+    def flush(self) -> None:
+        self.flushed += self.pending
+        self.pending = ""
+
+
+def test_the_kill_notice_reaches_stdout_before_the_kill(clock, monkeypatch):
+    out = RecordingStdout()
+    monkeypatch.setattr(sys, "stdout", out)
+    stopping = threading.Event()
+    stopping.set()
+    server = FakeServer(clock, stopping)
+    seen_at_kill = []
+    server.process = FakeProcess(lambda: (seen_at_kill.append(out.flushed), server._kill()))
+    assert serve.wait_for_exit(server, stopping) == -signal.SIGKILL
+    assert seen_at_kill == ["serve: tritonserver did not stop in time; killing it\n"]
 
 
 def run_serve(args: list[str], timeout: float = SERVE_TIMEOUT) -> subprocess.CompletedProcess:
@@ -167,10 +325,6 @@ def test_tritonserver_exiting_by_itself_fails_the_launcher(tiny_checkpoint):
 
 
 def test_a_server_that_ignores_sigterm_is_killed_after_the_grace_period(monkeypatch, capsys):
-    import threading
-
-    from qwen3_aligner_triton import serve
-
     stubborn = subprocess.Popen(
         [sys.executable, "-c", "import signal, time\n"
          "signal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(120)"],
