@@ -37,3 +37,14 @@ def test_oversized_sequence_gets_its_own_group():
 def test_equal_lengths_fill_batches(size):
     groups = plan_batches([500] * 33, max_batch=size, max_tokens=10**6, ratio=1.0)
     assert [len(g) for g in groups] == [size] * (33 // size) + ([33 % size] if 33 % size else [])
+
+
+def test_a_group_may_fill_max_tokens_exactly():
+    # Two of 10 tokens pad to 20 = max_tokens: together; a third would make 30.
+    assert plan_batches([10, 10, 10], max_batch=8, max_tokens=20, ratio=1.0) == [[0, 1], [2]]
+
+
+def test_a_one_token_clip_counts_as_one_against_the_ratio():
+    # 2 > 1.5 * 1: the two-token clip does not ride with the one-token clip.
+    assert plan_batches([1, 2], max_batch=8, max_tokens=10**6, ratio=1.5) == [[1], [0]]
+    assert plan_batches([1, 2], max_batch=8, max_tokens=10**6, ratio=2.0) == [[1, 0]]

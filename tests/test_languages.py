@@ -28,3 +28,13 @@ def test_all_eleven():
 def test_unsupported_is_rejected_with_the_list(bad):
     with pytest.raises(ValueError, match="Spanish \\(es\\)"):
         resolve_language(bad)
+
+
+def test_the_refusal_names_the_value_and_lists_every_language_with_its_code():
+    with pytest.raises(ValueError) as refused:
+        resolve_language(" Klingon ")
+    assert str(refused.value) == (
+        "unsupported language ' Klingon '; use one of: Chinese (zh), English (en), "
+        "Cantonese (yue), French (fr), German (de), Italian (it), Japanese (ja), Korean (ko), "
+        "Portuguese (pt), Russian (ru), Spanish (es)"
+    )

@@ -61,6 +61,30 @@ def test_linear_ltokenizer_honours_scores_and_defaults():
             assert linear.tokenize(token) == upstream.tokenize(token), (token, default)
 
 
+def test_linear_ltokenizer_without_scores_keeps_every_token_whole():
+    linear = LinearLTokenizer()
+    assert linear.tokenize("abcdef ab a") == ["abcdef", "ab", "a"]
+    assert linear.tokenize("abcdef ab a", flatten=False) == [("abcdef", ""), ("ab", ""), ("a", "")]
+    assert linear.tokenize("abcdef ab a") == LTokenizer().tokenize("abcdef ab a")
+
+
+def test_linear_ltokenizer_with_a_tolerance_takes_the_longest_near_best_prefix():
+    """Within ``tolerance`` of the best score the longest prefix wins: "abc" (0.9) over "ab"
+    (1.0) at 0.5; without a tolerance the best score wins."""
+    scores = {"ab": 1.0, "abc": 0.9}
+    linear, upstream = LinearLTokenizer(scores), LTokenizer(scores)
+    expected = {
+        "": ["abc", "d", "xy"],
+        "flatten": [("abc", "d"), ("xy", "")],
+        "remove_r": ["abc", "xy"],
+    }
+    options = {"": {}, "flatten": {"flatten": False}, "remove_r": {"remove_r": True}}
+    for name, option in options.items():
+        assert linear.tokenize("abcd xy", tolerance=0.5, **option) == expected[name], name
+        assert upstream.tokenize("abcd xy", tolerance=0.5, **option) == expected[name], name
+    assert linear.tokenize("abcd xy") == ["ab", "cd", "xy"]
+
+
 def test_split_units_equal_upstream_for_ordinary_text(processor):
     texts = {
         "Korean": "안녕하세요, 만나서 반갑습니다. 오늘 날씨가 좋네요.",
@@ -88,6 +112,13 @@ def test_japanese_bound_counts_nfkc_characters():
     assert japanese_chars_exceed("あ" * 40, "Japanese", 10, 4.0) == 0
     assert japanese_chars_exceed("あ" * 41, "Japanese", 10, 4.0) == 41
     assert japanese_chars_exceed("あ" * 41, "Korean", 10, 4.0) == 0
+
+
+def test_japanese_bound_holds_for_the_widest_nfkc_expansion():
+    """U+FDFA becomes 18 characters under NFKC, the most any character does."""
+    assert japanese_chars_exceed("あ", "Japanese", 10, 4.0) == 0
+    assert japanese_chars_exceed("\ufdfa" * 2, "Japanese", 9, 4.0) == 0  # 36 of 36
+    assert japanese_chars_exceed("\ufdfa" * 3, "Japanese", 9, 4.0) == 54
 
 
 # --- cost: preparation grows linearly in the text ---------------------------------------------

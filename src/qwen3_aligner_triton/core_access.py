@@ -97,7 +97,8 @@ def _remove_stale_keys(folder: Path) -> None:
     """Remove the key files of servers that no longer run."""
     for path in folder.glob(f"{KEY_FILE_PREFIX}*"):
         pid, _, started = path.name[len(KEY_FILE_PREFIX) :].partition("-")
-        if not pid.isdigit() or process_start(int(pid)) != started:
+        # isdigit() would take "²", which int() refuses: only ASCII decimals name a process
+        if not (pid.isascii() and pid.isdecimal()) or process_start(int(pid)) != started:
             path.unlink(missing_ok=True)
 
 
