@@ -38,7 +38,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "languages": ("tests/test_languages.py",),
     "core_access": ("tests/test_core_access.py",),
     "serve": ("tests/test_serve.py",),
-    "hub": ("tests/test_hub.py",),
+    "hub": ("tests/test_hub.py", "tests/test_hub_cli.py"),
     "client.writers": ("tests/test_client_writers.py",),
     "client.cues": ("tests/test_client_cues.py",),
     "client.segments": ("tests/test_client_cli.py", "tests/test_client_cues.py"),
@@ -89,8 +89,12 @@ def mutmut_config(module: str, tests: tuple[str, ...]) -> str:
     )
 
 
-def run_module(module: str, tests: tuple[str, ...], scratch: Path) -> LaneResult:
-    """Mutate ``module`` in a copy of the checkout under ``scratch`` and count the outcomes."""
+def run_module(
+    module: str, tests: tuple[str, ...], scratch: Path, only: tuple[str, ...] = ()
+) -> LaneResult:
+    """Mutate ``module`` in a copy of the checkout under ``scratch`` and count the outcomes;
+    ``only``: run just the mutants whose names match these patterns (fnmatch, e.g.
+    ``*x_format_size*``), the rest left unchecked (not counted)."""
     folder = scratch / module
     folder.mkdir(parents=True)
     skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
@@ -105,7 +109,9 @@ def run_module(module: str, tests: tuple[str, ...], scratch: Path) -> LaneResult
     # that is as a killed mutant. One thread each keeps the pool from starting.
     env = {**os.environ, "QWEN3_ALIGNER_FAST": "1", **SINGLE_THREADED}
     mutmut = [sys.executable, "-m", "mutmut"]
-    subprocess.run([*mutmut, "run"], cwd=folder, env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [*mutmut, "run", *only], cwd=folder, env=env, check=True, stdout=subprocess.DEVNULL
+    )
     subprocess.run(
         [*mutmut, "export-cicd-stats"], cwd=folder, env=env, check=True, capture_output=True
     )
@@ -131,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", help=f"some of: {', '.join(MODULES)}")
     parser.add_argument("--clean", action="store_true", help="remove the scratch folders")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="run only the mutants whose names match (fnmatch; repeatable), e.g. '*x_main*'",
+    )
     args = parser.parse_args(argv)
     unknown = sorted(set(args.modules) - set(MODULES))
     if unknown:
@@ -138,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="qwen3-aligner-mutation-"))
     results = []
     for module in args.modules or list(MODULES):
-        result = run_module(module, MODULES[module], scratch)
+        result = run_module(module, MODULES[module], scratch, tuple(args.only))
         results.append(result)
         print(
             f"{module:>12}: {result.killed + result.timeout} of "
