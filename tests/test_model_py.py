@@ -881,3 +881,79 @@ def test_the_front_fits_its_longest_audio_to_dev_shm(tiny_checkpoint, monkeypatc
     monkeypatch.setattr(module, "shm_size", lambda: 64 * MiB)
     with pytest.raises(pb.TritonModelException, match="/dev/shm holds 64 MiB"):
         module.TritonPythonModel().initialize(init_args(json.dumps(config)))
+
+
+def file_request(data: bytes, text: str, language: str, **extra) -> pb.InferenceRequest:
+    """A request whose audio is an encoded file (AUDIO_FILE) instead of a waveform."""
+    inputs = {
+        "AUDIO_FILE": np.array([[data]], dtype=np.object_),
+        "TEXT": np.array([[text.encode()]], dtype=np.object_),
+        "LANGUAGE": np.array([[language.encode()]], dtype=np.object_),
+        **extra,
+    }
+    return pb.InferenceRequest(inputs)
+
+
+@pytest.mark.parametrize(("rate", "channels"), [(16000, 1), (44100, 2), (8000, 1)])
+def test_a_wav_file_answers_exactly_what_its_samples_sent_as_audio_answer(front, rate, channels):
+    """AUDIO_FILE is decoded by the front and then takes AUDIO's path: the words, times and
+    scores of a WAV equal, bit for bit, those of its decoded samples sent with SAMPLE_RATE."""
+    import io
+
+    import soundfile
+
+    rng = np.random.default_rng(rate)
+    source = (rng.standard_normal((rate * 3, channels)) * 0.2).astype(np.float32)
+    buffer = io.BytesIO()
+    soundfile.write(buffer, source, rate, format="WAV", subtype="PCM_16")
+    data = buffer.getvalue()
+    decoded, decoded_rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    samples = decoded.mean(axis=1, dtype=np.float32)
+    assert decoded_rate == rate
+    text = "one two three four"
+    by_file, by_samples, garbage = serve(
+        front,
+        [
+            file_request(data, text, "en"),
+            request(samples, text, "en", sample_rate=rate),
+            file_request(b"RIFF not really a wav", text, "en"),
+        ],
+    )
+    assert not by_file.has_error(), by_file.error.message()
+    for name in ("WORDS", "START_TIMES", "END_TIMES", "SCORES", "ALIGNMENT"):
+        np.testing.assert_array_equal(by_file.output(name), by_samples.output(name))
+    assert "input AUDIO_FILE is not a readable audio file" in error_message(garbage)
+
+
+def test_audio_file_with_audio_or_sample_rate_is_refused_and_the_rest_served(front):
+    import io
+
+    import soundfile
+
+    wave = (np.random.default_rng(3).standard_normal(16000 * 2) * 0.2).astype(np.float32)
+    buffer = io.BytesIO()
+    soundfile.write(buffer, wave, 16000, format="FLAC")
+    data = buffer.getvalue()
+    both = file_request(data, "one two", "en", AUDIO=wave[None, :])
+    with_rate = file_request(data, "one two", "en", SAMPLE_RATE=np.array([[16000]], np.int32))
+    neither = request(None, "one two", "en")
+    good = file_request(data, "one two", "en")
+    responses = serve(front, [both, with_rate, good, neither])
+    assert "AUDIO and AUDIO_FILE were both sent" in error_message(responses[0])
+    assert "SAMPLE_RATE must not accompany AUDIO_FILE" in error_message(responses[1])
+    assert not responses[2].has_error()
+    assert list(responses[2].output("WORDS").reshape(-1)) == [b"one", b"two"]
+    assert "AUDIO or AUDIO_FILE is required" in error_message(responses[3])
+
+
+@pytest.mark.parametrize("name", ["AUDIO", "AUDIO_FILE"])
+def test_a_config_declaring_audio_file_must_declare_both_audio_inputs_optional(
+    tiny_checkpoint, name
+):
+    module = load_model_module(FRONT)
+    config = json.loads(model_config(checkpoint=str(tiny_checkpoint)))
+    for tensor in config["input"]:
+        if tensor["name"] == name:
+            tensor.pop("optional")
+    with pytest.raises(pb.TritonModelException, match=f"input {name} must be declared optional"):
+        module.TritonPythonModel().initialize(init_args(json.dumps(config)))

@@ -118,6 +118,7 @@ def test_defaults_are_the_documented_ones():
         "packed_encoder": True,
         "max_audio_seconds": 14400.0,
         "max_audio_samples": 230_400_000,
+        "max_audio_file_bytes": 268_435_456,
         "max_held_audio_bytes": 2_147_483_648,
         "window_seconds": 180.0,
         "max_words": 50000,
@@ -193,7 +194,8 @@ def test_unknown_keys_message_lists_them_and_every_known_key():
     assert refusal({"warm_up": sv("true"), "max_audio_secs": sv("10"), "dtype": sv("auto")}) == (
         "unknown parameter(s) max_audio_secs, warm_up; known: attn_implementation, bucket_ratio, "
         "checkpoint, cue_cost_units, dtype, encoder_attention, features_in_core, "
-        "japanese_chars_per_unit, max_amplitude, max_audio_samples, max_audio_seconds, "
+        "japanese_chars_per_unit, max_amplitude, max_audio_file_bytes, max_audio_samples, "
+        "max_audio_seconds, "
         "max_forward_batch, max_forward_tokens, max_held_audio_bytes, max_sample_rate, "
         "max_segments, max_segments_bytes, max_text_chars, max_words, min_audio_seconds, "
         "min_sample_rate, packed_encoder, segment_margin_seconds, simulate_gpu, "
@@ -261,6 +263,7 @@ def test_refusal_messages_are_exact(parameters, message):
     [
         ("max_audio_seconds", "0.0"),
         ("max_audio_samples", "0"),
+        ("max_audio_file_bytes", "0"),
         ("max_held_audio_bytes", "0"),
         ("window_seconds", "0.0"),
         ("max_words", "0"),

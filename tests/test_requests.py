@@ -57,7 +57,11 @@ REFERENCE_TAIL = (
 BASE64_TEXT = b"BwkLDQ8RExUXGRsdHyEjJScpKy0vMTM1Nzk7PT9BQ0VHSUtNT1FTVVdZW11fYWNlZ2lrbW9xc3V3eXt9"
 
 INVALID_REQUESTS = [
-    ({"audio": None}, "input AUDIO is required", "missing_input"),
+    (
+        {"audio": None},
+        "input AUDIO or AUDIO_FILE is required (exactly one of them)",
+        "missing_input",
+    ),
     ({"text": None}, "input TEXT is required", "missing_input"),
     ({"language": None}, "input LANGUAGE is required", "missing_input"),
     (

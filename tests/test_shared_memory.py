@@ -30,9 +30,20 @@ DEFAULTS = ModelSettings()
 
 
 def test_a_request_at_its_largest_counts_every_input():
-    settings = ModelSettings(max_audio_samples=1000, max_text_chars=10, max_segments_bytes=7)
+    settings = ModelSettings(
+        max_audio_samples=1000, max_audio_file_bytes=3000, max_text_chars=10, max_segments_bytes=7
+    )
     assert request_bytes(settings) == 4 * 1000 + 4 * 10 + 7
-    assert request_bytes(settings, audio_samples=0) == 4 * 10 + 7
+    assert request_bytes(settings, audio_samples=0, file_bytes=0) == 4 * 10 + 7
+
+
+def test_a_request_carries_audio_or_an_audio_file_so_the_larger_counts():
+    settings = ModelSettings(
+        max_audio_samples=1000, max_audio_file_bytes=5000, max_text_chars=10, max_segments_bytes=7
+    )
+    assert request_bytes(settings) == 5000 + 4 * 10 + 7
+    assert request_bytes(settings, audio_samples=2000) == 4 * 2000 + 4 * 10 + 7
+    assert request_bytes(settings, audio_samples=0) == 5000 + 4 * 10 + 7
 
 
 def test_clips_in_flight_hold_at_least_two_whole_windows():
@@ -61,16 +72,22 @@ def test_a_limit_that_does_not_fit_is_lowered_to_the_largest_that_does(fronts, a
     available = available_mib * MiB
     lowered = plan(DEFAULTS, fronts, available)
     assert lowered.lowered
-    samples = lowered.max_audio_samples
-    assert needed_bytes(DEFAULTS, fronts, samples) <= available
-    assert needed_bytes(DEFAULTS, fronts, samples + 1) > available
+    samples, file_bytes = lowered.max_audio_samples, lowered.max_audio_file_bytes
+    assert needed_bytes(DEFAULTS, fronts, samples, file_bytes) <= available
+    assert needed_bytes(DEFAULTS, fronts, samples + 1, file_bytes) > available
+    # AUDIO_FILE keeps its configured limit while it fits, else takes the room AUDIO has
+    assert needed_bytes(DEFAULTS, fronts, 0, file_bytes) <= available
+    if file_bytes < DEFAULTS.max_audio_file_bytes:
+        assert needed_bytes(DEFAULTS, fronts, 0, file_bytes + 1) > available
     text = lowered.describe()
     assert f"to {samples}" in text and f"{available_mib} MiB" in text
     assert f"need {needed_bytes(DEFAULTS, fronts) // MiB} MiB" in text
+    assert ("max_audio_file_bytes lowered" in text) == (file_bytes < DEFAULTS.max_audio_file_bytes)
 
 
 def test_too_little_shared_memory_fails_the_load_naming_what_it_needs():
-    least = needed_bytes(DEFAULTS, 8, int(MIN_FIT_SECONDS * 16000))
+    minimum = int(MIN_FIT_SECONDS * 16000)
+    least = needed_bytes(DEFAULTS, 8, minimum, file_bytes=4 * minimum)
     with pytest.raises(
         ValueError, match=rf"/dev/shm holds 64 MiB; 8 front instances need {least // MiB} MiB"
     ):

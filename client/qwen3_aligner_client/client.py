@@ -22,6 +22,17 @@ from .results import Alignment
 from .segments import SegmentLike, to_segments
 
 MODEL_NAME = "qwen3_aligner"
+# The model's inputs and their wire data types (the server's contract, copied: a test holds them
+# equal). A request carries AUDIO or AUDIO_FILE (an encoded file the server decodes); this client
+# decodes files itself and sends AUDIO with SAMPLE_RATE.
+INPUT_TYPES = {
+    "AUDIO": "FP32",
+    "AUDIO_FILE": "BYTES",
+    "SAMPLE_RATE": "INT32",
+    "TEXT": "BYTES",
+    "LANGUAGE": "BYTES",
+    "SEGMENTS": "BYTES",
+}
 DEFAULT_TIMEOUT = 300.0  # seconds for one request; a 300 s clip on a busy CPU server takes a while
 DEFAULT_RETRIES = 3  # extra tries for a request the server turned away as busy
 RETRY_DELAY = 1.0  # seconds before the first retry; doubled for each further one
@@ -284,13 +295,13 @@ class AlignerClient:
         if segments is not None:
             strings["SEGMENTS"] = segments
         inputs = [
-            module.InferInput("AUDIO", list(audio.shape), "FP32"),
-            module.InferInput("SAMPLE_RATE", [1, 1], "INT32"),
+            module.InferInput("AUDIO", list(audio.shape), INPUT_TYPES["AUDIO"]),
+            module.InferInput("SAMPLE_RATE", [1, 1], INPUT_TYPES["SAMPLE_RATE"]),
         ]
         inputs[0].set_data_from_numpy(audio)
         inputs[1].set_data_from_numpy(np.array([[sample_rate]], dtype=np.int32))
         for name, value in strings.items():
-            tensor = module.InferInput(name, [1, 1], "BYTES")
+            tensor = module.InferInput(name, [1, 1], INPUT_TYPES[name])
             tensor.set_data_from_numpy(np.array([[value.encode("utf-8")]], dtype=np.object_))
             inputs.append(tensor)
         return inputs

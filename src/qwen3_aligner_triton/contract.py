@@ -17,15 +17,19 @@ HOP_SAMPLES = 160  # samples per log-mel frame at 16 kHz
 MEL_FRAME_MS = 1000.0 * HOP_SAMPLES / MODEL_SAMPLE_RATE  # 10 ms
 MEL_BINS = 128  # log-mel bins of every clip
 
-# The public model's tensors (name -> config.pbtxt data type). SEGMENTS is optional.
+# The public model's tensors (name -> config.pbtxt data type). A request carries exactly one of
+# AUDIO (a waveform) and AUDIO_FILE (the bytes of an audio file); SEGMENTS is optional.
 FRONT_INPUTS = {
     "AUDIO": "TYPE_FP32",
+    "AUDIO_FILE": "TYPE_STRING",
     "SAMPLE_RATE": "TYPE_INT32",
     "TEXT": "TYPE_STRING",
     "LANGUAGE": "TYPE_STRING",
     "SEGMENTS": "TYPE_STRING",
 }
 FRONT_REQUIRED_INPUTS = ("AUDIO", "SAMPLE_RATE", "TEXT", "LANGUAGE")  # declared by every config
+# Either may be left out of a request, so a config that declares AUDIO_FILE declares both optional.
+FRONT_ALTERNATIVE_INPUTS = ("AUDIO", "AUDIO_FILE")
 FRONT_OUTPUTS = {
     "WORDS": "TYPE_STRING",
     "START_TIMES": "TYPE_FP32",

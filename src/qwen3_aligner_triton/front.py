@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Mutable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Protocol
 
 import numpy as np
@@ -268,15 +269,22 @@ class AlignerFront:
         if self.stopping():
             self.metrics.rejected("stopping")
             return Outcome(error=STOPPING_MESSAGE, unavailable=True)
+        encoded = arrays.get("AUDIO_FILE") is not None
+        decode = partial(
+            decode_request,
+            arrays.get("AUDIO"),
+            arrays.get("SAMPLE_RATE"),
+            arrays.get("TEXT"),
+            arrays.get("LANGUAGE"),
+            self.settings,
+            arrays.get("SEGMENTS"),
+            arrays.get("AUDIO_FILE"),
+        )
         try:
-            request = decode_request(
-                arrays.get("AUDIO"),
-                arrays.get("SAMPLE_RATE"),
-                arrays.get("TEXT"),
-                arrays.get("LANGUAGE"),
-                self.settings,
-                arrays.get("SEGMENTS"),
-            )
+            if encoded:  # decoding a file takes up to seconds: a thread, the loop goes on
+                request = await asyncio.get_running_loop().run_in_executor(None, decode)
+            else:
+                request = decode()
         except RequestError as e:
             self.metrics.rejected(e.reason)
             return Outcome(error=str(e), invalid=True)
@@ -286,8 +294,9 @@ class AlignerFront:
         if size > self.budget.limit:
             self.metrics.rejected("audio_too_long")
             return Outcome(
-                error=f"input AUDIO needs {size // 2**20} MB on the server; the limit is "
-                f"{self.budget.limit // 2**20} MB (max_held_audio_bytes)",
+                error=f"input {'AUDIO_FILE' if encoded else 'AUDIO'} needs {size // 2**20} MB "
+                f"on the server; the limit is {self.budget.limit // 2**20} MB "
+                "(max_held_audio_bytes)",
                 invalid=True,
             )
         if not self.budget.reserve(size):
@@ -298,13 +307,14 @@ class AlignerFront:
                 unavailable=True,
             )
         try:
-            if copy_inputs:
+            if copy_inputs and not encoded:  # a decoded file's waveform is already the front's
                 if request.audio.nbytes <= INLINE_COPY_BYTES:
                     audio = request.audio.copy()
                 else:  # hundreds of MB: a thread, so the loop goes on answering meanwhile
                     loop = asyncio.get_running_loop()
                     audio = await loop.run_in_executor(None, np.copy, request.audio)
                 request = replace(request, audio=audio)
+            if copy_inputs:
                 release()
             return await self._serve(request, started)
         finally:

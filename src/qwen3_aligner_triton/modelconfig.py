@@ -8,6 +8,7 @@ from .contract import (
     CORE_INPUTS,
     CORE_MIN_MAX_BATCH_SIZE,
     CORE_OUTPUTS,
+    FRONT_ALTERNATIVE_INPUTS,
     FRONT_INPUTS,
     FRONT_MIN_MAX_BATCH_SIZE,
     FRONT_OUTPUTS,
@@ -49,6 +50,24 @@ def check_config(config: dict, contract: Contract) -> None:
                 )
     if int(config.get("max_batch_size", 0)) < contract.min_max_batch_size:
         raise ConfigError(f"config.pbtxt: max_batch_size must be >= {contract.min_max_batch_size}")
+
+
+def check_audio_inputs(config: dict) -> None:
+    """A front config that declares ``AUDIO_FILE`` declares it and ``AUDIO`` ``optional: true``
+    (a request carries one of them; Triton refuses a request that lacks a required input)."""
+    declared = {t["name"]: t for t in config.get("input", [])}
+    if "AUDIO_FILE" not in declared:
+        return
+    if declared["AUDIO_FILE"].get("data_type") != FRONT_INPUTS["AUDIO_FILE"]:
+        raise ConfigError(
+            f"config.pbtxt: input AUDIO_FILE must be declared with {FRONT_INPUTS['AUDIO_FILE']}"
+        )
+    required = [n for n in FRONT_ALTERNATIVE_INPUTS if not declared.get(n, {}).get("optional")]
+    if required:
+        raise ConfigError(
+            f"config.pbtxt: input {' and '.join(required)} must be declared optional: true "
+            "(a request carries exactly one of AUDIO and AUDIO_FILE)"
+        )
 
 
 def check_one_request_per_execute(config: dict) -> None:

@@ -68,6 +68,9 @@ class ModelSettings:
     packed_encoder: bool = True
     max_audio_seconds: float = 14400.0  # longest accepted recording (4 h)
     max_audio_samples: int = 230_400_000  # 4 h at 16 kHz (922 MB of float32), also once resampled
+    # Largest AUDIO_FILE (the bytes of an encoded file), checked before anything is parsed: 4 h
+    # of 16 kHz 16-bit WAV is 461 MB, of 128 kbit/s MP3 230 MB.
+    max_audio_file_bytes: int = 268_435_456  # 256 MiB
     # Bytes of audio one front instance holds for its requests at once (each request: its input
     # and its 16 kHz waveform). Over it, a request is refused UNAVAILABLE while others are held
     # (retry), INVALID_ARG if it exceeds it alone. The default holds one maximal request.
@@ -189,6 +192,7 @@ def _validate(s: ModelSettings) -> None:
     positive = {
         "max_audio_seconds": s.max_audio_seconds,
         "max_audio_samples": s.max_audio_samples,
+        "max_audio_file_bytes": s.max_audio_file_bytes,
         "max_held_audio_bytes": s.max_held_audio_bytes,
         "window_seconds": s.window_seconds,
         "max_words": s.max_words,

@@ -16,6 +16,7 @@ from itertools import zip_longest
 import numpy as np
 
 from .audio import MODEL_SAMPLE_RATE, resampled_length
+from .audio_file import AudioFileError, EncodedAudio
 from .languages import resolve_language
 from .params import ModelSettings
 
@@ -140,43 +141,96 @@ def decode_audio(
             f"{settings.min_sample_rate}..{settings.max_sample_rate} Hz",
             "bad_sample_rate",
         )
+    check_waveform(wave, rate, settings, "input AUDIO")
+    return wave, rate
 
-    if wave.size == 0:
-        raise RequestError("input AUDIO is empty", "audio_empty")
-    if wave.size > settings.max_audio_samples:
+
+def _check_length(samples: int, rate: int, settings: ModelSettings, name: str) -> None:
+    """Hold ``samples`` per channel at ``rate`` Hz to the audio limits; ``name`` names the input."""
+    if samples > settings.max_audio_samples:
         raise RequestError(
-            f"input AUDIO has {wave.size} samples; the limit is {settings.max_audio_samples}",
+            f"{name} has {samples} samples; the limit is {settings.max_audio_samples}",
             "audio_too_long",
         )
-    resampled = resampled_length(wave.size, rate)
+    resampled = resampled_length(samples, rate)
     if resampled > settings.max_audio_samples:  # what the server holds once at 16 kHz
         raise RequestError(
-            f"input AUDIO makes {resampled} samples at 16 kHz; the limit is "
+            f"{name} makes {resampled} samples at 16 kHz; the limit is "
             f"{settings.max_audio_samples}",
             "audio_too_long",
         )
-    seconds = wave.size / rate
+    seconds = samples / rate
     if seconds > settings.max_audio_seconds:
         raise RequestError(
-            f"input AUDIO is {seconds:.2f} s long; the limit is {settings.max_audio_seconds:g} s",
+            f"{name} is {seconds:.2f} s long; the limit is {settings.max_audio_seconds:g} s",
             "audio_too_long",
         )
     if seconds < settings.min_audio_seconds:
         raise RequestError(
-            f"input AUDIO is {seconds:.3f} s long; at least {settings.min_audio_seconds:g} s "
+            f"{name} is {seconds:.3f} s long; at least {settings.min_audio_seconds:g} s "
             "is needed to align",
             "audio_too_short",
         )
+
+
+def check_waveform(wave: np.ndarray, rate: int, settings: ModelSettings, name: str) -> None:
+    """The checks every waveform passes, sent as ``AUDIO`` or decoded from ``AUDIO_FILE``:
+    not empty, within the length limits, finite, within the amplitude limit."""
+    if wave.size == 0:
+        raise RequestError(f"{name} is empty", "audio_empty")
+    _check_length(int(wave.size), rate, settings, name)
     if not np.isfinite(wave).all():
-        raise RequestError("input AUDIO contains NaN or infinite samples", "audio_not_finite")
+        raise RequestError(f"{name} contains NaN or infinite samples", "audio_not_finite")
     peak = float(np.max(np.abs(wave)))
     if peak > settings.max_amplitude:
+        hint = " (scale integer PCM by 1/32768)" if name == "input AUDIO" else ""
         raise RequestError(
-            f"input AUDIO has samples up to {peak:.4g}; float samples must lie in "
-            f"[-{settings.max_amplitude:g}, {settings.max_amplitude:g}] (scale integer PCM by "
-            "1/32768)",
+            f"{name} has samples up to {peak:.4g}; float samples must lie in "
+            f"[-{settings.max_amplitude:g}, {settings.max_amplitude:g}]{hint}",
             "audio_out_of_range",
         )
+
+
+def decode_audio_file(
+    audio_file: np.ndarray, sample_rate: np.ndarray | None, settings: ModelSettings
+) -> tuple[np.ndarray, int]:
+    """Decode ``AUDIO_FILE`` (the bytes of a WAV, FLAC, OGG or MP3 file) to a float32 mono
+    waveform and its rate, held to the same limits as ``AUDIO``.
+
+    The size is checked before anything is parsed and the header (rate, length, channels) before
+    anything is decoded, so neither large bytes nor a small file claiming hours costs more than
+    the limits allow. ``SAMPLE_RATE`` must be absent: the file gives its own rate."""
+    name = "input AUDIO_FILE"
+    if sample_rate is not None:
+        raise RequestError(
+            "input SAMPLE_RATE must not accompany AUDIO_FILE: the file gives its own sample "
+            "rate (send SAMPLE_RATE only with AUDIO)",
+            "bad_sample_rate",
+        )
+    data = _single_bytes("AUDIO_FILE", audio_file)
+    if isinstance(data, str):  # only in-process callers hand over str
+        data = data.encode("utf-8", "surrogatepass")
+    if len(data) > settings.max_audio_file_bytes:
+        raise RequestError(
+            f"{name} has {len(data)} bytes; the limit is {settings.max_audio_file_bytes} "
+            "(max_audio_file_bytes)",
+            "audio_file_too_large",
+        )
+    try:
+        with EncodedAudio(data, name) as encoded:
+            header = encoded.header
+            rate = header.sample_rate
+            if not settings.min_sample_rate <= rate <= settings.max_sample_rate:
+                raise RequestError(
+                    f"{name} has a sample rate of {rate} Hz, outside the accepted range "
+                    f"{settings.min_sample_rate}..{settings.max_sample_rate} Hz",
+                    "bad_sample_rate",
+                )
+            _check_length(header.frames, rate, settings, name)  # before any sample is decoded
+            wave = encoded.decode()
+    except AudioFileError as e:
+        raise RequestError(str(e), e.reason) from None
+    check_waveform(wave, rate, settings, name)
     return wave, rate
 
 
@@ -402,9 +456,23 @@ def decode_request(
     language: np.ndarray | None,
     settings: ModelSettings,
     segments: np.ndarray | None = None,
+    audio_file: np.ndarray | None = None,
 ) -> AlignRequest:
-    """Validate all inputs of one request."""
-    wave, rate = decode_audio(audio, sample_rate, settings)
+    """Validate all inputs of one request; the audio comes from exactly one of ``AUDIO`` and
+    ``AUDIO_FILE``."""
+    if audio is not None and audio_file is not None:
+        raise RequestError(
+            "inputs AUDIO and AUDIO_FILE were both sent; a request carries exactly one of them",
+            "audio_inputs",
+        )
+    if audio_file is not None:
+        wave, rate = decode_audio_file(audio_file, sample_rate, settings)
+    elif audio is not None:
+        wave, rate = decode_audio(audio, sample_rate, settings)
+    else:
+        raise RequestError(
+            "input AUDIO or AUDIO_FILE is required (exactly one of them)", "missing_input"
+        )
     cues = decode_segments(segments, wave.shape[0] / rate, settings)
     value = decode_text(text, settings, allow_empty=cues is not None)
     if cues is not None:

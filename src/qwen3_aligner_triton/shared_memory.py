@@ -65,20 +65,28 @@ def core_bytes_in_flight(settings: ModelSettings) -> int:
     return max(MIN_CORE_BYTES_IN_FLIGHT, CLIPS_IN_FLIGHT * largest_clip_bytes(settings))
 
 
-def request_bytes(settings: ModelSettings, audio_samples: int | None = None) -> int:
-    """A request's inputs at their largest: ``AUDIO`` (``audio_samples`` float32 samples, by
-    default ``max_audio_samples``), ``TEXT`` and ``SEGMENTS``."""
+def request_bytes(
+    settings: ModelSettings, audio_samples: int | None = None, file_bytes: int | None = None
+) -> int:
+    """A request's inputs at their largest: its audio, ``TEXT`` and ``SEGMENTS``. The audio is
+    ``AUDIO`` (``audio_samples`` float32 samples, by default ``max_audio_samples``) or
+    ``AUDIO_FILE`` (``file_bytes``, by default ``max_audio_file_bytes``), never both: the larger
+    of the two."""
     samples = settings.max_audio_samples if audio_samples is None else audio_samples
+    encoded = settings.max_audio_file_bytes if file_bytes is None else file_bytes
     text = UTF8_BYTES_PER_CHAR * settings.max_text_chars
-    return FLOAT32 * samples + text + settings.max_segments_bytes
+    return max(FLOAT32 * samples, encoded) + text + settings.max_segments_bytes
 
 
 def needed_bytes(
-    settings: ModelSettings, front_instances: int, audio_samples: int | None = None
+    settings: ModelSettings,
+    front_instances: int,
+    audio_samples: int | None = None,
+    file_bytes: int | None = None,
 ) -> int:
     """``/dev/shm`` that every region at its largest takes together (see the module's text)."""
     in_flight = core_bytes_in_flight(settings)
-    fronts = front_instances * (request_bytes(settings, audio_samples) + in_flight)
+    fronts = front_instances * (request_bytes(settings, audio_samples, file_bytes) + in_flight)
     cores = front_instances * in_flight
     return fronts + cores + (front_instances + 1) * STUB_SLACK_BYTES
 
@@ -91,41 +99,74 @@ class SharedMemoryPlan:
     front_instances: int
     configured_samples: int  # max_audio_samples as configured
     max_audio_samples: int  # what fits (the configured value when it does)
-    needed: int  # /dev/shm that the configured limit needs
+    needed: int  # /dev/shm that the configured limits need
+    configured_file_bytes: int = 0  # max_audio_file_bytes as configured
+    max_audio_file_bytes: int = 0  # what fits (the configured value when it does)
 
     @property
     def lowered(self) -> bool:
-        return self.max_audio_samples < self.configured_samples
+        return (
+            self.max_audio_samples < self.configured_samples
+            or self.max_audio_file_bytes < self.configured_file_bytes
+        )
 
     def describe(self) -> str:
         """One line for the log: what was lowered and why, and how to keep the configured limit."""
         fit = self.max_audio_samples / MODEL_SAMPLE_RATE / 60
         configured = self.configured_samples / MODEL_SAMPLE_RATE / 60
+        lowered = []
+        if self.max_audio_samples < self.configured_samples:
+            lowered.append(
+                f"max_audio_samples lowered from {self.configured_samples} to "
+                f"{self.max_audio_samples} ({configured:.0f} to {fit:.0f} min at 16 kHz)"
+            )
+        if self.max_audio_file_bytes < self.configured_file_bytes:
+            lowered.append(
+                f"max_audio_file_bytes lowered from {self.configured_file_bytes} to "
+                f"{self.max_audio_file_bytes}"
+            )
         return (
-            f"max_audio_samples lowered from {self.configured_samples} to "
-            f"{self.max_audio_samples} ({configured:.0f} to {fit:.0f} min at 16 kHz): /dev/shm "
+            f"{' and '.join(lowered)}: /dev/shm "
             f"holds {(self.available or 0) // MiB} MiB and {self.front_instances} front "
-            f"instances need {self.needed // MiB} MiB for the configured limit; give the "
+            f"instances need {self.needed // MiB} MiB for the configured limits; give the "
             f"container that much (docker --shm-size, a Kubernetes memory emptyDir's sizeLimit) "
-            f"or fewer front instances to keep it"
+            f"or fewer front instances to keep them"
         )
 
 
 def plan(settings: ModelSettings, front_instances: int, available: int | None) -> SharedMemoryPlan:
-    """The largest ``max_audio_samples`` (at most the configured one) for which every region
-    fits ``available`` bytes together. Raises ValueError when not even ``MIN_FIT_SECONDS`` of
-    16 kHz audio does. ``available`` None (no ``/dev/shm``) keeps the configured limit."""
+    """The largest ``max_audio_samples`` and ``max_audio_file_bytes`` (at most the configured
+    ones) for which every region fits ``available`` bytes together. Raises ValueError when not
+    even ``MIN_FIT_SECONDS`` of 16 kHz audio does. ``available`` None (no ``/dev/shm``) keeps
+    the configured limits."""
     if front_instances < 1:
         raise ValueError("a server needs at least one front instance")
     configured = settings.max_audio_samples
+    configured_file = settings.max_audio_file_bytes
     needed = needed_bytes(settings, front_instances)
     if available is None or needed <= available:
-        return SharedMemoryPlan(available, front_instances, configured, configured, needed)
-    spare = available - needed_bytes(settings, front_instances, audio_samples=0)
-    samples = max(0, spare // (front_instances * FLOAT32))
+        return SharedMemoryPlan(
+            available,
+            front_instances,
+            configured,
+            configured,
+            needed,
+            configured_file,
+            configured_file,
+        )
+    # The bytes one request's audio input may take in each front region: as AUDIO or AUDIO_FILE.
+    spare = available - needed_bytes(settings, front_instances, audio_samples=0, file_bytes=0)
+    room = max(0, spare // front_instances)
+    samples = min(configured, room // FLOAT32)
+    file_bytes = min(configured_file, room)
     minimum = int(MIN_FIT_SECONDS * MODEL_SAMPLE_RATE)
     if samples < minimum:
-        least = needed_bytes(settings, front_instances, audio_samples=minimum)
+        least = needed_bytes(
+            settings,
+            front_instances,
+            audio_samples=minimum,
+            file_bytes=min(configured_file, FLOAT32 * minimum),
+        )
         raise ValueError(
             f"/dev/shm holds {available // MiB} MiB; {front_instances} front instances need "
             f"{least // MiB} MiB for requests of {MIN_FIT_SECONDS:g} s and {needed // MiB} MiB "
@@ -133,7 +174,15 @@ def plan(settings: ModelSettings, front_instances: int, available: int | None) -
             f"(docker --shm-size, a Kubernetes memory emptyDir's sizeLimit) or run fewer front "
             f"instances"
         )
-    return SharedMemoryPlan(available, front_instances, configured, int(samples), needed)
+    return SharedMemoryPlan(
+        available,
+        front_instances,
+        configured,
+        int(samples),
+        needed,
+        configured_file,
+        int(file_bytes),
+    )
 
 
 def front_instances(config: dict) -> int:

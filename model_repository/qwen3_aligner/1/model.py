@@ -47,6 +47,7 @@ from qwen3_aligner_triton.loading import load_preparer
 from qwen3_aligner_triton.metrics import AlignerMetrics
 from qwen3_aligner_triton.modelconfig import (
     FRONT_CONTRACT,
+    check_audio_inputs,
     check_config,
     check_one_request_per_execute,
 )
@@ -82,6 +83,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         try:
             check_config(config, FRONT_CONTRACT)
+            check_audio_inputs(config)
             check_one_request_per_execute(config)
             parameters = dict(config.get("parameters", {}))
             # The prompt limit is the core's: one value, in the core's configuration.
@@ -93,7 +95,11 @@ class TritonPythonModel:
             shm = plan(settings, front_instances(config), shm_size())
             if shm.lowered:
                 self.logger.log_warn(f"{args['model_instance_name']}: {shm.describe()}")
-                settings = replace(settings, max_audio_samples=shm.max_audio_samples)
+                settings = replace(
+                    settings,
+                    max_audio_samples=shm.max_audio_samples,
+                    max_audio_file_bytes=shm.max_audio_file_bytes,
+                )
             self.settings = settings
         except ValueError as e:
             raise pb_utils.TritonModelException(f"{args['model_name']}: {e}") from e
