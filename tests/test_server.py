@@ -51,6 +51,7 @@ def test_model_metadata_and_config(server):
         config = client.get_model_config(MODEL)
     assert {i["name"] for i in meta["inputs"]} == {
         "AUDIO",
+        "AUDIO_FILE",
         "SAMPLE_RATE",
         "TEXT",
         "LANGUAGE",
@@ -67,6 +68,9 @@ def test_model_metadata_and_config(server):
     assert config["instance_group"][0]["kind"] == "KIND_CPU"
     audio = next(i for i in config["input"] if i["name"] == "AUDIO")
     assert audio["allow_ragged_batch"] is True
+    audio_file = next(i for i in config["input"] if i["name"] == "AUDIO_FILE")
+    assert audio["optional"] is True and audio_file["optional"] is True
+    assert audio_file["data_type"] == "TYPE_STRING"
     assert "dynamic_batching" in config
 
 
@@ -242,3 +246,43 @@ def test_frames_made_by_the_core_give_upstream_results_in_shared_passes(
         assert results[case.name]["units"] == as_float32(expected[case.name]), case.name
     executions = int(core_stats["execution_count"])
     assert 0 < executions <= len(picked)
+
+
+def _file_inputs(module, data: bytes, text: str, language: str) -> list:
+    inputs = []
+    for name, value in (("AUDIO_FILE", data), ("TEXT", text.encode()), ("LANGUAGE", language)):
+        tensor = module.InferInput(name, [1, 1], "BYTES")
+        raw = value.encode() if isinstance(value, str) else value
+        tensor.set_data_from_numpy(np.array([[raw]], dtype=np.object_))
+        inputs.append(tensor)
+    return inputs
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_audio_file_answers_what_its_decoded_samples_answer(server, protocol):
+    """A FLAC sent as AUDIO_FILE gets the words and times its decoded samples get as AUDIO with
+    SAMPLE_RATE; a garbage AUDIO_FILE beside it is refused (HTTP 400 / gRPC INVALID_ARGUMENT)
+    and does not disturb the good request."""
+    import io
+
+    import soundfile
+
+    case = CASES[0]
+    buffer = io.BytesIO()
+    soundfile.write(buffer, case.audio(), case.sample_rate, format="FLAC")
+    data = buffer.getvalue()
+    samples, rate = soundfile.read(io.BytesIO(data), dtype="float32")
+    module = httpclient if protocol == "http" else grpcclient
+    url = server.http_url if protocol == "http" else server.grpc_url
+    infer = infer_http if protocol == "http" else infer_grpc
+    expected = infer(url, samples, rate, case.text, case.language)
+    with module.InferenceServerClient(url) as client:
+        got = parse(client.infer(MODEL, _file_inputs(module, data, case.text, case.language)))
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer(MODEL, _file_inputs(module, b"\x00garbage" * 100, "a b", "en"))
+        again = parse(client.infer(MODEL, _file_inputs(module, data, case.text, case.language)))
+    assert got["units"] == expected["units"] == again["units"]
+    np.testing.assert_array_equal(got["scores"], expected["scores"])
+    status = str(refused.value.status())
+    assert status in ("400", "StatusCode.INVALID_ARGUMENT"), status
+    assert "input AUDIO_FILE is not a readable audio file" in refused.value.message()
