@@ -191,7 +191,7 @@ def test_one_response_per_request_in_order_with_errors_isolated(front, upstream)
     for i in (0, 3):
         assert not responses[i].has_error(), responses[i].error.message()
     assert "LANGUAGE" in error_message(responses[1])
-    assert "AUDIO is required" in error_message(responses[2])
+    assert "input AUDIO or AUDIO_FILE is required" in error_message(responses[2])
     assert "no alignable words" in error_message(responses[4])
     assert "NaN" in error_message(responses[5])
 
