@@ -37,6 +37,8 @@ MODULES: dict[str, tuple[str, ...]] = {
     "params": ("tests/test_params.py",),
     "languages": ("tests/test_languages.py",),
     "core_access": ("tests/test_core_access.py",),
+    "shared_memory": ("tests/test_shared_memory.py",),
+    "audio_file": ("tests/test_audio_file.py",),
     "serve": ("tests/test_serve.py",),
     "hub": ("tests/test_hub.py", "tests/test_hub_cli.py"),
     "client.writers": ("tests/test_client_writers.py",),
