@@ -217,3 +217,176 @@ def test_invariants_hold_for_any_words_and_times(
     check_invariants(alignment, cues, options)
     joined = "".join(c.flat_text for c in cues)
     assert re.sub(r"\s", "", joined) == re.sub(r"\s", "", text)
+
+
+def flat_texts(text: str, **limits) -> list[str]:
+    """The cues' one-line texts for ``text`` at the default pace, under ``limits``."""
+    return [c.flat_text for c in group_cues(make_alignment(text), CueOptions(**limits))]
+
+
+def all_lines(text: str, **limits) -> list[tuple[str, ...]]:
+    """The cues' lines for ``text`` at the default pace, under ``limits``."""
+    return [c.lines for c in group_cues(make_alignment(text), CueOptions(**limits))]
+
+
+def test_one_column_and_one_line_are_valid_limits():
+    assert flat_texts("a b", max_chars_per_line=1, max_lines=1) == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [
+        ({"max_chars_per_line": 0}, "max_chars_per_line and max_lines must be at least 1"),
+        ({"max_lines": 0}, "max_chars_per_line and max_lines must be at least 1"),
+        (
+            {"max_duration": 0},
+            "max_duration must be positive, min_duration and max_pause not negative",
+        ),
+        (
+            {"min_duration": -0.1},
+            "max_duration must be positive, min_duration and max_pause not negative",
+        ),
+        (
+            {"max_pause": -0.1},
+            "max_duration must be positive, min_duration and max_pause not negative",
+        ),
+    ],
+)
+def test_each_invalid_option_is_rejected_with_the_rule_it_breaks(limits, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        CueOptions(**limits)
+
+
+def test_a_word_at_time_zero_gives_a_cue_from_zero_one_millisecond_long():
+    alignment = make_alignment("Hi.", [(0.0, 0.0)])
+    (cue,) = group_cues(alignment, CueOptions(min_duration=0))
+    assert (cue.start, cue.end) == (0.0, 0.001)
+    assert monotonic_times(alignment.words) == [(0, 0)]
+
+
+def test_tiling_intervals_keep_an_interval_from_zero():
+    assert tiling_intervals([(0, 5), (5, 5)]) == [(0, 5), (5, 6)]
+
+
+def test_display_width_counts_full_width_forms_twice_and_combining_marks_not_at_all():
+    assert display_width("ＡＢ") == 4  # FULLWIDTH LATIN CAPITAL LETTER A, B (east asian width F)
+    assert display_width("e\u0301t\u0301") == 2
+
+
+def test_a_sentence_end_inside_closing_brackets_still_ends_the_cue():
+    text = "(Stop.) One two three four"
+    assert flat_texts(text, max_chars_per_line=20, max_lines=1) == ["(Stop.)", "One two three four"]
+
+
+def words_without_spans(*labels: str) -> Alignment:
+    """An alignment of bare units (no display spans), as older servers send, 0.4 s apart."""
+    words = tuple(AlignedWord(label, 0.4 * k, 0.4 * k + 0.3) for k, label in enumerate(labels))
+    return Alignment("Japanese", 0.4 * len(labels), "".join(labels), words)
+
+
+def test_kana_ideographs_and_cjk_radicals_join_without_spaces_when_spans_are_missing():
+    # HIRAGANA LETTER A, KATAKANA LETTER KA, CJK UNIFIED IDEOGRAPH (person),
+    # IDEOGRAPHIC ITERATION MARK, CJK RADICAL BAMBOO
+    alignment = words_without_spans("あ", "カ", "人", "々", "⺮")
+    (cue,) = group_cues(alignment)
+    assert cue.flat_text == "あカ人々⺮"
+
+
+def test_a_character_without_a_unicode_name_is_spaced_like_a_latin_word():
+    alignment = words_without_spans("a\ue000", "b")  # U+E000: private use, no name
+    (cue,) = group_cues(alignment)
+    assert cue.flat_text == "a\ue000 b"
+
+
+def test_a_word_whose_display_comes_without_its_span_is_joined_by_a_space():
+    text = "Hello, world!"
+    hello = AlignedWord("Hello", 0.0, 0.3, char_start=0, char_end=5, display="Hello,")
+    world = AlignedWord(
+        "world", 0.4, 0.7, char_start=7, char_end=12,
+        display="world!", display_start=7, display_end=13,
+    )  # fmt: skip
+    (cue,) = group_cues(Alignment("English", 1.0, text, (hello, world)))
+    assert cue.flat_text == "Hello, world!"
+
+
+def test_line_breaks_and_runs_of_spaces_in_the_transcript_become_one_space():
+    assert flat_texts("Hello,\n  world!") == ["Hello, world!"]
+
+
+def test_free_standing_punctuation_before_the_last_word_stays_on_its_line():
+    assert flat_texts("the dog — barked", max_chars_per_line=9, max_lines=1) == [
+        "the dog —",
+        "barked",
+    ]
+
+
+def test_punctuation_between_words_without_spaces_stays_attached_to_the_word_before():
+    text = "dog—cat bird"
+    words = tuple(
+        AlignedWord(text[s:e], 0.4 * k, 0.4 * k + 0.3, s, e, text[s:e], s, e)
+        for k, (s, e) in enumerate([(0, 3), (4, 7), (8, 12)])
+    )
+    cues = group_cues(
+        Alignment("English", 1.5, text, words), CueOptions(max_chars_per_line=4, max_lines=1)
+    )
+    assert [c.flat_text for c in cues] == ["dog—", "cat", "bird"]
+
+
+def test_a_break_after_a_sentence_wins_over_balanced_lines():
+    assert all_lines("Go. We will all see you", max_chars_per_line=20) == [
+        ("Go.", "We will all see you")
+    ]
+
+
+def test_a_single_word_may_fill_the_first_line():
+    assert all_lines("Hello there", max_chars_per_line=6) == [("Hello", "there")]
+
+
+def test_words_that_fit_one_line_are_not_split_into_two():
+    assert all_lines("We go", max_chars_per_line=5) == [("We go",)]
+
+
+def test_equally_balanced_breaks_put_the_longer_line_first():
+    # "We go" / "on" and "We" / "go on" leave the same slack: 2 and 5 columns.
+    assert all_lines("We go on", max_chars_per_line=7) == [("We go", "on")]
+
+
+def test_a_full_line_ending_in_a_clause_ties_with_a_balanced_break_and_wins():
+    # Limit 10: "Hello Tom," fills its line (0 - clause bonus 30) + "hi" (8 squared) = 34,
+    # the same as "Hello" (5 squared) + "Tom, hi" (3 squared); the first found, the clause, wins.
+    assert all_lines("Hello Tom, hi", max_chars_per_line=10) == [("Hello Tom,", "hi")]
+
+
+def test_a_long_word_inside_a_cue_gets_its_own_line_among_the_others():
+    text = "a Donaudampfschifffahrtsgesellschaftskapitän b"
+    assert all_lines(text, max_chars_per_line=10) == [
+        ("a", "Donaudampfschifffahrtsgesellschaftskapitän"),
+        ("b",),
+    ]
+
+
+def test_a_cue_may_last_exactly_max_duration():
+    times = [(0.0, 3.5), (3.5, 7.0)]
+    cues = group_cues(make_alignment("One two.", times), CueOptions(max_duration=7.0))
+    assert [(c.flat_text, c.start, c.end) for c in cues] == [("One two.", 0.0, 7.0)]
+
+
+def test_a_silence_of_exactly_max_pause_keeps_the_cue_together():
+    times = [(0.0, 1.0), (2.5, 3.0)]  # 1.5 s of silence, then a word that ends 2 s later
+    cues = group_cues(make_alignment("Wait then", times), CueOptions(max_pause=1.5))
+    assert [c.flat_text for c in cues] == ["Wait then"]
+
+
+def test_a_pause_after_a_plain_word_ends_the_cue_there_not_at_the_sentence_before():
+    times = [(0.0, 0.3), (0.4, 0.7), (3.0, 3.3)]
+    cues = group_cues(make_alignment("Wait. Look there", times), CueOptions(max_pause=1.5))
+    assert [c.flat_text for c in cues] == ["Wait. Look", "there"]
+
+
+def test_the_last_cue_is_not_cut_at_a_sentence_end_when_everything_fits():
+    assert flat_texts("Hello there. How are you") == ["Hello there. How are you"]
+
+
+def test_a_clause_break_keeping_exactly_the_minimum_fill_is_used():
+    # "So, we did" fills the 10 columns; "So," keeps 3 of them, exactly 30 %.
+    assert flat_texts("So, we did it", max_chars_per_line=10, max_lines=1) == ["So,", "we did it"]

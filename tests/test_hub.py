@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -596,26 +597,34 @@ def test_plain_relative_names_are_accepted(name):
     assert hub.unsafe_name_reason(name) is None
 
 
+CLIMBS = "its '..' climbs out of the download folder"
+ABSOLUTE = "it is an absolute path"
+EMPTY_SEGMENT = "it has an empty or '.' segment"
+
+
 @pytest.mark.parametrize(
     ("name", "why"),
     [
-        ("../x.json", "climbs out"),
-        ("a/../../x.json", "climbs out"),
-        ("a/..", "climbs out"),
-        ("/etc/x.json", "absolute"),
-        ("C:/x.json", "absolute"),
-        ("a\\..\\x.json", "backslash"),
-        ("a\x00.json", "U+0000"),
-        ("a\n.json", "U+000A"),
-        ("a\u202e.json", "U+202E"),
-        ("", "empty name"),
-        ("./x.json", "'.' segment"),
-        ("a//x.json", "empty or '.' segment"),
-        ("x.json/", "empty or '.' segment"),
+        ("../x.json", CLIMBS),
+        ("a/../../x.json", CLIMBS),
+        ("a/..", CLIMBS),
+        ("/etc/x.json", ABSOLUTE),
+        ("C:/x.json", ABSOLUTE),
+        ("C:x.json", ABSOLUTE),  # a drive-relative Windows path
+        ("a\\..\\x.json", "it holds a backslash"),
+        ("a\x00.json", "it holds the control or invisible character U+0000"),
+        ("a\n.json", "it holds the control or invisible character U+000A"),
+        ("a\u202e.json", "it holds the control or invisible character U+202E"),
+        ("", "an empty name"),
+        ("./x.json", EMPTY_SEGMENT),
+        ("a//x.json", EMPTY_SEGMENT),
+        ("x.json/", EMPTY_SEGMENT),
+        (5, "it is not a string"),
+        (None, "it is not a string"),
     ],
 )
 def test_names_that_could_leave_the_folder_are_refused(name, why):
-    assert why in hub.unsafe_name_reason(name)
+    assert hub.unsafe_name_reason(name) == why
 
 
 def test_sizes_and_the_limit_from_the_environment():
@@ -643,6 +652,675 @@ def test_fetch_model_takes_the_limit_and_http_flags(standin, tmp_path, monkeypat
     assert not hub.parse_args([]).allow_http and hub.parse_args([]).max_bytes is None
     with pytest.raises(SystemExit):
         hub.parse_args(["--max-bytes", "lots"])
+
+
+# -- the checks one by one, on crafted listings and answers ------------------------------------
+
+HUB = "https://hub.example"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+OTHER_COMMIT = "f" * 40
+SHA1 = "da39a3ee5e6b4b0d3255bfef95601890afd80709"
+SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+REFUSING = f"refusing to download {REPO} from {HUB}"
+ADVICE = (
+    "If the checkpoint really is that large, raise the limit "
+    "(QWEN3_ALIGNER_MAX_DOWNLOAD_BYTES=16G, or ./scripts/fetch-model --max-bytes 16G)"
+)
+LISTING_URL = f"{HUB}/api/models/{REPO}/revision/{COMMIT}"
+LISTING_PATH = f"/api/models/{REPO}/revision/{COMMIT}"
+CONFIG_PATH = f"/{REPO}/resolve/{COMMIT}/config.json"
+WEIGHTS_PATH = f"/{REPO}/resolve/{COMMIT}/model.safetensors"
+
+
+def listing(*siblings: dict, sha: object = COMMIT):
+    """A ``model_info`` answer as ``huggingface_hub`` reads it."""
+    from huggingface_hub.hf_api import ModelInfo
+
+    return ModelInfo(id=REPO, sha=sha, siblings=list(siblings))
+
+
+def sibling(name: str, size: object = None, lfs: object = None) -> dict:
+    entry: dict = {"rfilename": name, "size": size}
+    if lfs is not None:
+        entry["lfs"] = {"size": lfs, "sha256": SHA256, "pointerSize": 134}
+    return entry
+
+
+def test_the_plan_is_the_commit_and_the_aligner_files_with_their_listed_sizes():
+    info = listing(
+        sibling("README.md", 50_000),  # not loaded by the aligner: neither fetched nor counted
+        sibling("config.json", 100),
+        sibling("tokenizer.json"),  # no size listed: left to the limit while downloading
+        sibling("model.safetensors", 1500, lfs=2000),  # the larger of the two sizes counts
+        sibling("vocab.txt", 0),
+        sibling("chat_template.jinja", 5),
+    )
+    plan = hub.plan_download(info, REPO, HUB, max_bytes=2105)  # exactly the listed sum
+    files = (
+        "config.json",
+        "tokenizer.json",
+        "model.safetensors",
+        "vocab.txt",
+        "chat_template.jinja",
+    )
+    assert plan == hub.DownloadPlan(COMMIT, files, 2105)
+
+
+@pytest.mark.parametrize("sha", ["g" * 40, COMMIT[:7], None])
+def test_a_listing_whose_commit_is_not_a_hash_is_refused_by_the_plan(sha):
+    with pytest.raises(hub.UnsafeDownload) as caught:
+        hub.plan_download(listing(sibling("config.json", 1), sha=sha), REPO, HUB, 1000)
+    assert str(caught.value) == (
+        f"{REFUSING}: it gives the commit {sha!r}, which is not a commit hash "
+        "(40 hexadecimal digits)"
+    )
+
+
+def test_a_listing_without_files_is_unavailable_not_unsafe():
+    with pytest.raises(hub.CheckpointUnavailable) as caught:
+        hub.plan_download(listing(), REPO, HUB, 1000)
+    assert type(caught.value) is hub.CheckpointUnavailable
+    assert str(caught.value) == f"cannot download {REPO}: {HUB} lists no files in it"
+
+
+def test_every_listed_name_is_checked_not_only_the_aligners():
+    info = listing(sibling("config.json", 1), sibling("../../notes.md", 1))
+    with pytest.raises(hub.UnsafeDownload) as caught:
+        hub.plan_download(info, REPO, HUB, 1000)
+    assert str(caught.value) == (
+        f"{REFUSING}: it lists a file named '../../notes.md' "
+        "(its '..' climbs out of the download folder); nothing was downloaded"
+    )
+
+
+@pytest.mark.parametrize(
+    ("size", "lfs"), [(-1, None), (1.5, None), ("12", None), (True, None), (10, -1)]
+)
+def test_a_listed_size_that_is_not_a_byte_count_is_refused(size, lfs):
+    info = listing(sibling("model.safetensors", size, lfs=lfs))
+    with pytest.raises(hub.UnsafeDownload) as caught:
+        hub.plan_download(info, REPO, HUB, 1000)
+    bad = size if lfs is None else lfs
+    assert str(caught.value) == f"{REFUSING}: it lists model.safetensors at {bad!r} bytes"
+
+
+def test_a_file_listed_at_the_limit_is_planned_and_one_byte_more_refused():
+    at_limit = hub.plan_download(listing(sibling("model.safetensors", 1000)), REPO, HUB, 1000)
+    assert at_limit.listed_bytes == 1000
+    with pytest.raises(hub.UnsafeDownload) as caught:
+        hub.plan_download(listing(sibling("model.safetensors", 1001)), REPO, HUB, 1000)
+    assert str(caught.value) == (
+        f"{REFUSING}: it lists model.safetensors at 1001 bytes, more than the download limit "
+        f"of 1000 bytes; nothing was downloaded. {ADVICE}"
+    )
+
+
+def test_aligner_files_adding_up_to_more_than_the_limit_are_refused_by_the_plan():
+    info = listing(
+        sibling("README.md", 5000), sibling("config.json", 400), sibling("model.safetensors", 601)
+    )
+    with pytest.raises(hub.UnsafeDownload) as caught:
+        hub.plan_download(info, REPO, HUB, 1000)
+    assert str(caught.value) == (
+        f"{REFUSING}: the 2 files the aligner loads add up to 1001 bytes, more than the download "
+        f"limit of 1000 bytes; nothing was downloaded. {ADVICE}"
+    )
+
+
+def guard(
+    max_bytes: int = 1 << 20, plan: hub.DownloadPlan | None = None, allow_http: bool = False
+) -> hub.DownloadGuard:
+    checks = hub.DownloadGuard(REPO, HUB, max_bytes, allow_http)
+    checks.plan = plan
+    return checks
+
+
+def pinned(listed_bytes: int = 0) -> hub.DownloadPlan:
+    return hub.DownloadPlan(COMMIT, ("config.json",), listed_bytes)
+
+
+def answer(
+    url: str, method: str = "GET", headers: dict | None = None, body: bytes = b"", status=200
+):
+    """A ``requests`` answer to ``method url``, as the response hook receives it."""
+    import io
+
+    import requests
+    from requests.structures import CaseInsensitiveDict
+
+    response = requests.Response()
+    response.url = url
+    response.status_code = status
+    response.headers = CaseInsensitiveDict(headers or {})
+    response.raw = io.BytesIO(body)
+    response.encoding = "utf-8"
+    response.request = requests.Request(method, url).prepare()
+    return response
+
+
+def refusal(checks: hub.DownloadGuard, response) -> str:
+    """The message of the UnsafeDownload the guard answers ``response`` with (read whole)."""
+    with pytest.raises(hub.UnsafeDownload) as caught:
+        checks.check(response)
+        response.content  # noqa: B018 (read through the hook's counting)
+    return str(caught.value)
+
+
+def test_the_guard_names_the_mirror_without_its_trailing_slash_and_finds_listings_under_its_path():
+    mirror_hub = "https://mirror.example/HFX/"  # a mirror under a path
+    checks = hub.DownloadGuard(REPO, mirror_hub, 1000, False)
+    assert (checks.repo_id, checks.hub, checks.max_bytes, checks.allow_http) == (
+        REPO,
+        "https://mirror.example/HFX",
+        1000,
+        False,
+    )
+    assert (checks.plan, checks.received) == (None, 0)
+    checks.plan = pinned()
+    path = f"/HFX/api/models/{REPO}/revision/{COMMIT}"
+    body = json.dumps({"sha": OTHER_COMMIT}).encode()
+    assert refusal(checks, answer(f"https://mirror.example{path}", body=body)) == (
+        f"refusing to download {REPO} from https://mirror.example/HFX: it gives the commit "
+        f"{OTHER_COMMIT} in its listing {path}, for a download of commit {COMMIT}"
+    )
+    # The same answer outside the mirror's path is no listing of it.
+    outside = answer(f"https://mirror.example/api/models/{REPO}/revision/{COMMIT}", body=body)
+    assert checks.check(outside) is None and outside.json() == {"sha": OTHER_COMMIT}
+
+
+def test_a_listing_is_recognised_whatever_the_case_of_the_host_and_the_default_port():
+    checks = hub.DownloadGuard(REPO, "https://Hub.Example", 1000, False)
+    checks.plan = pinned()
+    body = json.dumps({"sha": "not-a-commit"}).encode()
+    url = f"https://hub.example:443/api/models/{REPO}/revision/{COMMIT}"
+    assert refusal(checks, answer(url, body=body)) == (
+        f"{REFUSING.replace('hub.example', 'Hub.Example')}: it gives the commit 'not-a-commit' "
+        f"in its listing {LISTING_PATH}, which is not a commit hash (40 hexadecimal digits)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("HTTPS://Hub.Example/api", ("https", "hub.example", 443)),
+        ("http://hub.example", ("http", "hub.example", 80)),
+        ("https://hub.example:8443/x", ("https", "hub.example", 8443)),
+        ("https://hub.example:99999/x", ("https", "hub.example", 443)),  # not a port
+        ("ftp://hub.example", ("ftp", "hub.example", None)),
+        ("", ("", "", None)),
+    ],
+)
+def test_origins_compare_as_requests_compares_them(url, origin):
+    assert hub._origin_key(url) == origin
+
+
+def test_answers_must_come_over_https_or_allowed_http():
+    cdn = "http://cdn.example:8080/lfs/abc"
+    assert refusal(guard(), answer(cdn)) == (
+        f"{REFUSING}: it sent the download to http://cdn.example:8080, which is not https"
+    )
+    assert guard(allow_http=True).check(answer(cdn)) is None
+    assert refusal(guard(allow_http=True), answer("ftp://cdn.example/lfs/abc")) == (
+        f"{REFUSING}: it sent the download to ftp://cdn.example, which is not https"
+    )
+    assert guard().check(answer(f"{HUB}{CONFIG_PATH}")) is None
+
+
+def test_a_commit_header_must_be_a_hash_and_once_pinned_the_pinned_commit():
+    url = f"{HUB}{CONFIG_PATH}"
+    assert refusal(guard(), answer(url, "HEAD", {"X-Repo-Commit": "abc123", "ETag": SHA1})) == (
+        f"{REFUSING}: it gives the commit 'abc123' in the X-Repo-Commit header of {CONFIG_PATH}, "
+        "which is not a commit hash (40 hexadecimal digits)"
+    )
+    # Any commit before the revision is resolved; from any host.
+    cdn = "https://cdn.example/lfs/abc"
+    assert guard().check(answer(cdn, headers={"X-Repo-Commit": OTHER_COMMIT})) is None
+    upper = {"X-Repo-Commit": COMMIT.upper(), "ETag": SHA1}
+    assert guard(plan=pinned()).check(answer(url, "HEAD", upper)) is None
+    assert refusal(guard(plan=pinned()), answer(cdn, headers={"X-Repo-Commit": OTHER_COMMIT})) == (
+        f"{REFUSING}: it gives the commit {OTHER_COMMIT} in the X-Repo-Commit header of /lfs/abc, "
+        f"for a download of commit {COMMIT}"
+    )
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"ETag": f'"{SHA1}"'},
+        {"ETag": f'W/"{SHA1}"'},  # weak, as a proxy that compresses marks it
+        {"ETag": SHA256},
+        # An LFS file is stored under X-Linked-Etag, whatever the redirect's own ETag is.
+        {"X-Linked-Etag": f'"{SHA256}"', "ETag": '"not-a-blob-id"'},
+        {},
+    ],
+)
+def test_a_file_answer_stored_under_a_sha1_or_sha256_etag_is_accepted(headers):
+    assert guard().check(answer(f"{HUB}{CONFIG_PATH}", "HEAD", headers)) is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "raw"),
+    [
+        ({"ETag": '"../../ESCAPED"'}, '"../../ESCAPED"'),
+        ({"X-Linked-Etag": '"../../ESCAPED"', "ETag": f'"{SHA1}"'}, '"../../ESCAPED"'),
+        ({"ETag": f"X{SHA1}"}, f"X{SHA1}"),
+        ({"ETag": f'"{SHA1}X"'}, f'"{SHA1}X"'),
+    ],
+)
+def test_a_file_answer_stored_under_another_etag_is_refused(headers, raw):
+    assert refusal(guard(), answer(f"{HUB}{WEIGHTS_PATH}", "HEAD", headers)) == (
+        f"{REFUSING}: it answers {WEIGHTS_PATH} with the ETag {raw!r}; huggingface_hub stores "
+        "files under their ETag, which on the Hub is a sha1 or a sha256 (40 or 64 hexadecimal "
+        "digits)"
+    )
+
+
+def test_only_the_head_of_a_file_names_where_it_is_stored():
+    s3_etag = {"ETag": '"d41d8cd98f00b204e9800998ecf8427e-3"'}  # an S3 multipart upload's
+    assert guard().check(answer(f"{HUB}{WEIGHTS_PATH}", "GET", s3_etag)) is None
+    assert guard().check(answer("https://cdn.example/lfs/abc", "HEAD", s3_etag)) is None
+
+
+def test_a_file_announced_above_the_limit_is_refused_at_its_head():
+    url = f"{HUB}{CONFIG_PATH}"
+    at_limit = {"ETag": SHA1, "Content-Length": "1000"}
+    assert guard(max_bytes=1000).check(answer(url, "HEAD", at_limit)) is None
+    too_large = f"{REFUSING}: it announces {CONFIG_PATH} at 1001 bytes, more than the download "
+    small = {"ETag": SHA1, "Content-Length": "1001"}
+    assert refusal(guard(max_bytes=1000), answer(url, "HEAD", small)) == (
+        f"{too_large}limit of 1000 bytes. {ADVICE}"
+    )
+    # An LFS file's redirect announces the file's size in X-Linked-Size, its own length is 0.
+    lfs = {"X-Linked-Etag": SHA256, "X-Linked-Size": "1001", "Content-Length": "0"}
+    assert refusal(guard(max_bytes=1000), answer(url, "HEAD", lfs)) == (
+        f"{too_large}limit of 1000 bytes. {ADVICE}"
+    )
+
+
+def test_xet_headers_are_taken_off_file_answers():
+    headers = {
+        "ETag": SHA1,
+        "X-Xet-Hash": "abc",
+        "x-xet-refresh-route": "/api/x",
+        "X-Linked-Size": "10",
+    }
+    response = answer(f"{HUB}{CONFIG_PATH}", "HEAD", headers)
+    guard().check(response)
+    assert dict(response.headers) == {"ETag": SHA1, "X-Linked-Size": "10"}
+
+
+def test_a_pinned_listing_must_give_the_pinned_commit():
+    body = json.dumps({"sha": "../../ESCAPED"}).encode()
+    assert refusal(guard(plan=pinned()), answer(LISTING_URL, body=body)) == (
+        f"{REFUSING}: it gives the commit '../../ESCAPED' in its listing {LISTING_PATH}, which "
+        "is not a commit hash (40 hexadecimal digits)"
+    )
+    good = answer(LISTING_URL, body=json.dumps({"sha": COMMIT, "siblings": []}).encode())
+    assert guard(plan=pinned()).check(good) is None
+
+
+@pytest.mark.parametrize(
+    ("plan", "url", "body"),
+    [
+        # The first listing, before the revision is resolved, is plan_download's to check.
+        (None, LISTING_URL, {"sha": "not-a-commit"}),
+        # Answers that are no listing: huggingface_hub reports them.
+        (pinned(), LISTING_URL, {"error": "no sha here"}),
+        (pinned(), LISTING_URL, ["sha"]),
+        # A downloaded file is no listing, whatever it holds.
+        (pinned(), f"{HUB}{CONFIG_PATH}", {"sha": "not-a-commit"}),
+    ],
+)
+def test_answers_that_are_no_pinned_listing_are_not_read_as_one(plan, url, body):
+    response = answer(url, body=json.dumps(body).encode())
+    assert guard(plan=plan).check(response) is None
+    assert response.json() == body
+
+
+def test_an_error_answer_to_a_listing_is_left_to_huggingface_hub():
+    response = answer(LISTING_URL, body=b'{"sha": "x"}', status=404)
+    assert guard(plan=pinned()).check(response) is None
+
+
+def test_a_listing_longer_than_the_answer_limit_is_cut_off(monkeypatch):
+    monkeypatch.setattr(hub, "API_ANSWER_LIMIT", 10)
+    listing_url = f"{HUB}/api/models/{REPO}"
+    checks = guard(max_bytes=1000)
+    at_limit = answer(listing_url, body=b'{"sha": 1}')  # 10 bytes
+    checks.check(at_limit)
+    assert list(at_limit.iter_content(4)) == [b'{"sh', b'a": ', b"1}"]
+    too_long = answer(listing_url, body=b'{"sha": 12}')
+    checks.check(too_long)
+    chunks = too_long.iter_content(4)
+    assert [next(chunks), next(chunks)] == [b'{"sh', b'a": ']
+    with pytest.raises(hub.UnsafeDownload) as caught:
+        next(chunks)
+    assert str(caught.value) == (
+        f"{REFUSING}: its answer to /api/models/{REPO} is longer than 10 bytes"
+    )
+    assert too_long.raw.closed
+    # A file is no listing: only the download limit applies to it.
+    file = answer(f"{HUB}{CONFIG_PATH}", body=b"0123456789ab")
+    checks.check(file)
+    assert file.content == b"0123456789ab"
+
+
+def test_reading_through_the_guard_keeps_requests_chunks_and_decoding():
+    checks = guard()
+    for args, chunks in [((), [b"a", b"b", b"c"]), ((2,), [b"ab", b"c"]), ((2, True), ["ab", "c"])]:
+        response = answer(f"{HUB}{CONFIG_PATH}", body=b"abc")
+        checks.check(response)
+        assert list(response.iter_content(*args)) == chunks
+    assert checks.received == 9
+
+
+def test_all_answers_together_must_stay_within_the_download_limit():
+    checks = guard(max_bytes=10)
+    for body in (b"012345", b"6789"):
+        response = answer(f"{HUB}{CONFIG_PATH}", body=body)
+        checks.check(response)
+        assert response.content == body
+    assert checks.received == 10  # exactly the limit: accepted
+    one_more = answer("https://cdn.example/lfs/abc", body=b"x")
+    assert refusal(checks, one_more) == (
+        f"{REFUSING}: it sent more than the download limit of 10 bytes. {ADVICE}"
+    )
+    assert checks.received == 11 and one_more.raw.closed
+
+
+@pytest.mark.parametrize(
+    ("max_bytes", "listed", "said"),
+    [
+        (
+            100,
+            40,
+            "sent more than the download limit of 100 bytes, while the files it lists add "
+            "up to 40 bytes",
+        ),
+        # Listed sizes of half the limit or more: the checkpoint may really be that large.
+        (101, 50, f"sent more than the download limit of 101 bytes. {ADVICE}"),
+    ],
+)
+def test_a_mirror_sending_far_more_than_it_listed_is_told_so(max_bytes, listed, said):
+    checks = guard(max_bytes=max_bytes, plan=pinned(listed))
+    response = answer("https://cdn.example/lfs/abc", body=b"x" * (max_bytes + 1))
+    assert refusal(checks, response) == f"{REFUSING}: it {said}"
+
+
+def write_files(folder: Path, names: Sequence[str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_text("{}")
+    return folder
+
+
+def test_a_folder_is_complete_with_its_required_files_and_weights(tmp_path):
+    folder = write_files(tmp_path / "ok", [*hub.REQUIRED_FILES, "model.safetensors"])
+    assert hub.check_complete(folder, REPO) == folder
+
+
+@pytest.mark.parametrize(
+    ("present", "missing"),
+    [
+        (["model.safetensors"], "config.json, preprocessor_config.json, tokenizer_config.json"),
+        (list(hub.REQUIRED_FILES), "*.safetensors"),
+        ([], "config.json, preprocessor_config.json, tokenizer_config.json, *.safetensors"),
+    ],
+)
+def test_an_incomplete_folder_names_what_is_missing_and_how_to_finish_it(
+    tmp_path, present, missing
+):
+    folder = write_files(tmp_path / "partial", present)
+    with pytest.raises(hub.CheckpointUnavailable) as caught:
+        hub.check_complete(folder, REPO)
+    assert str(caught.value) == (
+        f"the copy of {REPO} in {folder} is incomplete (missing {missing}): an earlier download "
+        "was interrupted. Run again with network access to finish it (it resumes), or: To serve "
+        "without the Hub, fetch the checkpoint on a machine with internet access "
+        f"(./scripts/fetch-model /path/to/checkpoint, or huggingface-cli download {REPO} "
+        "--local-dir /path/to/checkpoint), copy the folder here and run ./scripts/serve --model "
+        "/path/to/checkpoint (container: MODEL_PATH=/path/to/checkpoint)"
+    )
+
+
+REPO_CACHE = "models--Qwen--Qwen3-ForcedAligner-0.6B"
+
+
+def test_a_written_file_that_leads_out_of_the_folder_is_refused(tmp_path):
+    local_dir = write_files(tmp_path / "airgap", ["config.json"])
+    # A link to nothing yet still leads out; a missing file is check_complete's to name.
+    (local_dir / "link.json").symlink_to(tmp_path / "outside.json")
+    plan = hub.DownloadPlan(COMMIT, ("config.json", "absent.json", "link.json"), 0)
+    with pytest.raises(hub.UnsafeDownload) as caught:
+        hub._check_download(REPO, local_dir, plan, "main", local_dir, None)
+    assert str(caught.value) == (
+        f"refusing the download of {REPO}: {local_dir / 'link.json'} leads to "
+        f"{(tmp_path / 'outside.json').resolve()}, outside {local_dir.resolve()}"
+    )
+    (local_dir / "link.json").unlink()
+    assert hub._check_download(REPO, local_dir, plan, "main", local_dir, None) is None
+
+
+def test_a_cached_download_must_be_the_snapshot_of_the_commit_inside_the_cache(tmp_path):
+    cache = tmp_path / "cache"
+    repo_cache = cache / REPO_CACHE
+    snapshot = write_files(repo_cache / "snapshots" / COMMIT, ["config.json"])
+    plan = hub.DownloadPlan(COMMIT, ("config.json",), 2)
+    (snapshot / "config.json").unlink()
+    (snapshot / "config.json").symlink_to(tmp_path / "elsewhere.json")
+    with pytest.raises(hub.UnsafeDownload) as caught:
+        hub._check_download(REPO, snapshot, plan, "main", None, cache)
+    assert str(caught.value) == (
+        f"refusing the download of {REPO}: {snapshot / 'config.json'} leads to "
+        f"{(tmp_path / 'elsewhere.json').resolve()}, outside {repo_cache.resolve()}"
+    )
+    other = write_files(repo_cache / "snapshots" / OTHER_COMMIT, ["config.json"])
+    with pytest.raises(hub.UnsafeDownload) as caught:
+        hub._check_download(REPO, other, plan, "main", None, cache)
+    assert str(caught.value) == (
+        f"refusing the download of {REPO}: it went to {other}, not to the snapshot of commit "
+        f"{COMMIT}"
+    )
+    assert not (repo_cache / "refs").exists()
+
+
+def test_a_checked_cached_download_remembers_its_revision(tmp_path):
+    cache = tmp_path / "cache"
+    snapshot = write_files(cache / REPO_CACHE / "snapshots" / COMMIT, ["config.json"])
+    plan = hub.DownloadPlan(COMMIT, ("config.json",), 2)
+    hub._check_download(REPO, snapshot, plan, "main", None, cache)
+    assert refs_in(cache) == {"main": COMMIT}
+
+
+def test_revisions_are_remembered_as_their_commits_and_kept_current(tmp_path):
+    repo_cache = tmp_path / REPO_CACHE  # no refs folder yet
+    hub._remember_revision(repo_cache, "release/v1", COMMIT)
+    hub._remember_revision(repo_cache, "release/v2", COMMIT)
+    hub._remember_revision(repo_cache, "release/v1", OTHER_COMMIT)  # the branch moved
+    refs = {
+        p.relative_to(repo_cache / "refs").as_posix(): p.read_text()
+        for p in (repo_cache / "refs").rglob("*")
+        if p.is_file()
+    }
+    assert refs == {"release/v1": OTHER_COMMIT, "release/v2": COMMIT}
+
+
+@pytest.mark.parametrize("revision", [COMMIT, "../ESCAPED", "../../ESCAPED", ".", "refs/.."])
+def test_a_commit_or_a_revision_outside_the_refs_is_not_recorded(tmp_path, revision):
+    repo_cache = tmp_path / "cache" / REPO_CACHE
+    repo_cache.mkdir(parents=True)
+    hub._remember_revision(repo_cache, revision, COMMIT)
+    assert list(tmp_path.rglob("*")) == [tmp_path / "cache", repo_cache]
+
+
+# -- the listing and the download, against the stand-in -----------------------------------------
+
+SMALL_FILES = {
+    "config.json": b'{"model_type": "qwen3"}',
+    "preprocessor_config.json": b'{"sampling_rate": 16000}',
+    "tokenizer_config.json": b'{"model_max_length": 4096}',
+    "model.safetensors": b"\0" * 4096,
+    "README.md": b"# model card\n",
+}
+
+
+@pytest.fixture
+def small_hub(tmp_path, monkeypatch):
+    """The stand-in serving a few small files (no checkpoint) as the aligner's repository."""
+    folder = tmp_path / "small-repo"
+    folder.mkdir()
+    for name, data in SMALL_FILES.items():
+        (folder / name).write_bytes(data)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with HubStandIn({REPO: folder}, tmp_path / "ca") as running:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(running.ca_bundle))
+        yield running
+
+
+def test_the_listing_gives_each_files_size_and_is_asked_with_the_token(small_hub):
+    info = hub._list_repo(REPO, "main", "hf_listing_token", small_hub.endpoint)
+    assert info.sha == small_hub.commits[REPO]
+    assert {s.rfilename: s.size for s in info.siblings} == {
+        name: len(data) for name, data in SMALL_FILES.items()
+    }
+    assert [(s.path, s.authorization) for s in small_hub.seen] == [
+        (f"/api/models/{REPO}/revision/main?blobs=True", "Bearer hf_listing_token")
+    ]
+
+
+def test_a_listing_that_is_not_json_is_reported_as_no_listing(small_hub, monkeypatch):
+    import hub_standin
+
+    def garbage(handler, rest, blobs):
+        handler._send(200, {"Content-Type": "application/json"}, b"<html>a login page</html>")
+
+    monkeypatch.setattr(hub_standin._Handler, "_model_info", garbage)
+    with pytest.raises(hub.CheckpointUnavailable) as caught:
+        hub._list_repo(REPO, "main", None, small_hub.endpoint)
+    assert str(caught.value) == (
+        f"cannot download {REPO}: {small_hub.endpoint} answers its listing with something that "
+        "is not a Hub listing (JSONDecodeError: Expecting value: line 1 column 1 (char 0))"
+    )
+
+
+def test_a_hub_that_never_answers_the_listing_is_given_up_after_the_probe_timeout(monkeypatch):
+    import requests
+
+    monkeypatch.setattr(hub, "PROBE_TIMEOUT_SECONDS", 0.2)
+    with socket.socket() as silent:  # accepts connections (the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        reason = hub._list_repo(REPO, "main", None, endpoint)
+    assert isinstance(reason, requests.exceptions.Timeout)
+
+
+def test_the_snapshot_is_fetched_at_the_commit_with_the_token(small_hub, tmp_path):
+    commit = small_hub.commits[REPO]
+    cache = tmp_path / "cache"
+    folder = hub._snapshot(
+        REPO,
+        commit,
+        ["config.json", "*.safetensors"],
+        None,
+        cache,
+        small_hub.endpoint,
+        "hf_file_token",
+        False,
+    )
+    assert folder == cache / REPO_CACHE / "snapshots" / commit
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == {
+        "config.json": SMALL_FILES["config.json"],
+        "model.safetensors": SMALL_FILES["model.safetensors"],
+    }
+    files = [s for s in small_hub.seen if "/resolve/" in s.path]
+    assert files and {s.authorization for s in files} == {"Bearer hf_file_token"}
+
+
+def test_a_snapshot_from_the_cache_only_asks_nothing_of_the_hub(small_hub, tmp_path):
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    with pytest.raises(LocalEntryNotFoundError):
+        hub._snapshot(
+            REPO, "main", ["*.json"], None, tmp_path / "cache", small_hub.endpoint, None, True
+        )
+    assert small_hub.seen == []
+
+
+def flaky_snapshot(monkeypatch, failures: list[Exception], folder: Path) -> list[dict]:
+    """Replaces huggingface_hub's snapshot_download by one raising ``failures`` one call after
+    another, then returning ``folder``; the calls' arguments come back."""
+    import huggingface_hub
+
+    calls: list[dict] = []
+
+    def snapshot_download(repo_id, **kwargs):
+        calls.append({"repo_id": repo_id, **kwargs})
+        if len(calls) <= len(failures):
+            raise failures[len(calls) - 1]
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    return calls
+
+
+def resumed(attempts: Sequence[int], why: str) -> str:
+    return "".join(
+        f"download of {REPO} interrupted ({why}); resuming (attempt {n} of 4)\n" for n in attempts
+    )
+
+
+def snapshot_of(tmp_path: Path) -> Path:
+    return hub._snapshot(REPO, COMMIT, ["*.json"], None, tmp_path, HUB, None, False)
+
+
+def test_a_broken_connection_is_resumed_up_to_four_attempts(monkeypatch, tmp_path, capsys):
+    import requests
+
+    broken = [requests.exceptions.ChunkedEncodingError("Connection broken: IncompleteRead")] * 2
+    broken.append(requests.exceptions.ConnectionError("Connection reset by peer"))
+    calls = flaky_snapshot(monkeypatch, broken, tmp_path / "done")
+    assert snapshot_of(tmp_path) == tmp_path / "done"
+    assert len(calls) == 4
+    assert calls[0] == {
+        "repo_id": REPO,
+        "revision": COMMIT,
+        "allow_patterns": ["*.json"],
+        "local_dir": None,
+        "cache_dir": tmp_path,
+        "endpoint": HUB,
+        "token": None,
+        "local_files_only": False,
+    }
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        resumed([2, 3], "ChunkedEncodingError: Connection broken: IncompleteRead")
+        + resumed([4], "ConnectionError: Connection reset by peer")
+    )
+
+
+def test_a_connection_broken_four_times_is_given_up(monkeypatch, tmp_path, capsys):
+    import requests
+
+    last = requests.exceptions.ChunkedEncodingError("fourth")
+    broken = [requests.exceptions.ChunkedEncodingError("again")] * 3 + [last]
+    calls = flaky_snapshot(monkeypatch, broken, tmp_path / "never")
+    with pytest.raises(requests.exceptions.ChunkedEncodingError) as caught:
+        snapshot_of(tmp_path)
+    assert caught.value is last and len(calls) == 4
+    assert capsys.readouterr().err == resumed([2, 3, 4], "ChunkedEncodingError: again")
+
+
+def test_a_tls_failure_is_not_retried(monkeypatch, tmp_path, capsys):
+    import requests
+
+    refused = requests.exceptions.SSLError("certificate verify failed")
+    calls = flaky_snapshot(monkeypatch, [refused], tmp_path / "never")
+    with pytest.raises(requests.exceptions.SSLError) as caught:
+        snapshot_of(tmp_path)
+    assert caught.value is refused and len(calls) == 1
+    assert capsys.readouterr().err == ""
 
 
 # -- the backend stub's libpython ---------------------------------------------------------------
@@ -725,3 +1403,37 @@ def test_the_entrypoint_stops_before_the_server_when_the_checkpoint_cannot_be_ha
     monkeypatch.setattr(entrypoint, "cuda_device_count", lambda: 0)
     assert entrypoint.main([], {"DEVICE": "cpu"}) == 1
     assert "entrypoint: error: cannot get it" in capsys.readouterr().err
+
+
+def redirected(first_url: str, final):
+    """``final`` as requests hands it over after a redirect from ``first_url``."""
+    final.history = [answer(first_url, status=302, headers={"Location": final.url})]
+    return final
+
+
+def test_a_listing_redirected_elsewhere_on_the_mirror_is_still_checked():
+    # A mirror once answered snapshot_download's own listing with a redirect to a path outside
+    # its API and a commit that climbs out of the cache: huggingface_hub wrote a ref file there.
+    body = json.dumps({"sha": "../../../../../ESCAPED-ref"}).encode()
+    moved = answer(f"{HUB}/redirected/api/models/{REPO}/revision/main", body=body)
+    assert refusal(guard(plan=pinned()), redirected(LISTING_URL, moved)) == (
+        f"{REFUSING}: it gives the commit '../../../../../ESCAPED-ref' in its listing "
+        f"/redirected/api/models/{REPO}/revision/main, which is not a commit hash (40 "
+        "hexadecimal digits)"
+    )
+    elsewhere = answer(f"https://cdn.example/x/{REPO}", body=body)
+    assert refusal(guard(plan=pinned()), redirected(LISTING_URL, elsewhere)).endswith(
+        "which is not a commit hash (40 hexadecimal digits)"
+    )
+
+
+@pytest.mark.parametrize("path", ["/hf mirror", "/modèles"])
+def test_a_mirror_path_that_requests_percent_encodes_still_has_its_listings_checked(path):
+    from requests.utils import requote_uri
+
+    endpoint = f"https://mirror.example{path}"
+    checks = hub.DownloadGuard(REPO, endpoint, 10 * 2**30, allow_http=False)
+    checks.plan = pinned()
+    url = f"https://mirror.example{requote_uri(path)}/api/models/{REPO}/revision/{COMMIT}"
+    body = json.dumps({"sha": "../../x"}).encode()
+    assert "which is not a commit hash" in refusal(checks, answer(url, body=body))

@@ -294,7 +294,11 @@ class DownloadGuard:
         self._lock = threading.Lock()
         self._refusing = f"refusing to download {repo_id} from {self.hub}"
         self._hub_origin = _origin_key(self.hub)
-        self._hub_path = urlsplit(self.hub).path.rstrip("/")
+        from requests.utils import requote_uri
+
+        # The path as configured and as requests sends it (percent-encoded: a space, an accent).
+        path = urlsplit(self.hub).path.rstrip("/")
+        self._api_prefixes = tuple({f"{path}/api/", f"{requote_uri(path)}/api/"})
 
     @contextmanager
     def installed(self) -> Iterator[DownloadGuard]:
@@ -338,8 +342,10 @@ class DownloadGuard:
                 f"{self._refusing}: it sent the download to {scheme}://{url.netloc}, which is not "
                 "https"
             )
-        listing = _origin_key(response.url) == self._hub_origin and url.path.startswith(
-            self._hub_path + "/api/"
+        # An answer to a request sent to the Hub's API is a listing wherever a redirect took it.
+        asked = response.history[0].url if response.history else response.url
+        listing = _origin_key(asked) == self._hub_origin and urlsplit(asked).path.startswith(
+            self._api_prefixes
         )
         self._count(response, API_ANSWER_LIMIT if listing else None)
         # From any host: no answer of a download has a reason to carry a bad commit.
