@@ -47,8 +47,9 @@ MODULES: dict[str, tuple[str, ...]] = {
 }
 CLIENT_PREFIX = "client."
 # What the scratch copy holds: the code, its tests and what the tests read (the launcher's tests
-# render model_repository/, the Hub's run scripts/fetch-model).
-COPIED = ("src", "tests", "client", "model_repository", "scripts")
+# render model_repository/, the Hub's run scripts/fetch-model, the shared-memory plan reads the
+# shipped deployments in docker/ and docs/).
+COPIED = ("src", "tests", "client", "model_repository", "scripts", "docker", "docs")
 
 
 def source_path(module: str) -> str:
