@@ -167,6 +167,7 @@ def test_a_format_outside_the_accepted_ones_is_named_and_refused():
         "input AUDIO_FILE is a AIFF file; the accepted formats are WAV, FLAC, OGG (Vorbis, "
         "Opus) or MP3"
     )
+    assert error.reason == "bad_audio_file"
 
 
 def test_an_audio_file_with_no_frames_is_refused():
@@ -180,6 +181,13 @@ def test_an_audio_file_with_no_frames_is_refused():
 def test_too_many_channels_are_refused_from_the_header():
     error = refusal(encode(np.zeros((1600, 9), np.float32), 16000, "WAV", "FLOAT"))
     assert str(error) == "input AUDIO_FILE has 9 channels; the limit is 8"
+    assert error.reason == "bad_audio_file"
+
+
+def test_eight_channels_are_accepted_and_averaged():
+    columns = np.tile(np.arange(8, dtype=np.float32) / 16, (3200, 1))  # rows 0, 1/16 .. 7/16
+    req = request(encode(columns, 16000, "WAV", "FLOAT"))
+    np.testing.assert_array_equal(req.audio, np.full(3200, 28 / 16 / 8, np.float32))  # 0.21875
 
 
 # -- limits, before anything is decoded -----------------------------------------------------------
@@ -333,9 +341,29 @@ def test_a_cut_wav_decodes_as_far_as_it_goes_and_a_cut_too_short_is_refused():
 def test_a_cut_flac_is_refused_as_damaged():
     data = encode(tone(20.0, 16000), 16000, "FLAC")
     error = refusal(data[: len(data) // 2])
-    assert str(error).startswith("input AUDIO_FILE is damaged: decoding failed after ")
-    assert "of the 20.00 s its header announces (" in str(error)
+    # cut near 10 s: two blocks of 65536 frames (8.192 s) decode, the third loses sync
+    assert str(error) == (
+        "input AUDIO_FILE is damaged: decoding failed after 8.19 s of the 20.00 s its header "
+        "announces (Error : flac decoder lost sync)"
+    )
     assert error.reason == "bad_audio_file"
+
+
+def test_a_decoding_failure_libsndfile_does_not_describe_is_called_unreadable(monkeypatch):
+    wave = tone(1.0, 16000)
+    with EncodedAudio(encode(wave, 16000, "WAV", "PCM_16")) as encoded:
+
+        def failing(frames, **kwargs):
+            raise soundfile.SoundFileRuntimeError("no libsndfile code")
+
+        monkeypatch.setattr(encoded._sound, "read", failing)
+        with pytest.raises(AudioFileError) as info:
+            encoded.decode()
+    assert str(info.value) == (
+        "input AUDIO_FILE is damaged: decoding failed after 0.00 s of the 1.00 s its header "
+        "announces (unreadable)"
+    )
+    assert info.value.reason == "bad_audio_file"
 
 
 def test_a_cut_mp3_decodes_as_far_as_it_goes():
@@ -366,12 +394,76 @@ def test_encoded_audio_reads_the_header_before_decoding():
     data = encode(tone(1.5, 44100, channels=2), 44100, "FLAC")
     with EncodedAudio(data) as encoded:
         header = encoded.header
-    assert (header.format, header.frames, header.sample_rate, header.channels) == (
+    assert (header.format, header.subtype, header.frames, header.sample_rate, header.channels) == (
         "FLAC",
+        "PCM_16",
         66150,
         44100,
         2,
     )
     assert header.seconds == 1.5
-    with pytest.raises(AudioFileError, match="not a readable audio file"):
+    with pytest.raises(AudioFileError) as info:
         EncodedAudio(b"not audio")
+    assert str(info.value) == (
+        "input AUDIO_FILE is not a readable audio file (Format not recognised); send the bytes "
+        "of a WAV, FLAC, OGG (Vorbis, Opus) or MP3 file"
+    )
+    assert info.value.reason == "bad_audio_file"
+
+
+def test_an_audio_file_error_is_a_bad_audio_file_unless_told_otherwise():
+    assert AudioFileError("input AUDIO_FILE is odd").reason == "bad_audio_file"
+    assert AudioFileError("input AUDIO_FILE is empty", "audio_empty").reason == "audio_empty"
+
+
+def test_a_file_of_one_frame_decodes_to_its_one_sample():
+    with EncodedAudio(encode(np.array([0.25], np.float32), 16000, "WAV", "FLOAT")) as encoded:
+        assert encoded.header.frames == 1
+        np.testing.assert_array_equal(encoded.decode(), np.array([0.25], np.float32))
+
+
+def test_a_rate_of_one_hz_is_read_from_the_header_and_decoded():
+    samples = np.array([0.5, -0.25, 0.125], np.float32)
+    with EncodedAudio(encode(samples, 1, "WAV", "FLOAT")) as encoded:
+        assert (encoded.header.sample_rate, encoded.header.seconds) == (1, 3.0)
+        np.testing.assert_array_equal(encoded.decode(), samples)
+
+
+def test_a_header_without_a_sample_rate_is_refused_and_closed(monkeypatch):
+    """libsndfile 1.2.2 itself refuses a rate of 0 ("SF_INFO struct incomplete"); a libsndfile
+    that let one through must still not reach a division by it."""
+    from qwen3_aligner_triton import audio_file
+
+    data = encode(tone(1.0, 16000), 16000, "WAV")
+    opened: list[soundfile.SoundFile] = []
+
+    class NoSampleRate(soundfile.SoundFile):
+        samplerate = property(lambda self: 0)
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    monkeypatch.setattr(audio_file.soundfile, "SoundFile", NoSampleRate)
+    with pytest.raises(AudioFileError) as info:
+        EncodedAudio(data)
+    assert str(info.value) == "input AUDIO_FILE has no sample rate in its header"
+    assert info.value.reason == "bad_audio_file"
+    assert len(opened) == 1 and opened[0].closed
+
+
+@pytest.mark.parametrize("channels", [1, 2, 6])
+def test_decoding_takes_the_waveform_and_one_float32_block_of_memory(channels):
+    """Mono decodes straight into the waveform; more channels go through one float32 block of
+    BLOCK_FRAMES frames; a complete decode returns that waveform, not a copy."""
+    data = encode(tone(10.0, 16000, channels), 16000, "WAV", "FLOAT")
+    block = 0 if channels == 1 else 65536 * channels * 4
+    with EncodedAudio(data) as encoded:
+        tracemalloc.start()
+        try:
+            wave = encoded.decode()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert wave.shape == (160000,) and wave.nbytes == 640000
+    assert peak < 640000 + block + 100_000  # any second array would be 256 kB or more

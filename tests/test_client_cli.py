@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-from qwen3_aligner_client import AlignerClient, Alignment, BatchItem
+from qwen3_aligner_client import AlignerClient, Alignment, BatchItem, subtitle_kind
 from qwen3_aligner_client import cli as cli_module
 from qwen3_aligner_client.cli import (
     EXIT_FAILED,
@@ -123,6 +123,32 @@ def test_live_server_without_a_ready_model_exits_4(clip, capsys):
         assert main(["--check", "--url", url]) == EXIT_NOT_READY
         assert "up but not ready" in capsys.readouterr().err
         assert main([str(audio), str(text), "-l", "en", "--url", url]) == EXIT_NOT_READY
+
+
+SRT_HEAD = "1\n00:00:01,000 --> 00:00:02,500\n"
+VTT_HEAD = "WEBVTT\n\n00:00:01.000 --> 00:00:02.500\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "kind"),
+    [
+        ("talk.srt", "plain words", "srt"),  # the suffix decides, whatever the content
+        ("talk.Vtt", "plain words", "vtt"),
+        ("talk.txt", SRT_HEAD + "hi\n", "srt"),  # else the content
+        ("-", SRT_HEAD + "hi\n", "srt"),  # stdin has no suffix
+        (None, VTT_HEAD + "hi\n", "vtt"),  # nor has text given without a name
+        ("talk.txt", "\ufeff" + VTT_HEAD, "vtt"),  # a byte-order mark before the header
+        ("talk.txt", "\n\n" + SRT_HEAD + "hi\n", "srt"),  # blank lines before the first cue
+        ("talk.txt", SRT_HEAD, "srt"),  # one cue and no text: still SRT (refused as such)
+        ("talk.txt", "Hello, world.\nThe end.", None),
+        ("talk.txt", "webvtt is a format\n", None),  # the header is upper case
+        ("talk.txt", "XWEBVTT\n\n00:00:01.000 --> 00:00:02.500\nhi\n", None),
+        ("talk.txt", "1\nfish, 2 fish\n", None),
+        ("talk.txt", "12\n", None),
+    ],
+)
+def test_a_transcript_is_a_subtitle_file_by_its_suffix_else_by_its_head(name, content, kind):
+    assert subtitle_kind(name, content) == kind
 
 
 def test_format_follows_the_output_suffix_and_defaults_follow_the_protocol():
