@@ -43,7 +43,11 @@ MODULES: dict[str, tuple[str, ...]] = {
     "hub": ("tests/test_hub.py", "tests/test_hub_cli.py"),
     "client.writers": ("tests/test_client_writers.py",),
     "client.cues": ("tests/test_client_cues.py",),
-    "client.segments": ("tests/test_client_cli.py", "tests/test_client_cues.py"),
+    "client.segments": (
+        "tests/test_client_cli.py",
+        "tests/test_client_cues.py",
+        "tests/test_client_longform.py",
+    ),
 }
 CLIENT_PREFIX = "client."
 # What the scratch copy holds: the code, its tests and what the tests read (the launcher's tests
