@@ -57,6 +57,7 @@ def test_the_refusal_names_the_value_and_lists_every_language_with_its_code():
         ("en-US", "English"), ("en-gb", "English"), ("zh-Hans", "Chinese"),
         ("zh-Hant-TW", "Chinese"), ("zh-HK", "Chinese"), ("cmn-Hans-CN", "Chinese"),
         ("yue-HK", "Cantonese"), ("yue-Hant-HK", "Cantonese"), ("zh-yue", "Cantonese"),
+        ("zh-yue-HK", "Cantonese"),
         ("pt_BR", "Portuguese"), ("es-419", "Spanish"), ("de-CH-1996", "German"),
         ("fr-CA", "French"), ("ja-JP", "Japanese"), ("ko-KR", "Korean"), ("ru-RU", "Russian"),
         ("it-IT", "Italian"), ("eng-US", "English"), (" EN-us ", "English"),
