@@ -40,7 +40,8 @@ def slot_predictions(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Bins and confidences of timestamp slots.
 
     ``logits``: ``[slots, classes]``, the head's output at the ``<timestamp>`` positions only (the
-    softmax is never computed elsewhere). Returns ``(bins, confidence)``: ``bins`` is upstream's
+    softmax is never computed elsewhere); leading axes (``[windows, slots, classes]``) are scored
+    slot by slot alike. Returns ``(bins, confidence)``: ``bins`` is upstream's
     ``argmax`` of the logits as given (int64), ``confidence`` the softmax probability mass of the
     bins within :data:`NEIGHBOUR_BINS` of it, float32 in [0, 1].
     """
