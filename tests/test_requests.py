@@ -1,11 +1,21 @@
+import io
 import json
 from dataclasses import replace
 
 import numpy as np
 import pytest
+import soundfile
 
+from qwen3_aligner_triton import requests as requests_module
+from qwen3_aligner_triton.audio_file import EncodedAudio
 from qwen3_aligner_triton.params import ModelSettings
-from qwen3_aligner_triton.requests import RequestError, check_text, decode_request, decode_text
+from qwen3_aligner_triton.requests import (
+    RequestError,
+    check_text,
+    decode_audio,
+    decode_request,
+    decode_text,
+)
 
 SETTINGS = ModelSettings(
     checkpoint="x", max_audio_seconds=10.0, max_text_chars=100, max_audio_samples=3_000_000
@@ -580,3 +590,167 @@ def test_the_sample_limit_counts_the_resampled_waveform_too():
     assert info.value.reason == "audio_too_long"
     same_on_the_wire = good(audio=np.zeros((1, 200_000), np.float32))
     assert decode_request(**same_on_the_wire, settings=settings).duration == 12.5
+
+
+# --- AUDIO_FILE: the bytes of an audio file instead of AUDIO, held to the same limits -----------
+
+
+def wav(wave: np.ndarray, rate: int = 16000) -> bytes:
+    """The bytes of a float32 WAV file (80 bytes of header) that holds ``wave`` exactly."""
+    buffer = io.BytesIO()
+    soundfile.write(buffer, wave, rate, format="WAV", subtype="FLOAT")
+    return buffer.getvalue()
+
+
+def ramp(samples: int) -> np.ndarray:
+    return np.linspace(-0.5, 0.5, samples, dtype=np.float32)
+
+
+def with_file(data: bytes | str, settings: ModelSettings = SETTINGS):
+    """Decode a request whose audio is the AUDIO_FILE ``data`` (a str: in-process callers)."""
+    return decode_request(**good(audio=None, audio_file=strings(data)), settings=settings)
+
+
+def file_refusal(data: bytes | str, settings: ModelSettings = SETTINGS) -> RequestError:
+    with pytest.raises(RequestError) as info:
+        with_file(data, settings)
+    return info.value
+
+
+def test_an_audio_file_request_carries_the_files_samples_at_its_rate():
+    wave = ramp(16000)  # 2 s at 8 kHz
+    req = with_file(wav(wave, 8000))
+    assert req.sample_rate == 8000 and req.duration == 2.0
+    assert req.audio.dtype == np.float32 and np.array_equal(req.audio, wave)
+    assert (req.text, req.language, req.segments) == ("hello world", "English", None)
+
+
+UNREADABLE = (
+    "input AUDIO_FILE is not a readable audio file (Format not recognised); send the bytes of a "
+    "WAV, FLAC, OGG (Vorbis, Opus) or MP3 file"
+)
+
+AUDIO_FILE_REFUSALS = [
+    (
+        {"audio": np.zeros((1, 16000), np.float32)},
+        "inputs AUDIO and AUDIO_FILE were both sent; a request carries exactly one of them",
+        "audio_inputs",
+    ),
+    (
+        {"sample_rate": np.array([[16000]], np.int32)},
+        "input SAMPLE_RATE must not accompany AUDIO_FILE: the file gives its own sample rate "
+        "(send SAMPLE_RATE only with AUDIO)",
+        "bad_sample_rate",
+    ),
+    (
+        {"audio_file": np.array([[b"a", b"b"]], dtype=np.object_)},
+        "input AUDIO_FILE must hold exactly one string, got 2",
+        "bad_shape",
+    ),
+    (
+        {"audio_file": np.array([[7]], dtype=np.object_)},
+        "input AUDIO_FILE must be a string (TYPE_STRING / BYTES)",
+        "bad_dtype",
+    ),
+    ({"audio_file": strings(b"RIFF but not audio")}, UNREADABLE, "bad_audio_file"),
+    # a str (in-process callers only) is encoded as UTF-8, lone surrogates included
+    ({"audio_file": strings("\ud800 not audio")}, UNREADABLE, "bad_audio_file"),
+    (
+        {"audio_file": strings(wav(np.zeros(0, np.float32)))},
+        "input AUDIO_FILE holds no audio (0 frames)",
+        "audio_empty",
+    ),
+    (
+        {"audio_file": strings(wav(np.full(16000, 1.5, np.float32)))},
+        "input AUDIO_FILE has samples up to 1.5; float samples must lie in [-1, 1]",  # no PCM hint
+        "audio_out_of_range",
+    ),
+    (
+        {"audio_file": strings(wav(np.array([0.0, np.nan] * 8000, np.float32)))},
+        "input AUDIO_FILE contains NaN or infinite samples",
+        "audio_not_finite",
+    ),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message", "reason"), AUDIO_FILE_REFUSALS)
+def test_invalid_audio_files_name_the_input_and_the_reason(overrides, message, reason):
+    inputs = good(**{"audio": None, "audio_file": strings(wav(ramp(16000))), **overrides})
+    with pytest.raises(RequestError) as info:
+        decode_request(**inputs, settings=SETTINGS)
+    assert (str(info.value), info.value.reason) == (message, reason)
+
+
+def test_an_audio_file_over_max_audio_file_bytes_is_refused_before_it_is_opened(monkeypatch):
+    data = wav(ramp(16000))  # 64_080 bytes
+    with monkeypatch.context() as patch:
+        patch.setattr(requests_module, "EncodedAudio", lambda *args: pytest.fail("opened"))
+        error = file_refusal(data, replace(SETTINGS, max_audio_file_bytes=64_079))
+    assert (
+        str(error) == "input AUDIO_FILE has 64080 bytes; the limit is 64079 (max_audio_file_bytes)"
+    )
+    assert error.reason == "audio_file_too_large"
+    assert with_file(data, replace(SETTINGS, max_audio_file_bytes=64_080)).audio.size == 16000
+
+
+def test_an_audio_file_given_as_str_is_measured_in_utf8_bytes():
+    error = file_refusal("é" * 600, replace(SETTINGS, max_audio_file_bytes=1000))
+    assert str(error) == "input AUDIO_FILE has 1200 bytes; the limit is 1000 (max_audio_file_bytes)"
+
+
+@pytest.mark.parametrize(
+    ("rate", "accepted"), [(7999, False), (8000, True), (16000, True), (16001, False)]
+)
+def test_an_audio_files_rate_is_held_to_the_accepted_range(rate, accepted):
+    settings = replace(SETTINGS, min_sample_rate=8000, max_sample_rate=16000)
+    data = wav(ramp(rate), rate)  # 1 s
+    if accepted:
+        assert with_file(data, settings).sample_rate == rate
+        return
+    error = file_refusal(data, settings)
+    assert str(error) == (
+        f"input AUDIO_FILE has a sample rate of {rate} Hz, outside the accepted range "
+        "8000..16000 Hz"
+    )
+    assert error.reason == "bad_sample_rate"
+
+
+@pytest.mark.parametrize(
+    ("samples", "rate", "settings", "message", "reason"),
+    [
+        (
+            16000 * 11,
+            16000,
+            SETTINGS,
+            "input AUDIO_FILE is 11.00 s long; the limit is 10 s",
+            "audio_too_long",
+        ),
+        (
+            9000,
+            8000,
+            replace(SETTINGS, max_audio_samples=16000),
+            "input AUDIO_FILE makes 18000 samples at 16 kHz; the limit is 16000",
+            "audio_too_long",
+        ),
+        (
+            800,
+            16000,
+            SETTINGS,
+            "input AUDIO_FILE is 0.050 s long; at least 0.1 s is needed to align",
+            "audio_too_short",
+        ),
+    ],
+    ids=["seconds", "resampled-samples", "too-short"],
+)
+def test_an_audio_files_length_is_held_to_the_limits_from_its_header_before_decoding(
+    monkeypatch, samples, rate, settings, message, reason
+):
+    monkeypatch.setattr(EncodedAudio, "decode", lambda self: pytest.fail("decoded"))
+    error = file_refusal(wav(np.zeros(samples, np.float32), rate), settings)
+    assert (str(error), error.reason) == (message, reason)
+
+
+def test_decode_audio_without_audio_is_refused_as_missing():
+    with pytest.raises(RequestError) as info:
+        decode_audio(None, None, SETTINGS)
+    assert (str(info.value), info.value.reason) == ("input AUDIO is required", "missing_input")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from qwen3_aligner_triton.shared_memory import (
     MIN_FIT_SECONDS,
     STUB_SLACK_BYTES,
     MiB,
+    SharedMemoryPlan,
     core_bytes_in_flight,
     front_instances,
     largest_clip_bytes,
@@ -95,14 +98,139 @@ def test_too_little_shared_memory_fails_the_load_naming_what_it_needs():
     assert plan(DEFAULTS, 8, least).max_audio_samples == int(MIN_FIT_SECONDS * 16000)
 
 
+# Small limits whose sums come out in whole MiB: the in-flight clips are at their floor
+# (2 windows of 10 s are 1.8 MB < 32 MiB), TEXT is 2**18 characters (1 MiB), SEGMENTS 1 MiB. So
+# each front region takes 1 + 1 + 32 MiB besides its audio, the core 32 MiB per front, and every
+# stub 16 MiB: 2 fronts need 2 * (audio + 34 + 32 + 16) + 16 = 2 * audio + 180 MiB.
+SMALL = ModelSettings(
+    window_seconds=10.0,
+    max_audio_samples=115_200_000,  # 120 min at 16 kHz: 460_800_000 bytes of float32
+    max_audio_file_bytes=64 * MiB,
+    max_text_chars=2**18,
+    max_segments_bytes=MiB,
+)
+SMALL_FIXED = 180 * MiB  # 2 fronts, no audio
+SMALL_NEEDED = 2 * 460_800_000 + SMALL_FIXED  # 1_110_343_680 bytes: 1058.9 MiB
+
+
+def test_the_small_limits_take_what_the_formula_says():
+    assert needed_bytes(SMALL, 2, audio_samples=0, file_bytes=0) == SMALL_FIXED
+    assert needed_bytes(SMALL, 2) == SMALL_NEEDED == 1_110_343_680
+
+
+def test_a_plan_that_fits_keeps_every_configured_value():
+    expected = SharedMemoryPlan(
+        available=SMALL_NEEDED,
+        front_instances=2,
+        configured_samples=115_200_000,
+        max_audio_samples=115_200_000,
+        needed=SMALL_NEEDED,
+        configured_file_bytes=64 * MiB,
+        max_audio_file_bytes=64 * MiB,
+    )
+    assert plan(SMALL, 2, SMALL_NEEDED) == expected
+    assert plan(SMALL, 2, None) == replace(expected, available=None)
+
+
+def test_a_limit_under_the_minimum_is_kept_when_it_fits_exactly():
+    """1 s of audio per request is less than MIN_FIT_SECONDS, but the load fails only when the
+    configured limit does not fit: exactly enough /dev/shm keeps it."""
+    short = replace(SMALL, max_audio_samples=16_000, max_audio_file_bytes=0)
+    needed = 2 * 64_000 + SMALL_FIXED
+    assert plan(short, 2, needed).max_audio_samples == 16_000
+    assert not plan(short, 2, needed).lowered
+    with pytest.raises(ValueError, match=r"^/dev/shm holds 180 MiB; 2 front instances need "):
+        plan(short, 2, needed - 1)
+
+
+def test_a_lowered_plan_names_both_limits_in_its_log_line():
+    available = SMALL_FIXED + 2 * 19_200_000  # 227_143_680 bytes: 5 min of float32 per front
+    lowered = plan(SMALL, 2, available)
+    assert lowered == SharedMemoryPlan(
+        available=227_143_680,
+        front_instances=2,
+        configured_samples=115_200_000,
+        max_audio_samples=4_800_000,
+        needed=SMALL_NEEDED,
+        configured_file_bytes=64 * MiB,
+        max_audio_file_bytes=19_200_000,
+    )
+    assert lowered.describe() == (
+        "max_audio_samples lowered from 115200000 to 4800000 (120 to 5 min at 16 kHz) and "
+        "max_audio_file_bytes lowered from 67108864 to 19200000: /dev/shm holds 216 MiB and 2 "
+        "front instances need 1058 MiB for the configured limits; give the container that much "
+        "(docker --shm-size, a Kubernetes memory emptyDir's sizeLimit) or fewer front instances "
+        "to keep them"
+    )
+
+
+def test_the_log_line_rounds_to_whole_minutes_at_16_khz():
+    lowered = plan(SMALL, 2, SMALL_FIXED + 2 * 230_400_000)  # 60 min of float32 per front
+    assert (lowered.max_audio_samples, lowered.max_audio_file_bytes) == (57_600_000, 64 * MiB)
+    assert lowered.describe() == (
+        "max_audio_samples lowered from 115200000 to 57600000 (120 to 60 min at 16 kHz): "
+        "/dev/shm holds 619 MiB and 2 front instances need 1058 MiB for the configured limits; "
+        "give the container that much (docker --shm-size, a Kubernetes memory emptyDir's "
+        "sizeLimit) or fewer front instances to keep them"
+    )
+
+
+def test_an_audio_file_limit_lowered_alone_is_the_only_one_named():
+    two_minutes = replace(SMALL, max_audio_samples=1_920_000)  # 7_680_000 bytes < 32 MiB
+    lowered = plan(two_minutes, 2, SMALL_FIXED + 2 * 32 * MiB)  # 244 MiB
+    assert (lowered.max_audio_samples, lowered.max_audio_file_bytes) == (1_920_000, 32 * MiB)
+    assert lowered.lowered
+    assert lowered.describe() == (
+        "max_audio_file_bytes lowered from 67108864 to 33554432: /dev/shm holds 244 MiB and 2 "
+        "front instances need 308 MiB for the configured limits; give the container that much "
+        "(docker --shm-size, a Kubernetes memory emptyDir's sizeLimit) or fewer front instances "
+        "to keep them"
+    )
+
+
+def test_too_little_shared_memory_names_every_size_in_whole_mib():
+    """60 s take 3_840_000 bytes per front: 2 * 3_840_000 + 180 MiB = 187.3 MiB."""
+    available = SMALL_FIXED + 2 * 3_000_000  # 185.7 MiB: 750_000 samples, under a minute
+    with pytest.raises(ValueError) as info:
+        plan(SMALL, 2, available)
+    assert str(info.value) == (
+        "/dev/shm holds 185 MiB; 2 front instances need 187 MiB for requests of 60 s and 1058 "
+        "MiB for the configured max_audio_samples (115200000): give the container more (docker "
+        "--shm-size, a Kubernetes memory emptyDir's sizeLimit) or run fewer front instances"
+    )
+
+
+def test_the_fitted_limits_are_exact_whole_numbers_however_large():
+    """Integer arithmetic throughout: 2**55 + 12 bytes of room hold exactly 2**53 + 3 samples,
+    which a float cannot represent."""
+    huge = replace(SMALL, max_audio_samples=2**60, max_audio_file_bytes=2**60)
+    room = 2**55 + 12
+    lowered = plan(huge, 1, needed_bytes(huge, 1, audio_samples=0, file_bytes=0) + room)
+    assert lowered.max_audio_samples == 2**53 + 3
+    assert lowered.max_audio_file_bytes == room
+
+
+@pytest.mark.parametrize("fronts", [0, -1])
+def test_a_plan_needs_at_least_one_front_instance(fronts):
+    with pytest.raises(ValueError, match=r"^a server needs at least one front instance$"):
+        plan(DEFAULTS, fronts, None)
+
+
 def test_front_instances_add_up_the_instance_groups():
     assert front_instances({"instance_group": [{"count": 3, "kind": "KIND_CPU"}]}) == 3
     assert front_instances({"instance_group": [{"count": 2}, {"count": 1}]}) == 3
     assert front_instances({}) == 1
 
 
+def test_a_group_without_a_count_or_with_count_0_starts_one_instance_as_triton_does():
+    assert front_instances({"instance_group": [{"kind": "KIND_CPU"}]}) == 1
+    assert front_instances({"instance_group": [{"count": 0}]}) == 1
+    assert front_instances({"instance_group": [{"count": 0}, {"count": 2}]}) == 3
+
+
 def test_shm_size_reads_the_file_system(tmp_path):
     assert shm_size(str(tmp_path)) > 0
+    assert shm_size(str(tmp_path)) == shutil.disk_usage(tmp_path).total  # blocks * block size
     assert shm_size(str(tmp_path / "missing")) is None
 
 
