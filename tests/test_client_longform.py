@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import sys
 from datetime import timedelta
 
 import numpy as np
@@ -118,6 +119,58 @@ def test_malformed_and_empty_files_are_rejected():
         parse_subtitles("1\n00:00:01,000 --> 00:00:02,000\n<i></i>\n", "srt")
 
 
+@pytest.mark.parametrize(
+    ("content", "kind"),
+    [
+        ("\ufeff\ufeff1\n00:00:01,000 --> 00:00:02,500\nhi\n", "srt"),
+        ("\ufeff\ufeffWEBVTT\n\n00:00:01.000 --> 00:00:02.500\nhi\n", "vtt"),
+    ],
+)
+def test_a_file_saved_with_its_byte_order_mark_twice_still_parses(content, kind):
+    assert parse_subtitles(content, kind) == [Segment(1.0, 2.5, "hi")]
+
+
+def test_text_before_the_first_cue_or_the_header_is_rejected():
+    srt_file = "X1\n00:00:01,000 --> 00:00:02,000\nhi\n"
+    with pytest.raises(SubtitleError, match=r"^not a valid SRT file: .*unmatched content: 'X'"):
+        parse_subtitles(srt_file, "srt")
+    vtt_file = "XWEBVTT\n\n00:00:01.000 --> 00:00:02.000\nhi\n"
+    with pytest.raises(SubtitleError) as error:
+        parse_subtitles(vtt_file, "vtt")
+    assert str(error.value) == "not a valid WebVTT file: Invalid format"
+
+
+def test_an_unknown_kind_and_a_file_without_text_are_named_in_the_error():
+    with pytest.raises(ValueError) as error:
+        parse_subtitles("1\n00:00:01,000 --> 00:00:02,000\nhi\n", "ass")
+    assert str(error.value) == "subtitle kind must be srt or vtt, got 'ass'"
+    with pytest.raises(SubtitleError) as error:
+        parse_subtitles("1\n00:00:01,000 --> 00:00:02,000\n<i></i>\n", "srt")
+    assert str(error.value) == "the SRT file holds no cue with text"
+    with pytest.raises(SubtitleError) as error:
+        parse_subtitles("WEBVTT\n\n00:00:01.000 --> 00:00:02.000\n<b> </b>\n", "vtt")
+    assert str(error.value) == "the VTT file holds no cue with text"
+
+
+@pytest.mark.parametrize(
+    ("module", "content", "kind"),
+    [
+        ("srt", "1\n00:00:01,000 --> 00:00:02,000\nhi\n", "srt"),
+        ("webvtt", "WEBVTT\n\n00:00:01.000 --> 00:00:02.000\nhi\n", "vtt"),
+    ],
+)
+def test_without_the_subtitles_extra_the_error_says_how_to_install_it(
+    monkeypatch, module, content, kind
+):
+    monkeypatch.setitem(sys.modules, module, None)  # makes importing it fail
+    with pytest.raises(SubtitleError) as error:
+        parse_subtitles(content, kind)
+    assert str(error.value) == (
+        "reading subtitle files needs the 'subtitles' extra: "
+        "pip install 'qwen3-aligner-client[subtitles]'"
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Overlaps, order and long cues
 
@@ -158,6 +211,59 @@ def test_a_cue_over_180_seconds_is_rejected_with_its_times():
         tidy_cues([Segment(10, 200, "a monologue")])
     with pytest.raises(SubtitleError, match="ends before it starts"):
         tidy_cues([Segment(5, 4, "backwards")])
+
+
+def test_a_cue_or_a_merge_of_exactly_180_seconds_is_kept():
+    assert tidy_cues([Segment(0, 180, "whole")]) == [Segment(0, 180, "whole")]
+    cues = [Segment(0, 170, "long"), Segment(1, 180, "a")]  # merged: 0 to 180 s
+    assert tidy_cues(cues) == [Segment(0, 180, "long a")]
+
+
+@pytest.mark.parametrize(
+    ("cues", "tidy"),
+    [
+        # the later cue starts at exactly half of the earlier one: trimmed
+        ([Segment(0, 10, "a"), Segment(5, 12, "b")], [Segment(0, 5, "a"), Segment(5, 12, "b")]),
+        # starts after a third but before half of the earlier one: merged
+        ([Segment(0, 12, "a"), Segment(5, 14, "b")], [Segment(0, 14, "a b")]),
+        # starts late but ends with the earlier one: it is inside it, merged
+        ([Segment(0, 10, "outer"), Segment(6, 10, "tail")], [Segment(0, 10, "outer tail")]),
+        # the same early overlap 100 s into the recording: merged
+        (
+            [Segment(100, 110, "first"), Segment(102, 112, "second")],
+            [Segment(100, 112, "first second")],
+        ),
+    ],
+)
+def test_where_an_overlap_turns_from_a_merge_into_a_trim(cues, tidy):
+    assert tidy_cues(cues) == tidy
+
+
+def test_a_long_cue_is_named_by_its_first_40_characters():
+    text = "And so, friends, this monologue runs on far past the limit"
+    with pytest.raises(SubtitleError) as error:
+        tidy_cues([Segment(10, 200, text)])
+    assert str(error.value) == (
+        "cue 10.000-200.000 s ('And so, friends, this monologue runs on ') is 190.0 s long; "
+        "cues may be at most 180 s: split it, or align the plain text without cue times"
+    )
+
+
+def test_a_cue_too_short_to_trim_collides_with_one_of_the_same_start():
+    # 5e-324 s is the smallest float: half of it rounds to 0, so the earlier cue counts as keeping
+    # half its length and would be trimmed to nothing
+    with pytest.raises(SubtitleError) as error:
+        tidy_cues([Segment(0, 5e-324, "a"), Segment(0, 1, "b")])
+    assert str(error.value) == "cues 0.000-0.000 s ('a') and 0.000-1.000 s ('b') collide"
+
+
+def test_a_three_character_string_or_a_cue_without_text_is_not_a_cue():
+    with pytest.raises(ValueError) as error:
+        to_segment("123")  # type: ignore[arg-type]
+    assert str(error.value) == "a cue must be (start, end, text) or a dict, got '123'"
+    with pytest.raises(ValueError) as error:
+        to_segment((1, 2, 3))  # type: ignore[arg-type]
+    assert str(error.value) == "a cue's text must be a string, got 3"
 
 
 def test_cues_given_as_tuples_dicts_or_segments():
@@ -505,3 +611,22 @@ def test_a_six_minute_plain_transcript_through_the_cli(server, tmp_path, capsys)
     assert [w.text for w in alignment.words] == words
     starts = [w.start for w in alignment.words]
     assert starts == sorted(starts) and starts[0] >= 0 and alignment.words[-1].end <= 360.0
+
+
+@pytest.mark.parametrize("kind", ["srt", "vtt"])
+def test_a_byte_order_mark_inside_a_file_is_no_text_of_its_cue(kind):
+    head = "WEBVTT\n\n" if kind == "vtt" else "1\n"
+    stamp = "00:00:01.000 --> 00:00:02.000" if kind == "vtt" else "00:00:01,000 --> 00:00:02,000"
+    (cue,) = parse_subtitles(f"{head}{stamp}\nhi\n\ufeff", kind)
+    assert cue.text == "hi"
+
+
+def test_a_webvtt_error_without_words_is_called_malformed(monkeypatch):
+    import webvtt
+
+    def fail(*args, **kwargs):
+        raise webvtt.errors.MalformedFileError()
+
+    monkeypatch.setattr(webvtt, "from_buffer", fail)
+    with pytest.raises(SubtitleError, match=r"^not a valid WebVTT file: malformed$"):
+        parse_subtitles("WEBVTT\n\n00:00:01.000 --> 00:00:02.000\nhi\n", "vtt")

@@ -105,7 +105,8 @@ def to_segments(items: Iterable[SegmentLike]) -> list[Segment]:
 def clean_cue_text(raw: str) -> str:
     """A cue's text without markup, entities decoded, whitespace (line breaks too) collapsed."""
     text = _ASS_OVERRIDE.sub("", _TAG.sub("", raw))
-    return " ".join(html.unescape(text).split())
+    # A byte-order mark left inside a file (files joined together) is no text of the cue.
+    return " ".join(html.unescape(text).replace("\ufeff", " ").split())
 
 
 def subtitle_kind(name: str | Path | None, content: str) -> str | None:
@@ -159,7 +160,7 @@ def _parse_vtt(content: str) -> list[Segment]:
     try:
         captions = webvtt.from_buffer(io.StringIO(content)).captions
     except (MalformedFileError, ValueError) as e:
-        raise SubtitleError(f"not a valid WebVTT file: {e or 'malformed'}") from None
+        raise SubtitleError(f"not a valid WebVTT file: {str(e) or 'malformed'}") from None
     return [
         Segment(
             c.start_time.in_milliseconds() / 1000.0,
