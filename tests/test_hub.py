@@ -1427,7 +1427,7 @@ def test_a_listing_redirected_elsewhere_on_the_mirror_is_still_checked():
     )
 
 
-@pytest.mark.parametrize("path", ["/hf mirror", "/modèles"])
+@pytest.mark.parametrize("path", ["/hf mirror", "/modèles", "/hf "])
 def test_a_mirror_path_that_requests_percent_encodes_still_has_its_listings_checked(path):
     from requests.utils import requote_uri
 

@@ -725,3 +725,16 @@ def test_fetch_model_flushes_each_line_as_it_prints(tmp_path, monkeypatch):
         ("err", "\n"),
         ("err", "<flush>"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (ValueError(), "ValueError"),
+        (OSError("  disk full\nand more lines  "), "OSError: disk full"),
+        (RuntimeError("ends in X"), "RuntimeError: ends in X"),
+        (ConnectionError(": "), "ConnectionError"),
+    ],
+)
+def test_an_error_is_named_by_its_type_and_first_line(error, expected):
+    assert hub._short(error) == expected
