@@ -16,7 +16,7 @@ import fake_pb_utils as pb
 import numpy as np
 import pytest
 import torch
-from conftest import upstream_align
+from conftest import SCORE_TOLERANCE, upstream_align
 
 REPO = Path(__file__).resolve().parents[1] / "model_repository"
 FRONT, CORE = "qwen3_aligner", "qwen3_aligner_core"
@@ -847,8 +847,13 @@ def test_execute_returns_once_each_request_s_inputs_are_copied(front):
     for r, reference in zip(sent, expected, strict=True):
         ((response, _),) = r.sender.sent
         assert not response.has_error(), response.error.message()
-        for name in ("START_TIMES", "END_TIMES", "SCORES"):
+        for name in ("START_TIMES", "END_TIMES"):
             np.testing.assert_array_equal(response.output(name), reference.output(name))
+        # Confidences may move with the batch-mates by float rounding (SCORE_TOLERANCE); audio
+        # read from freed memory would be NaN or another clip's.
+        np.testing.assert_allclose(
+            response.output("SCORES"), reference.output("SCORES"), atol=SCORE_TOLERANCE
+        )
 
 
 def test_the_front_must_take_one_request_per_execute(tiny_checkpoint):
