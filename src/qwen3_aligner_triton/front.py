@@ -90,6 +90,14 @@ class AudioBudget:
             self.held -= size
 
 
+async def _own_copy(audio: np.ndarray) -> np.ndarray:
+    """A copy of ``audio``: on the loop up to INLINE_COPY_BYTES, else on a thread so that the loop
+    goes on answering while hundreds of MB are copied."""
+    if audio.nbytes <= INLINE_COPY_BYTES:
+        return audio.copy()
+    return await asyncio.get_running_loop().run_in_executor(None, np.copy, audio)
+
+
 class InFlightBytes:
     """Bytes of clips one front instance has in flight to the core, within ``limit``: a clip
     waits until it fits (one clip alone always goes, whatever its size)."""
@@ -255,16 +263,17 @@ class AlignerFront:
                 inputs_released()
 
         try:
-            return await self._admit(arrays, inputs_released is not None, release)
+            return await self._admit(arrays, release if inputs_released is not None else None)
         finally:
             release()
 
     async def _admit(
         self,
         arrays: MutableMapping[str, np.ndarray | None],
-        copy_inputs: bool,
-        release: Callable[[], None],
+        release: Callable[[], None] | None,
     ) -> Outcome:
+        """``serve``'s work; ``release``, where the arrays are the caller's to take back, is
+        called once what the front keeps is its own."""
         started = time.perf_counter()
         if self.stopping():
             self.metrics.rejected("stopping")
@@ -307,14 +316,9 @@ class AlignerFront:
                 unavailable=True,
             )
         try:
-            if copy_inputs and not encoded:  # a decoded file's waveform is already the front's
-                if request.audio.nbytes <= INLINE_COPY_BYTES:
-                    audio = request.audio.copy()
-                else:  # hundreds of MB: a thread, so the loop goes on answering meanwhile
-                    loop = asyncio.get_running_loop()
-                    audio = await loop.run_in_executor(None, np.copy, request.audio)
-                request = replace(request, audio=audio)
-            if copy_inputs:
+            if release is not None:
+                if not encoded:  # a decoded file's waveform is already the front's
+                    request = replace(request, audio=await _own_copy(request.audio))
                 release()
             return await self._serve(request, started)
         finally:
