@@ -27,7 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .hub import REVISION_ENV, CheckpointUnavailable
+from .hub import REVISION_ENV, CheckpointUnavailable, is_hub_id
+from .openai_front.launch import FrontOptions, FrontProcess
 from .params import CHECKPOINT_ENV
 from .repository import SOURCE_REPOSITORY, Placement, render_repository
 from .serve import (
@@ -44,6 +45,8 @@ from .tritonserver import MODELS, ServerError, ServerOptions, locate, start
 TEMPLATE_ENV = "ALIGNER_REPOSITORY_TEMPLATE"  # the model repository as shipped (read-only is fine)
 RENDERED_ENV = "ALIGNER_REPOSITORY_DIR"  # where the rendered repository is written
 BAKED_CHECKPOINT_ENV = "ALIGNER_BAKED_CHECKPOINT"  # checkpoint folder baked in at build time
+OPENAI_PORT_ENV = "OPENAI_PORT"  # set: the OpenAI-style front runs beside tritonserver on it
+OPENAI_KEY_FILE_ENV = "OPENAI_API_KEY_FILE"  # the front's bearer key, in a file (a mounted secret)
 DEFAULT_RENDERED = Path(tempfile.gettempdir()) / "qwen3-aligner" / "model_repository"
 # Set by the entrypoint: the repository it renders, and the model control mode "none" (every model
 # of the repository loaded at start, nothing loadable through the API).
@@ -63,6 +66,8 @@ class ContainerPlan:
     placement: Placement
     template: Path
     repository: Path
+    openai_port: int | None = None
+    openai_key_file: Path | None = None
 
 
 def plan_container(environ: Mapping[str, str], gpu_count: int) -> ContainerPlan:
@@ -77,7 +82,22 @@ def plan_container(environ: Mapping[str, str], gpu_count: int) -> ContainerPlan:
         if not (template / model / "config.pbtxt").is_file():
             raise ValueError(f"{TEMPLATE_ENV}={template} holds no {model}/config.pbtxt")
     repository = Path(env.get(RENDERED_ENV, "").strip() or DEFAULT_RENDERED)
-    return ContainerPlan(launch.checkpoint, launch.placement, template, repository)
+    port = env.get(OPENAI_PORT_ENV, "").strip()
+    if port and not (port.isascii() and port.isdecimal() and 0 < int(port) < 65536):
+        raise ValueError(f"{OPENAI_PORT_ENV}={port!r}: give a port number, 1..65535")
+    key_file = env.get(OPENAI_KEY_FILE_ENV, "").strip()
+    if key_file and not port:
+        raise ValueError(f"{OPENAI_KEY_FILE_ENV} is set but {OPENAI_PORT_ENV} is not")
+    if key_file and not Path(key_file).is_file():
+        raise ValueError(f"{OPENAI_KEY_FILE_ENV}={key_file}: no such file")
+    return ContainerPlan(
+        launch.checkpoint,
+        launch.placement,
+        template,
+        repository,
+        openai_port=int(port) if port else None,
+        openai_key_file=Path(key_file) if key_file else None,
+    )
 
 
 def server_options(plan: ContainerPlan, args: Sequence[str]) -> ServerOptions:
@@ -135,6 +155,18 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         flush=True,
     )
     server = start(opts, install, env=dict(environ), echo=lambda line: print(line, flush=True))
+    front = None
+    if plan.openai_port is not None:  # ready when Triton is: it asks Triton
+        front = FrontProcess.start(
+            FrontOptions(
+                port=plan.openai_port,
+                triton_url=f"127.0.0.1:{opts.grpc_port}",
+                api_key_file=plan.openai_key_file,
+                model_names=(plan.checkpoint,) if is_hub_id(plan.checkpoint) else (),
+            ),
+            env=environ,
+        )
+        print(f"entrypoint: {front.describe('0.0.0.0')}", flush=True)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -145,7 +177,14 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    code = wait_for_exit(server, stopping)
+    try:
+        code = wait_for_exit(server, stopping, front)
+    finally:
+        if front is not None:
+            front.stop()
+    if front is not None and front.exited_early:
+        print(f"entrypoint: the OpenAI-style front exited with status {code}", flush=True)
+        return code
     print(f"entrypoint: tritonserver exited with status {code}", flush=True)
     if code == 0:
         return EXIT_OK

@@ -27,6 +27,7 @@ from .hub import (
     is_hub_id,
     resolve_checkpoint,
 )
+from .openai_front.launch import FrontOptions, FrontProcess
 from .params import CHECKPOINT_ENV, DEFAULT_CHECKPOINT, parse_gpu_cost
 from .repository import Placement, default_front_instances, render_repository
 from .tritonserver import (
@@ -115,20 +116,38 @@ def simulation_banner(cost: str) -> list[str]:
     ]
 
 
-def wait_for_exit(server: RunningServer, stopping: threading.Event) -> int:
+def wait_for_exit(
+    server: RunningServer, stopping: threading.Event, front: FrontProcess | None = None
+) -> int:
     """Wait for tritonserver to exit for good (a watchdog restart is not an exit); after a stop
-    request, kill it if it overstays its grace."""
+    request, kill it if it overstays its grace. When the OpenAI-style ``front`` exits by itself,
+    the server is stopped too (a supervisor restarts the pair) and the front's status returned."""
     stop_requested_at: float | None = None
+    front_failed: int | None = None
     while True:
         code = server.wait(timeout=WAIT_POLL_SECONDS)
         if code is not None:
             break
+        if front is not None and front_failed is None and not stopping.is_set():
+            front_failed = front.exited()
+            if front_failed is not None:
+                front.exited_early = True
+                print(
+                    f"serve: the OpenAI-style front exited with status {front_failed}; "
+                    "stopping tritonserver",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                stopping.set()
+                server.request_stop()
         if stopping.is_set():
             stop_requested_at = stop_requested_at or time.monotonic()
             if time.monotonic() - stop_requested_at > STOP_GRACE_SECONDS:
                 print("serve: tritonserver did not stop in time; killing it", flush=True)
                 server.process.kill()
     server.stop()  # reaps and cleans shared memory left by a killed stub
+    if front_failed is not None:
+        return front_failed or EXIT_FAILED
     return code
 
 
@@ -182,6 +201,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--metrics-port", type=int, default=8002)
     p.add_argument("--address", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
     p.add_argument(
+        "--openai-port",
+        type=int,
+        metavar="N",
+        help="also serve the OpenAI-style HTTP front on port N (POST /v1/audio/alignments, "
+        "GET /v1/models; docs/openai.md)",
+    )
+    p.add_argument(
+        "--openai-api-key-file",
+        type=Path,
+        metavar="PATH",
+        help="the bearer key the OpenAI-style front asks for, in a file (or env "
+        "ALIGNER_OPENAI_API_KEY; default: no key)",
+    )
+    p.add_argument(
         "--ready-timeout",
         type=float,
         default=DEFAULT_READY_TIMEOUT,
@@ -207,6 +240,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             parse_gpu_cost(args.simulate_gpu)
         if args.front_instances is not None and args.front_instances < 1:
             raise ValueError(f"--front-instances must be >= 1, got {args.front_instances}")
+        if args.openai_api_key_file is not None and args.openai_port is None:
+            raise ValueError("--openai-api-key-file needs --openai-port")
+        if args.openai_api_key_file is not None and not args.openai_api_key_file.is_file():
+            raise ValueError(f"--openai-api-key-file: no file {args.openai_api_key_file}")
+        if args.openai_port is not None:
+            FrontOptions(args.openai_port, "")  # checks the port
         install = locate()
     except (ValueError, ServerError) as e:
         print(f"serve: error: {e}", file=sys.stderr)
@@ -283,9 +322,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"serve: ready in {waited:.1f} s", flush=True)
         if args.simulate_gpu:
             print(simulation_banner(args.simulate_gpu)[1], flush=True)
+        front = None
+        if args.openai_port is not None and not stopping.is_set():
+            front = FrontProcess.start(
+                FrontOptions(
+                    port=args.openai_port,
+                    triton_url=f"{server.host}:{opts.grpc_port}",
+                    host=args.address,
+                    api_key_file=args.openai_api_key_file,
+                    model_names=(plan.checkpoint,) if is_hub_id(plan.checkpoint) else (),
+                )
+            )
         for line in describe_endpoints(server.host, opts):
             print(f"serve: {line}", flush=True)
-        code = wait_for_exit(server, stopping)
+        if front is not None:
+            print(f"serve: {front.describe(server.host)}", flush=True)
+        try:
+            code = wait_for_exit(server, stopping, front)
+        finally:
+            if front is not None:
+                front.stop()
+        if front is not None and front.exited_early:
+            return code
         if stopping.is_set():
             print("serve: stopped", flush=True)
             return EXIT_OK
