@@ -66,14 +66,20 @@ class FrontProcess:
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> int:
         """Stop the front (SIGTERM: uvicorn finishes the requests it holds), killing it after
-        ``grace`` seconds; returns its exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.wait()
+        ``grace`` seconds; returns its exit status, 0 for a clean stop.
+
+        uvicorn raises the signal it stopped on again once it has shut down, so a clean stop
+        ends as if by SIGTERM; that is reported as 0.
+        """
+        if self.process.poll() is not None:
+            return self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+        return 0 if code == -signal.SIGTERM else code
 
     def describe(self, host: str) -> str:
         return (
