@@ -22,11 +22,13 @@ import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 import soundfile
 from markdown_it import MarkdownIt
 
@@ -134,11 +136,13 @@ def check_cheaply(block: Block) -> None:
         list(yaml.safe_load_all(code))
 
 
-def substitute(code: str, server, workdir: Path) -> str:
-    """``code`` pointed at the test server, the repository's scripts and a scratch checkpoint."""
+def substitute(code: str, server, workdir: Path, openai_url: str = "localhost:9000") -> str:
+    """``code`` pointed at the test server (and its OpenAI-style front at ``openai_url``), the
+    repository's scripts and a scratch checkpoint."""
     bin_dir = Path(sys.executable).parent
     code = code.replace("localhost:8000", server.http_url)
     code = code.replace("localhost:8001", server.grpc_url)
+    code = code.replace("localhost:9000", openai_url)
     code = code.replace("/tmp/tiny-aligner", str(workdir / "tiny-aligner"))
     code = re.sub(r"(?<![\w/.])\./scripts/", f"{ROOT}/scripts/", code)
     code = re.sub(r"(?<![\w/.])scripts/", f"{ROOT}/scripts/", code)
@@ -255,10 +259,36 @@ def shim_path(server, workdir) -> str:
     return os.pathsep.join([str(shim.parent), str(real.parent), os.environ["PATH"]])
 
 
+@pytest.fixture(scope="module")
+def openai_front(server):
+    """The OpenAI-style front of the test server (the docs' ``localhost:9000``): host:port."""
+    from qwen3_aligner_triton.openai_front.launch import FrontOptions, FrontProcess
+    from qwen3_aligner_triton.tritonserver import free_ports
+
+    (port,) = free_ports(1)
+    front = FrontProcess.start(
+        FrontOptions(port=port, triton_url=server.grpc_url, host="127.0.0.1"),
+        extra=["--log-level", "warning"],
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        assert front.exited() is None, "the OpenAI-style front exited at start"
+        assert time.monotonic() < deadline, "the OpenAI-style front did not start"
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health/ready", timeout=5).ok:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        front.stop()
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("block", RUNNABLE, ids=[b.where for b in RUNNABLE])
-def test_block_runs_against_the_server(block, server, workdir, shim_path):
-    code = substitute(block.code, server, workdir)
+def test_block_runs_against_the_server(block, server, workdir, shim_path, openai_front):
+    code = substitute(block.code, server, workdir, openai_front)
     env = {**os.environ, "PATH": shim_path}
     if block.language == "python":
         command = [sys.executable, "-c", code]
