@@ -24,7 +24,7 @@ from qwen3_aligner_triton.tritonserver import free_ports
 pytestmark = pytest.mark.integration
 
 TEXT = "Hello, world! The quick brown fox jumps over the lazy dog."
-UPLOAD_LIMIT = 4 * 2**20
+UPLOAD_LIMIT = 16 * 2**20
 START_TIMEOUT = 60.0
 
 
@@ -110,6 +110,17 @@ def test_an_upload_aligns_as_the_client_library_aligns_its_samples(server, front
         direct = client.align((samples, rate), TEXT, "English")
     assert served.matches(direct), (served, direct)
     assert [w.text for w in served.words] == [w.text for w in direct.words]
+
+
+def test_an_upload_over_grpcs_default_message_size_reaches_the_model(front):
+    wave = speechlike(200.0, 16000, 5)  # 6.4 MB as 16-bit WAV: over gRPC's 4 MiB default
+    data = encoded(wave, 16000, "WAV", "PCM_16")
+    assert 4 * 2**20 < len(data) < UPLOAD_LIMIT
+    response = post(front, data)
+    assert response.status_code == 200, response.text
+    alignment = Alignment.from_json(response.text)
+    assert alignment.duration == pytest.approx(200.0)
+    assert len(alignment.words) == 11
 
 
 def test_the_openai_sdk_uploads_and_reads_the_answer_as_its_own_types(front, clip):
