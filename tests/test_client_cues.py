@@ -32,9 +32,25 @@ def check_invariants(alignment: Alignment, cues, options: CueOptions) -> None:
         for line in cue.lines:
             # Only a single word too long for any line may overflow one.
             assert display_width(line) <= options.max_chars_per_line or line in labels
+        check_pieces(alignment, cue)
     for before, after in itertools.pairwise(cues):
         assert before.end <= after.start, "cues never overlap"
         assert before.start < after.start, "cues never run backwards"
+
+
+def check_pieces(alignment: Alignment, cue) -> None:
+    """The pieces cut the cue's text and each of its lines at its words, one piece per word."""
+    assert len(cue.pieces) == len(cue.words)
+    assert len(cue.line_pieces) == len(cue.lines)
+    if not cue.words:
+        assert cue.pieces == () and cue.line_pieces == ((),)
+        return
+    assert "".join(cue.pieces) == cue.flat_text
+    assert ["".join(pieces) for pieces in cue.line_pieces] == list(cue.lines)
+    per_line = [p for pieces in cue.line_pieces for p in pieces]
+    for index, piece, line_piece in zip(cue.words, cue.pieces, per_line, strict=True):
+        assert alignment.words[index].label in piece
+        assert alignment.words[index].label in line_piece
 
 
 def test_english_cues_keep_punctuation_casing_and_every_word():
@@ -390,3 +406,130 @@ def test_the_last_cue_is_not_cut_at_a_sentence_end_when_everything_fits():
 def test_a_clause_break_keeping_exactly_the_minimum_fill_is_used():
     # "So, we did" fills the 10 columns; "So," keeps 3 of them, exactly 30 %.
     assert flat_texts("So, we did it", max_chars_per_line=10, max_lines=1) == ["So,", "we did it"]
+
+
+# --- one cue per transcript line (mode="lines") -------------------------------------------------
+
+LINES = CueOptions(mode="lines")
+
+
+def check_line_cues(alignment: Alignment, cues) -> None:
+    """What every cue list of the lines mode must satisfy: one cue per non-blank line, its text as
+    written (whitespace collapsed), every word once, in order, on its own line; valid times."""
+    lines = [" ".join(line.split()) for line in alignment.text.splitlines() if line.strip()]
+    assert [c.flat_text for c in cues] == lines
+    assert [c.lines for c in cues] == [(line,) for line in lines]
+    covered = [i for cue in cues for i in cue.words]
+    assert covered == list(range(len(alignment.words)))
+    for cue in cues:
+        check_pieces(alignment, cue)
+        assert cue.end > cue.start
+        for index in cue.words:
+            assert alignment.words[index].text in cue.flat_text
+    for before, after in itertools.pairwise(cues):
+        assert before.end <= after.start
+        assert before.start < after.start
+
+
+def test_lines_mode_makes_one_cue_of_each_line_as_written_whatever_the_limits():
+    text = (
+        "Hello, world! This line is far longer than the line limit allows.\n"
+        "\n"
+        "  Second   line,\t indented.\r\n"
+        "Third!"
+    )
+    alignment = make_alignment(text)  # 0.3 s per unit, 0.1 s gaps: unit k from 0.4 k s
+    options = CueOptions(mode="lines", max_chars_per_line=10, max_lines=1, max_duration=1)
+    cues = group_cues(alignment, options)
+    check_line_cues(alignment, cues)
+    assert [(c.flat_text, c.words, c.start, c.end) for c in cues] == [
+        (
+            "Hello, world! This line is far longer than the line limit allows.",
+            range(0, 12),
+            0.0,
+            4.7,
+        ),
+        ("Second line, indented.", range(12, 15), 4.8, 5.9),
+        ("Third!", range(15, 16), 6.0, 6.5),  # 0.3 s stretched to min_duration
+    ]
+    assert cues[1].pieces == ("Second", " line,", " indented.")
+
+
+def test_lines_mode_ignores_pauses_and_keeps_the_cue_timing_rules():
+    text = "Yes, and\nno."
+    times = [(1.0, 1.2), (5.0, 5.1), (5.15, 5.2)]  # a 3.8 s pause inside the first line
+    cues = group_cues(make_alignment(text, times), CueOptions(mode="lines", max_pause=1.0))
+    assert [(c.flat_text, c.start, c.end) for c in cues] == [
+        ("Yes, and", 1.0, 5.1),
+        ("no.", 5.15, 5.65),
+    ]
+
+
+def test_a_line_without_units_follows_the_cue_before_it():
+    text = "One two.\n♪ ♪\n---\nThree."
+    times = [(0.0, 0.3), (0.4, 0.7), (2.0, 2.5)]
+    cues = group_cues(make_alignment(text, times), LINES)
+    check_line_cues(make_alignment(text, times), cues)
+    assert [(c.flat_text, c.words, c.start, c.end) for c in cues] == [
+        ("One two.", range(0, 2), 0.0, 0.7),
+        ("♪ ♪", range(2, 2), 0.7, 1.2),  # min_duration, before the next timed cue
+        ("---", range(2, 2), 1.2, 1.7),
+        ("Three.", range(2, 3), 2.0, 2.5),
+    ]
+    assert cues[1].pieces == () and cues[1].line_pieces == ((),)
+
+
+def test_lines_without_units_at_the_start_and_squeezed_before_the_next_cue():
+    times = [(0.2, 0.6)]
+    cues = group_cues(make_alignment("~\n♪\nHi.", times), LINES)
+    # From 0; the first gets min_duration cut at "Hi." (0.2 s); the second then 1 ms, and
+    # "Hi." starts after it.
+    assert [(c.flat_text, c.start, c.end) for c in cues] == [
+        ("~", 0.0, 0.2),
+        ("♪", 0.2, 0.201),
+        ("Hi.", 0.201, 0.701),
+    ]
+
+
+def test_lines_mode_needs_the_units_spans():
+    alignment = make_alignment("Hello\nworld", spans=False)
+    with pytest.raises(ValueError, match="span in the transcript"):
+        group_cues(alignment, LINES)
+    assert [c.flat_text for c in group_cues(alignment)] == ["Hello world"]  # auto still works
+
+
+def test_lines_mode_refuses_units_out_of_transcript_order():
+    words = (
+        AlignedWord("b", 0.0, 0.1, 2, 3, "b", 2, 3),
+        AlignedWord("a", 0.2, 0.3, 0, 1, "a", 0, 1),
+    )
+    with pytest.raises(ValueError, match="unit 1 \\('a'\\) at character 0 is not on a line"):
+        group_cues(Alignment("English", 1.0, "a\nb", words), LINES)
+
+
+def test_lines_mode_of_an_empty_transcript_has_no_cues():
+    assert group_cues(Alignment("English", 0.0, "", ()), LINES) == []
+    assert group_cues(Alignment("English", 0.0, " \n\t\n", ()), LINES) == []
+
+
+def test_an_unknown_cue_mode_is_rejected():
+    with pytest.raises(ValueError, match="cue mode must be one of auto, lines, got 'words'"):
+        CueOptions(mode="words")  # type: ignore[arg-type]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    tokens=st.lists(WORD, min_size=1, max_size=30),
+    breaks=st.lists(st.sampled_from([" ", "\n", "\n\n", " \r\n ", "\n-\n", ", "]), min_size=30),
+    raw_times=st.lists(st.tuples(FLOATS(0, 30), FLOATS(0, 3)), min_size=80, max_size=80),
+    min_duration=FLOATS(0, 1),
+)
+def test_lines_mode_invariants_hold_for_any_lines_and_times(
+    tokens, breaks, raw_times, min_duration
+):
+    text = tokens[0] + "".join(b + t for b, t in zip(breaks, tokens[1:], strict=False))
+    times = [(s, s + d) for s, d in raw_times[: len(unit_spans(text))]]
+    alignment = make_alignment(text, times)
+    check_line_cues(
+        alignment, group_cues(alignment, CueOptions(min_duration=min_duration, mode="lines"))
+    )

@@ -189,7 +189,20 @@ def test_srt_keeps_punctuation_and_casing_from_displays():
 def test_render_rejects_unknown_formats():
     with pytest.raises(ValueError, match="unknown format 'docx'"):
         render(make_alignment("hi"), "docx")
-    assert set(FORMATS) == {"json", "srt", "vtt", "textgrid", "ctm", "tsv", "html", "png"}
+    assert list(FORMATS) == [
+        "json",
+        "whisperx",
+        "verbose_json",
+        "srt",
+        "vtt",
+        "ass",
+        "lrc",
+        "textgrid",
+        "ctm",
+        "tsv",
+        "html",
+        "png",
+    ]
 
 
 def test_write_atomic_replaces_whole_files_and_leaves_no_temporaries(tmp_path):
@@ -553,5 +566,6 @@ def test_unknown_format_error_lists_the_known_formats():
     with pytest.raises(ValueError) as error:
         render(make_alignment("hi"), "docx")
     assert str(error.value) == (
-        "unknown format 'docx'; use one of: json, srt, vtt, textgrid, ctm, tsv, html, png"
+        "unknown format 'docx'; use one of: json, whisperx, verbose_json, srt, vtt, ass, lrc, "
+        "textgrid, ctm, tsv, html, png"
     )

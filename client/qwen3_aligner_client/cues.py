@@ -8,6 +8,14 @@ limit; a silence longer than ``max_pause`` always ends a cue. When a cue must en
 ends after the last sentence (. ! ? 。 ...) that fits, else after a clause (, ; : 、 ...) if that
 keeps the cue reasonably full, else after the last word that fits.
 
+With ``mode="lines"`` the transcript's author decides instead: each line of the transcript that
+holds more than whitespace becomes exactly one cue, of one line (its text as written, runs of
+whitespace collapsed), however long; the line and duration limits and ``max_pause`` do not apply.
+Units are placed on lines by their ``char_start`` in the transcript, so this mode needs a server
+that sends spans. A line without any unit (only punctuation or symbols, say "♪" or "---") has no
+time of its own: it is shown right after the cue before it (from 0 for the first), for
+``min_duration`` at most, never past the next timed cue's start.
+
 Times are whole milliseconds (what SRT and WebVTT can carry). Cues never run backwards and never
 overlap; a cue shorter than ``min_duration`` is stretched into the silence after it, never past
 the next cue's start, and a cue that would still have no length gets one millisecond.
@@ -15,11 +23,13 @@ the next cue's start, and a cue that would still have no length gets one millise
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from .results import AlignedWord, Alignment
 
@@ -32,18 +42,24 @@ CLAUSE_BREAK_MIN_FILL = 0.3  # a clause break must keep at least this share of w
 SENTENCE_BONUS = 0.6  # line-break preference, as a share of max_chars_per_line squared
 CLAUSE_BONUS = 0.3
 
+CueMode = Literal["auto", "lines"]
+CUE_MODES: tuple[str, ...] = get_args(CueMode)  # auto: the limits below; lines: the transcript's
+
 
 @dataclass(frozen=True)
 class CueOptions:
-    """Limits for grouping words into cues."""
+    """Limits for grouping words into cues, or ``mode="lines"``: one cue per transcript line."""
 
     max_chars_per_line: int = 42  # columns; a full-width CJK character takes two
     max_lines: int = 2
     max_duration: float = 7.0  # seconds
     min_duration: float = 0.5  # seconds; shorter cues are stretched into the silence after them
     max_pause: float = 1.5  # seconds; a longer silence between two words always ends a cue
+    mode: CueMode = "auto"  # "lines": each non-blank transcript line is one cue (min_duration only)
 
     def __post_init__(self) -> None:
+        if self.mode not in CUE_MODES:
+            raise ValueError(f"cue mode must be one of {', '.join(CUE_MODES)}, got {self.mode!r}")
         if self.max_chars_per_line < 1 or self.max_lines < 1:
             raise ValueError("max_chars_per_line and max_lines must be at least 1")
         if self.max_duration <= 0 or self.min_duration < 0 or self.max_pause < 0:
@@ -54,13 +70,23 @@ class CueOptions:
 
 @dataclass(frozen=True)
 class Cue:
-    """One subtitle cue: words ``words`` of the alignment, shown as ``lines``."""
+    """One subtitle cue: words ``words`` of the alignment, shown as ``lines``.
+
+    ``pieces`` cut ``flat_text`` at the words, for formats that time each word (karaoke): one
+    piece per word, its label with what stands before it in the cue (``"".join(pieces) ==
+    flat_text``); free-standing punctuation after the last word goes with it. ``line_pieces`` do
+    the same for each of ``lines`` (``"".join(line_pieces[k]) == lines[k]``). A cue without words
+    (a transcript line holding no unit, ``mode="lines"``) has no pieces (``()``, and ``((),)``
+    for its one line): its text belongs to no word.
+    """
 
     start: float  # seconds, whole milliseconds
     end: float  # seconds, > start
     lines: tuple[str, ...]
     words: range  # indices into Alignment.words
     flat_text: str  # the cue's text on one line
+    pieces: tuple[str, ...]  # one per word of ``words``
+    line_pieces: tuple[tuple[str, ...], ...]  # one tuple per line, one piece per word on it
 
     @property
     def text(self) -> str:
@@ -121,6 +147,11 @@ def _unspaced(ch: str) -> bool:
     return name.startswith(("CJK", "HIRAGANA", "KATAKANA")) or "IDEOGRAPH" in name
 
 
+def _collapsed(text: str) -> str:
+    """``text`` with each run of whitespace (line breaks too) turned into one space."""
+    return re.sub(r"\s+", " ", text)
+
+
 def separators(alignment: Alignment) -> list[str]:
     """What goes between consecutive words' labels: the transcript between their displays
     (whitespace collapsed to one space) when the server sent spans, else a space, or nothing
@@ -136,7 +167,7 @@ def separators(alignment: Alignment) -> list[str]:
             and right.display
             and 0 <= left.display_end <= right.display_start <= len(text)
         ):
-            seps.append(re.sub(r"\s+", " ", text[left.display_end : right.display_start]))
+            seps.append(_collapsed(text[left.display_end : right.display_start]))
         elif _unspaced(left.label[-1]) and _unspaced(right.label[0]):
             seps.append("")
         else:
@@ -172,18 +203,20 @@ class _Layout:
         tokens = self.token_prefix[b] - self.token_prefix[a]
         return tokens + self.sep_prefix[b - 1] - self.sep_prefix[a]
 
-    def text(self, a: int, b: int) -> str:
-        """Words ``a..b-1`` on one line, with what stands between them in the transcript."""
-        parts = [self.labels[a]]
-        for k in range(a + 1, b):
-            parts.append(self.seps[k - 1])
-            parts.append(self.labels[k])
+    def pieces(self, a: int, b: int) -> list[str]:
+        """Words ``a..b-1`` on one line, one piece per word: its label after what stands before
+        it in the transcript (nothing for the first)."""
+        parts = [self.labels[a]] + [self.seps[k - 1] + self.labels[k] for k in range(a + 1, b)]
         if b - 1 < len(self.seps):
             # Free-standing punctuation after the last word ("word — next") stays on this line.
             trailing = self.seps[b - 1].strip()
             if trailing:
-                parts.append((" " if self.seps[b - 1][:1].isspace() else "") + trailing)
-        return "".join(parts)
+                parts[-1] += (" " if self.seps[b - 1][:1].isspace() else "") + trailing
+        return parts
+
+    def text(self, a: int, b: int) -> str:
+        """Words ``a..b-1`` on one line, with what stands between them in the transcript."""
+        return "".join(self.pieces(a, b))
 
     def wrap(self, a: int, b: int) -> list[tuple[int, int]] | None:
         """Best split of words ``a..b-1`` into at most ``max_lines`` lines, or None if they do not
@@ -220,9 +253,29 @@ class _Layout:
         return spans[::-1]
 
 
+def _trimmed(parts: Sequence[str]) -> tuple[str, ...]:
+    """``parts`` without the whitespace around their concatenation: ``"".join`` of the result is
+    ``"".join(parts).strip()``."""
+    out = list(parts)
+    for k in range(len(out)):
+        out[k] = out[k].lstrip()
+        if out[k]:
+            break
+    for k in range(len(out) - 1, -1, -1):
+        out[k] = out[k].rstrip()
+        if out[k]:
+            break
+    return tuple(out)
+
+
 def group_cues(alignment: Alignment, options: CueOptions | None = None) -> list[Cue]:
-    """Group the alignment's words into subtitle cues (see the module docstring for the rules)."""
+    """Group the alignment's words into subtitle cues (see the module docstring for the rules).
+
+    Raises ``ValueError`` for ``mode="lines"`` when the words carry no spans in the transcript.
+    """
     options = options or CueOptions()
+    if options.mode == "lines":
+        return _line_cues(alignment, options)
     words = alignment.words
     if not words:
         return []
@@ -255,7 +308,23 @@ def group_cues(alignment: Alignment, options: CueOptions | None = None) -> list[
             b = _best_break(layout, a, b)
         groups.append((a, b))
         a = b
-    return _timed_cues(layout, times, groups, options)
+    cues = []
+    for (a, b), (start, end) in zip(groups, _cue_times(times, groups, options), strict=True):
+        spans = layout.wrap(a, b) or [(a, b)]  # a lone over-long word is its own line
+        line_pieces = tuple(_trimmed(layout.pieces(x, y)) for x, y in spans)
+        pieces = _trimmed(layout.pieces(a, b))
+        cues.append(
+            Cue(
+                start=start / MS_PER_SECOND,
+                end=end / MS_PER_SECOND,
+                lines=tuple("".join(p) for p in line_pieces),
+                words=range(a, b),
+                flat_text="".join(pieces),
+                pieces=pieces,
+                line_pieces=line_pieces,
+            )
+        )
+    return cues
 
 
 def _best_break(layout: _Layout, a: int, b: int) -> int:
@@ -273,35 +342,100 @@ def _best_break(layout: _Layout, a: int, b: int) -> int:
     return b
 
 
-def _timed_cues(
-    layout: _Layout,
-    times: list[tuple[int, int]],
-    groups: list[tuple[int, int]],
-    options: CueOptions,
-) -> list[Cue]:
+def _cue_times(
+    times: list[tuple[int, int]], groups: list[tuple[int, int]], options: CueOptions
+) -> list[tuple[int, int]]:
+    """Start and end (ms) of the cues holding words ``a..b-1`` for each ``(a, b)`` of ``groups``,
+    by the module docstring's rules; an empty group (``a == b``) follows the cue before it."""
     min_ms = to_ms(options.min_duration)
-    natural_starts = [times[a][0] for a, _ in groups]
-    cues: list[Cue] = []
+    natural_starts = [times[a][0] if b > a else None for a, b in groups]
+    next_starts: list[int | None] = []  # the natural start of the next cue with words
+    upcoming: int | None = None
+    for natural in reversed(natural_starts):
+        next_starts.append(upcoming)
+        if natural is not None:
+            upcoming = natural
+    next_starts.reverse()
+    spans: list[tuple[int, int]] = []
     last_end = 0
-    for index, (a, b) in enumerate(groups):
-        start = max(natural_starts[index], last_end)
-        end = max(t[1] for t in times[a:b])
-        next_start = natural_starts[index + 1] if index + 1 < len(groups) else None
+    for (a, b), natural, next_start in zip(groups, natural_starts, next_starts, strict=True):
+        start = last_end if natural is None else max(natural, last_end)
+        end = max((t[1] for t in times[a:b]), default=start)
         if next_start is not None and end > next_start:
             end = next_start  # words that overlap the next cue's first word end where it starts
         if end - start < min_ms:
             wanted = start + min_ms
             end = max(end, wanted if next_start is None else min(wanted, next_start))
         end = max(end, start + 1)
-        lines = layout.wrap(a, b) or [(a, b)]  # a lone over-long word is its own line
+        spans.append((start, end))
+        last_end = end
+    return spans
+
+
+def transcript_lines(text: str) -> list[tuple[int, int]]:
+    """The ``(start, end)`` character spans of the lines of ``text`` that hold more than
+    whitespace, line breaks excluded (breaks as ``str.splitlines`` finds them)."""
+    spans: list[tuple[int, int]] = []
+    offset = 0
+    for line in text.splitlines(keepends=True):
+        content = line.splitlines()[0]
+        if content.strip():
+            spans.append((offset, offset + len(content)))
+        offset += len(line)
+    return spans
+
+
+def _line_cues(alignment: Alignment, options: CueOptions) -> list[Cue]:
+    """One cue per non-blank line of the transcript (``mode="lines"``)."""
+    words = alignment.words
+    text = alignment.text
+    lines = transcript_lines(text)
+    line_starts = [start for start, _ in lines]
+    line_of: list[int] = []
+    display_ends: list[int] = []
+    for k, word in enumerate(words):
+        if word.char_start is None or word.display_end is None:
+            raise ValueError(
+                "cues by transcript lines need each unit's span in the transcript, which this "
+                "server did not send (use the automatic cues)"
+            )
+        line = bisect.bisect_right(line_starts, word.char_start) - 1
+        if line < 0 or word.char_start >= lines[line][1] or (line_of and line < line_of[-1]):
+            raise ValueError(
+                f"unit {k} ({word.text!r}) at character {word.char_start} is not on a line "
+                "of the transcript after the units before it"
+            )
+        line_of.append(line)
+        display_ends.append(word.display_end)
+    groups = []
+    for line in range(len(lines)):
+        a = bisect.bisect_left(line_of, line)
+        groups.append((a, bisect.bisect_right(line_of, line)))
+    cues = []
+    times = monotonic_times(words)
+    for (a, b), (line_start, line_end), (start, end) in zip(
+        groups, lines, _cue_times(times, groups, options), strict=True
+    ):
+        cut = line_start
+        parts: list[str] = []
+        for display_end in display_ends[a:b]:
+            word_end = min(max(display_end, cut), line_end)
+            parts.append(_collapsed(text[cut:word_end]))
+            cut = word_end
+        tail = _collapsed(text[cut:line_end])
+        if parts:
+            parts[-1] += tail
+        pieces = _trimmed(parts)
+        flat_text = "".join(pieces) if parts else tail.strip()
         cues.append(
             Cue(
                 start=start / MS_PER_SECOND,
                 end=end / MS_PER_SECOND,
-                lines=tuple(layout.text(x, y).strip() for x, y in lines),
+                lines=(flat_text,),
                 words=range(a, b),
-                flat_text=layout.text(a, b).strip(),
+                flat_text=flat_text,
+                pieces=pieces,
+                line_pieces=(pieces,),
             )
         )
-        last_end = end
     return cues
