@@ -42,10 +42,12 @@ DOCUMENT = {
     "mean_score": 0.9,
     "repaired_share": 0.0,
     "words": [
-        {"text": "hello", "start": 0.12, "end": 0.5, "char_start": 0, "char_end": 5, "score": 0.9,
+        {"text": "hello", "start": 0.12, "end": 0.5, "char_start": 0, "char_end": 5,
+         "display": "hello", "display_start": 0, "display_end": 5, "score": 0.9,
          "repaired": False},
         {"text": "world", "start": 0.62, "end": 1.1, "char_start": 6, "char_end": 11,
-         "score": 0.9, "repaired": False},
+         "display": "world", "display_start": 6, "display_end": 11, "score": 0.9,
+         "repaired": False},
     ],
 }  # fmt: skip
 WAV = b"RIFF....WAVEfmt not really audio: the front never decodes it"
@@ -161,6 +163,26 @@ def test_cue_limits_come_from_the_form(front, aligner):
     assert error_of(bad)["param"] == "max_lines"
     negative = align(url, {"response_format": "srt", "max_lines": "0"})
     assert negative.status_code == 400 and "at least 1" in error_of(negative)["message"]
+
+
+def test_cues_by_line_karaoke_and_word_times_come_from_the_form(front, aligner):
+    url, _ = front
+    aligner.document = {**DOCUMENT, "text": "hello\nworld"}
+    lines = align(url, {"text": "hello\nworld", "response_format": "srt", "cues": "lines"})
+    assert lines.text == (
+        "1\n00:00:00,120 --> 00:00:00,620\nhello\n\n2\n00:00:00,620 --> 00:00:01,120\nworld\n"
+    )
+    aligner.document = dict(DOCUMENT)
+    karaoke = align(url, {"response_format": "ass"}).text
+    plain = align(url, {"response_format": "ass", "karaoke": "false"}).text
+    assert "{\\k" in karaoke and "{\\k" not in plain
+    timed = align(url, {"response_format": "vtt", "word_timestamps": "true"}).text
+    assert "<00:00:00.620>" in timed
+    assert "<00:00:00.620>" not in align(url, {"response_format": "vtt"}).text
+    for name, value in (("karaoke", "maybe"), ("cues", "paragraphs")):
+        refused = align(url, {"response_format": "ass", name: value})
+        assert refused.status_code == 400, refused.text
+        assert value in error_of(refused)["message"]
 
 
 def test_every_listed_format_is_answered(front, aligner):

@@ -24,7 +24,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from prometheus_client import (
@@ -251,10 +251,24 @@ def _number(form: FormData, name: str, kind: type[float] | type[int]) -> Any:
         ) from None
 
 
+def _flag(form: FormData, name: str) -> bool | None:
+    value = _field(form, name)
+    if value is None:
+        return None
+    low = value.strip().lower()
+    if low in ("true", "1", "yes"):
+        return True
+    if low in ("false", "0", "no"):
+        return False
+    raise FrontError(400, f"{name} must be true or false, got {value!r}", param=name)
+
+
 def cue_options(form: FormData) -> CueOptions:
-    """The subtitle cue limits a request sets (``max_chars``, ``max_lines``, ``max_duration``,
-    ``min_duration``, ``max_pause``; the client's defaults otherwise)."""
+    """How a request groups words into cues: ``cues`` (``auto``, or ``lines``: one cue per line
+    of the transcript) and the limits ``max_chars``, ``max_lines``, ``max_duration``,
+    ``min_duration``, ``max_pause`` (the client's defaults otherwise)."""
     given = {
+        "mode": _field(form, "cues"),
         "max_chars_per_line": _number(form, "max_chars", int),
         "max_lines": _number(form, "max_lines", int),
         "max_duration": _number(form, "max_duration", float),
@@ -265,6 +279,19 @@ def cue_options(form: FormData) -> CueOptions:
         return CueOptions(**{k: v for k, v in given.items() if v is not None})
     except ValueError as e:
         raise FrontError(400, f"cue settings: {e}") from None
+
+
+def write_options(form: FormData) -> WriteOptions:
+    """The writers' settings a request sets: its cues, ``karaoke`` (ASS: a ``\\k`` tag per word,
+    default true) and ``word_timestamps`` (WebVTT: an inline time before each word, default
+    false)."""
+    options = WriteOptions(cues=cue_options(form))
+    karaoke, word_timestamps = _flag(form, "karaoke"), _flag(form, "word_timestamps")
+    if karaoke is not None:
+        options = replace(options, karaoke=karaoke)
+    if word_timestamps is not None:
+        options = replace(options, word_timestamps=word_timestamps)
+    return options
 
 
 def granularities(form: FormData) -> tuple[str, ...]:
@@ -401,7 +428,7 @@ def create_app(aligner: Aligner, settings: FrontSettings | None = None) -> Starl
                 "Italian/it, Japanese/ja, Korean/ko, Portuguese/pt, Russian/ru, Spanish/es)",
                 param="language",
             )
-        options = WriteOptions(cues=cue_options(form))
+        options = write_options(form)
         granularity = granularities(form)
         audio = await upload(form)
         try:
@@ -412,7 +439,10 @@ def create_app(aligner: Aligner, settings: FrontSettings | None = None) -> Starl
             alignment = Alignment.from_json(document, text=text)
         except (ValueError, KeyError, TypeError) as e:
             raise FrontError(502, f"the aligner's answer is malformed: {e}", "server_error") from e
-        return render_alignment(alignment, response_format, options, granularity)
+        try:
+            return render_alignment(alignment, response_format, options, granularity)
+        except ValueError as e:  # e.g. cues by lines without the words' spans in the transcript
+            raise FrontError(400, f"cannot write {response_format}: {e}") from e
 
     async def transcriptions(request: Request) -> Response:
         authorize(request)
