@@ -1,8 +1,9 @@
 """Regenerate docker/constraints.txt and docker/requirements.lock: the image's Python packages.
 
 The Dockerfile's top-level pins (``"name==${VERSION_ARG}"`` in its ``pip install`` step), this
-project with all its dependencies, and its build backend (``[build-system] requires``: the image
-builds it without build isolation) are resolved together by pip for the image's Python
+project and the client distribution (client/, which the image installs for the OpenAI-style front)
+with all their dependencies, and the build backend (``[build-system] requires``: the image builds
+both without build isolation) are resolved together by pip for the image's Python
 (``PYTHON_VERSION``) on manylinux x86_64, binary wheels only. Nothing is installed; pip reads the
 packages' metadata from the index. The result is docker/constraints.txt, one ``name==version`` a
 line.
@@ -49,6 +50,8 @@ CONSTRAINTS = ROOT / "docker" / "constraints.txt"
 LOCK = ROOT / "docker" / "requirements.lock"
 PYPI_JSON = "https://pypi.org/pypi"
 PROJECT = "qwen3-aligner-triton"
+CLIENT = ROOT / "client"  # qwen3-aligner-client: installed from source, like this project
+LOCAL = {PROJECT, "qwen3-aligner-client"}  # installed from the build context, not from the lock
 OUTSIDE = {"qwen-asr"}  # not resolved: its demo dependencies stay out (it is in the lock alone)
 # glibc 2.39 (Ubuntu 24.04) accepts every manylinux tag up to 2_39 (pip expands a manylinux_2_N tag
 # to the older ones).
@@ -101,9 +104,13 @@ def outside_pins(text: str, args: dict[str, str]) -> list[tuple[str, str]]:
 
 
 def build_requires() -> list[str]:
-    """The project's build backend requirements (the image builds it without isolation)."""
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    return list(pyproject["build-system"]["requires"])
+    """The build backend requirements of this project and the client (the image builds both
+    without isolation)."""
+    requires: list[str] = []
+    for folder in (ROOT, CLIENT):
+        pyproject = tomllib.loads((folder / "pyproject.toml").read_text())
+        requires += [r for r in pyproject["build-system"]["requires"] if r not in requires]
+    return requires
 
 
 def resolve(pins: list[str], python: str) -> list[tuple[str, str]]:
@@ -114,10 +121,10 @@ def resolve(pins: list[str], python: str) -> list[tuple[str, str]]:
         cmd += ["--python-version", python, "--only-binary=:all:"]
         for platform in PLATFORMS:
             cmd += ["--platform", platform]
-        subprocess.run([*cmd, *pins, str(ROOT)], check=True)
+        subprocess.run([*cmd, *pins, str(ROOT), str(CLIENT)], check=True)
         installed = json.loads(report.read_text())["install"]
     found = [(i["metadata"]["name"], i["metadata"]["version"]) for i in installed]
-    return sorted((n, v) for n, v in found if n != PROJECT)
+    return sorted((n, v) for n, v in found if canonicalize_name(n) not in LOCAL)
 
 
 def read_constraints() -> list[tuple[str, str]]:

@@ -72,6 +72,7 @@ from qwen3_aligner_triton.tritonserver import (
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
 DOCKERFILE = DOCKER / "Dockerfile"
+CLIENT = ROOT / "client"
 COMPOSE = DOCKER / "compose.yaml"
 K8S = DOCKER / "k8s"
 ADAPTER_RULES = K8S / "prometheus-adapter-rules.yaml"
@@ -81,6 +82,7 @@ LOCK = DOCKER / "requirements.lock"
 BIN = Path(sys.executable).parent
 K8S_VERSIONS = ("1.27.0", None)  # oldest supported here, and the newest schemas shipped
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
+OPENAI_PORT = 9000  # the OpenAI-style front (OPENAI_PORT), its default port
 MIN_STARTUP_BUDGET = 600  # seconds a pod may take to download the checkpoint and load it
 # Metrics the model exports itself (model.py); each with labels model and version.
 CUSTOM_COUNTERS = (
@@ -247,8 +249,8 @@ def copied_to() -> dict[str, str]:
     return dests
 
 
-def pyproject() -> dict:
-    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+def pyproject(folder: Path = ROOT) -> dict:
+    return tomllib.loads((folder / "pyproject.toml").read_text())
 
 
 def load_yaml_docs(path: Path) -> list[dict]:
@@ -282,7 +284,7 @@ def aligner_container() -> dict:
 @cache
 def compose_config() -> dict:
     """compose.yaml as the Compose binary resolves it, every profile on, no caller variables."""
-    settings = ("MODEL_PATH", "DEVICE", "MAX_CONCURRENT")
+    settings = ("MODEL_PATH", "DEVICE", "MAX_CONCURRENT", "OPENAI_PORT", "ALIGNER_PUBLISH_ADDRESS")
     env = {k: v for k, v in os.environ.items() if k not in settings}
     compose = [tool("docker-compose"), "-f", str(COMPOSE), "--profile", "monitoring"]
     out = subprocess.run(
@@ -294,6 +296,26 @@ def compose_config() -> dict:
     )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
+
+
+def uncomment(text: str, first_line: str) -> str:
+    """``text`` with the commented-out YAML item that starts with ``first_line`` turned on, at each
+    place it occurs: that line and the more deeply indented commented lines after it."""
+    out, depth = [], None
+    found = 0
+    for line in text.splitlines():
+        m = re.match(r"^(\s*)# (.*)$", line)
+        if m and m.group(2) == first_line:
+            depth, found = len(m.group(1)), found + 1
+            out.append(m.group(1) + m.group(2))
+            continue
+        if depth is not None and m and len(m.group(1)) == depth and m.group(2).startswith("  "):
+            out.append(m.group(1) + m.group(2))
+            continue
+        depth = None
+        out.append(line)
+    assert found, f"no commented-out {first_line!r}"
+    return "\n".join(out) + "\n"
 
 
 def adapter_rule() -> dict:
@@ -545,17 +567,87 @@ def test_update_constraints_script_reads_the_same_pins():
     assert script.LOCK == LOCK and script.CONSTRAINTS == CONSTRAINTS
 
 
-def test_constraints_satisfy_every_dependency_of_the_project():
+def test_update_constraints_script_resolves_the_client_with_the_project(monkeypatch):
+    """The lock must hold the client's dependencies too (the image installs it with --no-deps):
+    the script hands pip both source folders and keeps neither in the lock."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "update_constraints", DOCKER / "update_constraints.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    commands = []
+
+    def fake_run(cmd, check):
+        commands.append(cmd)
+        report = Path(cmd[cmd.index("--report") + 1])
+        installed = [
+            {"metadata": {"name": name, "version": "1.0"}}
+            for name in ("qwen3-aligner-triton", "qwen3_aligner_client", "starlette")
+        ]
+        report.write_text(json.dumps({"install": installed}))
+
+    monkeypatch.setattr(script.subprocess, "run", fake_run)
+    assert script.resolve(["torch==2.7.1"], "3.12") == [("starlette", "1.0")]
+    ((*_, last_pin, project, client),) = commands
+    assert (last_pin, Path(project), Path(client)) == ("torch==2.7.1", ROOT, CLIENT)
+    requires = script.build_requires()
+    for folder in (ROOT, CLIENT):
+        assert set(pyproject(folder)["build-system"]["requires"]) <= set(requires)
+
+
+@pytest.mark.parametrize("folder", [ROOT, CLIENT], ids=["project", "client"])
+def test_constraints_satisfy_every_dependency_of_the_project(folder):
+    """The image installs this project and the client (for the OpenAI-style front) with
+    --no-deps: every dependency of both must be in the constraints, at a version they accept."""
     locked = constraints()
     env = default_environment()
     env.update(python_version=build_args()["PYTHON_VERSION"], sys_platform="linux")
-    for spec in pyproject()["project"]["dependencies"]:
+    for spec in pyproject(folder)["project"]["dependencies"]:
         req = Requirement(spec)
         if req.marker is not None and not req.marker.evaluate(env):
             continue
         name = canonicalize_name(req.name)
         assert name in locked, f"{spec}: not pinned in docker/constraints.txt"
         assert req.specifier.contains(locked[name], prereleases=True), f"{spec} vs {locked[name]}"
+    if folder == ROOT:
+        front = {"starlette", "uvicorn", "python-multipart", "prometheus-client"}
+        listed = {
+            canonicalize_name(Requirement(s).name) for s in pyproject()["project"]["dependencies"]
+        }
+        assert front <= listed, "the OpenAI-style front's packages are runtime dependencies"
+
+
+def test_image_installs_the_client_for_the_openai_front():
+    """The front renders its answers with the client's writers: the client distribution goes into
+    the image from the build context (no index has it), the way the project does, and the image
+    build fails unless the front starts up to its command line."""
+    copies = copied_to()
+    client_dest = {dest: source for dest, source in copies.items() if source.startswith("client/")}
+    assert set(client_dest.values()) == {
+        "client/pyproject.toml",
+        "client/README.md",
+        "client/qwen3_aligner_client",
+    }
+    (folder,) = {str(Path(dest).parent) for dest in client_dest if dest.endswith("pyproject.toml")}
+    installs = [argv for argv in pip_installs() if folder in argv]
+    assert len(installs) == 1, installs
+    (argv,) = installs
+    assert {"--no-deps", "--no-build-isolation"} <= set(argv) and "[" not in " ".join(argv)
+    assert any(dest == f"{folder}/qwen3_aligner_client" for dest in client_dest)
+    runs = " ".join(instructions("RUN"))
+    assert "python3 -m qwen3_aligner_triton.openai_front --help" in runs
+    assert "not in the image" not in DOCKERFILE.read_text(), "a stale comment about the client"
+    # The client's own build backend is the locked one too.
+    entries = lock()
+    for spec in pyproject(CLIENT)["build-system"]["requires"]:
+        req = Requirement(spec)
+        version = str(entries[canonicalize_name(req.name)][0].specifier)[2:]
+        assert req.specifier.contains(version), f"client build backend {spec} vs {version}"
+    # Locally, ./scripts/setup-venv installs it beside the project (it cannot be a dependency).
+    setup_venv = (ROOT / "scripts" / "setup-venv").read_text()
+    assert '-e "$ROOT/client' in setup_venv
 
 
 def test_image_installs_the_project_without_the_server_extra():
@@ -790,7 +882,7 @@ def test_entrypoint_and_default_arguments():
     )
     assert ports == (HTTP_PORT, GRPC_PORT, METRICS_PORT)
     (expose,) = instructions("EXPOSE")
-    assert [int(p) for p in expose.split()] == list(ports)
+    assert [int(p) for p in expose.split()] == [*ports, OPENAI_PORT]
     env = image_env()
     assert env["ALIGNER_REPOSITORY_TEMPLATE"] == "/opt/qwen3-aligner/model_repository"
     assert any(
@@ -846,7 +938,8 @@ def test_compose_aligner_service():
     (gpu,) = svc["deploy"]["resources"]["reservations"]["devices"]
     assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
     published = {(p["target"], int(p["published"])) for p in svc["ports"]}
-    assert published == {(p, p) for p in (HTTP_PORT, GRPC_PORT, METRICS_PORT)}
+    assert published == {(p, p) for p in (HTTP_PORT, GRPC_PORT, METRICS_PORT, OPENAI_PORT)}
+    assert svc["environment"]["OPENAI_PORT"] == str(OPENAI_PORT)
     # Unauthenticated ports: on loopback unless the operator says otherwise.
     assert {p.get("host_ip") for p in svc["ports"]} == {"127.0.0.1"}
     assert set(svc["environment"]) >= {"MODEL_PATH", "DEVICE", "MAX_CONCURRENT"}
@@ -882,7 +975,7 @@ def test_compose_publishes_on_loopback_and_grafana_asks_for_a_sign_in():
     assert out.returncode == 0, out.stderr
     ports = json.loads(out.stdout)["services"]["aligner"]["ports"]
     opened = {p["target"] for p in ports if p.get("host_ip") == "0.0.0.0"}
-    assert opened == {HTTP_PORT, GRPC_PORT}, "metrics stay on loopback"
+    assert opened == {HTTP_PORT, GRPC_PORT, OPENAI_PORT}, "metrics stay on loopback"
 
 
 def test_compose_passes_the_operators_settings_through():
@@ -899,6 +992,55 @@ def test_compose_passes_the_operators_settings_through():
     assert environment["MODEL_PATH"] == "/models/aligner"
     assert environment["DEVICE"] == "cuda:0"
     assert environment["MAX_CONCURRENT"] == "3"
+
+
+def compose_json(path: Path, **variables: str) -> dict:
+    """``docker-compose config`` of ``path`` (relative paths from docker/, as for compose.yaml)
+    with ``variables`` set."""
+    compose = [tool("docker-compose"), "-f", str(path), "--project-directory", str(DOCKER)]
+    out = subprocess.run(
+        [*compose, "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **variables},
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_compose_runs_the_openai_front_and_its_port_reaches_the_entrypoint():
+    svc = compose_config()["services"]["aligner"]
+    plan = entrypoint.plan_container(svc["environment"], 1)
+    assert plan.openai_port == OPENAI_PORT and plan.openai_key_file is None
+    assert OPENAI_PORT in {p["target"] for p in svc["ports"]}
+    (expose,) = instructions("EXPOSE")
+    assert str(plan.openai_port) in expose.split()
+    # Triton's readiness stays the container's health; the front's follows it.
+    assert probe_urls()["compose healthcheck"] == (HTTP_PORT, "/v2/health/ready")
+    # An empty OPENAI_PORT turns the front off; another value reaches the entrypoint as given.
+    off = compose_json(COMPOSE, OPENAI_PORT="")["services"]["aligner"]["environment"]
+    assert entrypoint.plan_container(off, 1).openai_port is None
+    other = compose_json(COMPOSE, OPENAI_PORT="9100")["services"]["aligner"]["environment"]
+    assert entrypoint.plan_container(other, 1).openai_port == 9100
+
+
+def test_compose_key_file_variant_mounts_the_secret_where_the_entrypoint_reads_it(tmp_path):
+    """The commented-out key lines of compose.yaml, turned on, are valid Compose and point
+    OPENAI_API_KEY_FILE at the mounted secret."""
+    text = COMPOSE.read_text()
+    for item in ("OPENAI_API_KEY_FILE: /run/secrets/openai-api-key", "secrets: [openai-api-key]"):
+        text = uncomment(text, item)
+    text = uncomment(text, "secrets:")
+    variant = tmp_path / "compose.yaml"
+    variant.write_text(text)
+    config = compose_json(variant)
+    svc = config["services"]["aligner"]
+    (secret,) = svc["secrets"]
+    key_file = svc["environment"]["OPENAI_API_KEY_FILE"]
+    assert key_file == secret.get("target", f"/run/secrets/{secret['source']}")
+    assert Path(config["secrets"][secret["source"]]["file"]).parent == DOCKER
+    assert svc["environment"]["OPENAI_PORT"] == str(OPENAI_PORT), "a key needs the front's port"
 
 
 def test_compose_monitoring_profile_scrapes_the_metrics_port():
@@ -963,7 +1105,12 @@ def test_deployment_probes_ports_and_arguments_match_the_server():
     args = container["args"]
     assert args == exec_form("CMD"), "Deployment args and the image's CMD differ"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"http": HTTP_PORT, "grpc": GRPC_PORT, "metrics": METRICS_PORT}
+    assert ports == {
+        "http": HTTP_PORT,
+        "grpc": GRPC_PORT,
+        "metrics": METRICS_PORT,
+        "openai": OPENAI_PORT,
+    }
     assert int(flag_value(args, "--http-port")) == ports["http"]
     assert int(flag_value(args, "--grpc-port")) == ports["grpc"]
     assert int(flag_value(args, "--metrics-port")) == ports["metrics"]
@@ -973,6 +1120,45 @@ def test_deployment_probes_ports_and_arguments_match_the_server():
     assert urls["k8s livenessProbe"] == (HTTP_PORT, "/v2/health/live")
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= MIN_STARTUP_BUDGET
+
+
+def test_deployment_runs_the_openai_front_and_its_port_reaches_the_entrypoint():
+    container = aligner_container()
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    plan = entrypoint.plan_container(env, 1)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert plan.openai_port == ports["openai"] == OPENAI_PORT
+    service_ports = {p["name"]: p["targetPort"] for p in k8s("Service")["spec"]["ports"]}
+    assert service_ports["openai"] == "openai"
+    # Readiness stays Triton's (the front's /health/ready is ready exactly when it is); the
+    # variant that probes the front names its port.
+    assert probe_urls()["k8s readinessProbe"] == (HTTP_PORT, "/v2/health/ready")
+    assert "httpGet: {path: /health/ready, port: openai}" in (K8S / "deployment.yaml").read_text()
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS, ids=lambda v: v or "latest")
+def test_deployment_key_file_variant_mounts_the_secret_where_the_entrypoint_reads_it(version):
+    """The commented-out key lines of deployment.yaml, turned on, pass the schemas and point
+    OPENAI_API_KEY_FILE into the mounted Secret."""
+    import kubernetes_validate
+    from kubernetes_validate.utils import latest_version
+
+    text = (K8S / "deployment.yaml").read_text()
+    for item in ("- name: OPENAI_API_KEY_FILE", "- name: openai-api-key"):
+        text = uncomment(text, item)
+    (deployment,) = [d for d in yaml.safe_load_all(text) if d]
+    kubernetes_validate.validate(deployment, version or latest_version(), strict=True)
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    key_file = Path(env["OPENAI_API_KEY_FILE"])
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "openai-api-key"]
+    assert key_file.parent == Path(mount["mountPath"]) and mount["readOnly"] is True
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "openai-api-key"]
+    assert volume["secret"]["defaultMode"] & 0o040, "readable by the pod's group (fsGroup)"
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]
+    assert f"--from-file={key_file.name}=" in text
+    assert volume["secret"]["secretName"] in text.split("kubectl create secret generic ")[1]
 
 
 def test_liveness_checks_outlast_one_watchdog_restart():
@@ -1065,6 +1251,7 @@ def test_service_hpa_pdb_and_servicemonitor_select_the_deployment():
         ("http", HTTP_PORT, "http"),
         ("grpc", GRPC_PORT, "grpc"),
         ("metrics", METRICS_PORT, "metrics"),
+        ("openai", OPENAI_PORT, "openai"),
     }
     pdb = k8s("PodDisruptionBudget")
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
@@ -1198,6 +1385,39 @@ def test_plan_container_rejects_bad_settings(env, gpus, message):
         entrypoint.plan_container(env, gpus)
 
 
+def test_plan_container_reads_the_openai_fronts_port_and_key_file(tmp_path):
+    key = tmp_path / "api-key"
+    key.write_text("sk-test\n")
+    plan = entrypoint.plan_container(
+        {"OPENAI_PORT": " 9000 ", "OPENAI_API_KEY_FILE": f" {key} "}, gpu_count=0
+    )
+    assert (plan.openai_port, plan.openai_key_file) == (9000, key)
+    assert entrypoint.plan_container({"OPENAI_PORT": "65535"}, 0).openai_port == 65535
+    for unset in ({}, {"OPENAI_PORT": ""}, {"OPENAI_PORT": "  "}):
+        plan = entrypoint.plan_container(unset, gpu_count=0)
+        assert (plan.openai_port, plan.openai_key_file) == (None, None)
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "-1", "9000.0", "0x2328", "nine", "\uff19\uff10"])
+def test_plan_container_rejects_a_bad_openai_port(port):
+    with pytest.raises(ValueError, match=f"OPENAI_PORT={re.escape(repr(port))}: give a port"):
+        entrypoint.plan_container({"OPENAI_PORT": port}, 0)
+
+
+def test_plan_container_rejects_a_key_file_without_a_port_or_a_file(tmp_path):
+    key = tmp_path / "api-key"
+    key.write_text("sk-test")
+    with pytest.raises(ValueError, match="OPENAI_API_KEY_FILE is set but OPENAI_PORT is not"):
+        entrypoint.plan_container({"OPENAI_API_KEY_FILE": str(key)}, 0)
+    with pytest.raises(ValueError, match="OPENAI_API_KEY_FILE is set but OPENAI_PORT is not"):
+        entrypoint.plan_container({"OPENAI_API_KEY_FILE": str(key), "OPENAI_PORT": " "}, 0)
+    missing = tmp_path / "missing"
+    with pytest.raises(ValueError, match=f"OPENAI_API_KEY_FILE={missing}: no such file"):
+        entrypoint.plan_container({"OPENAI_PORT": "9000", "OPENAI_API_KEY_FILE": str(missing)}, 0)
+    with pytest.raises(ValueError, match="no such file"):  # a folder is not a key file
+        entrypoint.plan_container({"OPENAI_PORT": "9000", "OPENAI_API_KEY_FILE": str(tmp_path)}, 0)
+
+
 def test_server_options_take_the_ports_from_the_arguments_and_pass_them_all_on(tmp_path):
     plan = entrypoint.plan_container(
         {"DEVICE": "cpu", entrypoint.RENDERED_ENV: str(tmp_path)}, gpu_count=0
@@ -1311,6 +1531,152 @@ def test_main_reports_a_bad_setting_without_starting_anything(monkeypatch, capsy
     assert "entrypoint: error: MAX_CONCURRENT must be an integer" in capsys.readouterr().err
     assert entrypoint.main(["--model-store=/m"], {"DEVICE": "cpu"}) == 2
     assert "the entrypoint sets --model-store itself" in capsys.readouterr().err
+
+
+class FakeFront:
+    """Stands in for FrontProcess: exits by itself (status ``code``) at its ``exits_at``-th poll,
+    never if None."""
+
+    def __init__(self, opts, exits_at=None, code=0):
+        self.opts = opts
+        self.exits_at = exits_at
+        self.code = code
+        self.polls = 0
+        self.stops = 0
+        self.exited_early = False
+
+    def exited(self):
+        self.polls += 1
+        return self.code if self.exits_at is not None and self.polls >= self.exits_at else None
+
+    def stop(self):
+        self.stops += 1
+        return self.code
+
+    def describe(self, host):
+        return f"OpenAI-style front: http://{host}:{self.opts.port}/v1"
+
+
+class StoppableServer(FakeServer):
+    """A started tritonserver that runs until asked to stop, then exits 0."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        self.stop_requests = 0
+
+    def request_stop(self) -> None:
+        self.stop_requests += 1
+        self.process.terminate()
+
+    def stop(self) -> int:
+        self.process.kill()
+        self.process.wait()
+        return 0
+
+
+@pytest.fixture
+def front_starts(monkeypatch):
+    """FrontProcess.start in the entrypoint replaced: records (options, env) and returns a
+    FakeFront (``front_starts.exits_at`` / ``.code`` set how it behaves)."""
+
+    class Starts(list):
+        def __init__(self) -> None:
+            super().__init__()
+            self.exits_at: int | None = None
+            self.code = 0
+            self.fronts: list[FakeFront] = []
+
+    starts = Starts()
+
+    def fake_start(opts, env=None, extra=()):
+        starts.append((opts, env))
+        front = FakeFront(opts, starts.exits_at, starts.code)
+        starts.fronts.append(front)
+        return front
+
+    monkeypatch.setattr(entrypoint.FrontProcess, "start", staticmethod(fake_start))
+    monkeypatch.setattr(entrypoint, "fetch_for_launch", lambda who, checkpoint, rev: checkpoint)
+    monkeypatch.setattr(entrypoint, "cuda_device_count", lambda: 0)
+    return starts
+
+
+def test_main_starts_the_openai_front_beside_the_server(tmp_path, monkeypatch, front_starts):
+    from qwen3_aligner_triton.openai_front.launch import FrontOptions
+
+    monkeypatch.setattr(entrypoint, "start", lambda *a, **k: FakeServer(0))
+    key = tmp_path / "api-key"
+    key.write_text("sk-test")
+    environ = {
+        "DEVICE": "cpu",
+        "MODEL_PATH": "/models/ckpt",
+        entrypoint.RENDERED_ENV: str(tmp_path / "rendered"),
+        "OPENAI_PORT": "9000",
+        "OPENAI_API_KEY_FILE": str(key),
+        "ALIGNER_OPENAI_API_KEY": "from-the-environment",
+    }
+    assert entrypoint.main(["--grpc-port=8101"], environ) == 0
+    ((opts, env),) = front_starts
+    # The front talks to this container's tritonserver over gRPC, on the port CMD gives it.
+    assert opts == FrontOptions(
+        port=9000, triton_url="127.0.0.1:8101", host="0.0.0.0", api_key_file=key, model_names=()
+    )
+    assert env == environ, "the front gets the container's environment (its key variable too)"
+    (front,) = front_starts.fronts
+    assert front.stops == 1 and not front.exited_early
+    # A hub id checkpoint is a model id /v1/models lists too.
+    environ = {**environ, "MODEL_PATH": "Qwen/Qwen3-ForcedAligner-0.6B"}
+    del environ["OPENAI_API_KEY_FILE"]
+    assert entrypoint.main([], environ) == 0
+    opts, _ = front_starts[1]
+    assert opts.model_names == ("Qwen/Qwen3-ForcedAligner-0.6B",)
+    assert (opts.triton_url, opts.api_key_file) == ("127.0.0.1:8001", None)
+
+
+def test_main_without_openai_port_starts_no_front(tmp_path, monkeypatch, front_starts):
+    monkeypatch.setattr(entrypoint, "start", lambda *a, **k: FakeServer(0))
+    environ = {"DEVICE": "cpu", entrypoint.RENDERED_ENV: str(tmp_path), "OPENAI_PORT": ""}
+    assert entrypoint.main([], environ) == 0
+    assert front_starts == []
+
+
+@pytest.mark.parametrize(("front_code", "status"), [(3, 3), (0, 1)])
+def test_main_stops_the_server_when_the_front_exits(
+    tmp_path, monkeypatch, capsys, front_starts, front_code, status
+):
+    """A front that exits by itself takes the container down (its supervisor restarts both),
+    with the front's status, non-zero even when the front's was 0."""
+    server = StoppableServer()
+    monkeypatch.setattr(entrypoint, "start", lambda *a, **k: server)
+    front_starts.exits_at, front_starts.code = 2, front_code
+    environ = {"DEVICE": "cpu", entrypoint.RENDERED_ENV: str(tmp_path), "OPENAI_PORT": "9000"}
+    assert entrypoint.main([], environ) == status
+    assert server.stop_requests == 1 and server.process.poll() is not None
+    (front,) = front_starts.fronts
+    assert front.exited_early and front.stops == 1
+    out = capsys.readouterr()
+    assert f"the OpenAI-style front exited with status {front_code}" in out.err
+    assert f"entrypoint: the OpenAI-style front exited with status {status}" in out.out
+    assert "tritonserver exited" not in out.out
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"OPENAI_PORT": "http"}, "OPENAI_PORT='http': give a port number"),
+        ({"OPENAI_API_KEY_FILE": "/run/secrets/key"}, "OPENAI_API_KEY_FILE is set but OPENAI_PORT"),
+        (
+            {"OPENAI_PORT": "9000", "OPENAI_API_KEY_FILE": "/nonexistent/key"},
+            "OPENAI_API_KEY_FILE=/nonexistent/key: no such file",
+        ),
+    ],
+)
+def test_main_refuses_a_bad_front_setting_before_starting_anything(
+    monkeypatch, capsys, front_starts, environ, message
+):
+    monkeypatch.setattr(entrypoint, "start", lambda *a, **k: pytest.fail("started anyway"))
+    assert entrypoint.main([], {"DEVICE": "cpu", **environ}) == 2
+    assert f"entrypoint: error: {message}" in capsys.readouterr().err
+    assert front_starts == []
 
 
 # ---------------------------------------------------------------------------------------------

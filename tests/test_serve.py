@@ -221,6 +221,198 @@ def test_the_kill_notice_reaches_stdout_before_the_kill(clock, monkeypatch):
     assert seen_at_kill == ["serve: tritonserver did not stop in time; killing it\n"]
 
 
+class FakeFront:
+    """The part of FrontProcess that wait_for_exit uses: exits by itself with ``code`` from its
+    ``exits_at``-th poll on (never if None)."""
+
+    def __init__(self, exits_at=None, code=0):
+        self.exits_at = exits_at
+        self.code = code
+        self.polls = 0
+        self.exited_early = False
+
+    def exited(self):
+        self.polls += 1
+        return self.code if self.exits_at is not None and self.polls >= self.exits_at else None
+
+
+class StoppableServer(FakeServer):
+    """A FakeServer that exits (with ``code``) at the poll after ``request_stop``, or never
+    (``ignores_stop``: killed after its grace)."""
+
+    def __init__(self, *args, ignores_stop=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ignores_stop = ignores_stop
+        self.stop_requests: list[int] = []  # the poll at each request
+
+    def request_stop(self) -> None:
+        self.stop_requests.append(len(self.timeouts))
+        if not self.ignores_stop:
+            self.exits_at = len(self.timeouts) + 1
+
+
+@pytest.mark.parametrize(
+    ("front_code", "status"), [(3, 3), (0, serve.EXIT_FAILED), (-9, serve.EXIT_FAILED)]
+)
+def test_a_front_that_exits_early_stops_the_server_and_gives_its_status(
+    clock, capsys, front_code, status
+):
+    stopping = threading.Event()
+    server = StoppableServer(clock, stopping, code=0)
+    front = FakeFront(exits_at=3, code=front_code)
+    assert serve.wait_for_exit(server, stopping, front) == status
+    assert server.stop_requests == [3], "asked to stop right after the front's exit was seen"
+    assert len(server.timeouts) == 4 and server.kills == [] and server.stops == 1
+    assert front.exited_early and front.polls == 3
+    assert stopping.is_set()
+    err = capsys.readouterr().err
+    assert f"serve: the OpenAI-style front exited with status {front_code}; stopping" in err
+
+
+def test_a_server_that_outstays_a_front_exit_is_killed_and_the_fronts_status_kept(clock):
+    stopping = threading.Event()
+    server = StoppableServer(clock, stopping, ignores_stop=True)
+    front = FakeFront(exits_at=1, code=4)
+    assert serve.wait_for_exit(server, stopping, front) == 4
+    assert server.stop_requests == [1] and len(server.kills) == 1 and server.stops == 1
+
+
+def test_a_front_that_exits_after_a_stop_request_is_not_an_early_exit(clock):
+    stopping = threading.Event()
+    # SIGTERM after poll 2; the server exits at poll 4; the front would say it exited from poll 3.
+    server = StoppableServer(clock, stopping, stop_at=2, exits_at=4, code=0)
+    front = FakeFront(exits_at=3, code=5)
+    assert serve.wait_for_exit(server, stopping, front) == 0
+    assert not front.exited_early and front.polls == 1, "not polled once stopping"
+    assert server.stop_requests == [] and server.kills == []
+
+
+def test_a_server_exit_with_the_front_running_gives_the_servers_status(clock):
+    stopping = threading.Event()
+    server = StoppableServer(clock, stopping, exits_at=3, code=7)
+    front = FakeFront()
+    assert serve.wait_for_exit(server, stopping, front) == 7
+    assert front.polls == 2 and not front.exited_early and server.stop_requests == []
+
+
+@pytest.fixture
+def no_launch(monkeypatch):
+    """serve.main with nothing started: a usage error must come before the server starts."""
+    monkeypatch.setattr(serve, "cuda_device_count", lambda: 0)
+    monkeypatch.setattr(serve, "start", lambda *a, **k: pytest.fail("tritonserver started"))
+    monkeypatch.setattr(
+        serve, "fetch_for_launch", lambda *a, **k: pytest.fail("checkpoint fetched")
+    )
+    monkeypatch.setattr(
+        serve.FrontProcess, "start", staticmethod(lambda *a, **k: pytest.fail("front started"))
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--openai-api-key-file", "{key}"], "--openai-api-key-file needs --openai-port"),
+        (["--openai-port", "0"], "the OpenAI-style front's port must be 1..65535, got 0"),
+        (["--openai-port", "65536"], "the OpenAI-style front's port must be 1..65535, got 65536"),
+        (["--openai-port", "-5"], "the OpenAI-style front's port must be 1..65535, got -5"),
+        (
+            ["--openai-port", "9000", "--openai-api-key-file", "{missing}"],
+            "--openai-api-key-file: no file {missing}",
+        ),
+    ],
+)
+def test_bad_openai_front_options_are_usage_errors(tmp_path, capsys, no_launch, args, message):
+    key = tmp_path / "key"
+    key.write_text("sk-test")
+    names = {"key": key, "missing": tmp_path / "missing"}
+    argv = ["--device", "cpu", *(a.format(**names) for a in args)]
+    assert serve.main(argv) == serve.EXIT_USAGE
+    assert f"serve: error: {message.format(**names)}" in capsys.readouterr().err
+
+
+def test_a_non_numeric_openai_port_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        serve.parse_args(["--openai-port", "http"])
+    assert exit_info.value.code == serve.EXIT_USAGE
+    assert "--openai-port: invalid int value: 'http'" in capsys.readouterr().err
+    args = serve.parse_args(["--openai-port", "9000", "--openai-api-key-file", "k"])
+    assert (args.openai_port, args.openai_api_key_file) == (9000, Path("k"))
+    assert serve.parse_args([]).openai_port is None
+
+
+class ReadyServer:
+    """What serve.main uses of a started tritonserver: ready at once, then exits with 0 at its
+    first poll (or, with a front that exits early, when asked to stop)."""
+
+    host = "127.0.0.1"
+
+    def __init__(self):
+        self.stop_requests = 0
+        self.process = FakeProcess(lambda: None)
+
+    def wait_ready(self, timeout):
+        return 0.1
+
+    def wait(self, timeout=None):
+        return 0
+
+    def request_stop(self):
+        self.stop_requests += 1
+
+    def stop(self):
+        return 0
+
+
+def test_main_starts_the_front_after_the_server_is_ready(tmp_path, monkeypatch, capsys):
+    from qwen3_aligner_triton.openai_front.launch import FrontOptions
+    from qwen3_aligner_triton.tritonserver import TritonInstallation
+
+    started = []
+
+    class Front(FakeFront):
+        def __init__(self, opts):
+            super().__init__()
+            self.opts = opts
+            self.stops = 0
+
+        def stop(self):
+            self.stops += 1
+            return 0
+
+        def describe(self, host):
+            return f"front on {host}:{self.opts.port}"
+
+    def start_front(opts, env=None, extra=()):
+        started.append(Front(opts))
+        return started[-1]
+
+    key = tmp_path / "key"
+    key.write_text("sk-test")
+    monkeypatch.setattr(serve, "cuda_device_count", lambda: 0)
+    monkeypatch.setattr(
+        serve, "locate", lambda: TritonInstallation(Path("tritonserver"), None, "PATH")
+    )
+    monkeypatch.setattr(serve, "fetch_for_launch", lambda who, checkpoint, rev: str(tmp_path))
+    monkeypatch.setattr(serve, "start", lambda opts, install, echo=None: ReadyServer())
+    monkeypatch.setattr(serve.FrontProcess, "start", staticmethod(start_front))
+    monkeypatch.setattr(serve.signal, "signal", lambda *a: None)  # keep pytest's handlers
+    argv = ["--model", "org/model", "--device", "cpu", "--grpc-port", "8301"]
+    argv += ["--address", "127.0.0.1", "--openai-port", "9100", "--openai-api-key-file", str(key)]
+    argv += ["--repository-dir", str(tmp_path / "repo")]
+    assert serve.main(argv) == serve.EXIT_FAILED  # this fake tritonserver exits by itself
+    (front,) = started
+    assert front.opts == FrontOptions(
+        port=9100,
+        triton_url="127.0.0.1:8301",
+        host="127.0.0.1",
+        api_key_file=key,
+        model_names=("org/model",),
+    )
+    assert front.stops == 1
+    out = capsys.readouterr().out
+    assert out.index("serve: ready in") < out.index("serve: front on 127.0.0.1:9100")
+
+
 def run_serve(args: list[str], timeout: float = SERVE_TIMEOUT) -> subprocess.CompletedProcess:
     http, grpc, metrics = free_ports(3)
     cmd = [

@@ -174,6 +174,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             os.write(1, f"entrypoint: {signal.Signals(signum).name}: stopping\n".encode())
         stopping.set()
         server.request_stop()
+        if front is not None:  # takes no new uploads; finishes those Triton still answers
+            front.request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

@@ -147,7 +147,7 @@ def wait_for_exit(
                 server.process.kill()
     server.stop()  # reaps and cleans shared memory left by a killed stub
     if front_failed is not None:
-        return front_failed or EXIT_FAILED
+        return front_failed if front_failed > 0 else EXIT_FAILED  # killed by a signal: < 0
     return code
 
 
@@ -296,6 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         server = start(opts, install, echo=lambda line: print(line, flush=True))
         stopping = threading.Event()
+        front: FrontProcess | None = None
 
         def on_signal(signum: int, _frame: object) -> None:
             # Only signal here: the main thread does the waiting (Popen.wait is not reentrant).
@@ -304,6 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 os.write(1, f"serve: {name}: stopping tritonserver\n".encode())
             stopping.set()
             server.request_stop()
+            if front is not None:  # takes no new uploads; finishes those Triton still answers
+                front.request_stop()
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
@@ -322,7 +325,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"serve: ready in {waited:.1f} s", flush=True)
         if args.simulate_gpu:
             print(simulation_banner(args.simulate_gpu)[1], flush=True)
-        front = None
         if args.openai_port is not None and not stopping.is_set():
             front = FrontProcess.start(
                 FrontOptions(

@@ -79,12 +79,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def read_api_key(path: Path | None, environ: os._Environ[str] | dict[str, str]) -> str | None:
-    """The bearer key from ``path`` (first line, stripped) or the environment; None for none."""
+    """The bearer key from ``path`` (its one line, stripped) or the environment; None for none."""
     if path is not None:
-        key = path.read_text(encoding="utf-8").strip()
-        if not key:
+        lines = path.read_text(encoding="utf-8").strip().splitlines()
+        if not lines:
             raise ValueError(f"{path} holds no key")
-        return key
+        if len(lines) > 1:
+            raise ValueError(f"{path} holds {len(lines)} lines; put the key alone on one line")
+        return lines[0].strip()
     return environ.get(API_KEY_ENV, "").strip() or None
 
 

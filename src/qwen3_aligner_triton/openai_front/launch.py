@@ -64,6 +64,12 @@ class FrontProcess:
         """The exit status once the front has exited, else None."""
         return self.process.poll()
 
+    def request_stop(self) -> None:
+        """Ask the front to stop (SIGTERM) without waiting: it refuses new connections and
+        finishes the requests it holds. Safe in a signal handler."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> int:
         """Stop the front (SIGTERM: uvicorn finishes the requests it holds), killing it after
         ``grace`` seconds; returns its exit status, 0 for a clean stop.
@@ -72,7 +78,8 @@ class FrontProcess:
         ends as if by SIGTERM; that is reported as 0.
         """
         if self.process.poll() is not None:
-            return self.process.returncode
+            code = self.process.returncode
+            return 0 if code == -signal.SIGTERM and not self.exited_early else code
         self.process.send_signal(signal.SIGTERM)
         try:
             code = self.process.wait(timeout=grace)
