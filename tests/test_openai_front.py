@@ -454,3 +454,19 @@ def test_a_key_guards_the_v1_routes_but_not_health_or_metrics():
 def test_settings_that_cannot_serve_are_refused(kwargs):
     with pytest.raises(ValueError):
         FrontSettings(**kwargs)
+
+
+def test_the_key_is_the_one_line_of_its_file_or_the_environments(tmp_path):
+    from qwen3_aligner_triton.openai_front.__main__ import API_KEY_ENV, read_api_key
+
+    path = tmp_path / "key"
+    path.write_text(f"  {KEY}  \n", encoding="utf-8")
+    assert read_api_key(path, {API_KEY_ENV: "other"}) == KEY
+    assert read_api_key(None, {API_KEY_ENV: f" {KEY}\n"}) == KEY
+    assert read_api_key(None, {}) is None
+    path.write_text(f"{KEY}\nsecond line\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="holds 2 lines"):
+        read_api_key(path, {})
+    path.write_text("\n \n", encoding="utf-8")
+    with pytest.raises(ValueError, match="holds no key"):
+        read_api_key(path, {})
