@@ -14,7 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-from qwen3_aligner_client import AlignerClient, Alignment, BatchItem, subtitle_kind
+from client_samples import make_alignment
+from qwen3_aligner_client import (
+    AlignerClient,
+    Alignment,
+    BatchItem,
+    CueOptions,
+    WriteOptions,
+    render,
+    subtitle_kind,
+)
 from qwen3_aligner_client import cli as cli_module
 from qwen3_aligner_client.cli import (
     EXIT_FAILED,
@@ -25,6 +34,7 @@ from qwen3_aligner_client.cli import (
     build_parser,
     main,
 )
+from qwen3_aligner_client.writers import formats_without_audio
 
 
 def closed_port() -> int:
@@ -172,7 +182,7 @@ class Recorder:
         self.sent: list[tuple[bytes, str]] = []
         self.lock = threading.Lock()
 
-    def __call__(self, audio, text, language, segments=None) -> Alignment:
+    def __call__(self, audio, text, language, segments=None, send=None) -> Alignment:
         data = Path(audio).read_bytes()
         with self.lock:
             self.sent.append((data, text))
@@ -301,3 +311,166 @@ def test_batch_never_writes_outside_the_output_folder(tmp_path, stand_in, capsys
     assert "FAILED x:1: output name '../escaped.json' leads out of" in capsys.readouterr().err
     assert not (tmp_path / "escaped.json").exists()
     assert sorted(p.name for p in out.iterdir()) == ["kept.json"]
+
+
+# --- output formats: -f all, cue modes, word timing ---------------------------------------------
+
+
+@pytest.fixture
+def speaking(monkeypatch) -> list[str]:
+    """No server: readiness passes and every request is answered with an alignment of its
+    transcript (``client_samples.make_alignment``: 0.3 s per unit, spans sent); the transcripts
+    sent are recorded."""
+    sent: list[str] = []
+
+    def align(self, audio, text, *args, **kwargs) -> Alignment:
+        sent.append(text)
+        return make_alignment(text)
+
+    monkeypatch.setattr(cli_module, "_require_ready", lambda settings: None)
+    monkeypatch.setattr(AlignerClient, "align", align)
+    return sent
+
+
+ALL_SUFFIXES = [
+    ".json",
+    ".whisperx.json",
+    ".verbose.json",
+    ".srt",
+    ".vtt",
+    ".ass",
+    ".lrc",
+    ".TextGrid",
+    ".ctm",
+    ".tsv",
+]
+
+
+@pytest.mark.parametrize("output", ["speech.srt", "speech.whisperx.json", "speech"])
+def test_format_all_writes_each_format_without_audio_beside_the_output(
+    tmp_path, clip, speaking, output
+):
+    audio, text = clip
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = [str(audio), str(text), "-l", "en", "-f", "all", "-o", str(out / output)]
+    assert main([*argv, "--cues", "lines", "--word-timestamps", "--no-karaoke"]) == EXIT_OK
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"speech{s}" for s in ALL_SUFFIXES)
+    options = WriteOptions(
+        cues=CueOptions(mode="lines"), recording="clip", karaoke=False, word_timestamps=True
+    )
+    expected = make_alignment("hello world")
+    for fmt in formats_without_audio():
+        written = (out / f"speech{fmt.suffix}").read_text(encoding="utf-8")
+        assert written == render(expected, fmt.name, options), fmt.name
+    assert speaking == ["hello world"]
+
+
+def test_format_all_needs_an_output_file(clip, capsys):
+    audio, text = clip
+    with pytest.raises(SystemExit) as stop:
+        main([str(audio), str(text), "-l", "en", "-f", "all"])
+    assert stop.value.code == EXIT_USAGE
+    assert "--format all writes a file per format: give -o BASE" in capsys.readouterr().err
+
+
+def test_batch_format_all_writes_every_format_and_skips_only_finished_items(
+    tmp_path, speaking, capsys
+):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for stem in ("a", "b"):
+        wav_bytes(clips / f"{stem}.wav", 0.0)
+        (clips / f"{stem}.txt").write_text(f"words of {stem}", encoding="utf-8")
+    out = tmp_path / "out"
+    argv = ["--batch", str(clips), "--out-dir", str(out), "-l", "en", "-f", "all"]
+    assert main([*argv, "--no-progress"]) == EXIT_OK
+    assert "2 aligned, 0 skipped" in capsys.readouterr().err
+    names = sorted(f"{stem}{s}" for stem in ("a", "b") for s in ALL_SUFFIXES)
+    assert sorted(p.name for p in out.iterdir()) == names
+    assert (out / "b.lrc").read_text(encoding="utf-8") == render(
+        make_alignment("words of b"), "lrc"
+    )
+    assert main([*argv, "--no-progress"]) == EXIT_OK
+    assert "0 aligned, 2 skipped" in capsys.readouterr().err
+    (out / "a.lrc").unlink()  # one format missing: the item is aligned and written again
+    assert main([*argv, "--no-progress"]) == EXIT_OK
+    assert "1 aligned, 1 skipped" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == names
+    assert speaking == ["words of a", "words of b", "words of a"]
+
+
+def test_batch_format_all_refuses_a_link_at_any_of_its_outputs(tmp_path, speaking, capsys):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    wav_bytes(clips / "a.wav", 0.0)
+    (clips / "a.txt").write_text("words", encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.ass").symlink_to(tmp_path / "planted.ass")
+    argv = ["--batch", str(clips), "--out-dir", str(out), "-l", "en", "-f", "all"]
+    assert main([*argv, "--no-progress"]) == EXIT_FAILED
+    assert f"output {out / 'a.ass'} is a symbolic link; refused" in capsys.readouterr().err
+    assert not (tmp_path / "planted.ass").exists()
+    assert [p.name for p in out.iterdir()] == ["a.ass"]
+    assert speaking == []
+
+
+@pytest.mark.parametrize(
+    ("output", "format_name"),
+    [
+        ("x.whisperx.json", "whisperx"),
+        ("x.verbose.json", "verbose_json"),
+        ("x.json", "json"),
+        ("x.ass", "ass"),
+        ("x.LRC", "lrc"),
+        ("x.unknown", "json"),
+    ],
+)
+def test_format_follows_the_longest_matching_output_suffix(output, format_name):
+    from qwen3_aligner_client.cli import _settings
+
+    parser = build_parser()
+    settings = _settings(parser, parser.parse_args(["a", "t", "-l", "en", "-o", output]))
+    assert settings.format == format_name
+
+
+def test_cue_and_word_timing_options_reach_the_writers():
+    from qwen3_aligner_client.cli import _settings
+
+    parser = build_parser()
+    plain = _settings(parser, parser.parse_args(["a", "t", "-l", "en"])).write_options("x")
+    assert plain == WriteOptions(recording="x")
+    assert (plain.cues.mode, plain.karaoke, plain.word_timestamps) == ("auto", True, False)
+    argv = ["a", "t", "-l", "en", "--cues", "lines", "--word-timestamps", "--no-karaoke"]
+    chosen = _settings(parser, parser.parse_args(argv)).write_options("x")
+    assert chosen == WriteOptions(
+        cues=CueOptions(mode="lines"), recording="x", karaoke=False, word_timestamps=True
+    )
+
+
+def test_cues_by_lines_from_the_command_line(tmp_path, clip, speaking, capsys):
+    audio, _ = clip
+    lyrics = tmp_path / "lyrics.txt"
+    lyrics.write_text("One two.\nThree four!\n", encoding="utf-8")
+    assert main([str(audio), str(lyrics), "-l", "en", "-f", "srt", "--cues", "lines"]) == EXIT_OK
+    assert capsys.readouterr().out == (
+        "1\n00:00:00,000 --> 00:00:00,700\nOne two.\n\n"
+        "2\n00:00:00,800 --> 00:00:01,500\nThree four!\n"
+    )
+    with pytest.raises(SystemExit) as stop:
+        main([str(audio), str(lyrics), "-l", "en", "--cues", "verses"])
+    assert stop.value.code == EXIT_USAGE
+    assert "invalid choice: 'verses'" in capsys.readouterr().err
+
+
+def test_cues_by_lines_without_spans_exit_2(tmp_path, clip, monkeypatch, capsys):
+    audio, text = clip
+    monkeypatch.setattr(cli_module, "_require_ready", lambda settings: None)
+    monkeypatch.setattr(
+        AlignerClient, "align", lambda self, audio, text, *a, **k: make_alignment(text, spans=False)
+    )
+    argv = [str(audio), str(text), "-l", "en", "-f", "lrc", "--cues", "lines"]
+    assert main([*argv, "-o", str(tmp_path / "x.lrc")]) == EXIT_USAGE
+    assert "cannot write lrc: cues by transcript lines need" in capsys.readouterr().err
+    assert not (tmp_path / "x.lrc").exists()

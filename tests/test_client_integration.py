@@ -225,6 +225,60 @@ def test_http_and_grpc_give_identical_results(server, clips, reference, tmp_path
             assert result.alignment.matches(reference[result.item.key]), result.item.key
 
 
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_the_file_and_its_samples_give_the_same_alignment(server, clips, protocol):
+    """AUDIO_FILE (decoded by the server) and AUDIO (decoded by the client, sent at the file's
+    rate): WAV, FLAC (stereo, 44.1 kHz), OGG Vorbis (22.05 kHz) and MP3 (stereo, 24 kHz)."""
+    url = server.http_url if protocol == "http" else server.grpc_url
+    with AlignerClient(url, protocol) as client:
+        for lang, path in clips.items():
+            by_file = client.align(path, TEXTS[lang], lang, send="file")
+            by_samples = client.align(path, TEXTS[lang], lang, send="samples")
+            assert len(by_file.words) >= 10
+            assert by_file.duration == by_samples.duration, path.name
+            assert [(w.start, w.end) for w in by_file.words] == [
+                (w.start, w.end) for w in by_samples.words
+            ], path.name
+            assert by_file.matches(by_samples), path.name  # the same, scores within tolerance
+
+
+def test_a_loud_lossy_file_aligns_as_its_samples_scaled_to_a_peak_of_1(server, tmp_path):
+    """An MP3 of audio peaking at 1 decodes to samples beyond 1: the server scales them to a
+    peak of 1 as upstream does, and so does the client with the samples it sends."""
+    rate = 44100
+    t = np.arange(int(SECONDS * rate)) / rate
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3.0 * t)
+    noise = 0.03 * np.random.default_rng(0).standard_normal(t.size)
+    wave = np.clip(0.97 * envelope * np.sin(2 * np.pi * 200 * t) + noise, -1.0, 1.0)
+    path = tmp_path / "loud.mp3"
+    soundfile.write(path, wave.astype(np.float32), rate, format="MP3")
+    from qwen3_aligner_client import load_audio
+
+    with soundfile.SoundFile(path) as sound:
+        assert np.abs(sound.read(dtype="float32")).max() > 1.0  # what the server decodes
+    assert np.abs(load_audio(path)[0]).max() <= 1.0
+    text = TEXTS["en"]
+    with AlignerClient(server.grpc_url, "grpc") as client:
+        by_samples = client.align(path, text, "en", send="samples")
+        by_file = client.align(path, text, "en", send="file")
+        assert [(w.start, w.end) for w in by_file.words] == [
+            (w.start, w.end) for w in by_samples.words
+        ]
+        assert by_file.matches(by_samples)
+
+
+def test_the_cli_sends_the_file_or_the_samples_alike(server, clips, tmp_path):
+    written = {}
+    for send in ("file", "samples", "auto"):
+        out = tmp_path / f"{send}.json"
+        transcript = clips["ja"].with_suffix(".txt")
+        argv = [clips["ja"], transcript, "-l", "ja", "-o", out, "--url", server.http_url]
+        assert run_cli(*argv, "--send", send) == EXIT_OK
+        written[send] = Alignment.from_json(out.read_text(encoding="utf-8"))
+    assert written["file"].matches(written["samples"])
+    assert written["auto"].matches(written["file"])
+
+
 def test_align_many_isolates_a_failing_item(server, clips):
     items = [
         AlignItem(clips["en"], TEXTS["en"], "en"),

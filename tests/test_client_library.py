@@ -266,13 +266,184 @@ def test_the_client_s_copy_of_the_contract_equals_the_server_s():
 
     aligner = client_module.AlignerClient.__new__(client_module.AlignerClient)
     aligner.transport = Transport()
-    inputs = aligner._inputs(np.zeros(160, np.float32), 16000, "a", "English", "[]")
+    samples = client_module.Samples(np.zeros(160, np.float32), 16000)
+    file = client_module.read_audio_file(encoded(0.5, 16000, "WAV", "PCM_16"))
     wire_types = {"TYPE_FP32": "FP32", "TYPE_INT32": "INT32", "TYPE_STRING": "BYTES"}
     declared = {name: wire_types[kind] for name, kind in contract.FRONT_INPUTS.items()}
     assert declared == client_module.INPUT_TYPES
-    # What the client sends: every input but AUDIO_FILE (it decodes files itself), as declared.
-    sent = {i.name(): i.datatype() for i in inputs}
-    assert sent == {name: kind for name, kind in declared.items() if name != "AUDIO_FILE"}
+    # What the client sends, as declared: AUDIO with SAMPLE_RATE, or AUDIO_FILE alone.
+    for audio, left_out in ((samples, {"AUDIO_FILE"}), (file, {"AUDIO", "SAMPLE_RATE"})):
+        inputs = aligner._inputs(audio, "a", "English", "[]")
+        sent = {i.name(): i.datatype() for i in inputs}
+        assert sent == {name: kind for name, kind in declared.items() if name not in left_out}
     source = Path(client_module.__file__).read_text()
     read = set(re.findall(r'as_numpy\("([A-Z_]+)"\)', source))
     assert read and read <= set(contract.FRONT_OUTPUTS)
+
+
+# --- sending the file (AUDIO_FILE) or the samples (AUDIO) -------------------------------------
+
+
+def encoded(seconds: float, rate: int, fmt: str, subtype: str | None = None, channels: int = 1):
+    """The bytes of a file of a 300 Hz tone with a little noise, and its source samples."""
+    import io
+
+    import soundfile
+
+    t = np.arange(int(seconds * rate)) / rate
+    rng = np.random.default_rng(0)
+    wave = 0.4 * np.sin(2 * np.pi * 300 * t) + 0.02 * rng.standard_normal(t.size)
+    if channels == 2:
+        wave = np.stack([wave, 0.5 * wave], axis=1)
+    buffer = io.BytesIO()
+    soundfile.write(buffer, wave.astype(np.float32), rate, format=fmt, subtype=subtype)
+    return buffer.getvalue()
+
+
+def wire_content(tensor) -> bytes:
+    """The bytes a tritonclient input puts on the wire (HTTP binary extension or gRPC raw)."""
+    getter = getattr(tensor, "_get_binary_data", None) or tensor._get_content
+    return getter()
+
+
+def test_auto_sends_a_file_the_server_decodes_as_it_is(tmp_path):
+    from qwen3_aligner_client import AudioFile, Samples, audio_payload
+
+    data = encoded(1.0, 22050, "FLAC", channels=2)
+    path = tmp_path / "clip.flac"
+    path.write_bytes(data)
+    for source in (path, str(path), data, bytearray(data), open(path, "rb")):  # noqa: SIM115
+        payload = audio_payload(source)
+        assert isinstance(payload, AudioFile) and payload.data == data
+        assert (payload.format, payload.sample_rate, payload.channels) == ("FLAC", 22050, 2)
+        assert payload.frames == 22050 and payload.server_decodes
+    assert isinstance(audio_payload(AUDIO), Samples)  # arrays are samples whatever the mode
+    samples = audio_payload(path, "samples")
+    assert isinstance(samples, Samples) and samples.sample_rate == 22050
+    from qwen3_aligner_client import load_audio
+
+    np.testing.assert_array_equal(samples.wave, load_audio(path)[0])
+
+
+def test_a_format_the_server_does_not_decode_goes_as_samples_or_is_refused():
+    from qwen3_aligner_client import AudioError, Samples, audio_payload
+
+    data = encoded(0.5, 16000, "AIFF", "PCM_16")
+    payload = audio_payload(data, "auto")
+    assert isinstance(payload, Samples) and payload.sample_rate == 16000
+    assert payload.wave.shape == (8000,)
+    with pytest.raises(AudioError, match="AIFF file, which the server does not decode"):
+        audio_payload(data, "file")
+    with pytest.raises(AudioError, match="send='file' needs an encoded file"):
+        audio_payload(AUDIO, "file")
+    for mode in ("auto", "file", "samples"):
+        with pytest.raises(AudioError, match="cannot decode audio <4 bytes>"):
+            audio_payload(b"junk", mode)
+    with pytest.raises(ValueError, match="send must be one of auto, file, samples"):
+        audio_payload(data, "bytes")
+    with pytest.raises(ValueError, match="send must be one of"):
+        AlignerClient(send="wav")
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_file_request_carries_the_file_bytes_and_no_sample_rate(protocol):
+    from qwen3_aligner_client import AudioFile, read_audio_file
+    from tritonclient.utils import deserialize_bytes_tensor
+
+    data = encoded(0.5, 44100, "MP3", channels=2)
+    client = AlignerClient(protocol=protocol)
+    file = read_audio_file(data)
+    assert isinstance(file, AudioFile) and file.format == "MP3"
+    inputs = {i.name(): i for i in client._inputs(file, "hello", "en", None)}
+    assert list(inputs) == ["AUDIO_FILE", "TEXT", "LANGUAGE"]
+    tensor = inputs["AUDIO_FILE"]
+    assert (tensor.datatype(), tensor.shape()) == ("BYTES", [1, 1])
+    content = wire_content(tensor)
+    assert content[:4] == len(data).to_bytes(4, "little") and len(content) == 4 + len(data)
+    assert deserialize_bytes_tensor(content).tolist() == [data]
+
+
+class RecordingServer(FakeServer):
+    """A fake server that records each request's input names and may refuse AUDIO_FILE."""
+
+    def __init__(self, refuse_file: str | None = None) -> None:
+        super().__init__()
+        self.refuse_file = refuse_file
+        self.requests: list[list[str]] = []
+
+    def connect(self, url: str, timeout: float):
+        server = self
+
+        class Connection:
+            def infer(self, model, inputs, **options):
+                names = [i.name() for i in inputs]
+                server.requests.append(names)
+                if server.refuse_file and "AUDIO_FILE" in names:
+                    raise InferenceServerException(server.refuse_file, "400")
+                return FakeResult("word")
+
+            def close(self):
+                pass
+
+        return Connection()
+
+
+def test_auto_sends_a_file_once_and_reports_the_servers_refusal():
+    data = encoded(0.5, 16000, "WAV", "PCM_16")
+    server = RecordingServer(refuse_file="input AUDIO_FILE is 0.050 s long; at least 0.1 s")
+    with fake_client(server) as client, pytest.raises(RequestRejectedError, match=r"0\.050 s"):
+        client.align(data, "word", "en")
+    assert server.requests == [["AUDIO_FILE", "TEXT", "LANGUAGE"]]
+
+
+def test_the_send_mode_is_the_clients_unless_an_item_says_otherwise():
+    data = encoded(0.5, 16000, "OGG", "VORBIS")
+    server = RecordingServer()
+    with fake_client(server, send="samples") as client:
+        client.align(data, "word", "en")
+        client.align(data, "word", "en", send="file")
+        items = [AlignItem(data, "word", "en", send="file"), AlignItem(data, "word", "en")]
+        assert all(r.ok for r in client.align_many(items, concurrency=1))
+    audio_inputs = [names[0] for names in server.requests]
+    assert audio_inputs == ["AUDIO", "AUDIO_FILE", "AUDIO_FILE", "AUDIO"]
+
+
+def test_the_cli_sends_files_by_default_and_takes_send():
+    from qwen3_aligner_client.cli import _settings, build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["a.wav", "t.txt", "-l", "en"])
+    assert _settings(parser, args).client().send == "auto"
+    args = parser.parse_args(["a.wav", "t.txt", "-l", "en", "--send", "samples"])
+    assert _settings(parser, args).client().send == "samples"
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["a.wav", "t.txt", "--send", "wav"])
+    assert exit_info.value.code == 2
+
+
+def test_the_client_decodes_as_the_server_decodes_a_file():
+    """The copies of the server's formats and read size are the server's, and the samples the
+    client sends equal what the server decodes from the same file, MP3 included (libsndfile's MP3
+    reader rounds by the read size)."""
+    from qwen3_aligner_client import audio as client_audio
+    from qwen3_aligner_client import load_audio
+
+    from qwen3_aligner_triton import audio_file
+
+    assert set(audio_file.ACCEPTED_FORMATS) == client_audio.SERVER_FORMATS
+    assert client_audio.DECODE_BLOCK_FRAMES == audio_file.BLOCK_FRAMES
+    cases = [
+        ("WAV", "PCM_16", 16000, 1),
+        ("FLAC", "PCM_24", 44100, 2),
+        ("OGG", "VORBIS", 22050, 1),
+        ("OGG", "OPUS", 48000, 2),
+        ("MP3", "MPEG_LAYER_III", 24000, 1),
+        ("MP3", "MPEG_LAYER_III", 44100, 2),
+    ]
+    for fmt, subtype, rate, channels in cases:
+        data = encoded(4.0, rate, fmt, subtype, channels)
+        with audio_file.EncodedAudio(data) as file:
+            served = file.decode()
+        wave, sample_rate = load_audio(data)
+        assert sample_rate == rate
+        np.testing.assert_array_equal(wave, served, err_msg=f"{fmt} {subtype}")

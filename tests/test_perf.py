@@ -52,6 +52,50 @@ def test_input_data_keeps_non_ascii_transcripts(tmp_path):
     assert json.loads(path.read_text(encoding="utf-8"))["data"][0]["TEXT"]["content"] == [clip.text]
 
 
+def _audio_files(folder, specs=(("wav", "PCM_16", 16000), ("flac", "PCM_16", 44100))):
+    """Short speech-like files in ``folder``, one per (suffix, subtype, rate)."""
+    import soundfile
+
+    from qwen3_aligner_triton.bench.workload import speech_like_audio
+
+    paths = []
+    for k, (suffix, subtype, rate) in enumerate(specs):
+        wave = speech_like_audio(2.0 + k, seed=k)
+        if rate != 16000:  # the same voice at another rate (nearest sample: a test signal)
+            wave = wave[(np.arange(int(wave.size * rate / 16000)) * 16000 // rate)]
+        path = folder / f"clip{k}.{suffix}"
+        soundfile.write(path, wave, rate, format=suffix.upper(), subtype=subtype)
+        paths.append(path)
+    return paths
+
+
+def test_file_input_data_sends_each_file_length_prefixed_in_b64(tmp_path):
+    import base64
+
+    paths = _audio_files(tmp_path)
+    (tmp_path / "clip1.txt").write_text("Her own words.\n", encoding="utf-8")
+    (tmp_path / "notes.md").write_text("not audio", encoding="utf-8")
+    clips = perf.file_clips([tmp_path], "English")
+    assert [c.name for c in clips] == ["clip0.wav", "clip1.flac"]
+    assert [c.seconds for c in clips] == [2.0, 3.0]
+    assert clips[1].text == "Her own words."  # from STEM.txt
+    assert len(clips[0].text.split()) == 5  # made up: 2.5 words per second
+    document = json.loads(pa.write_input_data(clips, tmp_path / "in.json").read_text())
+    for entry, path in zip(document["data"], paths, strict=True):
+        assert set(entry) == {"AUDIO_FILE", "TEXT", "LANGUAGE"}  # no AUDIO, no SAMPLE_RATE
+        raw = base64.b64decode(entry["AUDIO_FILE"]["b64"])
+        data = path.read_bytes()
+        assert raw[:4] == len(data).to_bytes(4, "little") and raw[4:] == data
+        assert entry["LANGUAGE"] == {"content": ["English"], "shape": [1]}
+    assert perf.file_clips([paths[0]], "Chinese")[0].text.endswith("。")
+    with pytest.raises(ValueError, match="not a readable audio file"):
+        perf.file_clips([tmp_path / "notes.md"], "English")
+    with pytest.raises(ValueError, match="neither a file nor a folder"):
+        perf.file_clips([tmp_path / "missing.wav"], "English")
+    args = perf.parse_args(["--audio-files", str(tmp_path)])
+    assert args.audio_files == [tmp_path] and args.window_requests is None  # 8 x the files, later
+
+
 def test_find_errors_flags_failures_not_statistics():
     output = "\n".join(
         [
@@ -436,6 +480,26 @@ def test_scripts_perf_over_grpc(server, analyzer, tmp_path, capsys):
     assert "| concurrency | infer/s |" in out
     assert "nvcr.io/nvidia/tritonserver:24.10-py3-sdk" in out
     assert (tmp_path / "perf.csv").read_text().startswith("Concurrency,Inferences/Second")
+
+
+@pytest.mark.integration
+def test_scripts_perf_sends_real_audio_files(server, analyzer, tmp_path, capsys):
+    """--audio-files: perf_analyzer sends each file as AUDIO_FILE, and the server aligns every
+    request (a BYTES element without its length prefix would be refused)."""
+    specs = (("wav", "PCM_16", 16000), ("flac", "PCM_16", 44100), ("mp3", "MPEG_LAYER_III", 24000))
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    _audio_files(folder, specs)
+    ok_before, failed_before = _model_counts(server.http_url)
+    argv = ["--url", server.grpc_url, "--protocol", "grpc", "--concurrency-range", "2"]
+    argv += ["--total-requests", "12", "--audio-files", str(folder)]
+    code = perf.main(argv)
+    captured = capsys.readouterr()
+    assert code == 0, f"{captured.out[-3000:]}\n{captured.err[-2000:]}"
+    assert "3 audio files sent as AUDIO_FILE" in captured.err
+    ok_after, failed_after = _model_counts(server.http_url)
+    assert ok_after - ok_before >= 12
+    assert failed_after == failed_before
 
 
 @pytest.mark.integration

@@ -6,7 +6,14 @@
 ...     print(render(alignment, "srt"))
 """
 
-from .audio import AUDIO_SUFFIXES, AudioError, AudioSource, load_audio
+from .audio import (
+    AUDIO_SUFFIXES,
+    AudioError,
+    AudioFile,
+    AudioSource,
+    load_audio,
+    read_audio_file,
+)
 from .batch import (
     BatchItem,
     ManifestError,
@@ -18,6 +25,7 @@ from .batch import (
 from .client import (
     DEFAULT_TIMEOUT,
     MODEL_NAME,
+    SEND_MODES,
     AlignerClient,
     AlignerError,
     AlignItem,
@@ -25,8 +33,10 @@ from .client import (
     ModelNotReadyError,
     Readiness,
     RequestRejectedError,
+    Samples,
     ServerBusyError,
     ServerUnreachableError,
+    audio_payload,
     default_url,
     transport,
 )
@@ -43,12 +53,14 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "FORMATS",
     "MODEL_NAME",
+    "SEND_MODES",
     "AlignItem",
     "AlignedWord",
     "AlignerClient",
     "AlignerError",
     "Alignment",
     "AudioError",
+    "AudioFile",
     "AudioSource",
     "BatchItem",
     "Cue",
@@ -61,6 +73,7 @@ __all__ = [
     "PlotOptions",
     "Readiness",
     "RequestRejectedError",
+    "Samples",
     "Segment",
     "SegmentLike",
     "ServerBusyError",
@@ -70,6 +83,7 @@ __all__ = [
     "WriteOptions",
     "align_cues",
     "align_groups",
+    "audio_payload",
     "default_url",
     "group_cues",
     "html_report",
@@ -81,6 +95,7 @@ __all__ = [
     "parse_subtitles",
     "plan_groups",
     "png_pages",
+    "read_audio_file",
     "render",
     "save",
     "save_png",

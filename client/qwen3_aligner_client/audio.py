@@ -4,6 +4,13 @@ Decoding uses soundfile (libsndfile, bundled with its wheels), which reads WAV, 
 (Vorbis, Opus) and, from libsndfile 1.1 on, MP3. Nothing is resampled here: the waveform is sent
 at its own rate with ``SAMPLE_RATE`` and the server resamples it exactly as upstream does.
 
+A file can also be sent as it is (``AUDIO_FILE``, see :func:`read_audio_file`); the server then
+decodes it with libsndfile itself. Both sides decode the same way (blocks of
+:data:`DECODE_BLOCK_FRAMES` frames, channels averaged in float32), so with the same libsndfile a
+file gives the server the very samples this module would have sent: libsndfile's MP3 decoder
+rounds differently, and for some MPEG-2 files glitches, depending on how many frames each read
+asks for.
+
 The server accepts samples in [-1, 1] only. Lossy decoders can overshoot that slightly and arrays
 may be louder, so a waveform whose peak exceeds 1 is divided by its peak, which is what upstream
 ``qwen_asr`` does to such audio itself: the alignment is the one upstream would give.
@@ -13,6 +20,7 @@ from __future__ import annotations
 
 import io
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, TypeAlias
 
@@ -21,6 +29,12 @@ import soundfile
 
 # File suffixes that batch mode treats as audio.
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
+# libsndfile's major formats that the server decodes from AUDIO_FILE (the server's
+# ``audio_file.ACCEPTED_FORMATS``, copied: a test holds them equal). WAVEX and RF64 are WAV files.
+SERVER_FORMATS = frozenset({"WAV", "WAVEX", "RF64", "FLAC", "OGG", "MP3"})
+# Frames per libsndfile read, as the server reads AUDIO_FILE (``audio_file.BLOCK_FRAMES``): 56
+# MPEG-1 Layer III frames of 1152 samples, 112 MPEG-2 ones of 576.
+DECODE_BLOCK_FRAMES = 64512
 
 # A path, the encoded bytes of a file, an open binary file, or ``(samples, sample_rate)``.
 AudioSource: TypeAlias = (
@@ -30,6 +44,29 @@ AudioSource: TypeAlias = (
 
 class AudioError(ValueError):
     """Audio that cannot be read or decoded, or that holds no samples."""
+
+
+@dataclass(frozen=True)
+class AudioFile:
+    """The bytes of an encoded audio file and what its header announces; sent as ``AUDIO_FILE``."""
+
+    data: bytes = field(repr=False)
+    name: str  # the path, or "<N bytes>", for messages
+    format: str  # libsndfile's major format: WAV, FLAC, OGG, MP3, AIFF, ...
+    subtype: str  # PCM_16, VORBIS, OPUS, MPEG_LAYER_III, ...
+    frames: int  # per channel; an estimate for MP3
+    sample_rate: int  # Hz
+    channels: int
+
+    @property
+    def seconds(self) -> float:
+        """The duration the header announces."""
+        return self.frames / self.sample_rate
+
+    @property
+    def server_decodes(self) -> bool:
+        """Whether the server accepts this format as ``AUDIO_FILE`` (see :data:`SERVER_FORMATS`)."""
+        return self.format in SERVER_FORMATS
 
 
 def to_mono_float32(samples: Any) -> np.ndarray:
@@ -101,15 +138,69 @@ def load_audio(source: AudioSource) -> tuple[np.ndarray, int]:
         else:
             handle = source
         try:
-            data, sample_rate = soundfile.read(handle, dtype="float32", always_2d=True)
+            wave, sample_rate = _decode(handle)
         except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
             reason = getattr(e, "error_string", None) or str(e)  # libsndfile's own words
             raise AudioError(f"cannot decode audio {name}: {reason}") from e
         except OSError as e:
             raise AudioError(f"cannot read audio {name}: {e}") from e
-        wave = to_mono_float32(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
     if wave.size == 0:
         raise AudioError(f"audio {_describe(source)} holds no samples")
     if not np.isfinite(wave).all():
         raise AudioError(f"audio {_describe(source)} contains NaN or infinite samples")
     return fit_peak(wave), int(sample_rate)
+
+
+def _decode(handle: Any) -> tuple[np.ndarray, int]:
+    """Decode an opened source as the server decodes ``AUDIO_FILE``: reads of
+    :data:`DECODE_BLOCK_FRAMES` frames up to the header's length (or the file's end), each block's
+    channels averaged in float32."""
+    blocks: list[np.ndarray] = []
+    with soundfile.SoundFile(handle) as sound:
+        while True:
+            block = sound.read(DECODE_BLOCK_FRAMES, dtype="float32", always_2d=True)
+            if block.shape[0] == 0:
+                break
+            if block.shape[1] == 1:
+                blocks.append(block[:, 0])
+            else:
+                blocks.append(block.mean(axis=1, dtype=np.float32))
+        sample_rate = int(sound.samplerate)
+    wave = np.concatenate(blocks) if blocks else np.empty(0, np.float32)
+    return np.ascontiguousarray(wave, dtype=np.float32), sample_rate
+
+
+def read_audio_file(source: AudioSource) -> AudioFile:
+    """The bytes of ``source`` (a path, encoded bytes or an open binary file) with its header.
+
+    Only the header is parsed (nothing is decoded), so this is cheap. Raises
+    :class:`AudioError` when the file cannot be read or libsndfile does not recognise it, and
+    for ``(samples, sample_rate)``, which is no file.
+    """
+    if isinstance(source, tuple):
+        raise AudioError("audio given as (samples, sample_rate) is not an encoded file")
+    name = _describe(source)
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            if not path.is_file():
+                raise AudioError(f"audio file not found: {path}")
+            data = path.read_bytes()
+        elif isinstance(source, (bytes, bytearray, memoryview)):
+            data = bytes(source)
+        else:
+            data = source.read()
+            if not isinstance(data, bytes):
+                raise AudioError(f"audio {name} must be opened in binary mode")
+    except OSError as e:
+        raise AudioError(f"cannot read audio {name}: {e}") from e
+    try:
+        with soundfile.SoundFile(io.BytesIO(data)) as sound:
+            header = (sound.format, sound.subtype, sound.frames, sound.samplerate, sound.channels)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        reason = getattr(e, "error_string", None) or str(e)
+        raise AudioError(f"cannot decode audio {name}: {reason}") from e
+    fmt, subtype, frames, rate, channels = header
+    if frames <= 0:
+        raise AudioError(f"audio {name} holds no samples")
+    return AudioFile(data, name, str(fmt), str(subtype), int(frames), int(rate), int(channels))

@@ -4,6 +4,7 @@ One file::
 
     qwen3-align speech.wav transcript.txt --language en --format srt -o speech.srt
     qwen3-align speech.wav transcript.txt --language en -o speech.html   # see and hear it
+    qwen3-align speech.wav lyrics.txt -l en -f all -o out/speech --cues lines   # every format
 
 A long recording with its subtitles (SRT or WebVTT: each cue guides where its words go; sent a
 few minutes per request, with a progress bar)::
@@ -40,11 +41,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import AudioError, load_audio
+from .audio import AudioError, load_audio, read_audio_file
 from .batch import BatchItem, ManifestError, UnsafePathError, load_items, read_transcript
 from .client import (
+    DEFAULT_SEND,
     DEFAULT_TIMEOUT,
     PROTOCOLS,
+    SEND_MODES,
     AlignerClient,
     AlignerError,
     AlignItem,
@@ -53,12 +56,20 @@ from .client import (
     ServerUnreachableError,
     default_url,
 )
-from .cues import CueOptions
+from .cues import CUE_MODES, CueOptions
 from .longform import CueGroup, align_groups, plan_groups
 from .plot import PlotOptions, require_matplotlib
 from .results import Alignment
 from .segments import Segment, SubtitleError, parse_subtitles, subtitle_kind
-from .writers import FORMATS, WriteOptions, render, save
+from .writers import (
+    FORMATS,
+    Format,
+    WriteOptions,
+    format_of_path,
+    formats_without_audio,
+    render,
+    save,
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # some batch items failed, or the server failed the request
@@ -70,6 +81,7 @@ DEFAULT_CONCURRENCY = 8
 LONG_AUDIO_SECONDS = 180.0  # a plain transcript for longer audio shows a spinner while it waits
 SPINNER_INTERVAL = 0.25  # seconds between two redraws of the spinner
 DEFAULT_FLAG_REPAIRED = 0.1  # --flag-below also flags items with more of their units repaired
+ALL_FORMATS = "all"  # --format all: one file in each format that needs no audio
 
 
 class CliError(Exception):
@@ -80,14 +92,20 @@ class CliError(Exception):
         self.code = code
 
 
+def output_formats(name: str) -> list[Format]:
+    """The formats ``--format name`` writes: that one, or for ``all`` each that needs no audio."""
+    return formats_without_audio() if name == ALL_FORMATS else [FORMATS[name]]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line; see the module docstring for the three modes."""
     formats = ", ".join(FORMATS)
     parser = argparse.ArgumentParser(
         prog="qwen3-align",
         description="Align a transcript to speech with the qwen3_aligner model on Triton: "
-        "word start and end times as JSON, subtitles (SRT, WebVTT), Praat TextGrid, CTM, TSV, "
-        "an HTML page to see and hear the alignment, or PNG pictures.",
+        "word start and end times as JSON (also WhisperX's and OpenAI's verbose_json), "
+        "subtitles (SRT, WebVTT, ASS karaoke, enhanced LRC), Praat TextGrid, CTM, TSV, an HTML "
+        "page to see and hear the alignment, or PNG pictures.",
         epilog="Exit status: 0 success, 1 some items failed, 2 bad input or usage, "
         "3 server unreachable, 4 model not ready.",
     )
@@ -108,8 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-f",
         "--format",
-        choices=list(FORMATS),
-        help=f"output format ({formats}); default: from -o's suffix, else json",
+        choices=[*FORMATS, ALL_FORMATS],
+        help=f"output format ({formats}; or all: every format but html and png, each in "
+        "its own file named after -o or the item); default: from -o's suffix, else json",
     )
     parser.add_argument("-o", "--output", help="output file (default: standard output)")
     mode = parser.add_mutually_exclusive_group()
@@ -171,8 +190,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_TIMEOUT,
         help=f"seconds to wait for one alignment (default {DEFAULT_TIMEOUT:g})",
     )
-    cues = parser.add_argument_group("subtitle cues (srt, vtt, textgrid)")
+    server.add_argument(
+        "--send",
+        choices=SEND_MODES,
+        default=DEFAULT_SEND,
+        help="how the audio travels: 'file' sends the file as it is (the server decodes WAV, "
+        "FLAC, OGG, MP3), 'samples' decodes it here and sends float32 samples (several times "
+        "the bytes), 'auto' the file unless the client cuts the audio (subtitle cues) or the "
+        f"server cannot decode it; same alignment either way (default {DEFAULT_SEND})",
+    )
+    cues = parser.add_argument_group(
+        "subtitle cues (srt, vtt, ass, lrc, textgrid; whisperx and verbose_json segments)"
+    )
     defaults = CueOptions()
+    cues.add_argument(
+        "--cues",
+        choices=CUE_MODES,
+        default=defaults.mode,
+        help="auto: group the words into cues by the limits below; lines: one cue per "
+        f"non-blank line of the transcript, as written (default {defaults.mode})",
+    )
     cues.add_argument(
         "--max-chars",
         type=int,
@@ -204,6 +241,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.max_pause,
         help=f"a longer silence always ends a cue (default {defaults.max_pause:g} s)",
     )
+    cues.add_argument(
+        "--word-timestamps",
+        action="store_true",
+        help="vtt: an inline timestamp where each word starts (karaoke captions)",
+    )
+    cues.add_argument(
+        "--no-karaoke",
+        dest="karaoke",
+        action="store_false",
+        help="ass: plain text, without the \\k karaoke tag that times each word",
+    )
     plot = parser.add_argument_group("pictures (png)")
     layout = PlotOptions()
     plot.add_argument(
@@ -232,17 +280,35 @@ class Settings:
     format: str
     cues: CueOptions
     plot: PlotOptions = field(default_factory=PlotOptions)
+    send: str = DEFAULT_SEND  # one of SEND_MODES
+    karaoke: bool = True  # ass: a \k tag per word
+    word_timestamps: bool = False  # vtt: inline timestamps
 
     def client(self, timeout: float | None = None) -> AlignerClient:
         """A client for the chosen server; ``timeout`` overrides the per-request timeout."""
-        return AlignerClient(self.url, self.protocol, timeout=timeout or self.timeout)
+        return AlignerClient(
+            self.url, self.protocol, timeout=timeout or self.timeout, send=self.send
+        )
+
+    def write_options(
+        self, recording: str, audio: tuple[np.ndarray, int] | None = None
+    ) -> WriteOptions:
+        """The writers' options for one recording (``audio``: for html and png)."""
+        return WriteOptions(
+            cues=self.cues,
+            recording=recording,
+            audio=audio,
+            plot=self.plot,
+            karaoke=self.karaoke,
+            word_timestamps=self.word_timestamps,
+        )
 
 
 def _settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Settings:
     fmt = args.format
     if fmt is None and args.output:
-        suffix = Path(args.output).suffix.lower()
-        fmt = next((f.name for f in FORMATS.values() if f.suffix.lower() == suffix), None)
+        detected = format_of_path(args.output)
+        fmt = None if detected is None else detected.name
     try:
         cues = CueOptions(
             max_chars_per_line=args.max_chars,
@@ -250,6 +316,7 @@ def _settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Sett
             max_duration=args.max_duration,
             min_duration=args.min_duration,
             max_pause=args.max_pause,
+            mode=args.cues,
         )
         plot = PlotOptions(seconds_per_row=args.seconds_per_row, rows_per_page=args.rows_per_page)
     except ValueError as e:
@@ -263,6 +330,9 @@ def _settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Sett
         format=fmt or "json",
         cues=cues,
         plot=plot,
+        send=args.send,
+        karaoke=args.karaoke,
+        word_timestamps=args.word_timestamps,
     )
 
 
@@ -379,30 +449,44 @@ def run_single(args: argparse.Namespace, settings: Settings) -> int:
     except (OSError, UnicodeDecodeError) as e:
         raise CliError(f"cannot read transcript {args.transcript}: {e}", EXIT_USAGE) from e
     cues = _read_cues(args.transcript, text)
+    # The samples are decoded here only where they are needed: to cut the recording into groups
+    # of cues (unless --send file sends it whole), to picture it (html, png) or to send them.
+    # Otherwise the file's header gives its length. Either way before contacting the server, so
+    # that bad input is status 2.
+    cut = cues is not None and settings.send != "file"
+    audio: tuple[np.ndarray, int] | None = None
     try:
-        audio = load_audio(args.audio)  # decoded before contacting the server: bad input is 2
+        if cut or settings.send == "samples" or _needs_audio(settings.format):
+            audio = load_audio(args.audio)
+            seconds = audio[0].shape[0] / audio[1]
+        else:
+            seconds = read_audio_file(args.audio).seconds
     except AudioError as e:
         raise CliError(str(e), EXIT_USAGE) from e
-    seconds = audio[0].shape[0] / audio[1]
     groups = None
     if cues is not None:
         try:
             groups = plan_groups(cues, seconds)
         except SubtitleError as e:
             raise CliError(f"cannot use subtitles {args.transcript}: {e}", EXIT_USAGE) from e
+    # One request for the whole recording: the file (the client reads it again, undecoded)
+    # unless the samples are to be sent; with --send file, all cues go with it.
+    source = audio if audio is not None and settings.send == "samples" else args.audio
+    segments = None if groups is None else [c for g in groups for c in g.cues]
     _require_ready(settings)
     with settings.client() as client:
         try:
-            if groups is not None:
+            if groups is not None and cut:
+                assert audio is not None
                 alignment = _align_cues(client, audio, groups, args)
             elif seconds > LONG_AUDIO_SECONDS:
                 wait = _spinner(
                     f"aligning {seconds / 60:.1f} min of audio", _progress_disabled(args)
                 )
                 with wait:
-                    alignment = client.align(audio, text, args.language)
+                    alignment = client.align(source, text, args.language, segments)
             else:
-                alignment = client.align(audio, text, args.language)
+                alignment = client.align(source, text, args.language, segments)
         except (AudioError, RequestRejectedError) as e:
             raise CliError(str(e), EXIT_USAGE) from e
         except ServerUnreachableError as e:
@@ -411,17 +495,44 @@ def run_single(args: argparse.Namespace, settings: Settings) -> int:
             raise CliError(str(e), EXIT_NOT_READY) from e
         except AlignerError as e:
             raise CliError(f"alignment failed: {e}", EXIT_FAILED) from e
-    options = WriteOptions(
-        cues=settings.cues, recording=Path(args.audio).stem, audio=audio, plot=settings.plot
-    )
-    if args.output:
-        try:
-            save(alignment, settings.format, args.output, options)
-        except OSError as e:
-            raise CliError(f"cannot write {args.output}: {e}", EXIT_USAGE) from e
-    else:
-        _write_stdout(render(alignment, settings.format, options))
+    options = settings.write_options(Path(args.audio).stem, audio)
+    _write_single(alignment, settings.format, args.output, options)
     return EXIT_OK
+
+
+def _needs_audio(format_name: str) -> bool:
+    return any(f.needs_audio for f in output_formats(format_name))
+
+
+def _output_base(output: str) -> str:
+    """``-o`` without a format's suffix: where ``--format all`` puts each format's suffix."""
+    fmt = format_of_path(output)
+    return output if fmt is None else output[: len(output) - len(fmt.suffix)]
+
+
+def _write_single(
+    alignment: Alignment, format_name: str, output: str | None, options: WriteOptions
+) -> None:
+    """Write one recording's result to ``output`` (for ``all``: a file per format beside it,
+    ``BASE.json``, ``BASE.srt``, ...) or, without one, to standard output."""
+    targets: list[tuple[str, str]]  # (format, path); none: standard output
+    if not output:
+        targets = []
+    elif format_name == ALL_FORMATS:
+        base = _output_base(output)
+        targets = [(f.name, base + f.suffix) for f in formats_without_audio()]
+    else:
+        targets = [(format_name, output)]
+    try:
+        if not targets:
+            _write_stdout(render(alignment, format_name, options))
+        for name, path in targets:
+            try:
+                save(alignment, name, path, options)
+            except OSError as e:
+                raise CliError(f"cannot write {path}: {e}", EXIT_USAGE) from e
+    except ValueError as e:  # a format that cannot hold this alignment (--cues lines, no spans)
+        raise CliError(f"cannot write {format_name}: {e}", EXIT_USAGE) from e
 
 
 @dataclass
@@ -465,8 +576,12 @@ def run_batch(args: argparse.Namespace, settings: Settings) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CliError(f"cannot create --out-dir {out_dir}: {e}", EXIT_USAGE) from e
-    suffix = FORMATS[settings.format].suffix
-    needs_audio = FORMATS[settings.format].needs_audio
+    formats = output_formats(settings.format)
+    needs_audio = _needs_audio(settings.format)
+
+    def outputs(item: BatchItem) -> list[str]:
+        return [f"{item.key}{f.suffix}" for f in formats]
+
     summary = BatchSummary()
     rule = None
     if args.flag_below is not None:
@@ -474,8 +589,8 @@ def run_batch(args: argparse.Namespace, settings: Settings) -> int:
         summary.flagged = []
     todo: list[BatchItem] = []
     for item in items:
-        target = out_dir / f"{item.key}{suffix}"
-        if not target.is_symlink() and target.exists():  # a link there is refused below
+        targets = [out_dir / name for name in outputs(item)]
+        if all(not t.is_symlink() and t.exists() for t in targets):  # links are refused below
             summary.skipped += 1
         else:
             todo.append(item)
@@ -491,7 +606,7 @@ def run_batch(args: argparse.Namespace, settings: Settings) -> int:
 
     jobs: list[AlignItem] = []
     for item in todo:
-        problem = _output_problem(out_dir, f"{item.key}{suffix}")
+        problem = _outputs_problem(out_dir, outputs(item))
         if problem is not None:
             fail(item, problem)
             continue
@@ -519,8 +634,8 @@ def run_batch(args: argparse.Namespace, settings: Settings) -> int:
             if result.alignment is None:
                 fail(item, str(result.error))
                 continue
-            options = WriteOptions(cues=settings.cues, recording=item.key, plot=settings.plot)
-            problem = _output_problem(out_dir, f"{item.key}{suffix}")
+            options = settings.write_options(item.key)
+            problem = _outputs_problem(out_dir, outputs(item))
             if problem is not None:  # checked again: a link may have appeared meanwhile
                 fail(item, problem)
                 continue
@@ -529,7 +644,8 @@ def run_batch(args: argparse.Namespace, settings: Settings) -> int:
                     item.check_audio()
                     options = replace(options, audio=load_audio(item.audio))
                 # Written to a temporary file that then replaces the target: never through a link.
-                save(result.alignment, settings.format, out_dir / f"{item.key}{suffix}", options)
+                for fmt, name in zip(formats, outputs(item), strict=True):
+                    save(result.alignment, fmt.name, out_dir / name, options)
             except UnsafePathError as e:
                 fail(item, f"cannot read audio: {e}")
                 continue
@@ -563,6 +679,11 @@ def _output_problem(out_dir: Path, name: str) -> str | None:
     if target.is_symlink():
         return f"output {target} is a symbolic link; refused (remove it to write there)"
     return None
+
+
+def _outputs_problem(out_dir: Path, names: list[str]) -> str | None:
+    """The first reason batch mode must not write one of ``names`` in ``out_dir``, or None."""
+    return next((p for p in (_output_problem(out_dir, n) for n in names) if p is not None), None)
 
 
 def _report(summary: BatchSummary, out_dir: Path) -> None:
@@ -606,11 +727,15 @@ def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
 
 
 def _check_output(parser: argparse.ArgumentParser, args: argparse.Namespace, fmt: str) -> None:
-    """Formats written to files only (png) need -o in single-file mode, and png matplotlib."""
+    """Formats written to files only (png, and all: a file per format) need -o in single-file
+    mode, and png matplotlib."""
     if args.check:
         return
-    if not (args.batch or args.output) and FORMATS[fmt].save is not None:
-        parser.error(f"--format {fmt} writes files: give -o FILE{FORMATS[fmt].suffix}")
+    if not (args.batch or args.output):
+        if fmt == ALL_FORMATS:
+            parser.error("--format all writes a file per format: give -o BASE (or --batch)")
+        if FORMATS[fmt].save is not None:
+            parser.error(f"--format {fmt} writes files: give -o FILE{FORMATS[fmt].suffix}")
     if fmt == "png":
         try:
             require_matplotlib()

@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from .audio import AudioError, AudioSource, load_audio
+from .audio import AudioError, AudioFile, AudioSource, load_audio, read_audio_file
 from .results import Alignment
 from .segments import SegmentLike, to_segments
 
 MODEL_NAME = "qwen3_aligner"
 # The model's inputs and their wire data types (the server's contract, copied: a test holds them
-# equal). A request carries AUDIO or AUDIO_FILE (an encoded file the server decodes); this client
-# decodes files itself and sends AUDIO with SAMPLE_RATE.
+# equal). A request carries AUDIO (samples) with SAMPLE_RATE, or AUDIO_FILE (an encoded file the
+# server decodes); see SEND_MODES.
 INPUT_TYPES = {
     "AUDIO": "FP32",
     "AUDIO_FILE": "BYTES",
@@ -37,6 +37,12 @@ DEFAULT_TIMEOUT = 300.0  # seconds for one request; a 300 s clip on a busy CPU s
 DEFAULT_RETRIES = 3  # extra tries for a request the server turned away as busy
 RETRY_DELAY = 1.0  # seconds before the first retry; doubled for each further one
 PROTOCOLS = ("http", "grpc")
+# How a request carries its audio. "file": the encoded file as AUDIO_FILE, decoded by the server.
+# "samples": decoded here and sent as float32 AUDIO at the file's rate with SAMPLE_RATE.
+# "auto": the file when the source is one that the server decodes (WAV, FLAC, OGG, MP3), else the
+# samples (arrays, such as the slices of a long recording cut by the client; AIFF and the like).
+SEND_MODES = ("auto", "file", "samples")
+DEFAULT_SEND = "auto"
 
 
 class AlignerError(Exception):
@@ -123,11 +129,59 @@ class Readiness:
 
 
 @dataclass(frozen=True)
+class Samples:
+    """A decoded mono waveform, sent as ``AUDIO`` with ``SAMPLE_RATE``."""
+
+    wave: np.ndarray  # float32, 1-D, within [-1, 1]
+    sample_rate: int  # Hz
+
+
+# What one request carries as its audio: samples, or an encoded file (sent as AUDIO_FILE).
+AudioPayload = Samples | AudioFile
+
+
+def check_send(send: str) -> str:
+    """``send`` itself when it is one of :data:`SEND_MODES`, else a ``ValueError``."""
+    if send not in SEND_MODES:
+        raise ValueError(f"send must be one of {', '.join(SEND_MODES)}, got {send!r}")
+    return send
+
+
+def audio_payload(audio: AudioSource, send: str = DEFAULT_SEND) -> AudioPayload:
+    """What a request carries for ``audio`` under the ``send`` mode (see :data:`SEND_MODES`).
+
+    ``(samples, sample_rate)`` is always sent as samples (``send="file"`` refuses it). A path,
+    bytes or binary file is read and its header parsed; ``"auto"`` and ``"file"`` then send it as
+    it is when the server decodes its format, and for other formats ``"auto"`` decodes it here
+    while ``"file"`` refuses it. ``"samples"`` decodes everything here. Raises
+    :class:`~qwen3_aligner_client.audio.AudioError` for audio that cannot be read or decoded.
+    """
+    check_send(send)
+    if isinstance(audio, tuple) or send == "samples":
+        if send == "file":
+            raise AudioError(
+                "send='file' needs an encoded file (a path, bytes or a binary file), not "
+                "(samples, sample_rate)"
+            )
+        return Samples(*load_audio(audio))
+    file = read_audio_file(audio)
+    if file.server_decodes:
+        return file
+    if send == "file":
+        raise AudioError(
+            f"audio {file.name} is a {file.format} file, which the server does not decode "
+            "(WAV, FLAC, OGG, MP3); send it as samples"
+        )
+    return Samples(*load_audio(file.data))
+
+
+@dataclass(frozen=True)
 class AlignItem:
     """One alignment job for :meth:`AlignerClient.align_many`.
 
     With ``segments`` (subtitle cues or ASR segments, see :meth:`AlignerClient.align`) ``text``
-    is ignored and may be ``""``.
+    is ignored and may be ``""``. ``audio`` may be the bytes of a file, which are then sent as
+    they are (``AUDIO_FILE``) unless ``send`` (default: the client's) says otherwise.
     """
 
     audio: AudioSource
@@ -135,6 +189,7 @@ class AlignItem:
     language: str
     key: Any = None  # anything that identifies the item to the caller; returned with the result
     segments: Sequence[SegmentLike] | None = None
+    send: str | None = None  # one of SEND_MODES; None: the client's own setting
 
 
 @dataclass(frozen=True)
@@ -191,7 +246,8 @@ class AlignerClient:
     ``url`` is ``host:port`` without a scheme; by default ``localhost:8000`` for ``http`` and
     ``localhost:8001`` for ``grpc``. ``timeout`` bounds each request, in seconds. A request the
     server turns away as busy (its queue is full) is tried again up to ``retries`` times, after
-    1, 2, 4, ... seconds.
+    1, 2, 4, ... seconds. ``send`` chooses how requests carry their audio (see
+    :data:`SEND_MODES`; by default the encoded file when the server can decode it).
 
     The underlying tritonclient objects are not shared between threads: each thread that makes
     requests gets its own connection, so one client object may be used from many threads and
@@ -206,8 +262,10 @@ class AlignerClient:
         timeout: float = DEFAULT_TIMEOUT,
         model: str = MODEL_NAME,
         retries: int = DEFAULT_RETRIES,
+        send: str = DEFAULT_SEND,
     ) -> None:
         self.transport = transport(protocol)
+        self.send = check_send(send)
         self.protocol = protocol
         self.url = url or default_url(protocol)
         self.timeout = float(timeout)
@@ -282,24 +340,28 @@ class AlignerClient:
 
     def _inputs(
         self,
-        wave: np.ndarray,
-        sample_rate: int,
+        audio: AudioPayload,
         text: str,
         language: str,
         segments: str | None = None,
     ) -> list[Any]:
-        """The request's tensors; ``segments`` is the ``SEGMENTS`` JSON document, if any."""
+        """The request's tensors: ``AUDIO`` and ``SAMPLE_RATE`` for samples, ``AUDIO_FILE`` for a
+        file; ``segments`` is the ``SEGMENTS`` JSON document, if any."""
         module = self.transport.module
-        audio = wave.reshape(1, -1)
         strings = {"TEXT": text, "LANGUAGE": language}
         if segments is not None:
             strings["SEGMENTS"] = segments
-        inputs = [
-            module.InferInput("AUDIO", list(audio.shape), INPUT_TYPES["AUDIO"]),
-            module.InferInput("SAMPLE_RATE", [1, 1], INPUT_TYPES["SAMPLE_RATE"]),
-        ]
-        inputs[0].set_data_from_numpy(audio)
-        inputs[1].set_data_from_numpy(np.array([[sample_rate]], dtype=np.int32))
+        if isinstance(audio, AudioFile):
+            inputs = [module.InferInput("AUDIO_FILE", [1, 1], INPUT_TYPES["AUDIO_FILE"])]
+            inputs[0].set_data_from_numpy(np.array([[audio.data]], dtype=np.object_))
+        else:
+            wave = audio.wave.reshape(1, -1)
+            inputs = [
+                module.InferInput("AUDIO", list(wave.shape), INPUT_TYPES["AUDIO"]),
+                module.InferInput("SAMPLE_RATE", [1, 1], INPUT_TYPES["SAMPLE_RATE"]),
+            ]
+            inputs[0].set_data_from_numpy(wave)
+            inputs[1].set_data_from_numpy(np.array([[audio.sample_rate]], dtype=np.int32))
         for name, value in strings.items():
             tensor = module.InferInput(name, [1, 1], INPUT_TYPES[name])
             tensor.set_data_from_numpy(np.array([[value.encode("utf-8")]], dtype=np.object_))
@@ -312,11 +374,16 @@ class AlignerClient:
         text: str,
         language: str,
         segments: Sequence[SegmentLike] | None = None,
+        send: str | None = None,
     ) -> Alignment:
         """Align ``text`` to ``audio`` and return the timed words.
 
         ``audio`` is a path, encoded bytes, an open binary file or ``(samples, sample_rate)``;
         ``language`` is one of the aligner's 11 languages by name or code (``English``, ``en``).
+        ``send`` (default: the client's ``send``) chooses whether a file goes to the server as it
+        is or decoded here (see :data:`SEND_MODES` and :func:`audio_payload`); the alignment is
+        the same. With ``"auto"``, a file whose decoded peak exceeds 1, which the server refuses
+        as a file, is sent again as samples (scaled to a peak of 1, as upstream does).
 
         ``segments`` switches the server to cue-guided mode: subtitle cues or ASR segments as
         :class:`~qwen3_aligner_client.segments.Segment`, ``(start, end, text)`` tuples or
@@ -339,18 +406,9 @@ class AlignerClient:
             cues = to_segments(segments)
             document = json.dumps([c.to_dict() for c in cues], ensure_ascii=False)
             text = ""
-        wave, sample_rate = load_audio(audio)
-        inputs = self._inputs(wave, sample_rate, text, language, document)
-        options = self.transport.call_options(self.timeout)
-        for attempt in range(self.retries + 1):
-            try:
-                result = self._connection().infer(self.model, inputs, **options)
-                break
-            except Exception as e:
-                error = _classify(e, self.url)
-                if not isinstance(error, ServerBusyError) or attempt == self.retries:
-                    raise error from e
-            time.sleep(RETRY_DELAY * 2**attempt)
+        mode = self.send if send is None else check_send(send)
+        payload = audio_payload(audio, mode)
+        result = self._infer(self._inputs(payload, text, language, document))
         output = result.as_numpy("ALIGNMENT")
         if output is None:
             raise AlignerError("the server's response has no ALIGNMENT output")
@@ -361,6 +419,19 @@ class AlignerClient:
         _check_words(alignment, result)
         _check_times(alignment)
         return alignment
+
+    def _infer(self, inputs: list[Any]) -> Any:
+        """Send one request, trying again while the server turns it away as busy."""
+        options = self.transport.call_options(self.timeout)
+        for attempt in range(self.retries + 1):
+            try:
+                return self._connection().infer(self.model, inputs, **options)
+            except Exception as e:
+                error = _classify(e, self.url)
+                if not isinstance(error, ServerBusyError) or attempt == self.retries:
+                    raise error from e
+            time.sleep(RETRY_DELAY * 2**attempt)
+        raise AssertionError("unreachable")  # the last attempt returns or raises
 
     def align_many(
         self, items: Iterable[AlignItem | tuple[AudioSource, str, str]], concurrency: int = 8
@@ -378,7 +449,9 @@ class AlignerClient:
 
         def run(index: int, item: AlignItem) -> ItemResult:
             try:
-                alignment = self.align(item.audio, item.text, item.language, item.segments)
+                alignment = self.align(
+                    item.audio, item.text, item.language, item.segments, item.send
+                )
             except (AlignerError, AudioError, ValueError) as e:
                 return ItemResult(index, item, error=e)
             except Exception as e:  # anything else is still this item's failure alone

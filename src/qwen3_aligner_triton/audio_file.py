@@ -41,7 +41,11 @@ ACCEPTED_FORMATS = {
 }
 ACCEPTED_NAMES = "WAV, FLAC, OGG (Vorbis, Opus) or MP3"
 MAX_CHANNELS = 8  # more channels than 7.1 surround: not a speech recording
-BLOCK_FRAMES = 65536  # frames decoded per read (a few MB at most, whatever the channels)
+# Frames decoded per read (a few MB at most, whatever the channels): a whole number of MP3 frames
+# (56 MPEG-1 Layer III frames of 1152 samples, 112 MPEG-2 ones of 576). libsndfile 1.2.2's MP3
+# reader glitches (errors up to 0.15) where a read ends inside an MPEG-2 frame, as 65,536-frame
+# reads did; the client decodes in the same blocks (its audio.DECODE_BLOCK_FRAMES).
+BLOCK_FRAMES = 64512
 
 
 class AudioFileError(ValueError):

@@ -15,7 +15,7 @@ from itertools import zip_longest
 
 import numpy as np
 
-from .audio import MODEL_SAMPLE_RATE, resampled_length
+from .audio import MODEL_SAMPLE_RATE, normalize_peak, resampled_length
 from .audio_file import AudioFileError, EncodedAudio
 from .languages import resolve_language
 from .params import ModelSettings
@@ -230,6 +230,11 @@ def decode_audio_file(
             wave = encoded.decode()
     except AudioFileError as e:
         raise RequestError(str(e), e.reason) from None
+    # A file's samples are the decoder's, not the caller's: loud audio in a lossy file decodes to
+    # peaks a little over 1, and a float file may hold any scale. Upstream scales what it decodes
+    # down to a peak of 1 (then clips), and so does this.
+    if np.isfinite(wave).all():
+        wave = normalize_peak(wave, in_place=True)
     check_waveform(wave, rate, settings, name)
     return wave, rate
 

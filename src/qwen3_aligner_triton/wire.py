@@ -28,3 +28,17 @@ def infer_inputs(
         rate.set_data_from_numpy(np.array([[sample_rate]], dtype=np.int32))
         inputs.append(rate)
     return inputs
+
+
+def file_inputs(module: Any, data: bytes, text: str, language: str) -> list:
+    """``AUDIO_FILE`` (the bytes of an audio file, decoded by the server), ``TEXT`` and
+    ``LANGUAGE``; ``module`` is ``tritonclient.http`` or ``tritonclient.grpc``."""
+    inputs = [
+        module.InferInput("AUDIO_FILE", [1, 1], "BYTES"),
+        module.InferInput("TEXT", [1, 1], "BYTES"),
+        module.InferInput("LANGUAGE", [1, 1], "BYTES"),
+    ]
+    inputs[0].set_data_from_numpy(np.array([[data]], dtype=np.object_))
+    inputs[1].set_data_from_numpy(np.array([[text.encode("utf-8")]], dtype=np.object_))
+    inputs[2].set_data_from_numpy(np.array([[language.encode("utf-8")]], dtype=np.object_))
+    return inputs

@@ -6,6 +6,10 @@ runs a concurrency sweep against ``--url`` (or a tiny-checkpoint server it start
 ``--start-server``), and prints perf_analyzer's report, a summary table with audio seconds per
 second, and the equivalent command for the NGC SDK container. Exits non-zero when perf_analyzer
 cannot run or reports errors.
+
+With ``--audio-files`` the requests carry real audio files instead, as ``AUDIO_FILE`` (the
+server decodes them): each file with the transcript in ``STEM.txt`` beside it, or else a
+transcript of ``--language`` sized to the file's length.
 """
 
 from __future__ import annotations
@@ -19,9 +23,13 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from ..audio_file import AudioFileError, EncodedAudio
 from . import perf_analyzer as pa
 from .stats import format_table
-from .workload import Clip, make_clips
+from .workload import Clip, make_clips, transcript
+
+# Suffixes of the files a folder given to --audio-files contributes (what AUDIO_FILE accepts).
+AUDIO_FILE_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
 
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
 CSV_COLUMNS = (
@@ -78,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--window-requests",
         type=int,
-        help="requests per window in count_windows mode (default 8 x --clips)",
+        help="requests per window in count_windows mode (default 8 x --clips, or 8 x the "
+        "files of --audio-files)",
     )
     parser.add_argument(
         "--total-requests",
@@ -99,6 +108,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-seconds", type=float, default=2.0)
     parser.add_argument("--max-seconds", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--audio-files",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="send these audio files (or the WAV, FLAC, OGG and MP3 files of these folders) as "
+        "AUDIO_FILE instead of synthetic samples; transcripts from STEM.txt beside each, else "
+        "sized to the file (--clips, --min/--max-seconds and --seed are then unused)",
+    )
+    parser.add_argument(
+        "--language",
+        default="English",
+        choices=("English", "Chinese"),
+        help="with --audio-files: the language of the made-up transcripts and of STEM.txt ones "
+        "(default English)",
+    )
     parser.add_argument(
         "--input-data-out",
         type=Path,
@@ -129,7 +154,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--write-input-data-only needs --input-data-out")
     if args.url:
         args.url = args.url.split("://")[-1]
-    if args.window_requests is None:
+    if args.window_requests is None and not args.audio_files:  # files: once they are counted
         args.window_requests = 8 * args.clips
     if args.total_requests and not re.fullmatch(r"\d+(:(\d+))?(:\d+)?", args.concurrency_range):
         parser.error(f"bad --concurrency-range {args.concurrency_range!r}")
@@ -138,6 +163,44 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.clips < 1 or not 0 < args.min_seconds <= args.max_seconds:
         parser.error("need --clips >= 1 and 0 < --min-seconds <= --max-seconds")
     return args
+
+
+def audio_file_paths(paths: Sequence[Path]) -> list[Path]:
+    """The files of ``paths``: files as given, folders as their audio files (sorted)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(
+                p for p in path.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_FILE_SUFFIXES
+            )
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise ValueError(f"{path} is neither a file nor a folder")
+    if not found:
+        raise ValueError("--audio-files names no audio files")
+    return found
+
+
+def file_clips(paths: Sequence[Path], language: str) -> list[pa.FileClip]:
+    """A :class:`~.perf_analyzer.FileClip` per audio file, its length from its header and its
+    transcript from ``STEM.txt`` (else made up to the length, see :func:`.workload.transcript`).
+    Raises ``ValueError`` for a file the server would not decode."""
+    clips = []
+    for k, path in enumerate(audio_file_paths(paths)):
+        data = path.read_bytes()
+        try:
+            with EncodedAudio(data, str(path)) as audio:
+                seconds = audio.header.seconds
+        except AudioFileError as e:
+            raise ValueError(str(e)) from None
+        text_file = path.with_suffix(".txt")
+        if text_file.is_file():
+            text = text_file.read_text(encoding="utf-8").strip()
+        else:
+            text = transcript(seconds, language, offset=k)
+        clips.append(pa.FileClip(path.name, data, seconds, text, language))
+    return clips
 
 
 def summary_table(rows: Sequence[dict[str, str]], mean_clip_seconds: float) -> str:
@@ -197,12 +260,24 @@ def settings_from(args: argparse.Namespace, url: str) -> pa.PerfSettings:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the sweep; 0 on success, 1 when perf_analyzer reports errors, 2 when it cannot run."""
     args = parse_args(argv)
-    clips: list[Clip] = make_clips(args.clips, args.min_seconds, args.max_seconds, args.seed)
+    clips: list[Clip] | list[pa.FileClip]
+    if args.audio_files:
+        try:
+            clips = file_clips(args.audio_files, args.language)
+        except (OSError, ValueError) as e:
+            log(f"cannot use --audio-files: {e}")
+            return 2
+        what = "audio files sent as AUDIO_FILE"
+    else:
+        clips = make_clips(args.clips, args.min_seconds, args.max_seconds, args.seed)
+        what = "clips"
+    if args.window_requests is None:
+        args.window_requests = 8 * len(clips)
     mean_seconds = sum(c.seconds for c in clips) / len(clips)
     with tempfile.TemporaryDirectory(prefix="qwen3-aligner-perf-") as tmp:
         scratch = Path(tmp)
         data_file = pa.write_input_data(clips, args.input_data_out or scratch / "perf-input.json")
-        log(f"input data: {len(clips)} clips, mean {mean_seconds:.1f} s -> {data_file}")
+        log(f"input data: {len(clips)} {what}, mean {mean_seconds:.1f} s -> {data_file}")
         if args.write_input_data_only:
             print(pa.sdk_command(settings_from(args, "localhost:8000"), data_file))
             return 0

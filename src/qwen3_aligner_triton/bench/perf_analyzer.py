@@ -17,6 +17,7 @@ installs (two test runs at once), and every download has a timeout.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import csv
 import fcntl
@@ -25,6 +26,7 @@ import os
 import re
 import shlex
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -282,12 +284,52 @@ def input_data(clips: Sequence[Clip]) -> dict:
     return {"data": entries}
 
 
-def write_input_data(clips: Sequence[Clip], path: Path) -> Path:
-    """Write :func:`input_data` to ``path`` (UTF-8 JSON; Python writes every float with a '.' or
-    an exponent, which perf_analyzer reads as a float)."""
+@dataclass(frozen=True)
+class FileClip:
+    """One request of real audio: the bytes of an audio file (sent as ``AUDIO_FILE``), its
+    transcript and language."""
+
+    name: str
+    data: bytes
+    seconds: float  # what the file's header announces
+    text: str
+    language: str
+
+
+def bytes_element(data: bytes) -> dict[str, str]:
+    """One BYTES element as perf_analyzer's ``{"b64": ...}``.
+
+    perf_analyzer puts the decoded bytes on the wire as the tensor's raw content, and Triton's
+    raw content of a BYTES tensor is each element's length (4 bytes, little-endian) followed by
+    its bytes: the length goes in front of the file here."""
+    return {"b64": base64.b64encode(struct.pack("<I", len(data)) + data).decode("ascii")}
+
+
+def file_input_data(clips: Sequence[FileClip]) -> dict:
+    """perf_analyzer ``--input-data`` document whose requests carry ``AUDIO_FILE`` (no ``AUDIO``
+    and no ``SAMPLE_RATE``: the server decodes each file at its own rate)."""
+    entries = [
+        {
+            "AUDIO_FILE": bytes_element(clip.data),
+            "TEXT": {"content": [clip.text], "shape": [1]},
+            "LANGUAGE": {"content": [clip.language], "shape": [1]},
+        }
+        for clip in clips
+    ]
+    return {"data": entries}
+
+
+def write_input_data(clips: Sequence[Clip] | Sequence[FileClip], path: Path) -> Path:
+    """Write :func:`input_data` (or :func:`file_input_data` for :class:`FileClip` s) to ``path``
+    (UTF-8 JSON; Python writes every float with a '.' or an exponent, which perf_analyzer reads
+    as a float)."""
+    if clips and isinstance(clips[0], FileClip):
+        document = file_input_data([c for c in clips if isinstance(c, FileClip)])
+    else:
+        document = input_data([c for c in clips if isinstance(c, Clip)])
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
-        json.dump(input_data(clips), handle, ensure_ascii=False, separators=(",", ":"))
+        json.dump(document, handle, ensure_ascii=False, separators=(",", ":"))
     return path
 
 

@@ -72,13 +72,13 @@ class Clip:
         return len(self.text.split())
 
 
-def speech_like_audio(seconds: float, seed: int) -> np.ndarray:
+def speech_like_audio(seconds: float, seed: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """A voiced, syllable-modulated tone with word pauses and a little noise; peak below 1."""
     rng = np.random.default_rng(seed)
-    n = max(1, round(seconds * SAMPLE_RATE))
-    t = np.arange(n, dtype=np.float64) / SAMPLE_RATE
+    n = max(1, round(seconds * sample_rate))
+    t = np.arange(n, dtype=np.float64) / sample_rate
     pitch = rng.uniform(110.0, 230.0) * (1.0 + 0.08 * np.sin(2 * math.pi * 0.3 * t))
-    phase = 2 * math.pi * np.cumsum(pitch) / SAMPLE_RATE
+    phase = 2 * math.pi * np.cumsum(pitch) / sample_rate
     voice = sum((0.6**k) * np.sin(k * phase) for k in range(1, 5))
     syllables = 0.5 + 0.5 * np.sin(2 * math.pi * SYLLABLES_PER_SECOND * t + rng.uniform(0, 6))
     # Word pauses: every ~0.6 s the voice drops out for ~0.12 s.
