@@ -5,7 +5,8 @@ as WAV 16-bit, FLAC, OGG Vorbis, OGG Opus and MP3 and sends each, as ``AUDIO_FIL
 server, beside the float32 ``AUDIO`` (with ``SAMPLE_RATE``) that a client decoding the WAV file
 itself sends: the samples at the file's rate, channels averaged. For each payload and protocol it
 reports the request's size as tritonclient serialises it (the HTTP body with Triton's binary
-tensor extension; the gRPC ``ModelInferRequest``), the server's CPU per request (tritonserver and
+tensor extension; the gRPC ``ModelInferRequest``; with ``--openai`` also the multipart body
+uploaded to the OpenAI-style front), the server's CPU per request (tritonserver and
 its stubs, from ``psutil``, as ``./scripts/bench`` measures it), the latency, and the in-process
 time to decode the file (what moves from the client to the server). Requests go one at a time,
 in blocks of one payload, the blocks interleaved round by round. The server's CPU is read around
@@ -196,9 +197,109 @@ def measure(
     return rows
 
 
+def multipart_body(payload: Payload, text: str, language: str) -> tuple[bytes, str]:
+    """The multipart body (and its content type) that uploads ``payload``'s file to the front."""
+    import requests
+
+    prepared = requests.Request(
+        "POST",
+        "http://front/v1/audio/alignments",
+        data={"text": text, "language": language},
+        files={"file": ("speech", payload.data or b"")},
+    ).prepare()
+    return bytes(prepared.body or b""), prepared.headers["Content-Type"]
+
+
+def measure_multipart(
+    endpoints: Endpoints,
+    payloads: Sequence[Payload],
+    text: str,
+    language: str,
+    rounds: int,
+    block: int,
+) -> list[Row]:
+    """Upload every file ``block`` times per round to the OpenAI-style front (started here beside
+    the server), one request at a time; the CPU is the server's and the front's together."""
+    import requests
+
+    from ..openai_front.launch import FrontOptions, FrontProcess
+    from ..tritonserver import free_ports
+
+    files = [p for p in payloads if p.data is not None]
+    bodies = [multipart_body(p, text, language) for p in files]
+    (port,) = free_ports(1)
+    front = FrontProcess.start(
+        FrontOptions(port=port, triton_url=endpoints.grpc_url, host="127.0.0.1"),
+        extra=["--log-level", "warning"],
+    )
+    url = f"http://127.0.0.1:{port}/v1/audio/alignments"
+    session = requests.Session()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if session.get(f"http://127.0.0.1:{port}/health/ready", timeout=5).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if front.exited() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the OpenAI-style front did not start")
+            time.sleep(0.2)
+
+        def cpu_seconds() -> float:
+            return process_tree_cpu_seconds(endpoints.server_pid) + process_tree_cpu_seconds(
+                front.process.pid
+            )
+
+        cpu: dict[str, list[float]] = {p.label: [] for p in files}
+        latency: dict[str, list[float]] = {p.label: [] for p in files}
+        words: dict[str, list[str]] = {}
+        for k in range(rounds + 1):
+            order = list(range(len(files)))
+            order = order[k % len(order) :] + order[: k % len(order)]
+            for i in order:
+                label = files[i].label
+                body, content_type = bodies[i]
+                before = cpu_seconds()
+                for _ in range(block):
+                    t0 = time.perf_counter()
+                    response = session.post(
+                        url, data=body, headers={"Content-Type": content_type}, timeout=600
+                    )
+                    elapsed = time.perf_counter() - t0
+                    if response.status_code != 200:
+                        raise RuntimeError(f"{label}: the front answered {response.text}")
+                    got = [w["text"] for w in response.json()["words"]]
+                    if words.setdefault(label, got) != got:
+                        raise RuntimeError(f"{label} over the front: the words changed")
+                    if k:
+                        latency[label].append(elapsed * MS_PER_S)
+                after = cpu_seconds()
+                if k:
+                    cpu[label].append((after - before) * MS_PER_S / block)
+    finally:
+        session.close()
+        front.stop()
+    return [
+        Row(
+            "openai multipart",
+            p.label,
+            len(body),
+            statistics.fmean(cpu[p.label]),
+            statistics.median(latency[p.label]),
+            decode_ms(p),
+            len(words[p.label]),
+        )
+        for p, (body, _) in zip(files, bodies, strict=True)
+    ]
+
+
 def table(rows: Sequence[Row]) -> str:
-    """The rows as a table, with each request's size relative to the samples'."""
+    """The rows as a table, with each request's size relative to the samples' (over HTTP for the
+    front's uploads, which carry files only)."""
     base = {r.protocol: r.request_bytes for r in rows if r.payload == SAMPLES}
+    for r in rows:
+        base.setdefault(r.protocol, base["http"])
     headers = [
         "protocol",
         "payload",
@@ -243,6 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--checkpoint", default="tiny", help="tiny, trained, full or a folder / hub id (tiny)"
     )
+    parser.add_argument(
+        "--openai",
+        action="store_true",
+        help="also upload each file as multipart to the OpenAI-style front (its CPU counted)",
+    )
     parser.add_argument("--json", type=Path, help="also write the rows here")
     return parser
 
@@ -262,6 +368,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"starting tritonserver with the {choice.description}")
         with bench_server(choice.location, "KIND_CPU", log=log) as endpoints:
             rows = measure(endpoints, payloads, text, language, args.rounds, args.block)
+            if args.openai:
+                rows += measure_multipart(
+                    endpoints, payloads, text, language, args.rounds, args.block
+                )
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1) + "\n")
