@@ -183,9 +183,9 @@ def test_a_core_encodes_each_pass_in_one_encoder_call_unless_told_not_to(
     packed = loading.load_forward(settings, "cpu")
     plain = loading.load_forward(dataclasses.replace(settings, packed_encoder=False), "cpu")
     assert packed_encoder_installed(loaded[0].model.thinker)
-    assert packed.description.endswith("encoder windowed, packed)")
+    assert packed.description.endswith("encoder windowed, packed; decoder packed)")
     assert not packed_encoder_installed(loaded[1].model.thinker)
-    assert plain.description.endswith("encoder windowed)")
+    assert plain.description.endswith("encoder windowed; decoder packed)")
 
 
 def test_gpu_warmup_passes_run_with_frames_made_by_the_core(upstream):

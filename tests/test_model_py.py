@@ -171,7 +171,7 @@ def wired(request):
 def test_initialize_logs_readiness(front, core):
     messages = [m for level, m in pb.Logger.records if level == "info"]
     assert any("front ready" in m for m in messages)
-    described = f"on {core.device} (torch.float32; encoder windowed, packed) ready"
+    described = f"on {core.device} (torch.float32; encoder windowed, packed; decoder packed) ready"
     assert any(described in m for m in messages), messages
 
 
@@ -762,7 +762,8 @@ def test_without_the_clip_checks_a_clip_without_audio_pads_moves_its_batch_mates
     front, core, monkeypatch
 ):
     """What the checks prevent (the test above could fail): with the audio-token count left
-    unchecked, one clip without audio tokens shifts every later clip's audio in the pass."""
+    unchecked, one clip without audio tokens shifts every later clip's audio in a padded pass
+    (upstream's ``masked_scatter`` fills the audio tokens of the whole batch in order)."""
     from qwen3_aligner_triton import core as core_module
 
     texts = ["a b", "c d e", "f g h i", "j k", "l m n o p", "q r s"]
@@ -770,6 +771,7 @@ def test_without_the_clip_checks_a_clip_without_audio_pads_moves_its_batch_mates
     bad = malformed_core_requests(front, core.key)["no audio pads, long features"]
     monkeypatch.setattr(core, "rules", None)  # the core before the checks: no rules
     monkeypatch.setattr(core_module, "audio_tokens_of_frames", lambda frames: 0)
+    monkeypatch.setattr(core.runner.forward, "packed_decoder", False)
     responses = core_execute(core, [bad, *core_requests(front, texts)])
     moved = [
         not np.array_equal(r.output("TIMESTAMP_BINS"), lone.output("TIMESTAMP_BINS"))
@@ -777,6 +779,23 @@ def test_without_the_clip_checks_a_clip_without_audio_pads_moves_its_batch_mates
         if not r.has_error()
     ]
     assert any(moved), "the unchecked clip changed no batch-mate: this test tells nothing"
+
+
+def test_without_the_clip_checks_the_packed_decoder_still_spares_the_batch_mates(
+    front, core, monkeypatch
+):
+    """The packed decoder checks each clip's audio tokens against its frames itself: a pass
+    holding a clip without them fails, is split and retried, and only that clip fails."""
+    texts = ["a b", "c d e", "f g h i", "j k", "l m n o p", "q r s"]
+    alone = [core_execute(core, [r])[0] for r in core_requests(front, texts)]
+    bad = malformed_core_requests(front, core.key)["no audio pads, long features"]
+    monkeypatch.setattr(core, "rules", None)  # the core before the checks: no rules
+    assert core.runner.forward.packed_decoder
+    responses = core_execute(core, [bad, *core_requests(front, texts)])
+    assert error_message(responses[0], "INTERNAL").startswith("forward failed")
+    assert any("audio tokens but its frames make" in m for _, m in pb.Logger.records)
+    for r, lone in zip(responses[1:], alone, strict=True):
+        assert np.array_equal(r.output("TIMESTAMP_BINS"), lone.output("TIMESTAMP_BINS"))
 
 
 def test_a_cuda_error_answers_the_clips_and_ends_the_stub(front, core, monkeypatch):

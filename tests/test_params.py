@@ -116,6 +116,7 @@ def test_defaults_are_the_documented_ones():
         "attn_implementation": "auto",
         "encoder_attention": "windowed",
         "packed_encoder": True,
+        "packed_decoder": True,
         "max_audio_seconds": 14400.0,
         "max_audio_samples": 230_400_000,
         "max_audio_file_bytes": 268_435_456,
@@ -198,7 +199,7 @@ def test_unknown_keys_message_lists_them_and_every_known_key():
         "max_audio_seconds, "
         "max_forward_batch, max_forward_tokens, max_held_audio_bytes, max_sample_rate, "
         "max_segments, max_segments_bytes, max_text_chars, max_words, min_audio_seconds, "
-        "min_sample_rate, packed_encoder, segment_margin_seconds, simulate_gpu, "
+        "min_sample_rate, packed_decoder, packed_encoder, segment_margin_seconds, simulate_gpu, "
         "simulate_oom_above_tokens, warmup, window_seconds"
     )
 

@@ -4,8 +4,9 @@ The core receives prepared clips: prompt ids with ``<|audio_pad|>`` expanded, an
 log-mel frames of the clip alone or its 16 kHz waveform, whose frames the core then makes on its
 own device with the checkpoint's feature extractor, exactly as upstream's processor makes them.
 It answers, per clip, the bin of each ``<timestamp>`` slot and the model's confidence in it.
-Clips are grouped into forward passes by prompt length; inside a pass ids are left-padded and
-frames right-padded with the masks off, so each clip gets its lone result (see ``engine``).
+Clips are grouped into forward passes by prompt length; inside a pass the clips are laid end to
+end, each attending to itself only (``packed_decoder``), or, with ``packed_decoder`` off, ids are
+left-padded and frames right-padded with the masks off: either way each clip gets its lone result.
 
 :class:`DeviceQueue` feeds the device: a pass starts as soon as the device is free and takes every
 clip waiting then, so clips that arrive during a pass form the next one while the device works.
@@ -35,6 +36,8 @@ import torch
 from .batching import plan_batches
 from .contract import HOP_SAMPLES, MEL_BINS, MEL_FRAME_MS
 from .contract import MODEL_SAMPLE_RATE as MODEL_SAMPLE_RATE
+from .packed_decoder import decode_packed, decoder_layout, split_slots
+from .packed_encoder import encode_packed, installed_encoder_attention, packed_encoder_installed
 from .params import GpuCost, ModelSettings
 from .params import parse_gpu_cost as parse_gpu_cost
 from .scores import slot_predictions
@@ -211,18 +214,31 @@ def pad_frames(clip_features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, tor
 
 
 class ModelForward:
-    """The real forward: ``model.thinker`` once over a padded batch.
+    """The real forward: ``model.thinker`` once over a pass of clips.
+
+    ``packed_decoder`` (the default): the clips laid end to end in one sequence, attention
+    within each clip, the head at the ``<timestamp>`` rows only (:mod:`.packed_decoder`), the
+    audio encoded by the packed encoder when it is installed (no frame padding either); one
+    copy to the host per pass. Otherwise upstream's forward over a left-padded batch.
 
     Clips that come as waveforms get their log-mel frames here, one clip at a time (as upstream's
     processor makes them for a lone clip), from ``feature_extractor`` on the model's device."""
 
-    def __init__(self, model: Any, pad_token_id: int, feature_extractor: Any = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        pad_token_id: int,
+        feature_extractor: Any = None,
+        packed_decoder: bool = True,
+    ) -> None:
         self.model = model
         self.device = model.device
         self.dtype = model.dtype
         self.pad_token_id = pad_token_id
         self.timestamp_token_id = int(model.config.timestamp_token_id)
+        self.audio_token_id = int(model.config.thinker_config.audio_token_id)
         self.feature_extractor = feature_extractor
+        self.packed_decoder = packed_decoder
 
     def features_of(self, item: CoreInput) -> torch.Tensor:
         """The clip's log-mel frames [mel_bins, frames] (float32, on the CPU)."""
@@ -243,6 +259,47 @@ class ModelForward:
 
     @torch.inference_mode()
     def __call__(self, batch: Sequence[CoreInput]) -> list[SlotResult]:
+        if self.packed_decoder:
+            return self._packed(batch)
+        return self._padded(batch)
+
+    def _audio_features(self, clip_features: list[torch.Tensor]) -> torch.Tensor:
+        """The clips' audio encodings concatenated, as ``get_audio_features`` returns them: the
+        packed encoder straight from each clip's frames when it is installed, else upstream's
+        per-clip loop over a zero-padded batch."""
+        thinker = self.model.thinker
+        if packed_encoder_installed(thinker):
+            return encode_packed(
+                thinker.audio_tower, clip_features, installed_encoder_attention(thinker)
+            )
+        features, feature_mask = pad_frames(clip_features)
+        return thinker.get_audio_features(
+            features.to(self.device, self.dtype),
+            feature_attention_mask=feature_mask.to(self.device),
+        )
+
+    def _packed(self, batch: Sequence[CoreInput]) -> list[SlotResult]:
+        layout = decoder_layout(
+            [it.input_ids for it in batch], self.audio_token_id, self.timestamp_token_id
+        )
+        clip_features = [self.features_of(it) for it in batch]
+        for k, (pads, clip) in enumerate(zip(layout.audio_counts, clip_features, strict=True)):
+            made = audio_tokens_of_frames(int(clip.shape[-1]))
+            if pads != made:  # its encoding would spill into a batch-mate's audio tokens
+                raise ValueError(
+                    f"clip {k} of the pass has {pads} audio tokens but its frames make {made}"
+                )
+        audio = self._audio_features(clip_features)
+        bins, confidence = slot_predictions(decode_packed(self.model.thinker, layout, audio))
+        # The pass's one copy to the host: bins and confidences (bit for bit) in one int32 tensor.
+        both = torch.stack([bins.to(torch.int32), confidence.view(torch.int32)])
+        host = both.to("cpu").numpy()
+        return [
+            SlotResult(bins=b, confidence=c.view(np.float32))
+            for b, c in zip(split_slots(layout, host[0]), split_slots(layout, host[1]), strict=True)
+        ]
+
+    def _padded(self, batch: Sequence[CoreInput]) -> list[SlotResult]:
         size = len(batch)
         max_tokens = max(it.tokens for it in batch)
         features, feature_mask = pad_frames([self.features_of(it) for it in batch])

@@ -122,7 +122,10 @@ class InProcessAligner:
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         )
         self.forward_pass = ModelForward(
-            self.model, self.pad_token_id, aligner.processor.feature_extractor
+            self.model,
+            self.pad_token_id,
+            aligner.processor.feature_extractor,
+            packed_decoder=settings.packed_decoder,
         )
         self.runner = CoreRunner(self.forward_pass, settings, is_cuda=self.device.type == "cuda")
 

@@ -229,8 +229,9 @@ def load_forward(settings: Any, device: str, shadowing_dir: str | None = None) -
     encoder = f"encoder {settings.encoder_attention}" + (
         ", packed" if settings.packed_encoder else ""
     )
+    decoder = "decoder packed" if settings.packed_decoder else "decoder padded"
     return LoadedForward(
         engine.forward_pass,
-        f"{settings.checkpoint} on {device} ({engine.dtype}; {encoder})",
+        f"{settings.checkpoint} on {device} ({engine.dtype}; {encoder}; {decoder})",
         clip_rules(aligner.model.config),
     )

@@ -399,8 +399,7 @@ def install_packed_encoder(thinker: Any, mode: str | None = None) -> None:
         # the layout needs on the host (upstream reads them per chunk, per clip).
         frames = [int(n) for n in lengths.tolist()]
         clips = [input_features[b, :, :n] for b, n in enumerate(frames)]
-        attention = getattr(self, _INSTALLED) or encoder_attention_of(self)
-        return encode_packed(self.audio_tower, clips, attention)
+        return encode_packed(self.audio_tower, clips, installed_encoder_attention(self))
 
     thinker.get_audio_features = types.MethodType(get_audio_features, thinker)
     setattr(thinker, _INSTALLED, mode)
@@ -411,6 +410,12 @@ def uninstall_packed_encoder(thinker: Any) -> None:
     if "get_audio_features" in vars(thinker) and hasattr(thinker, _INSTALLED):
         del thinker.get_audio_features
         delattr(thinker, _INSTALLED)
+
+
+def installed_encoder_attention(thinker: Any) -> str:
+    """The attention mode the installed packed encoder of ``thinker`` runs in: the one given to
+    :func:`install_packed_encoder`, else the model's (:func:`.encoder_attention_of`)."""
+    return getattr(thinker, _INSTALLED, None) or encoder_attention_of(thinker)
 
 
 def packed_encoder_installed(thinker: Any) -> bool:

@@ -66,6 +66,11 @@ class ModelSettings:
     # All clips of a forward pass through the audio encoder in one call (packed_encoder.py), equal
     # to upstream's per-clip loop up to float rounding; false: upstream's loop, one call per clip.
     packed_encoder: bool = True
+    # The clips of a forward pass laid end to end in one sequence through the text decoder, each
+    # attending to itself only, the timestamp head at the <timestamp> rows only
+    # (packed_decoder.py), equal to each clip alone up to float rounding; false: upstream's
+    # forward over a left-padded batch.
+    packed_decoder: bool = True
     max_audio_seconds: float = 14400.0  # longest accepted recording (4 h)
     max_audio_samples: int = 230_400_000  # 4 h at 16 kHz (922 MB of float32), also once resampled
     # Largest AUDIO_FILE (the bytes of an encoded file), checked before anything is parsed: 4 h

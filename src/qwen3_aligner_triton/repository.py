@@ -44,6 +44,7 @@ CORE_PARAMETERS = frozenset(
         "attn_implementation",
         "encoder_attention",
         "packed_encoder",
+        "packed_decoder",
         "max_forward_batch",
         "max_forward_tokens",
         "bucket_ratio",
