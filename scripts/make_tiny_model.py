@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Write a deterministic Qwen3-ForcedAligner checkpoint of the real architecture.
+"""Write a deterministic Qwen3-ForcedAligner (or Qwen3-ASR) checkpoint of the real architecture.
 
     .venv/bin/python scripts/make_tiny_model.py OUT_DIR            # tiny, random: ~2 MB, fast
     .venv/bin/python scripts/make_tiny_model.py --trained OUT_DIR  # tiny, trained: timestamps
                                                                    # follow the audio (the suite's)
     .venv/bin/python scripts/make_tiny_model.py --full OUT_DIR     # real sizes, ~3.5 GB
+    .venv/bin/python scripts/make_tiny_model.py --asr OUT_DIR      # tiny Qwen3-ASR: ~12 MB, fast
 
 The checkpoint loads with ``qwen_asr.Qwen3ForcedAligner.from_pretrained(OUT_DIR)``. Random weights
 give deterministic but meaningless timestamps. ``--trained`` trains the tiny one for a few CPU
@@ -12,6 +13,11 @@ minutes on synthetic speech with known word times (fixed seeds, one thread, proc
 kernels: the same bytes on every machine) into the cache under ~/.cache/qwen3-aligner-triton/,
 where the test suite takes it from, and copies it to OUT_DIR; when the cache holds it already, it
 is only copied.
+
+``--asr`` writes a tiny Qwen3-ASR checkpoint instead, for
+``qwen_asr.Qwen3ASRModel.from_pretrained(OUT_DIR)``: its weights are set by hand so that greedy
+decoding answers ``language English<asr_text> one two three ...`` with about one word per second
+of audio, for any audio (``qwen3_aligner_triton.asr_checkpoint_builder``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from qwen3_aligner_triton.asr_checkpoint_builder import build_asr_checkpoint
 from qwen3_aligner_triton.checkpoint_builder import build_checkpoint
 
 
@@ -61,9 +68,16 @@ def main() -> int:
         action="store_true",
         help="tiny, trained on synthetic speech so that its timestamps follow the audio",
     )
+    flavour.add_argument(
+        "--asr",
+        action="store_true",
+        help="a tiny Qwen3-ASR checkpoint (transcribes any audio as counted words) instead",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    if args.trained:
+    if args.asr:
+        out = build_asr_checkpoint(args.out_dir, seed=args.seed)
+    elif args.trained:
         out = trained(args.out_dir, args.seed)
     else:
         out = build_checkpoint(

@@ -46,7 +46,9 @@ def _simulated_device_lock_removed():
 # tritonserver and no tiny checkpoint: not those marked `integration`, nor those using one of these
 # fixtures, directly or through other fixtures (item.fixturenames is the closure).
 FAST_LANE_ENV = "QWEN3_ALIGNER_FAST"
-SLOW_FIXTURES = frozenset({"server", "tiny_checkpoint", "upstream", "random_checkpoint"})
+SLOW_FIXTURES = frozenset(
+    {"server", "tiny_checkpoint", "upstream", "random_checkpoint", "asr_checkpoint"}
+)
 
 
 def needs_server_or_checkpoint(item) -> bool:
@@ -98,6 +100,15 @@ def random_checkpoint(tmp_path_factory) -> Path:
     from qwen3_aligner_triton.checkpoint_builder import build_checkpoint
 
     return build_checkpoint(tmp_path_factory.mktemp("random") / "checkpoint")
+
+
+@pytest.fixture(scope="session")
+def asr_checkpoint(tmp_path_factory) -> Path:
+    """The tiny Qwen3-ASR checkpoint (``scripts/make_tiny_model.py --asr``): for any clip, greedy
+    decoding says ``asr_checkpoint_builder.expected_transcript`` of its audio token count."""
+    from qwen3_aligner_triton.asr_checkpoint_builder import build_asr_checkpoint
+
+    return build_asr_checkpoint(tmp_path_factory.mktemp("asr") / "checkpoint")
 
 
 @pytest.fixture(scope="session")
