@@ -170,6 +170,45 @@ def read_settings(
     return settings
 
 
+def read_asr_settings(parameters: Mapping[str, Any]) -> Any:
+    """Build ``asr.AsrSettings`` from the ``parameters`` block of the ASR model's config, with
+    the rules of :func:`read_settings` (unset values, unknown keys, types)."""
+    from .asr import AsrSettings
+
+    fields = AsrSettings.__dataclass_fields__
+    unknown = sorted(set(parameters) - set(fields) - TRITON_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}"
+        )
+    kwargs: dict[str, Any] = {}
+    for key, raw in _raw_values(parameters).items():
+        if key in TRITON_KEYS:
+            continue
+        kwargs[key] = _convert(key, raw, type(getattr(AsrSettings, key)))
+    settings = AsrSettings(**kwargs)
+    if settings.dtype not in DTYPES:
+        raise ConfigError(
+            f"parameter 'dtype': {settings.dtype!r} is not one of {', '.join(DTYPES)}"
+        )
+    if settings.attn_implementation not in ATTENTION:
+        raise ConfigError(
+            f"parameter 'attn_implementation': {settings.attn_implementation!r} is not one of "
+            f"{', '.join(ATTENTION)}"
+        )
+    if settings.encoder_attention not in ENCODER_ATTENTION:
+        raise ConfigError(
+            f"parameter 'encoder_attention': {settings.encoder_attention!r} is not one of "
+            f"{', '.join(ENCODER_ATTENTION)}"
+        )
+    for key in ("max_new_tokens", "new_tokens_per_second"):
+        if getattr(settings, key) <= 0:
+            raise ConfigError(f"parameter {key!r} must be > 0, got {getattr(settings, key)}")
+    if settings.base_new_tokens < 0:
+        raise ConfigError("parameter 'base_new_tokens' must be >= 0")
+    return settings
+
+
 def _replace(settings: ModelSettings, **changes: Any) -> ModelSettings:
     from dataclasses import replace
 
