@@ -13,13 +13,19 @@ import pytest
 
 from qwen3_aligner_triton.asr import (
     MAX_CHUNK_SECONDS,
+    AsrCall,
+    AsrCallError,
     AsrSettings,
     ChunkTranscript,
+    asr_call_from_arrays,
+    asr_request_arrays,
     forced_language,
     load_asr,
     merge_transcripts,
     new_token_limit,
     split_chunks,
+    transcript_arrays,
+    transcripts_from_arrays,
 )
 from qwen3_aligner_triton.asr_checkpoint_builder import expected_transcript
 from qwen3_aligner_triton.params import ConfigError, read_asr_settings
@@ -59,7 +65,7 @@ def upstream_parsed(model, waves, context, language):
 def test_each_clip_alone_equals_upstream(runner, upstream_asr, context, language):
     for seconds in CLIP_SECONDS:
         wave = clip(seconds)
-        ours = runner.transcribe([wave], context, language)
+        ours = runner.transcribe([wave], [context], [language])
         assert ours == upstream_parsed(upstream_asr, [wave], context, language)
         # A context that already says the clip's words leaves nothing: no language either.
         assert ours[0].language == ((language or "English") if ours[0].text else "")
@@ -67,7 +73,7 @@ def test_each_clip_alone_equals_upstream(runner, upstream_asr, context, language
 
 def test_one_call_of_several_chunks_equals_upstreams_batch(runner, upstream_asr):
     waves = [clip(s, seed=i) for i, s in enumerate(CLIP_SECONDS)]
-    ours = runner.transcribe(waves, "", None)
+    ours = runner.transcribe(waves, [""] * 4, [None] * 4)
     assert ours == upstream_parsed(upstream_asr, waves, "", None)
     assert len({t.text for t in ours}) == len(waves)
 
@@ -77,7 +83,7 @@ def test_the_transcript_is_the_checkpoints_counted_words(runner, upstream_asr):
     prompt = upstream_asr._build_text_prompt(context="", force_language=None)
     inputs = upstream_asr.processor(text=prompt, audio=[wave], return_tensors="pt")
     audio_tokens = int((inputs["input_ids"] == 151676).sum())
-    (said,) = runner.transcribe([wave], "", None)
+    (said,) = runner.transcribe([wave], [""], [None])
     assert said == ChunkTranscript("English", expected_transcript(audio_tokens))
     assert runner.prompt("", "English") == prompt + "language English<asr_text>"
 
@@ -93,9 +99,36 @@ def test_the_new_token_bound_cuts_generation(asr_checkpoint):
         ),
         "cpu",
     )
-    (raw,) = tight.generate([wave], "", None)
+    (raw,) = tight.generate([wave], [""], [None])
     # 4 + ceil(0.1 x 13.1) = 6 tokens: language, English, <asr_text> and three of 14 words.
     assert raw == "language English<asr_text> one two three"
+
+
+def test_calls_travel_as_tensors_and_back():
+    waves = (clip(0.6), clip(1.3, seed=1))
+    call = AsrCall(waves, ("", "Names: Ada."), (None, "English"))
+    arrays = asr_request_arrays(call)
+    assert arrays["AUDIO"].shape == (2, waves[1].shape[0])
+    back = asr_call_from_arrays(arrays)
+    assert (back.contexts, back.languages) == (call.contexts, call.languages)
+    for a, b in zip(back.waves, waves, strict=True):
+        np.testing.assert_array_equal(a, b)
+    parts = [ChunkTranscript("English", "one 二"), ChunkTranscript("", "")]
+    assert transcripts_from_arrays(transcript_arrays(parts)) == parts
+    with pytest.raises(AsrCallError, match="AUDIO_LENGTH"):
+        asr_call_from_arrays({**arrays, "AUDIO_LENGTH": np.array([[0], [5]], np.int32)})
+    with pytest.raises(AsrCallError, match="input CONTEXT has 1 rows for 2 chunks"):
+        asr_call_from_arrays({**arrays, "CONTEXT": np.array([[b""]], np.object_)})
+
+
+def test_a_long_requests_chunks_go_32_to_a_call():
+    from qwen3_aligner_triton.asr import AsrChunk, calls_for
+
+    chunks = [AsrChunk(clip(0.1, seed=i), 180.0 * i) for i in range(70)]
+    calls = calls_for(chunks, "ctx", "German")
+    assert [len(c.waves) for c in calls] == [32, 32, 6]
+    assert calls[2].waves[5] is chunks[69].wave
+    assert set(calls[1].contexts) == {"ctx"} and set(calls[1].languages) == {"German"}
 
 
 def test_new_token_limit_follows_the_audio_and_stops_at_upstreams_cap():

@@ -1774,7 +1774,7 @@ def test_metrics_used_by_the_hpa_adapter_and_dashboard_are_exported(server):
     reasons = [labels.get("reason") for labels, _ in samples[CUSTOM_COUNTERS[2]]]
     assert reasons and all(reasons), "rejected requests carry a reason label"
     stages = {labels.get("stage") for labels, _ in samples["qwen3_aligner_stage_seconds_count"]}
-    assert stages == {"preprocess", "device_queue", "forward", "postprocess"}
+    assert stages == {"preprocess", "device_queue", "forward", "postprocess", "transcribe"}
     for name in ("qwen3_aligner_units_total", "qwen3_aligner_audio_seconds_total"):
         assert model_total(samples, name) > model_total(before, name), name
 

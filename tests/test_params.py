@@ -140,6 +140,7 @@ def test_defaults_are_the_documented_ones():
         "simulate_oom_above_tokens": 0,
         "simulate_gpu": "",
         "features_in_core": False,
+        "asr": False,
     }
 
 
@@ -193,7 +194,8 @@ def test_unset_and_triton_entries_do_not_hide_the_entries_after_them():
 
 def test_unknown_keys_message_lists_them_and_every_known_key():
     assert refusal({"warm_up": sv("true"), "max_audio_secs": sv("10"), "dtype": sv("auto")}) == (
-        "unknown parameter(s) max_audio_secs, warm_up; known: attn_implementation, bucket_ratio, "
+        "unknown parameter(s) max_audio_secs, warm_up; known: asr, attn_implementation, "
+        "bucket_ratio, "
         "checkpoint, cue_cost_units, dtype, encoder_attention, features_in_core, "
         "japanese_chars_per_unit, max_amplitude, max_audio_file_bytes, max_audio_samples, "
         "max_audio_seconds, "

@@ -83,3 +83,73 @@ def test_front_instances_follow_the_cores(cpus, fronts):
 def test_the_simulation_banner_says_results_are_placeholders():
     text = "\n".join(simulation_banner("25+8.1n"))
     assert "SIMULATED GPU" in text and "PLACEHOLDER" in text and "25+8.1n" in text
+
+
+# --- the ASR model (./scripts/serve --asr) ----------------------------------------------------
+
+
+def as_dict(config) -> dict:
+    import json
+
+    from google.protobuf import json_format
+
+    return json.loads(json_format.MessageToJson(config, preserving_proto_field_name=True))
+
+
+def test_without_asr_the_repository_has_no_asr_model(tmp_path):
+    front, _ = rendered(tmp_path, Placement("KIND_CPU"))
+    assert not (tmp_path / "repo" / "qwen3_asr").exists()
+    assert front.parameters["asr"].string_value == "false"
+
+
+@pytest.mark.parametrize(
+    ("placement", "kind"),
+    [(Placement("KIND_GPU", 2, (1,)), 1), (Placement("KIND_CPU", 3), 2)],
+)
+def test_an_asr_checkpoint_adds_the_asr_model_beside_the_forward(tmp_path, placement, kind):
+    from qwen3_aligner_triton.modelconfig import (
+        ASR_CONTRACT,
+        FRONT_ASR_CONTRACT,
+        FRONT_CONTRACT,
+        check_config,
+        check_optional_transcript,
+    )
+    from qwen3_aligner_triton.params import read_asr_settings, read_settings
+
+    front, core = rendered(
+        tmp_path, placement, {"checkpoint": "/aligner"}, asr={"checkpoint": "/asr"}
+    )
+    asr = load_config(tmp_path / "repo" / "qwen3_asr" / "config.pbtxt")
+    assert (tmp_path / "repo" / "qwen3_asr" / "1" / "model.py").is_file()
+    # One instance on the forward's kind of device (and GPU), whatever --instances says.
+    assert (asr.instance_group[0].count, asr.instance_group[0].kind) == (1, kind)
+    assert list(asr.instance_group[0].gpus) == list(placement.gpus)
+    settings = read_asr_settings(as_dict(asr)["parameters"])
+    assert (settings.checkpoint, settings.max_new_tokens) == ("/asr", 512)
+    check_config(as_dict(asr), ASR_CONTRACT)
+    front_config = as_dict(front)
+    for contract in (FRONT_CONTRACT, FRONT_ASR_CONTRACT):
+        check_config(front_config, contract)
+    check_optional_transcript(front_config)
+    assert read_settings(front_config["parameters"]).asr is True
+    assert "asr" not in core.parameters and core.parameters["checkpoint"].string_value == "/aligner"
+
+
+def test_the_asr_model_needs_a_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match="the ASR model needs a checkpoint"):
+        render_repository(tmp_path / "repo", Placement("KIND_CPU"), {}, asr={})
+
+
+def test_a_front_config_with_required_text_is_refused_for_asr():
+    from qwen3_aligner_triton.modelconfig import check_optional_transcript
+    from qwen3_aligner_triton.params import ConfigError
+
+    config = {
+        "input": [
+            {"name": "TEXT", "optional": True},
+            {"name": "LANGUAGE"},
+            {"name": "CONTEXT", "optional": True},
+        ]
+    }
+    with pytest.raises(ConfigError, match="input LANGUAGE must be declared optional: true"):
+        check_optional_transcript(config)

@@ -1,5 +1,6 @@
 import io
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -10,7 +11,10 @@ from qwen3_aligner_triton import requests as requests_module
 from qwen3_aligner_triton.audio_file import EncodedAudio
 from qwen3_aligner_triton.params import ModelSettings
 from qwen3_aligner_triton.requests import (
+    NO_ASR_MESSAGE,
+    AlignRequest,
     RequestError,
+    TranscribeRequest,
     check_text,
     decode_audio,
     decode_request,
@@ -72,7 +76,7 @@ INVALID_REQUESTS = [
         "input AUDIO or AUDIO_FILE is required (exactly one of them)",
         "missing_input",
     ),
-    ({"text": None}, "input TEXT is required", "missing_input"),
+    ({"text": None}, NO_ASR_MESSAGE, "missing_input"),
     ({"language": None}, "input LANGUAGE is required", "missing_input"),
     (
         {"audio": np.zeros((1, 16000), np.float64)},
@@ -749,3 +753,80 @@ def test_decode_audio_without_audio_is_refused_as_missing():
     with pytest.raises(RequestError) as info:
         decode_audio(None, None, SETTINGS)
     assert (str(info.value), info.value.reason) == ("input AUDIO is required", "missing_input")
+
+
+# --- requests without TEXT (the ASR model loaded) ---------------------------------------------
+
+ASR_SETTINGS = ModelSettings(checkpoint="x", max_audio_seconds=10.0, max_text_chars=100, asr=True)
+
+
+@pytest.mark.parametrize(
+    ("language", "expected"),
+    [(None, None), (b"auto", None), (b"AUTO", None), (b"", None), (b"fr", "French")],
+)
+def test_without_text_the_asr_server_transcribes(language, expected):
+    inputs = good(text=None, language=None if language is None else strings(language))
+    req = decode_request(**inputs, settings=ASR_SETTINGS)
+    assert isinstance(req, TranscribeRequest)
+    assert (req.language, req.context, req.sample_rate) == (expected, "", 16000)
+    assert req.duration == 1.0
+
+
+def test_context_goes_with_a_request_without_text():
+    inputs = good(text=None, language=None)
+    req = decode_request(**inputs, settings=ASR_SETTINGS, context=strings(b"Names: Ada."))
+    assert isinstance(req, TranscribeRequest)
+    assert (req.context, req.language) == ("Names: Ada.", None)
+    np.testing.assert_array_equal(req.audio, inputs["audio"].reshape(-1))
+
+
+def test_with_text_an_asr_server_aligns_as_before():
+    req = decode_request(**good(), settings=ASR_SETTINGS)
+    assert isinstance(req, AlignRequest) and req.text == "hello world"
+    with pytest.raises(RequestError, match="input LANGUAGE is required"):
+        decode_request(**good(language=None), settings=ASR_SETTINGS)
+    with pytest.raises(RequestError, match="'auto'"):
+        decode_request(**good(language=strings(b"auto")), settings=ASR_SETTINGS)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "settings", "message", "reason"),
+    [
+        ({"text": None}, SETTINGS, "start it with ./scripts/serve --asr", "missing_input"),
+        (
+            {"text": None, "context": strings(b"x")},
+            SETTINGS,
+            "start it with ./scripts/serve --asr",
+            "missing_input",
+        ),
+        (
+            {"context": strings(b"Names")},
+            ASR_SETTINGS,
+            "input CONTEXT is for requests without TEXT",
+            "bad_context",
+        ),
+        (
+            {"text": None, "language": strings(b"Thai")},
+            ASR_SETTINGS,
+            "input LANGUAGE",
+            "bad_language",
+        ),
+        (
+            {"text": None, "context": strings(b"a\x00b")},
+            ASR_SETTINGS,
+            "input CONTEXT",
+            None,
+        ),
+        (
+            {"text": None, "context": strings(b"x" * 101)},
+            ASR_SETTINGS,
+            "input CONTEXT",
+            "text_too_long",
+        ),
+    ],
+)
+def test_requests_without_text_that_cannot_be_served(overrides, settings, message, reason):
+    with pytest.raises(RequestError, match=re.escape(message)) as info:
+        decode_request(**good(**overrides), settings=settings)
+    if reason is not None:
+        assert info.value.reason == reason

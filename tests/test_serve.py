@@ -413,6 +413,43 @@ def test_main_starts_the_front_after_the_server_is_ready(tmp_path, monkeypatch, 
     assert out.index("serve: ready in") < out.index("serve: front on 127.0.0.1:9100")
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [([], None), (["--asr"], "Qwen/Qwen3-ASR-0.6B"), (["--asr", "/models/asr"], "/models/asr")],
+)
+def test_asr_is_off_unless_asked_and_defaults_to_qwen3_asr(argv, expected):
+    assert serve.parse_args(argv).asr == expected
+
+
+def test_main_fetches_the_asr_checkpoint_and_renders_the_asr_model(tmp_path, monkeypatch, capsys):
+    from qwen3_aligner_triton.repository import load_config
+    from qwen3_aligner_triton.tritonserver import TritonInstallation
+
+    fetched = []
+
+    def fetch(who, checkpoint, revision):
+        fetched.append((checkpoint, revision))
+        return str(tmp_path / checkpoint.replace("/", "--"))
+
+    monkeypatch.setattr(serve, "cuda_device_count", lambda: 0)
+    monkeypatch.setattr(
+        serve, "locate", lambda: TritonInstallation(Path("tritonserver"), None, "PATH")
+    )
+    monkeypatch.setattr(serve, "fetch_for_launch", fetch)
+    monkeypatch.setattr(serve, "start", lambda opts, install, echo=None: ReadyServer())
+    monkeypatch.setattr(serve.signal, "signal", lambda *a: None)
+    repo = tmp_path / "repo"
+    argv = ["--model", "org/aligner", "--revision", "abc", "--asr", "--device", "cpu"]
+    assert serve.main([*argv, "--repository-dir", str(repo)]) == serve.EXIT_FAILED
+    # The aligner at its pinned revision, the ASR model at the Hub's default.
+    assert fetched == [("org/aligner", "abc"), ("Qwen/Qwen3-ASR-0.6B", None)]
+    asr = load_config(repo / "qwen3_asr" / "config.pbtxt")
+    assert asr.parameters["checkpoint"].string_value == str(tmp_path / "Qwen--Qwen3-ASR-0.6B")
+    front = load_config(repo / "qwen3_aligner" / "config.pbtxt")
+    assert front.parameters["asr"].string_value == "true"
+    assert "ASR Qwen/Qwen3-ASR-0.6B on CPU" in capsys.readouterr().out
+
+
 def run_serve(args: list[str], timeout: float = SERVE_TIMEOUT) -> subprocess.CompletedProcess:
     http, grpc, metrics = free_ports(3)
     cmd = [

@@ -22,12 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from .contract import MODEL_SAMPLE_RATE
+from .contract import ASR_MIN_MAX_BATCH_SIZE, MODEL_SAMPLE_RATE
+from .contract import ASR_MODEL_NAME as ASR_MODEL_NAME
+from .results import AlignedUnit, Alignment
 
 DEFAULT_ASR_CHECKPOINT = "Qwen/Qwen3-ASR-0.6B"
-ASR_MODEL_NAME = "qwen3_asr"  # the ASR model beside the front in the repository
 MAX_CHUNK_SECONDS = 180.0  # upstream's MAX_FORCE_ALIGN_INPUT_SECONDS: chunks the aligner takes
-MAX_CHUNKS_PER_CALL = 32  # upstream's max_inference_batch_size: chunks in one generate call
+MAX_CHUNKS_PER_CALL = ASR_MIN_MAX_BATCH_SIZE  # upstream's max_inference_batch_size (32)
 UPSTREAM_MAX_NEW_TOKENS = 512  # upstream's max_new_tokens per generate call
 AUTO_LANGUAGE = "auto"  # LANGUAGE value that asks for detection, as an absent LANGUAGE does
 
@@ -64,6 +65,20 @@ class ChunkTranscript:
 
     language: str
     text: str
+
+
+@dataclass(frozen=True)
+class AsrCall:
+    """One call of the ASR model: chunks transcribed in one generate call, each with its context
+    and forced language (upstream's name, None to detect)."""
+
+    waves: tuple[np.ndarray, ...]
+    contexts: tuple[str, ...]
+    languages: tuple[str | None, ...]
+
+
+class AsrCallError(ValueError):
+    """An ASR call whose tensors are malformed (only the front calls the ASR model)."""
 
 
 @dataclass(frozen=True)
@@ -155,7 +170,10 @@ class AsrRunner:
         return base + f"language {language}<asr_text>" if language else base
 
     def generate(
-        self, waves: Sequence[np.ndarray], context: str, language: str | None
+        self,
+        waves: Sequence[np.ndarray],
+        contexts: Sequence[str],
+        languages: Sequence[str | None],
     ) -> list[str]:
         """Raw answers for ``waves`` (16 kHz), generated together as upstream's batch."""
         import torch
@@ -164,7 +182,7 @@ class AsrRunner:
             return []
         if len(waves) > MAX_CHUNKS_PER_CALL:
             raise ValueError(f"{len(waves)} chunks in one call; the limit is {MAX_CHUNKS_PER_CALL}")
-        text = [self.prompt(context, language)] * len(waves)
+        text = [self.prompt(c, lang) for c, lang in zip(contexts, languages, strict=True)]
         inputs = self.processor(text=text, audio=list(waves), return_tensors="pt", padding=True)
         inputs = inputs.to(self.model.device).to(self.model.dtype)
         longest = max(int(w.shape[0]) for w in waves) / MODEL_SAMPLE_RATE
@@ -181,10 +199,112 @@ class AsrRunner:
         )
 
     def transcribe(
-        self, waves: Sequence[np.ndarray], context: str, language: str | None
+        self,
+        waves: Sequence[np.ndarray],
+        contexts: Sequence[str],
+        languages: Sequence[str | None],
     ) -> list[ChunkTranscript]:
-        """Each chunk's language and text; ``language`` is a forced name (upstream's) or None."""
-        return [parse(raw, language) for raw in self.generate(waves, context, language)]
+        """Each chunk's language and text; a language is a forced name (upstream's) or None."""
+        raws = self.generate(waves, contexts, languages)
+        return [parse(raw, lang) for raw, lang in zip(raws, languages, strict=True)]
+
+    def run(self, call: AsrCall) -> list[ChunkTranscript]:
+        """One call of the ASR model."""
+        return self.transcribe(call.waves, call.contexts, call.languages)
+
+
+def _strings(values: Sequence[str]) -> np.ndarray:
+    return np.array([[v.encode("utf-8")] for v in values], dtype=np.object_).reshape(-1, 1)
+
+
+def _decoded(name: str, array: np.ndarray | None, rows: int) -> list[str]:
+    if array is None:
+        raise AsrCallError(f"input {name} is required")
+    flat = np.asarray(array).reshape(-1)
+    if flat.shape[0] != rows:
+        raise AsrCallError(f"input {name} has {flat.shape[0]} rows for {rows} chunks")
+    out = []
+    for value in flat:
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise AsrCallError(f"input {name} is not valid UTF-8") from None
+        if not isinstance(value, str):
+            raise AsrCallError(f"input {name} must hold strings")
+        out.append(value)
+    return out
+
+
+def asr_request_arrays(call: AsrCall) -> dict[str, np.ndarray]:
+    """The ASR model's input tensors for ``call``: one row per chunk, AUDIO zero-padded."""
+    lengths = [int(w.shape[0]) for w in call.waves]
+    audio = np.zeros((len(lengths), max(lengths, default=0)), dtype=np.float32)
+    for row, wave in enumerate(call.waves):
+        audio[row, : wave.shape[0]] = wave
+    return {
+        "AUDIO": audio,
+        "AUDIO_LENGTH": np.array(lengths, dtype=np.int32).reshape(-1, 1),
+        "CONTEXT": _strings(call.contexts),
+        "LANGUAGE": _strings([lang or "" for lang in call.languages]),
+    }
+
+
+def asr_call_from_arrays(arrays: dict[str, np.ndarray | None]) -> AsrCall:
+    """The call the tensors of one ASR request carry; raises :class:`AsrCallError`."""
+    audio = arrays.get("AUDIO")
+    lengths = arrays.get("AUDIO_LENGTH")
+    if audio is None or lengths is None:
+        raise AsrCallError("inputs AUDIO and AUDIO_LENGTH are required")
+    audio = np.asarray(audio)
+    if audio.ndim != 2 or audio.dtype != np.float32:
+        raise AsrCallError("input AUDIO must be FP32 of shape [chunks, samples]")
+    counts = np.asarray(lengths).reshape(-1)
+    rows = audio.shape[0]
+    if counts.shape[0] != rows or not 1 <= rows <= MAX_CHUNKS_PER_CALL:
+        raise AsrCallError(f"{rows} chunks with {counts.shape[0]} lengths; 1-32 chunks per call")
+    if np.any(counts < 1) or np.any(counts > audio.shape[1]):
+        raise AsrCallError("input AUDIO_LENGTH must be within 1 and the padded length")
+    languages = _decoded("LANGUAGE", arrays.get("LANGUAGE"), rows)
+    return AsrCall(
+        waves=tuple(audio[r, : int(counts[r])].copy() for r in range(rows)),
+        contexts=tuple(_decoded("CONTEXT", arrays.get("CONTEXT"), rows)),
+        languages=tuple(lang or None for lang in languages),
+    )
+
+
+def transcript_arrays(parts: Sequence[ChunkTranscript]) -> dict[str, np.ndarray]:
+    """The ASR model's output tensors: one row per chunk."""
+    return {
+        "TRANSCRIPT": _strings([p.text for p in parts]),
+        "TRANSCRIPT_LANGUAGE": _strings([p.language for p in parts]),
+    }
+
+
+def transcripts_from_arrays(arrays: dict[str, np.ndarray]) -> list[ChunkTranscript]:
+    """Each chunk's transcript from the ASR model's output tensors."""
+    texts = np.asarray(arrays["TRANSCRIPT"]).reshape(-1)
+    langs = np.asarray(arrays["TRANSCRIPT_LANGUAGE"]).reshape(-1)
+    return [
+        ChunkTranscript(_text(lang), _text(text)) for text, lang in zip(texts, langs, strict=True)
+    ]
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def calls_for(chunks: Sequence[AsrChunk], context: str, language: str | None) -> list[AsrCall]:
+    """The ASR calls of one request: its chunks in order, at most 32 per call, as upstream's
+    ``_infer_asr_transformers`` cuts its batches."""
+    return [
+        AsrCall(
+            waves=tuple(c.wave for c in chunks[i : i + MAX_CHUNKS_PER_CALL]),
+            contexts=(context,) * len(chunks[i : i + MAX_CHUNKS_PER_CALL]),
+            languages=(language,) * len(chunks[i : i + MAX_CHUNKS_PER_CALL]),
+        )
+        for i in range(0, len(chunks), MAX_CHUNKS_PER_CALL)
+    ]
 
 
 def load_asr(settings: AsrSettings, device: str, shadowing_dir: str | None = None) -> AsrRunner:
@@ -229,3 +349,44 @@ def load_asr(settings: AsrSettings, device: str, shadowing_dir: str | None = Non
     except ValueError as e:
         raise ConfigError(str(e)) from e
     return AsrRunner(loaded.model, loaded.processor, settings)
+
+
+def offset_alignment(
+    alignment: Alignment, offset: float, char_offset: int
+) -> tuple[AlignedUnit, ...]:
+    """A chunk's units placed in the recording: times shifted by the chunk's start and rounded
+    to the millisecond as upstream's ``_offset_align_result`` does, spans by where the chunk's
+    text starts in the merged transcript."""
+    from dataclasses import replace
+
+    return tuple(
+        replace(
+            u,
+            start=round(u.start + offset, 3),
+            end=round(u.end + offset, 3),
+            char_start=u.char_start + char_offset,
+            char_end=u.char_end + char_offset,
+            display_start=u.display_start + char_offset,
+            display_end=u.display_end + char_offset,
+        )
+        for u in alignment.units
+    )
+
+
+def merge_alignments(
+    chunks: Sequence[AsrChunk],
+    parts: Sequence[ChunkTranscript],
+    alignments: Sequence[Alignment | None],
+    duration: float,
+) -> tuple[Transcript, Alignment]:
+    """The recording's transcript and alignment from its chunks' (None for a chunk without
+    text, which upstream does not align), in chunk order, as upstream's ``transcribe`` merges
+    them (``_offset_align_result``, ``_merge_align_results``)."""
+    transcript = merge_transcripts(parts)
+    units: list[AlignedUnit] = []
+    position = 0
+    for chunk, part, alignment in zip(chunks, parts, alignments, strict=True):
+        if alignment is not None:
+            units.extend(offset_alignment(alignment, chunk.offset, position))
+        position += len(part.text)
+    return transcript, Alignment(transcript.language, duration, tuple(units), transcript.text)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 MODEL_NAME = "qwen3_aligner"  # the public model (the front)
 CORE_MODEL_NAME = "qwen3_aligner_core"  # the forward it calls
+ASR_MODEL_NAME = "qwen3_asr"  # the ASR model it calls for requests without TEXT (off unless asked)
 DRAIN_MARKER = "STOPPING"  # in the public model's folder while a stop drains the front
 
 MODEL_SAMPLE_RATE = 16000  # Hz, the rate the feature extractor expects
@@ -38,8 +39,25 @@ FRONT_OUTPUTS = {
     "SCORES": "TYPE_FP32",
 }
 FRONT_MIN_MAX_BATCH_SIZE = 16
+# With the ASR model: CONTEXT (upstream's context) is optional; a transcribed request's answer
+# also carries its transcript and language. TEXT and LANGUAGE are declared optional: the front
+# says what a request without them needs.
+FRONT_ASR_INPUTS = {"CONTEXT": "TYPE_STRING"}
+FRONT_ASR_OUTPUTS = {"TRANSCRIPT": "TYPE_STRING", "TRANSCRIPT_LANGUAGE": "TYPE_STRING"}
 
 # The core's tensors: prompt ids and either the clip's log-mel FEATURES or its 16 kHz AUDIO.
 CORE_INPUTS = {"INPUT_IDS": "TYPE_INT64", "FEATURES": "TYPE_FP32", "AUDIO": "TYPE_FP32"}
 CORE_OUTPUTS = {"TIMESTAMP_BINS": "TYPE_INT32", "SLOT_CONFIDENCE": "TYPE_FP32"}
 CORE_MIN_MAX_BATCH_SIZE = 1
+
+# The ASR model's tensors: per batch row one chunk of one request (AUDIO zero-padded to the
+# longest row, AUDIO_LENGTH its own samples), its context and forced language ("" detects); per
+# row the parsed transcript and language. One request is one generate call.
+ASR_INPUTS = {
+    "AUDIO": "TYPE_FP32",
+    "AUDIO_LENGTH": "TYPE_INT32",
+    "CONTEXT": "TYPE_STRING",
+    "LANGUAGE": "TYPE_STRING",
+}
+ASR_OUTPUTS = {"TRANSCRIPT": "TYPE_STRING", "TRANSCRIPT_LANGUAGE": "TYPE_STRING"}
+ASR_MIN_MAX_BATCH_SIZE = 32  # upstream's max_inference_batch_size: chunks in one call

@@ -9,6 +9,12 @@ interleaves them with other clients' clips and a short request never waits for a
 The core call is injected (``CoreCall``): in the server it is a BLS ``async_exec()``; in tests, a
 fake. Nothing here raises out of :meth:`AlignerFront.serve`.
 
+A request without TEXT (``requests.TranscribeRequest``, only where the ASR model is loaded) is
+served as upstream's ``Qwen3ASRModel.transcribe(..., return_time_stamps=True)`` serves it: the
+recording is cut into upstream's 180 s chunks, the chunks go to the ASR model (the injected
+``AsrCallFn``: one call of up to 32 chunks, as upstream batches them), each chunk with text is
+aligned as a clip of its own, and the chunks' words are offset and merged (``asr``).
+
 Shared memory (``shared_memory.py``): in the server a request's inputs are views of the Python
 backend's region. Once a request is admitted the front copies what it keeps and tells the caller
 (``inputs_released``), so the region holds one request's inputs at a time; the clips in flight to
@@ -34,20 +40,33 @@ from typing import Protocol
 
 import numpy as np
 
-from .audio import resampled_length
+from .asr import (
+    AsrCall,
+    AsrChunk,
+    ChunkTranscript,
+    Transcript,
+    calls_for,
+    merge_alignments,
+    split_chunks,
+)
+from .audio import MODEL_SAMPLE_RATE, prepare_waveform, resampled_length
 from .contract import CORE_MODEL_NAME as CORE_MODEL_NAME
 from .contract import CORE_OUTPUTS as CORE_OUTPUTS
-from .contract import FRONT_INPUTS
+from .contract import FRONT_ASR_INPUTS, FRONT_INPUTS
 from .core import CoreInput, SlotResult
 from .errors import INVALID_ARG, describe
+from .languages import resolve_language
 from .longform import Window
 from .params import ModelSettings
 from .preparation import CueJob, PreparedItem, Preparer, WindowedJob
-from .requests import AlignRequest, RequestError, decode_request
+from .requests import AlignRequest, RequestError, TranscribeRequest, decode_request
 from .results import Alignment
 from .shared_memory import core_bytes_in_flight
 
-REQUEST_INPUTS = tuple(FRONT_INPUTS)
+REQUEST_INPUTS = (*FRONT_INPUTS, *FRONT_ASR_INPUTS)
+# Upstream aligns a chunk whose language the ASR model left empty with language "": the
+# aligner's generic word split (whitespace, CJK characters one by one), English's here.
+GENERIC_LANGUAGE = "English"
 MAX_PIECES_IN_FLIGHT = 64  # cues of one request prepared and awaiting the core at once
 # Audio copied out of shared memory on the loop itself (a few ms at most); larger copies go to a
 # thread.
@@ -67,6 +86,7 @@ CORE_BUSY_MESSAGE = (
 )
 
 CoreCall = Callable[[CoreInput], Awaitable[SlotResult]]
+AsrCallFn = Callable[[AsrCall], Awaitable[list[ChunkTranscript]]]
 
 
 class AudioBudget:
@@ -126,7 +146,7 @@ class InFlightBytes:
                 changed.notify_all()
 
 
-def audio_bytes(request: AlignRequest) -> int:
+def audio_bytes(request: AlignRequest | TranscribeRequest) -> int:
     """What a request holds while it is served: its input and its 16 kHz float32 waveform."""
     samples = int(request.audio.shape[0])
     return int(request.audio.nbytes) + 4 * resampled_length(samples, request.sample_rate)
@@ -144,6 +164,45 @@ class CoreFailed(RuntimeError):
     def queue_full(self) -> bool:
         """The core's queue was full: the server is overloaded, the request may be retried."""
         return "maximum queue size" in str(self).lower()
+
+
+class AsrFailed(RuntimeError):
+    """The ASR model answered an error for one call."""
+
+    @property
+    def queue_full(self) -> bool:
+        """The ASR model's queue was full: the request may be retried."""
+        return "maximum queue size" in str(self).lower()
+
+
+def aligner_language(part: ChunkTranscript, transcript: Transcript) -> str:
+    """The aligner's name for a chunk's detected language; a language the aligner does not
+    cover is the client's answer (INVALID_ARG) with the transcript, never a failure."""
+    if not part.language:
+        return GENERIC_LANGUAGE
+    try:
+        return resolve_language(part.language)
+    except ValueError:
+        raise RequestError(
+            f"the audio was transcribed in {part.language}, which the aligner does not cover "
+            f"(it aligns Chinese, English, Cantonese, French, German, Italian, Japanese, Korean, "
+            f"Portuguese, Russian and Spanish); transcript ({transcript.language}): "
+            f"{transcript.text}",
+            "language_not_aligned",
+        ) from None
+
+
+def _chunks_of(request: TranscribeRequest) -> list[AsrChunk]:
+    """The request's 16 kHz waveform cut into upstream's chunks."""
+    return split_chunks(prepare_waveform(request.audio, request.sample_rate))
+
+
+def transcript_arrays(transcript: Transcript) -> dict[str, np.ndarray]:
+    """The transcript's output tensors, with the leading batch dimension of 1."""
+    return {
+        "TRANSCRIPT": np.array([[transcript.text.encode("utf-8")]], dtype=np.object_),
+        "TRANSCRIPT_LANGUAGE": np.array([[transcript.language.encode("utf-8")]], dtype=np.object_),
+    }
 
 
 class FrontMetrics(Protocol):
@@ -201,8 +260,10 @@ class AlignerFront:
         log_error: Callable[[str], None] = lambda message: None,
         stopping: Callable[[], bool] = lambda: False,
         thread_setup: Callable[[], None] | None = None,
+        asr: AsrCallFn | None = None,
     ) -> None:
         self.preparer = preparer
+        self.asr = asr  # the ASR model's call; None where it is not loaded
         self.settings: ModelSettings = preparer.settings
         self.core = core
         self.metrics = metrics
@@ -288,6 +349,7 @@ class AlignerFront:
             self.settings,
             arrays.get("SEGMENTS"),
             arrays.get("AUDIO_FILE"),
+            arrays.get("CONTEXT"),
         )
         try:
             if encoded:  # decoding a file takes up to seconds: a thread, the loop goes on
@@ -324,7 +386,9 @@ class AlignerFront:
         finally:
             self.budget.release(size)
 
-    async def _serve(self, request: AlignRequest, started: float) -> Outcome:
+    async def _serve(self, request: AlignRequest | TranscribeRequest, started: float) -> Outcome:
+        if isinstance(request, TranscribeRequest):
+            return await self._transcribe(request, started)
         try:
             prepared = await self._prepared(self.preparer.prepare, request)
         except RequestError as e:
@@ -346,6 +410,71 @@ class AlignerFront:
         self.metrics.aligned(alignment.duration, len(alignment.units))
         self.metrics.scored(alignment.mean_score, alignment.repaired_share)
         return Outcome(outputs=outputs)
+
+    async def _transcribe(self, request: TranscribeRequest, started: float) -> Outcome:
+        """Transcribe, then align, as upstream's ``transcribe(..., return_time_stamps=True)``."""
+        if self.asr is None:
+            self.metrics.rejected("missing_input")
+            return Outcome(error="this server has no ASR model; send TEXT", invalid=True)
+        try:
+            chunks = await self._prepared(_chunks_of, request)
+        except Exception as e:
+            return self._failed(e, "preparing a request", "internal")
+        self.metrics.stage("preprocess", time.perf_counter() - started)
+        transcribing = time.perf_counter()
+        parts: list[ChunkTranscript] = []
+        try:
+            for call in calls_for(chunks, request.context, request.language):
+                parts.extend(await self.asr(call))
+        except Exception as e:
+            if isinstance(e, AsrFailed) and e.queue_full:
+                self.metrics.rejected("asr_queue_full")
+                return Outcome(error=CORE_BUSY_MESSAGE, unavailable=True)
+            return self._failed(e, "transcribing a request", "asr_failed")
+        self.metrics.stage("transcribe", time.perf_counter() - transcribing)
+        if len(parts) != len(chunks):
+            return self._failed(
+                RuntimeError(f"{len(parts)} transcripts for {len(chunks)} chunks"),
+                "transcribing a request",
+                "asr_failed",
+            )
+        try:
+            alignments = await self._align_chunks(chunks, parts)
+        except RequestError as e:
+            self.metrics.rejected(e.reason)
+            return Outcome(error=str(e), invalid=True)
+        except Exception as e:
+            if isinstance(e, CoreFailed) and e.queue_full:
+                self.metrics.rejected("core_queue_full")
+                return Outcome(error=CORE_BUSY_MESSAGE, unavailable=True)
+            return self._failed(e, "aligning a request", "forward_failed")
+        finished = time.perf_counter()
+        transcript, alignment = merge_alignments(chunks, parts, alignments, request.duration)
+        outputs = {**alignment.output_arrays(), **transcript_arrays(transcript)}
+        self.metrics.stage("postprocess", time.perf_counter() - finished)
+        self.metrics.aligned(alignment.duration, len(alignment.units))
+        self.metrics.scored(alignment.mean_score, alignment.repaired_share)
+        return Outcome(outputs=outputs)
+
+    async def _align_chunks(
+        self, chunks: list[AsrChunk], parts: list[ChunkTranscript]
+    ) -> list[Alignment | None]:
+        """Each chunk with text aligned on its own audio as one clip (None for the others)."""
+        from .asr import merge_transcripts
+
+        transcript = merge_transcripts(parts)
+        languages = [aligner_language(p, transcript) if p.text.strip() else "" for p in parts]
+
+        async def one(chunk: AsrChunk, part: ChunkTranscript, language: str) -> Alignment | None:
+            if not part.text.strip():
+                return None
+            request = AlignRequest(chunk.wave, MODEL_SAMPLE_RATE, part.text, language)
+            item = await self._prepared(self.preparer.prepare, request, True)
+            assert isinstance(item, PreparedItem)
+            return await self._clip(item)
+
+        pieces = zip(chunks, parts, languages, strict=True)
+        return list(await asyncio.gather(*(one(c, p, lang) for c, p, lang in pieces)))
 
     def _failed(self, error: Exception, stage: str, internal_reason: str) -> Outcome:
         """The client's answer for a failed request: its own mistake, or an internal error whose

@@ -26,7 +26,8 @@ RESTARTS_ENV = "QWEN3_ALIGNER_SERVER_RESTARTS"
 BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64]
 STAGE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 # device_queue: in the core, each clip's wait from its arrival to the start of its forward pass.
-STAGES = ("preprocess", "device_queue", "forward", "postprocess")
+# transcribe: in the front, a request's calls of the ASR model (requests without TEXT).
+STAGES = ("preprocess", "device_queue", "forward", "postprocess", "transcribe")
 # Per-request quality, both in [0, 1]: finer steps near the ends, where drift first shows.
 SCORE_BUCKETS = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0]
 SHARE_BUCKETS = [0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0]

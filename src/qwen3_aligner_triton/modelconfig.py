@@ -5,10 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .contract import (
+    ASR_INPUTS,
+    ASR_MIN_MAX_BATCH_SIZE,
+    ASR_OUTPUTS,
     CORE_INPUTS,
     CORE_MIN_MAX_BATCH_SIZE,
     CORE_OUTPUTS,
     FRONT_ALTERNATIVE_INPUTS,
+    FRONT_ASR_INPUTS,
+    FRONT_ASR_OUTPUTS,
     FRONT_INPUTS,
     FRONT_MIN_MAX_BATCH_SIZE,
     FRONT_OUTPUTS,
@@ -35,6 +40,18 @@ CORE_CONTRACT = Contract(
     inputs=dict(CORE_INPUTS),
     outputs=dict(CORE_OUTPUTS),
     min_max_batch_size=CORE_MIN_MAX_BATCH_SIZE,
+)
+
+ASR_CONTRACT = Contract(
+    inputs=dict(ASR_INPUTS),
+    outputs=dict(ASR_OUTPUTS),
+    min_max_batch_size=ASR_MIN_MAX_BATCH_SIZE,
+)
+# What a front that transcribes (parameter asr) declares besides FRONT_CONTRACT.
+FRONT_ASR_CONTRACT = Contract(
+    inputs=dict(FRONT_ASR_INPUTS),
+    outputs=dict(FRONT_ASR_OUTPUTS),
+    min_max_batch_size=FRONT_MIN_MAX_BATCH_SIZE,
 )
 
 
@@ -81,4 +98,19 @@ def check_one_request_per_execute(config: dict) -> None:
             "config.pbtxt: dynamic_batching must set preferred_batch_size: [ 1 ] (one request "
             "per execute() call keeps each request's inputs in shared memory only until the "
             f"front has copied them), found {preferred or 'none'}"
+        )
+
+
+def check_optional_transcript(config: dict) -> None:
+    """A front that transcribes declares ``TEXT``, ``LANGUAGE`` and ``CONTEXT`` ``optional:
+    true``: a request without ``TEXT`` is transcribed first (Triton refuses a request that lacks
+    a required input before the front sees it)."""
+    declared = {t["name"]: t for t in config.get("input", [])}
+    required = [
+        n for n in ("TEXT", "LANGUAGE", "CONTEXT") if not declared.get(n, {}).get("optional")
+    ]
+    if required:
+        raise ConfigError(
+            f"config.pbtxt: input {' and '.join(required)} must be declared optional: true "
+            "(with the ASR model a request may leave TEXT, LANGUAGE and CONTEXT out)"
         )

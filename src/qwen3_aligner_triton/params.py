@@ -114,6 +114,9 @@ class ModelSettings:
     # clip). Off: the front makes the frames (CPU placements, where the front's processes run in
     # parallel and the core's one instance is the bottleneck).
     features_in_core: bool = False
+    # The ASR model (contract.ASR_MODEL_NAME) sits beside the front: a request without TEXT is
+    # transcribed first (the launcher's --asr sets it when it renders that model).
+    asr: bool = False
 
 
 def _parse_bool(key: str, raw: str) -> bool:

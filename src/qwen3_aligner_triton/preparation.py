@@ -154,11 +154,13 @@ class Preparer:
         self.timestamp_segment_time = float(timestamp_segment_time)
         self.audio_token_id = int(audio_token_id)
 
-    def prepare(self, request: AlignRequest) -> PreparedItem | WindowedJob:
+    def prepare(self, request: AlignRequest, one_clip: bool = False) -> PreparedItem | WindowedJob:
         """Split the transcript into units and build this request's model inputs.
 
         Audio within one window is prepared exactly as upstream prepares a lone request; longer
-        audio and cue-guided requests become a :class:`WindowedJob`.
+        audio and cue-guided requests become a :class:`WindowedJob`. ``one_clip`` prepares the
+        audio as one clip whatever its length (a transcribed chunk, up to 185 s, which upstream
+        aligns whole).
         """
         if request.segments is not None:
             return self._prepare_cues(request)
@@ -181,7 +183,7 @@ class Preparer:
             )
         prompt = build_prompt(words)
         wave = prepare_waveform(request.audio, request.sample_rate)
-        if wave.shape[0] > self.settings.window_seconds * MODEL_SAMPLE_RATE:
+        if not one_clip and wave.shape[0] > self.settings.window_seconds * MODEL_SAMPLE_RATE:
             return self._prepare_long(request, list(words), wave)
         try:
             inputs = self._model_inputs(prompt, wave)

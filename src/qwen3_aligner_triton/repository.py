@@ -23,6 +23,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from .contract import ASR_MODEL_NAME
 from .tritonserver import CORE_MODEL_NAME, MODEL_NAME
 
 SOURCE_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
@@ -150,6 +151,7 @@ def render_repository(
     source: Path = SOURCE_REPOSITORY,
     model_files: Sequence[str] = ("model.py",),
     front_instances: int | None = None,
+    asr: Mapping[str, str] | None = None,
 ) -> Path:
     """Write the two-model repository into ``destination``; returns it.
 
@@ -158,7 +160,13 @@ def render_repository(
     name it (``--repository-dir``, ``ALIGNER_REPOSITORY_DIR``). ``placement`` places the forward
     (the core); the front always runs ``front_instances`` CPU instances (default:
     :func:`default_front_instances`).
+
+    ``asr`` (the ASR model's parameters, its ``checkpoint`` at least) adds the ASR model
+    ``qwen3_asr`` on the forward's device kind, one instance, and tells the front
+    (parameter ``asr``); without it the repository has no ASR model.
     """
+    if asr is not None and not asr.get("checkpoint"):
+        raise ValueError("the ASR model needs a checkpoint")
     front_params, core_params = split_parameters(parameters or {})
     package = package_source(source)
     if placement.kind == "KIND_CPU" and not core_params.get("simulate_gpu"):
@@ -167,6 +175,11 @@ def render_repository(
     else:  # a GPU (or a simulated one) makes the log-mel frames; the front's CPU prepares more
         front_params.setdefault("features_in_core", "true")
     count = front_instances if front_instances is not None else default_front_instances()
+    models = [(CORE_MODEL_NAME, placement, core_params)]
+    if asr is not None:
+        front_params["asr"] = "true"
+        models.append((ASR_MODEL_NAME, Placement(placement.kind, 1, placement.gpus), dict(asr)))
+    models.append((MODEL_NAME, Placement("KIND_CPU", count), front_params))
     if destination.exists():
         if not destination.is_dir():
             raise ValueError(f"{destination} is not a folder")
@@ -182,10 +195,7 @@ def render_repository(
         "rendered from model_repository/; replaced on start\n"
         + (f"{PACKAGE_SOURCE_LINE}{package}\n" if package is not None else "")
     )
-    for name, where, params in (
-        (CORE_MODEL_NAME, placement, core_params),
-        (MODEL_NAME, Placement("KIND_CPU", count), front_params),
-    ):
+    for name, where, params in models:
         (destination / name / "1").mkdir(parents=True)
         for file in model_files:
             shutil.copy2(source / name / "1" / file, destination / name / "1" / file)

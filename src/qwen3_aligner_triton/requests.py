@@ -65,6 +65,28 @@ class AlignRequest:
         return self.audio.shape[0] / self.sample_rate
 
 
+@dataclass(frozen=True)
+class TranscribeRequest:
+    """A request without TEXT (the ASR model is loaded): transcribe, then align."""
+
+    audio: np.ndarray  # float32, 1-D
+    sample_rate: int  # Hz
+    language: str | None  # canonical English name to force, None to detect
+    context: str = ""  # upstream's context (names, terms)
+
+    @property
+    def duration(self) -> float:
+        """Length of the audio in seconds."""
+        return self.audio.shape[0] / self.sample_rate
+
+
+NO_ASR_MESSAGE = (
+    "input TEXT is required: this server has no ASR model to transcribe the audio; start it "
+    "with ./scripts/serve --asr to send requests without TEXT"
+)
+AUTO_LANGUAGE = "auto"  # LANGUAGE without TEXT: detect it, as an absent LANGUAGE does
+
+
 def _single_string(name: str, array: np.ndarray | None) -> str:
     if array is None:
         raise RequestError(f"input {name} is required", "missing_input")
@@ -279,6 +301,22 @@ def decode_language(language: np.ndarray | None) -> str:
         raise RequestError(f"input LANGUAGE: {e}", "bad_language") from None
 
 
+def decode_context(context: np.ndarray, settings: ModelSettings) -> str:
+    """Validate ``CONTEXT``: UTF-8, no control characters, within the text length limit."""
+    return check_text(_single_string("CONTEXT", context), "input CONTEXT", settings, True)
+
+
+def _transcript_language(language: np.ndarray | None) -> str | None:
+    """``LANGUAGE`` of a request without TEXT: a forced language, or None (absent, empty or
+    ``auto``) to detect it."""
+    if language is None:
+        return None
+    value = _single_string("LANGUAGE", language)
+    if value.strip() == "" or value.strip().lower() == AUTO_LANGUAGE:
+        return None
+    return decode_language(language)
+
+
 def _number(value: object, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise RequestError(
@@ -462,9 +500,20 @@ def decode_request(
     settings: ModelSettings,
     segments: np.ndarray | None = None,
     audio_file: np.ndarray | None = None,
-) -> AlignRequest:
+    context: np.ndarray | None = None,
+) -> AlignRequest | TranscribeRequest:
     """Validate all inputs of one request; the audio comes from exactly one of ``AUDIO`` and
-    ``AUDIO_FILE``."""
+    ``AUDIO_FILE``. Without ``TEXT`` (and ``SEGMENTS``) the request is a
+    :class:`TranscribeRequest` when the ASR model is loaded (``settings.asr``); ``CONTEXT``
+    belongs to such requests only."""
+    if text is None and segments is None and not settings.asr:
+        raise RequestError(NO_ASR_MESSAGE, "missing_input")
+    if context is not None and (text is not None or segments is not None):
+        raise RequestError(
+            "input CONTEXT is for requests without TEXT (it guides the transcription); "
+            "leave it out when TEXT is sent",
+            "bad_context",
+        )
     if audio is not None and audio_file is not None:
         raise RequestError(
             "inputs AUDIO and AUDIO_FILE were both sent; a request carries exactly one of them",
@@ -477,6 +526,13 @@ def decode_request(
     else:
         raise RequestError(
             "input AUDIO or AUDIO_FILE is required (exactly one of them)", "missing_input"
+        )
+    if text is None and segments is None:
+        return TranscribeRequest(
+            audio=wave,
+            sample_rate=rate,
+            language=_transcript_language(language),
+            context="" if context is None else decode_context(context, settings),
         )
     cues = decode_segments(segments, wave.shape[0] / rate, settings)
     value = decode_text(text, settings, allow_empty=cues is not None)

@@ -3,7 +3,8 @@
 Settings come from the command line, then from the variables the FastAPI service used
 (``MODEL_PATH``, ``DEVICE``, ``MAX_CONCURRENT``), then from defaults. A hub id is downloaded into
 the Hugging Face cache before the server starts (:mod:`~qwen3_aligner_triton.hub`), and the model
-is handed the local folder.
+is handed the local folder. ``--asr`` adds the ASR model (default ``Qwen/Qwen3-ASR-0.6B``), fetched
+the same way, so that requests may leave out their transcript.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .asr import DEFAULT_ASR_CHECKPOINT
 from .hub import (
     DEFAULT_REVISION,
     REVISION_ENV,
@@ -177,6 +179,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             f"{DEFAULT_REVISION}); pin a full commit in production"
         ),
     )
+    p.add_argument(
+        "--asr",
+        nargs="?",
+        const=DEFAULT_ASR_CHECKPOINT,
+        metavar="PATH_OR_ID",
+        help="also load Qwen3-ASR (hub id or folder; default %(const)s), so that requests may "
+        "leave out TEXT and LANGUAGE: they are transcribed, then aligned",
+    )
     p.add_argument("--device", help="auto, cpu, gpu, cuda or cuda:N (env DEVICE; default auto)")
     p.add_argument(
         "--instances",
@@ -253,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     revision = args.revision or os.environ.get(REVISION_ENV, "").strip() or None
     try:
         folder = fetch_for_launch("serve", plan.checkpoint, revision)
+        # --revision pins the aligner; the ASR model comes at the Hub's default revision.
+        asr_folder = fetch_for_launch("serve", args.asr, None) if args.asr else None
     except (ValueError, CheckpointUnavailable) as e:
         print(f"serve: error: {e}", file=sys.stderr, flush=True)
         return EXIT_FAILED
@@ -272,6 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 plan.placement,
                 parameters,
                 front_instances=args.front_instances,
+                asr={"checkpoint": asr_folder} if asr_folder else None,
             )
         except ValueError as e:
             print(f"serve: error: {e}", file=sys.stderr, flush=True)
@@ -291,7 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         fronts = args.front_instances or default_front_instances()
         print(
             f"serve: loading {plan.checkpoint}: forward on {where} x{plan.placement.count}, "
-            f"{fronts} front instance(s) on CPU",
+            f"{fronts} front instance(s) on CPU"
+            + (f", ASR {args.asr} on {where}" if args.asr else ""),
             flush=True,
         )
         server = start(opts, install, echo=lambda line: print(line, flush=True))

@@ -31,13 +31,20 @@ if sys.flags.ignore_environment:
 import triton_python_backend_utils as pb_utils
 
 import qwen3_aligner_triton
-from qwen3_aligner_triton.contract import DRAIN_MARKER
+from qwen3_aligner_triton.asr import (
+    ASR_MODEL_NAME,
+    AsrCall,
+    asr_request_arrays,
+    transcripts_from_arrays,
+)
+from qwen3_aligner_triton.contract import ASR_OUTPUTS, DRAIN_MARKER
 from qwen3_aligner_triton.core_access import key_parameters, server_key
 from qwen3_aligner_triton.front import (
     CORE_MODEL_NAME,
     CORE_OUTPUTS,
     REQUEST_INPUTS,
     AlignerFront,
+    AsrFailed,
     CoreFailed,
     Outcome,
     core_request_arrays,
@@ -46,10 +53,12 @@ from qwen3_aligner_triton.front import (
 from qwen3_aligner_triton.loading import load_preparer
 from qwen3_aligner_triton.metrics import AlignerMetrics
 from qwen3_aligner_triton.modelconfig import (
+    FRONT_ASR_CONTRACT,
     FRONT_CONTRACT,
     check_audio_inputs,
     check_config,
     check_one_request_per_execute,
+    check_optional_transcript,
 )
 from qwen3_aligner_triton.params import read_settings
 from qwen3_aligner_triton.repository import core_parameter
@@ -91,6 +100,9 @@ class TritonPythonModel:
             if limit:
                 parameters["max_forward_tokens"] = {"string_value": limit}
             settings = read_settings(parameters)
+            if settings.asr:  # requests without TEXT: the ASR model beside this one
+                check_config(config, FRONT_ASR_CONTRACT)
+                check_optional_transcript(config)
             # The largest request every front instance can hold in /dev/shm at once.
             shm = plan(settings, front_instances(config), shm_size())
             if shm.lowered:
@@ -129,6 +141,7 @@ class TritonPythonModel:
             stopping=lambda: os.path.exists(marker),
             # OpenMP keeps its thread count per thread: the preparation thread sets its own.
             thread_setup=lambda: torch.set_num_threads(FRONT_TORCH_THREADS),
+            asr=self._asr if self.settings.asr else None,
         )
         self.logger.log_info(
             f"{args['model_instance_name']}: front ready in {time.monotonic() - started:.1f} s"
@@ -211,6 +224,26 @@ class TritonPythonModel:
             {
                 name: pb_utils.get_output_tensor_by_name(response, name).as_numpy()
                 for name in CORE_OUTPUTS
+            }
+        )
+
+    async def _asr(self, call: AsrCall) -> list:
+        """One call of the ASR model: up to 32 chunks of one request, one generate call."""
+        request = pb_utils.InferenceRequest(
+            model_name=ASR_MODEL_NAME,
+            requested_output_names=list(ASR_OUTPUTS),
+            inputs=[
+                pb_utils.Tensor(name, array) for name, array in asr_request_arrays(call).items()
+            ],
+            parameters=self._core_parameters,
+        )
+        response = await request.async_exec()
+        if response.has_error():
+            raise AsrFailed(response.error().message())
+        return transcripts_from_arrays(
+            {
+                name: pb_utils.get_output_tensor_by_name(response, name).as_numpy()
+                for name in ASR_OUTPUTS
             }
         )
 
