@@ -175,18 +175,20 @@ def launch(
     forward_instances: int = 1,
     open_apis=(),
     edit_core_config=None,
+    asr: dict[str, str] | None = None,
 ):
     """Start a real tritonserver on loopback with free ports; returns (running, opts).
 
     ``edit_config(config)`` may change the rendered ``ModelConfig`` of the public model (queue
     policy, ...), ``edit_core_config(config)`` that of the core; ``open_apis`` leaves those of
-    the closed API groups open.
+    the closed API groups open; ``asr`` (the ASR model's parameters) adds the ASR model.
     """
     repo = render_repository(
         tmp_dir / "repo",
         Placement("KIND_CPU", forward_instances),
         parameters,
         front_instances=front_instances,
+        asr=asr,
     )
     for name, edit in (("qwen3_aligner", edit_config), ("qwen3_aligner_core", edit_core_config)):
         if edit is None:

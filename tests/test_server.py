@@ -56,6 +56,7 @@ def test_model_metadata_and_config(server):
         "TEXT",
         "LANGUAGE",
         "SEGMENTS",
+        "CONTEXT",
     }
     assert {o["name"] for o in meta["outputs"]} == {
         "WORDS",
@@ -63,6 +64,8 @@ def test_model_metadata_and_config(server):
         "END_TIMES",
         "ALIGNMENT",
         "SCORES",
+        "TRANSCRIPT",
+        "TRANSCRIPT_LANGUAGE",
     }
     assert config["max_batch_size"] >= 16
     assert config["instance_group"][0]["kind"] == "KIND_CPU"
