@@ -5,6 +5,8 @@ preparation, results) and the forward-only ``qwen3_aligner_core`` (GPU instances
 CPU-only machine, with other instance counts or another checkpoint, gets a rendered copy: each
 config is parsed with Triton's own ``ModelConfig`` protobuf, changed, and written into a fresh
 folder next to a copy of the model code. The repository in the source tree is never modified.
+Given an ASR checkpoint (``./scripts/serve --asr``) the rendered repository also holds the ASR
+model ``qwen3_asr``; otherwise it has none.
 
 ``--instances`` means forward instances (the core's ``instance_group``); the front's instance count
 follows the machine's CPU cores. On a CPU placement the core runs one clip per forward pass
