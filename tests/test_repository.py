@@ -153,3 +153,16 @@ def test_a_front_config_with_required_text_is_refused_for_asr():
     }
     with pytest.raises(ConfigError, match="input LANGUAGE must be declared optional: true"):
         check_optional_transcript(config)
+
+
+def test_a_transcribing_front_needs_the_asr_model_beside_it(tmp_path):
+    from qwen3_aligner_triton.modelconfig import check_asr_beside
+    from qwen3_aligner_triton.params import ConfigError
+
+    with_asr = render_repository(
+        tmp_path / "a", Placement("KIND_CPU"), {}, asr={"checkpoint": "/asr"}
+    )
+    check_asr_beside(with_asr / FRONT)
+    without = render_repository(tmp_path / "b", Placement("KIND_CPU"), {})
+    with pytest.raises(ConfigError, match="parameter 'asr' is true but the repository holds no"):
+        check_asr_beside(without / FRONT)

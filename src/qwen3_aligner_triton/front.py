@@ -47,6 +47,7 @@ from .asr import (
     Transcript,
     calls_for,
     merge_alignments,
+    merge_transcripts,
     split_chunks,
 )
 from .audio import MODEL_SAMPLE_RATE, prepare_waveform, resampled_length
@@ -55,11 +56,17 @@ from .contract import CORE_OUTPUTS as CORE_OUTPUTS
 from .contract import FRONT_ASR_INPUTS, FRONT_INPUTS
 from .core import CoreInput, SlotResult
 from .errors import INVALID_ARG, describe
-from .languages import resolve_language
+from .languages import LANGUAGES_BY_CODE, resolve_language
 from .longform import Window
 from .params import ModelSettings
 from .preparation import CueJob, PreparedItem, Preparer, WindowedJob
-from .requests import AlignRequest, RequestError, TranscribeRequest, decode_request
+from .requests import (
+    NO_ASR_MESSAGE,
+    AlignRequest,
+    RequestError,
+    TranscribeRequest,
+    decode_request,
+)
 from .results import Alignment
 from .shared_memory import core_bytes_in_flight
 
@@ -185,9 +192,8 @@ def aligner_language(part: ChunkTranscript, transcript: Transcript) -> str:
     except ValueError:
         raise RequestError(
             f"the audio was transcribed in {part.language}, which the aligner does not cover "
-            f"(it aligns Chinese, English, Cantonese, French, German, Italian, Japanese, Korean, "
-            f"Portuguese, Russian and Spanish); transcript ({transcript.language}): "
-            f"{transcript.text}",
+            f"(it aligns {', '.join(LANGUAGES_BY_CODE.values())}); transcript "
+            f"({transcript.language}): {transcript.text}",
             "language_not_aligned",
         ) from None
 
@@ -415,7 +421,7 @@ class AlignerFront:
         """Transcribe, then align, as upstream's ``transcribe(..., return_time_stamps=True)``."""
         if self.asr is None:
             self.metrics.rejected("missing_input")
-            return Outcome(error="this server has no ASR model; send TEXT", invalid=True)
+            return Outcome(error=NO_ASR_MESSAGE, invalid=True)
         try:
             chunks = await self._prepared(_chunks_of, request)
         except Exception as e:
@@ -460,8 +466,6 @@ class AlignerFront:
         self, chunks: list[AsrChunk], parts: list[ChunkTranscript]
     ) -> list[Alignment | None]:
         """Each chunk with text aligned on its own audio as one clip (None for the others)."""
-        from .asr import merge_transcripts
-
         transcript = merge_transcripts(parts)
         languages = [aligner_language(p, transcript) if p.text.strip() else "" for p in parts]
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from .contract import (
     ASR_INPUTS,
     ASR_MIN_MAX_BATCH_SIZE,
+    ASR_MODEL_NAME,
     ASR_OUTPUTS,
     CORE_INPUTS,
     CORE_MIN_MAX_BATCH_SIZE,
@@ -113,4 +115,15 @@ def check_optional_transcript(config: dict) -> None:
         raise ConfigError(
             f"config.pbtxt: input {' and '.join(required)} must be declared optional: true "
             "(with the ASR model a request may leave TEXT, LANGUAGE and CONTEXT out)"
+        )
+
+
+def check_asr_beside(front_dir: str | Path) -> None:
+    """A front that transcribes (parameter ``asr``) needs the ASR model beside it in the
+    repository (``repository.render_repository(asr=...)`` puts it there)."""
+    path = Path(front_dir).parent / ASR_MODEL_NAME / "config.pbtxt"
+    if not path.is_file():
+        raise ConfigError(
+            f"parameter 'asr' is true but the repository holds no {ASR_MODEL_NAME} model "
+            f"({path} is missing); render it with the ASR checkpoint (./scripts/serve --asr)"
         )

@@ -55,6 +55,7 @@ from qwen3_aligner_triton.metrics import AlignerMetrics
 from qwen3_aligner_triton.modelconfig import (
     FRONT_ASR_CONTRACT,
     FRONT_CONTRACT,
+    check_asr_beside,
     check_audio_inputs,
     check_config,
     check_one_request_per_execute,
@@ -103,6 +104,7 @@ class TritonPythonModel:
             if settings.asr:  # requests without TEXT: the ASR model beside this one
                 check_config(config, FRONT_ASR_CONTRACT)
                 check_optional_transcript(config)
+                check_asr_beside(args["model_repository"])
             # The largest request every front instance can hold in /dev/shm at once.
             shm = plan(settings, front_instances(config), shm_size())
             if shm.lowered:

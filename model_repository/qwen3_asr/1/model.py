@@ -38,6 +38,9 @@ from qwen3_aligner_triton.modelconfig import ASR_CONTRACT, check_config
 from qwen3_aligner_triton.params import read_asr_settings
 
 WARMUP_SECONDS = 1.0  # of silence, transcribed once at load
+# On a CPU placement the ASR instance shares the cores with the aligner's forward and the fronts:
+# it takes half of them for its torch threads.
+CPU_SHARE = 2
 
 
 class TritonPythonModel:
@@ -59,7 +62,7 @@ class TritonPythonModel:
         if device == "cpu":
             import torch
 
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // CPU_SHARE))
         started = time.monotonic()
         version_dir = os.path.join(args["model_repository"], args["model_version"])
         try:
