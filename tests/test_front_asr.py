@@ -26,10 +26,15 @@ class FakeAsr:
         self.answer = answer
         self.fail = fail
         self.calls: list[AsrCall] = []
+        self.in_flight = 0
+        self.peak = 0
 
     async def __call__(self, call: AsrCall) -> list[ChunkTranscript]:
         self.calls.append(call)
-        await asyncio.sleep(0.001)
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        await asyncio.sleep(0.01)
+        self.in_flight -= 1
         if self.fail:
             raise RuntimeError(self.fail)
         return [self.answer(w) for w in call.waves]
@@ -157,3 +162,30 @@ def test_without_the_asr_model_a_request_without_text_is_told_how_to_enable_it(
     outcome = asyncio.run(AlignerFront(preparer, core, metrics).serve(inputs(recording(2.0))))
     assert outcome.invalid and outcome.error == NO_ASR_MESSAGE
     assert metrics.rejections == ["missing_input"]
+
+
+def test_asr_calls_in_flight_stay_within_one_maximal_call_as_shared_memory_is_planned(
+    preparer, core
+):
+    from qwen3_aligner_triton.front import InFlightBytes
+    from qwen3_aligner_triton.shared_memory import asr_call_bytes
+
+    def run(front, asr):
+        async def many():
+            return await asyncio.gather(
+                *(front.serve(inputs(recording(2.0 + k, seed=k))) for k in range(6))
+            )
+
+        assert all(o.error is None for o in asyncio.run(many()))
+        assert len(asr.calls) == 6
+
+    asr = FakeAsr(counted)
+    front = AlignerFront(preparer, core, Metrics(), asr=asr)
+    assert front.asr_in_flight.limit == asr_call_bytes(preparer.settings) > 0
+    run(front, asr)
+    assert asr.peak > 1  # small calls share the bytes of one maximal call
+    asr = FakeAsr(counted)
+    front = AlignerFront(preparer, core, Metrics(), asr=asr)
+    front.asr_in_flight = InFlightBytes(4 * 16000 * 3)  # room for one of these calls at a time
+    run(front, asr)
+    assert asr.peak == 1

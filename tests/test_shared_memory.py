@@ -253,3 +253,30 @@ def test_the_shipped_deployments_hold_maximal_requests_on_every_front():
     docs = (ROOT / "docs" / "deployment.md").read_text()
     sizes = re.findall(r"--shm-size[ =](\d+[kmgKMG])", docs)
     assert sizes and all(_bytes(size) >= needed for size in sizes)
+
+
+# --- with the ASR model: one call per front instance in flight --------------------------------
+
+
+def test_an_asr_call_holds_up_to_32_padded_chunks_of_the_recording():
+    from qwen3_aligner_triton.shared_memory import asr_call_bytes
+
+    asr = replace(DEFAULTS, asr=True, max_text_chars=0)
+    assert asr_call_bytes(DEFAULTS) == 0  # no ASR model, no calls
+    assert asr_call_bytes(asr, 16000 * 60) == 4 * 16000 * 60  # one chunk: the recording
+    assert asr_call_bytes(asr, 16000 * 176) == 2 * 4 * 16000 * 176  # two rows, padded
+    assert asr_call_bytes(asr, 16000 * 3600) == 21 * 4 * 16000 * 185
+    assert asr_call_bytes(asr) == 32 * 4 * 16000 * 185  # 4 h: the call's 32 chunks
+
+
+def test_with_the_asr_model_the_lowered_limit_fits_with_its_calls():
+    asr = replace(DEFAULTS, asr=True)
+    available = 3 * 2**30
+    fitted = plan(asr, 4, available)
+    assert fitted.lowered
+    samples, file_bytes = fitted.max_audio_samples, fitted.max_audio_file_bytes
+    assert needed_bytes(asr, 4, samples, file_bytes) <= available
+    assert needed_bytes(asr, 4, samples + 1, min(file_bytes + 4, asr.max_audio_file_bytes)) > (
+        available
+    )
+    assert needed_bytes(asr, 4) > needed_bytes(DEFAULTS, 4)

@@ -68,7 +68,7 @@ from .requests import (
     decode_request,
 )
 from .results import Alignment
-from .shared_memory import core_bytes_in_flight
+from .shared_memory import asr_call_bytes, core_bytes_in_flight
 
 REQUEST_INPUTS = (*FRONT_INPUTS, *FRONT_ASR_INPUTS)
 # Upstream aligns a chunk whose language the ASR model left empty with language "": the
@@ -277,6 +277,8 @@ class AlignerFront:
         self.stopping = stopping  # true once the launcher drains the server before it stops
         self.budget = AudioBudget(self.settings.max_held_audio_bytes)
         self.in_flight = InFlightBytes(core_bytes_in_flight(self.settings))
+        # ASR calls in flight: one maximal call at most, as shared_memory.plan counts them.
+        self.asr_in_flight = InFlightBytes(asr_call_bytes(self.settings))
         # One thread prepares, so the tokenizer and the feature extractor never run concurrently
         # and a long preparation holds up neither the loop nor more than one core.
         self.preparing = 0  # preparations running or queued on the preparation thread
@@ -431,7 +433,8 @@ class AlignerFront:
         parts: list[ChunkTranscript] = []
         try:
             for call in calls_for(chunks, request.context, request.language):
-                parts.extend(await self.asr(call))
+                async with self.asr_in_flight.holding(sum(w.nbytes for w in call.waves)):
+                    parts.extend(await self.asr(call))
         except Exception as e:
             if isinstance(e, AsrFailed) and e.queue_full:
                 self.metrics.rejected("asr_queue_full")

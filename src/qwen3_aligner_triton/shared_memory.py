@@ -13,7 +13,10 @@ What each region can hold at once is bounded by how the front works:
   most one request's inputs, plus the clips it has in flight to the core (at most
   ``core_bytes_in_flight``), plus the answers it is sending (``STUB_SLACK_BYTES``);
 - the core holds only clips that some front has in flight, so all core regions together hold at
-  most ``front_instances * core_bytes_in_flight``, plus their answers.
+  most ``front_instances * core_bytes_in_flight``, plus their answers;
+- with the ASR model (parameter ``asr``) a front instance keeps at most the bytes of one maximal
+  ASR call in flight (up to 32 chunks of one recording, :func:`asr_call_bytes`), and the ASR
+  model's region holds at most that much per front instance.
 
 :func:`plan` sizes these against the ``/dev/shm`` the server has and, when the configured request
 limit does not fit, lowers the largest accepted ``AUDIO`` to what does (the front logs it), or
@@ -25,7 +28,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .contract import MODEL_SAMPLE_RATE
+from .contract import ASR_MIN_MAX_BATCH_SIZE, MODEL_SAMPLE_RATE
 from .params import ModelSettings
 
 SHM_PATH = "/dev/shm"
@@ -42,6 +45,10 @@ MIN_FIT_SECONDS = 60.0
 FLOAT32 = 4
 INT64 = 8
 UTF8_BYTES_PER_CHAR = 4
+# Upstream cuts a recording for the ASR model near every 180 s, at the quietest point within 5 s
+# of the mark: every chunk but the last holds at least 175 s and none more than 185 s.
+ASR_CHUNK_MIN_SECONDS = 175.0
+ASR_CHUNK_MAX_SECONDS = 185.0
 
 
 def shm_size(path: str = SHM_PATH) -> int | None:
@@ -65,6 +72,23 @@ def core_bytes_in_flight(settings: ModelSettings) -> int:
     return max(MIN_CORE_BYTES_IN_FLIGHT, CLIPS_IN_FLIGHT * largest_clip_bytes(settings))
 
 
+def asr_call_bytes(settings: ModelSettings, audio_samples: int | None = None) -> int:
+    """One ASR call at its largest (0 without the ASR model): up to 32 chunks of a recording of
+    ``audio_samples`` 16 kHz samples (default ``max_audio_samples``), each row padded to the
+    longest chunk, with its context (``max_text_chars``)."""
+    if not settings.asr:
+        return 0
+    samples = settings.max_audio_samples if audio_samples is None else audio_samples
+    if samples <= 0:
+        return 0
+    chunks = min(
+        ASR_MIN_MAX_BATCH_SIZE,
+        -(-samples // int(ASR_CHUNK_MIN_SECONDS * MODEL_SAMPLE_RATE)),
+    )
+    row = min(samples, int(ASR_CHUNK_MAX_SECONDS * MODEL_SAMPLE_RATE))
+    return chunks * (FLOAT32 * row + UTF8_BYTES_PER_CHAR * settings.max_text_chars)
+
+
 def request_bytes(
     settings: ModelSettings, audio_samples: int | None = None, file_bytes: int | None = None
 ) -> int:
@@ -86,9 +110,13 @@ def needed_bytes(
 ) -> int:
     """``/dev/shm`` that every region at its largest takes together (see the module's text)."""
     in_flight = core_bytes_in_flight(settings)
-    fronts = front_instances * (request_bytes(settings, audio_samples, file_bytes) + in_flight)
+    asr = asr_call_bytes(settings, audio_samples)
+    fronts = front_instances * (
+        request_bytes(settings, audio_samples, file_bytes) + in_flight + asr
+    )
     cores = front_instances * in_flight
-    return fronts + cores + (front_instances + 1) * STUB_SLACK_BYTES
+    asr_model = front_instances * asr + (STUB_SLACK_BYTES if settings.asr else 0)
+    return fronts + cores + asr_model + (front_instances + 1) * STUB_SLACK_BYTES
 
 
 @dataclass(frozen=True)
@@ -154,11 +182,15 @@ def plan(settings: ModelSettings, front_instances: int, available: int | None) -
             configured_file,
             configured_file,
         )
-    # The bytes one request's audio input may take in each front region: as AUDIO or AUDIO_FILE.
-    spare = available - needed_bytes(settings, front_instances, audio_samples=0, file_bytes=0)
-    room = max(0, spare // front_instances)
-    samples = min(configured, room // FLOAT32)
-    file_bytes = min(configured_file, room)
+    if settings.asr:  # the ASR calls grow with the audio too, not in proportion: search
+        samples, file_bytes = _fit_with_asr(settings, front_instances, available)
+    else:
+        # The bytes one request's audio input may take in each front region: as AUDIO or
+        # AUDIO_FILE.
+        spare = available - needed_bytes(settings, front_instances, audio_samples=0, file_bytes=0)
+        room = max(0, spare // front_instances)
+        samples = min(configured, room // FLOAT32)
+        file_bytes = min(configured_file, room)
     minimum = int(MIN_FIT_SECONDS * MODEL_SAMPLE_RATE)
     if samples < minimum:
         least = needed_bytes(
@@ -183,6 +215,24 @@ def plan(settings: ModelSettings, front_instances: int, available: int | None) -
         configured_file,
         int(file_bytes),
     )
+
+
+def _fit_with_asr(settings: ModelSettings, front_instances: int, available: int) -> tuple[int, int]:
+    """The largest ``(max_audio_samples, max_audio_file_bytes)`` that fit ``available`` with the
+    ASR model's calls counted: a file's limit is its decoded audio's bytes at most."""
+
+    def fits(samples: int) -> bool:
+        file_bytes = min(settings.max_audio_file_bytes, FLOAT32 * samples)
+        return needed_bytes(settings, front_instances, samples, file_bytes) <= available
+
+    low, high = 0, settings.max_audio_samples
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low, min(settings.max_audio_file_bytes, FLOAT32 * low)
 
 
 def front_instances(config: dict) -> int:
