@@ -179,3 +179,55 @@ def test_without_the_asr_model_a_request_without_text_is_told_how_to_enable_it(s
         client.infer(MODEL, request(grpcclient, 1))
     assert "StatusCode.INVALID_ARGUMENT" in str(info.value.status())
     assert "./scripts/serve --asr" in info.value.message()
+
+
+def test_the_openai_sdk_transcribes_through_the_front_as_upstream_does(asr_server, expected):
+    """``client.audio.transcriptions.create`` on the OpenAI-style front: the file goes to the
+    model without TEXT, and the answer (OpenAI's ``verbose_json`` with word times, and ``json``)
+    is upstream's transcript and timestamps, as the direct request gives them."""
+    import io
+    import time
+
+    import openai
+    import requests
+    import soundfile
+
+    from qwen3_aligner_triton.openai_front.launch import FrontOptions, FrontProcess
+    from qwen3_aligner_triton.tritonserver import free_ports
+
+    k = 1  # 3.3 s at 16 kHz, detected language
+    seconds, rate, _, _ = CASES[k]
+    buffer = io.BytesIO()
+    soundfile.write(buffer, wave(seconds, rate, k), rate, format="WAV", subtype="FLOAT")
+    (port,) = free_ports(1)
+    front = FrontProcess.start(
+        FrontOptions(port=port, triton_url=asr_server.grpc_url, host="127.0.0.1"),
+        extra=["--log-level", "warning"],
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert front.exited() is None and time.monotonic() < deadline
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health/ready", timeout=5).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="-", max_retries=0)
+        verbose = client.audio.transcriptions.create(
+            model="qwen3_aligner",
+            file=("speech.wav", buffer.getvalue()),
+            response_format="verbose_json",
+            timestamp_granularities=["word", "segment"],
+        )
+        plain = client.audio.transcriptions.create(
+            model="qwen3_aligner", file=("speech.wav", buffer.getvalue())
+        )
+    finally:
+        assert front.stop() == 0
+    text, language, units = expected[k]
+    assert plain.text == verbose.text == text and verbose.language == language.lower()
+    assert [(w.word, w.start, w.end) for w in verbose.words] == [
+        (word, round(start, 3), round(end, 3)) for word, start, end in units
+    ]
+    assert verbose.segments

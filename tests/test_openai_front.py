@@ -124,6 +124,12 @@ def align(url: str, fields: dict | None = None, file: bytes | None = WAV, **kwar
     return requests.post(f"{url}/v1/audio/alignments", data=data, files=files, timeout=30, **kwargs)
 
 
+def align_to(url: str, route: str, fields: dict):
+    return requests.post(
+        f"{url}/v1/audio/{route}", data=fields, files={"file": ("a.wav", WAV)}, timeout=30
+    )
+
+
 def error_of(response) -> dict:
     body = response.json()
     assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
@@ -348,6 +354,11 @@ def test_the_request_tensors_carry_the_bytes_unchanged():
     tensors = request_tensors(AlignRequest(b"\0\xff", "héllo", "en"))
     assert [t.name() for t in tensors] == ["AUDIO_FILE", "TEXT", "LANGUAGE"]
     assert all(t.datatype() == "BYTES" and t.shape() == [1, 1] for t in tensors)
+    transcribe = request_tensors(AlignRequest(b"\0", None, None, "Ada"))
+    assert [t.name() for t in transcribe] == ["AUDIO_FILE", "CONTEXT"]
+    assert [t.name() for t in request_tensors(AlignRequest(b"\0", None, "fr"))] == [
+        "AUDIO_FILE", "LANGUAGE"
+    ]  # fmt: skip
 
 
 def test_verbose_json_validates_as_openais_model_and_follows_the_granularities(front, aligner):
@@ -380,13 +391,42 @@ def test_models_are_listed_for_the_openai_sdk(front):
     assert [m.id for m in client.models.list()] == ["qwen3_aligner"]
 
 
-def test_transcription_without_an_asr_model_is_an_error_the_sdk_reads(front):
+def test_transcription_without_an_asr_model_is_an_error_the_sdk_reads(front, aligner):
+    from qwen3_aligner_triton.requests import NO_ASR_MESSAGE
+
     url, _ = front
+    aligner.error = BackendError(NO_ASR_MESSAGE, 400, "invalid_request_error")
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
     with pytest.raises(openai.BadRequestError) as caught:
         client.audio.transcriptions.create(model="qwen3_aligner", file=("a.wav", io.BytesIO(WAV)))
     assert caught.value.code == "transcription_unavailable"
+    assert "./scripts/serve --asr" in caught.value.message
     assert "POST /v1/audio/alignments" in caught.value.message
+
+
+def test_a_transcription_asks_for_no_text_and_answers_openais_shapes(front, aligner):
+    url, _ = front
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    plain = client.audio.transcriptions.create(
+        model="qwen3_aligner", file=("a.wav", io.BytesIO(WAV)), prompt="Names: Ada."
+    )
+    assert plain.text == "hello world"
+    assert aligner.received[-1] == AlignRequest(WAV, None, None, "Names: Ada.")
+    verbose = client.audio.transcriptions.create(
+        model="qwen3_aligner",
+        file=("a.wav", io.BytesIO(WAV)),
+        language="en",
+        response_format="verbose_json",
+        timestamp_granularities=["word"],
+    )
+    assert [(w.word, w.start, w.end) for w in verbose.words] == [
+        ("hello", 0.12, 0.5), ("world", 0.62, 1.1)
+    ]  # fmt: skip
+    assert aligner.received[-1] == AlignRequest(WAV, None, "en", "")
+    segments = align_to(url, "transcriptions", {"response_format": "verbose_json"}).json()
+    assert "segments" in segments and "words" not in segments  # OpenAI's default granularity
+    srt = align_to(url, "transcriptions", {"response_format": "srt"})
+    assert srt.text.startswith("1\n00:00:00,120 --> ")
 
 
 def test_an_unknown_route_is_an_openai_error(front):

@@ -5,8 +5,10 @@ Routes:
 - ``POST /v1/audio/alignments``: multipart ``file`` (an audio file), ``text`` (the transcript),
   ``language``, optional ``response_format``, ``timestamp_granularities[]``, ``model`` and the cue
   settings; answers the alignment in the requested format.
-- ``POST /v1/audio/transcriptions``: OpenAI's transcription route; this server aligns a given
-  transcript and loads no ASR model, so it answers an OpenAI error that says so and where to go.
+- ``POST /v1/audio/transcriptions``: OpenAI's transcription route (``file``, optional
+  ``language``, ``prompt`` as upstream's context, ``response_format``,
+  ``timestamp_granularities[]``): the server transcribes with its ASR model
+  (``./scripts/serve --asr``), then aligns; without that model, an OpenAI error saying so.
 - ``GET /v1/models``: the model ids requests may name.
 - ``GET /health/live``, ``GET /health/ready`` (ready exactly when Triton serves the model),
   ``GET /metrics`` (Prometheus, the front's own).
@@ -46,6 +48,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..contract import MODEL_NAME
+from ..requests import NO_ASR_MESSAGE
 from .backend import AlignRequest, BackendError
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,7 @@ MEDIA_TYPES = {
 }
 GRANULARITIES = ("word", "segment")
 OWNER = "qwen3-aligner-triton"  # owned_by of /v1/models
+NO_ASR = NO_ASR_MESSAGE.split(":")[0]  # how the model's refusal of a request without TEXT starts
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
@@ -294,12 +298,13 @@ def write_options(form: FormData) -> WriteOptions:
     return options
 
 
-def granularities(form: FormData) -> tuple[str, ...]:
-    """``timestamp_granularities[]`` (the SDK's spelling, or without brackets); both by default:
-    an alignment is words first."""
+def granularities(form: FormData, default: tuple[str, ...] = GRANULARITIES) -> tuple[str, ...]:
+    """``timestamp_granularities[]`` (the SDK's spelling, or without brackets); ``default`` when
+    absent (alignments: both, an alignment is words first; transcriptions: segments, as
+    OpenAI's)."""
     values = [*form.getlist("timestamp_granularities[]"), *form.getlist("timestamp_granularities")]
     if not values:
-        return GRANULARITIES
+        return default
     for value in values:
         if value not in GRANULARITIES:
             raise FrontError(
@@ -399,10 +404,7 @@ def create_app(aligner: Aligner, settings: FrontSettings | None = None) -> Starl
             raise FrontError(400, "file: the uploaded file is empty", param="file")
         return data
 
-    async def alignments(request: Request) -> Response:
-        authorize(request)
-        form = await read_form(request)
-        check_model(form)
+    def checked_format(form: FormData) -> str:
         response_format = _field(form, "response_format", "json") or "json"
         if response_format not in formats:
             raise FrontError(
@@ -413,11 +415,36 @@ def create_app(aligner: Aligner, settings: FrontSettings | None = None) -> Starl
             )
         if (_field(form, "stream") or "false").lower() not in ("false", "0"):
             raise FrontError(400, "stream is not supported: the answer comes whole", param="stream")
+        return response_format
+
+    def parse_alignment(document: str, text: str | None) -> Alignment:
+        try:
+            return Alignment.from_json(document, text=text)
+        except (ValueError, KeyError, TypeError) as e:
+            raise FrontError(502, f"the aligner's answer is malformed: {e}", "server_error") from e
+
+    def rendered(
+        alignment: Alignment,
+        response_format: str,
+        options: WriteOptions,
+        granularity: tuple[str, ...],
+    ) -> Response:
+        try:
+            return render_alignment(alignment, response_format, options, granularity)
+        except ValueError as e:  # e.g. cues by lines without the words' spans in the transcript
+            raise FrontError(400, f"cannot write {response_format}: {e}") from e
+
+    async def alignments(request: Request) -> Response:
+        authorize(request)
+        form = await read_form(request)
+        check_model(form)
+        response_format = checked_format(form)
         text = _field(form, "text")
         if text is None:
             raise FrontError(
                 400,
-                "text: required (the transcript to align; this server runs no ASR model)",
+                "text: required (the transcript to align; POST /v1/audio/transcriptions "
+                "transcribes first where the server has its ASR model)",
                 param="text",
             )
         language = _field(form, "language")
@@ -435,23 +462,34 @@ def create_app(aligner: Aligner, settings: FrontSettings | None = None) -> Starl
             document = await aligner.align(AlignRequest(audio, text, language))
         except BackendError as e:
             raise FrontError(e.status, str(e), e.error_type, param=blamed_field(str(e))) from e
-        try:
-            alignment = Alignment.from_json(document, text=text)
-        except (ValueError, KeyError, TypeError) as e:
-            raise FrontError(502, f"the aligner's answer is malformed: {e}", "server_error") from e
-        try:
-            return render_alignment(alignment, response_format, options, granularity)
-        except ValueError as e:  # e.g. cues by lines without the words' spans in the transcript
-            raise FrontError(400, f"cannot write {response_format}: {e}") from e
+        return rendered(parse_alignment(document, text), response_format, options, granularity)
 
     async def transcriptions(request: Request) -> Response:
         authorize(request)
-        raise FrontError(
-            400,
-            "this server runs no ASR model, so it cannot transcribe: send the audio with its "
-            "transcript to POST /v1/audio/alignments (fields file, text, language)",
-            code="transcription_unavailable",
-        )
+        form = await read_form(request)
+        check_model(form)
+        response_format = checked_format(form)
+        options = write_options(form)
+        granularity = granularities(form, default=("segment",))  # OpenAI's default
+        language = (_field(form, "language") or "").strip() or None
+        context = _field(form, "prompt") or ""  # OpenAI's prompt: upstream's context
+        audio = await upload(form)
+        try:
+            document = await aligner.align(AlignRequest(audio, None, language, context))
+        except BackendError as e:
+            if e.status == 400 and str(e).startswith(NO_ASR):
+                raise FrontError(
+                    400,
+                    "this server runs no ASR model, so it cannot transcribe: start it with "
+                    "./scripts/serve --asr, or send the audio with its transcript to "
+                    "POST /v1/audio/alignments (fields file, text, language)",
+                    code="transcription_unavailable",
+                ) from e
+            raise FrontError(e.status, str(e), e.error_type, param=blamed_field(str(e))) from e
+        alignment = parse_alignment(document, None)
+        if response_format == "json":  # OpenAI's transcription: the text alone
+            return JSONResponse({"text": alignment.text})
+        return rendered(alignment, response_format, options, granularity)
 
     async def models(request: Request) -> Response:
         authorize(request)

@@ -44,11 +44,13 @@ class BackendError(Exception):
 
 @dataclass(frozen=True)
 class AlignRequest:
-    """What one upload asks of the aligner."""
+    """What one upload asks of the aligner: ``text`` None asks the server to transcribe first
+    (its ASR model), in ``language`` or, None, the detected one, guided by ``context``."""
 
     audio_file: bytes
-    text: str
-    language: str
+    text: str | None
+    language: str | None
+    context: str = ""
 
 
 def _string_tensor(name: str, value: bytes) -> grpcclient.InferInput:
@@ -58,12 +60,15 @@ def _string_tensor(name: str, value: bytes) -> grpcclient.InferInput:
 
 
 def request_tensors(request: AlignRequest) -> list[grpcclient.InferInput]:
-    """The model's inputs for ``request``: ``AUDIO_FILE``, ``TEXT`` and ``LANGUAGE``."""
-    return [
-        _string_tensor("AUDIO_FILE", request.audio_file),
-        _string_tensor("TEXT", request.text.encode("utf-8")),
-        _string_tensor("LANGUAGE", request.language.encode("utf-8")),
-    ]
+    """The model's inputs for ``request``: ``AUDIO_FILE``, then ``TEXT``, ``LANGUAGE`` and
+    ``CONTEXT`` where given."""
+    tensors = [_string_tensor("AUDIO_FILE", request.audio_file)]
+    for name, value in (("TEXT", request.text), ("LANGUAGE", request.language)):
+        if value is not None:
+            tensors.append(_string_tensor(name, value.encode("utf-8")))
+    if request.context:
+        tensors.append(_string_tensor("CONTEXT", request.context.encode("utf-8")))
+    return tensors
 
 
 def classify(error: InferenceServerException) -> BackendError:
