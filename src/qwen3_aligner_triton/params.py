@@ -148,24 +148,28 @@ def _raw_values(parameters: Mapping[str, Any]) -> dict[str, str]:
     return values
 
 
-def read_settings(
-    parameters: Mapping[str, Any], environ: Mapping[str, str] | None = None
-) -> ModelSettings:
-    """Build :class:`ModelSettings` from the ``parameters`` block of a model config."""
-    environ = os.environ if environ is None else environ
-    fields = ModelSettings.__dataclass_fields__
+def _typed_values(parameters: Mapping[str, Any], settings_class: type) -> dict[str, Any]:
+    """The set values of ``parameters`` converted to the types of ``settings_class``'s fields
+    (a dataclass with a default for each); unknown keys are a ConfigError naming the known."""
+    fields = settings_class.__dataclass_fields__
     unknown = sorted(set(parameters) - set(fields) - TRITON_KEYS)
     if unknown:
         raise ConfigError(
             f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}"
         )
-    kwargs: dict[str, Any] = {}
-    for key, raw in _raw_values(parameters).items():
-        if key in TRITON_KEYS:
-            continue
-        kind = type(getattr(ModelSettings, key))
-        kwargs[key] = _convert(key, raw, kind)
-    settings = ModelSettings(**kwargs)
+    return {
+        key: _convert(key, raw, type(getattr(settings_class, key)))
+        for key, raw in _raw_values(parameters).items()
+        if key not in TRITON_KEYS
+    }
+
+
+def read_settings(
+    parameters: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> ModelSettings:
+    """Build :class:`ModelSettings` from the ``parameters`` block of a model config."""
+    environ = os.environ if environ is None else environ
+    settings = ModelSettings(**_typed_values(parameters, ModelSettings))
     if not settings.checkpoint:
         env_value = environ.get(CHECKPOINT_ENV, "").strip()
         settings = _replace(settings, checkpoint=env_value or DEFAULT_CHECKPOINT)
@@ -178,18 +182,7 @@ def read_asr_settings(parameters: Mapping[str, Any]) -> Any:
     the rules of :func:`read_settings` (unset values, unknown keys, types)."""
     from .asr import AsrSettings
 
-    fields = AsrSettings.__dataclass_fields__
-    unknown = sorted(set(parameters) - set(fields) - TRITON_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}"
-        )
-    kwargs: dict[str, Any] = {}
-    for key, raw in _raw_values(parameters).items():
-        if key in TRITON_KEYS:
-            continue
-        kwargs[key] = _convert(key, raw, type(getattr(AsrSettings, key)))
-    settings = AsrSettings(**kwargs)
+    settings = AsrSettings(**_typed_values(parameters, AsrSettings))
     if settings.dtype not in DTYPES:
         raise ConfigError(
             f"parameter 'dtype': {settings.dtype!r} is not one of {', '.join(DTYPES)}"
