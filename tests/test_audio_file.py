@@ -13,10 +13,10 @@ import pytest
 import soundfile
 
 from qwen3_aligner_triton.audio_file import AudioFileError, EncodedAudio
-from qwen3_aligner_triton.params import ModelSettings
+from qwen3_aligner_triton.params import FrontSettings
 from qwen3_aligner_triton.requests import RequestError, decode_request
 
-SETTINGS = ModelSettings(checkpoint="x")
+SETTINGS = FrontSettings(checkpoint="x")
 
 
 def tone(seconds: float, rate: int, channels: int = 1, seed: int = 0) -> np.ndarray:
@@ -41,7 +41,7 @@ def strings(value) -> np.ndarray:
     return np.array([[value]], dtype=np.object_)
 
 
-def request(data, settings: ModelSettings = SETTINGS, **overrides):
+def request(data, settings: FrontSettings = SETTINGS, **overrides):
     inputs = {
         "audio": None,
         "sample_rate": None,
@@ -53,7 +53,7 @@ def request(data, settings: ModelSettings = SETTINGS, **overrides):
     return decode_request(settings=settings, **inputs)
 
 
-def refusal(data, settings: ModelSettings = SETTINGS, **overrides) -> RequestError:
+def refusal(data, settings: FrontSettings = SETTINGS, **overrides) -> RequestError:
     with pytest.raises(RequestError) as info:
         request(data, settings, **overrides)
     return info.value

@@ -33,7 +33,7 @@ from qwen3_aligner_triton.checkpoint_training import (
 from qwen3_aligner_triton.inprocess import InProcessAligner
 from qwen3_aligner_triton.languages import resolve_language
 from qwen3_aligner_triton.loading import load_aligner
-from qwen3_aligner_triton.params import ModelSettings
+from qwen3_aligner_triton.params import PipelineSettings
 from qwen3_aligner_triton.requests import AlignRequest
 
 # The trained checkpoint is the same bytes on every machine (test below), so these figures are
@@ -74,7 +74,7 @@ def case_requests() -> list[AlignRequest]:
 
 @pytest.fixture(scope="module")
 def engine(upstream):
-    return InProcessAligner(upstream, ModelSettings(checkpoint="tiny"))
+    return InProcessAligner(upstream, PipelineSettings.of(checkpoint="tiny"))
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +200,7 @@ def distinct_over_cases(engine) -> tuple[int, int, int]:
 def test_parity_cases_use_many_distinct_timestamps(engine, random_upstream):
     trained = distinct_over_cases(engine)
     random = distinct_over_cases(
-        InProcessAligner(random_upstream, ModelSettings(checkpoint="tiny"))
+        InProcessAligner(random_upstream, PipelineSettings.of(checkpoint="tiny"))
     )
     print("distinct, slots, single-valued cases: trained", trained, "random", random)
     distinct, slots, single = trained

@@ -25,10 +25,10 @@ from qwen3_aligner_triton.core import (
 )
 from qwen3_aligner_triton.params import (
     ConfigError,
+    CoreSettings,
     GpuCost,
-    ModelSettings,
     parse_gpu_cost,
-    read_settings,
+    read_simulation,
 )
 
 TS = 7  # timestamp token id of these fake prompts
@@ -53,7 +53,9 @@ def test_bad_gpu_cost_is_rejected_with_the_form(spec):
     with pytest.raises(ValueError, match="A\\+Bn"):
         parse_gpu_cost(spec)
     with pytest.raises(ConfigError, match="simulate_gpu"):
-        read_settings({"simulate_gpu": {"string_value": spec}, "checkpoint": {"string_value": "x"}})
+        read_simulation(
+            {"simulate_gpu": {"string_value": spec}, "checkpoint": {"string_value": "x"}}
+        )
 
 
 @pytest.mark.parametrize(("slots", "frames"), [(2, 10), (10, 300), (400, 18000)])
@@ -108,7 +110,7 @@ class Recorder:
 
 def test_gpu_policy_runs_similar_clips_in_one_pass():
     forward = Recorder()
-    runner = CoreRunner(forward, ModelSettings(max_forward_batch=64, max_forward_tokens=65536))
+    runner = CoreRunner(forward, CoreSettings(max_forward_batch=64, max_forward_tokens=65536))
     results = runner.run([clip(40) for _ in range(64)])
     assert forward.passes == [64]
     assert all(isinstance(r, SlotResult) for r in results)
@@ -116,7 +118,7 @@ def test_gpu_policy_runs_similar_clips_in_one_pass():
 
 def test_cpu_policy_runs_one_clip_per_pass():
     forward = Recorder()
-    CoreRunner(forward, ModelSettings(max_forward_batch=1)).run([clip(4) for _ in range(5)])
+    CoreRunner(forward, CoreSettings(max_forward_batch=1)).run([clip(4) for _ in range(5)])
     assert forward.passes == [1] * 5
 
 
@@ -124,7 +126,7 @@ def test_a_failing_pass_is_split_and_only_the_culprit_fails():
     items = [clip(4) for _ in range(6)]
     forward = Recorder(fail_on=items[3])
     sizes: list[int] = []
-    results = CoreRunner(forward, ModelSettings()).run(items, on_batch=sizes.append)
+    results = CoreRunner(forward, CoreSettings()).run(items, on_batch=sizes.append)
     assert isinstance(results[3], RuntimeError)
     assert all(isinstance(r, SlotResult) for i, r in enumerate(results) if i != 3)
     assert sum(sizes) == 5
@@ -132,11 +134,13 @@ def test_a_failing_pass_is_split_and_only_the_culprit_fails():
 
 def test_simulated_out_of_memory_limits_padded_tokens():
     forward = Recorder()
-    settings = ModelSettings(simulate_oom_above_tokens=100)
-    results = CoreRunner(forward, settings).run([clip(10, extra_tokens=30) for _ in range(4)])
+    settings = CoreSettings()
+    results = CoreRunner(forward, settings, oom_above_tokens=100).run(
+        [clip(10, extra_tokens=30) for _ in range(4)]
+    )
     assert all(isinstance(r, SlotResult) for r in results)  # 50 tokens each: passes of 2
     assert forward.passes == [2, 2]
-    (alone,) = CoreRunner(forward, settings).run([clip(60)])
+    (alone,) = CoreRunner(forward, settings, oom_above_tokens=100).run([clip(60)])
     assert isinstance(alone, torch.OutOfMemoryError)
 
 
@@ -147,7 +151,7 @@ def test_observer_sees_each_successful_pass():
         def forward_done(self, batch_size, forward_s, postprocess_s):
             seen.append(batch_size)
 
-    CoreRunner(Recorder(), ModelSettings(max_forward_batch=2), Observer()).run(
+    CoreRunner(Recorder(), CoreSettings(max_forward_batch=2), Observer()).run(
         [clip(3) for _ in range(5)]
     )
     assert seen == [2, 2, 1]
@@ -305,7 +309,7 @@ def test_pass_log_hands_passes_on_only_when_flushed():
             seen.append((batch_size, forward_s))
 
     log = PassLog(Observer())
-    CoreRunner(Recorder(), ModelSettings(max_forward_batch=2), log).run([clip(3) for _ in range(3)])
+    CoreRunner(Recorder(), CoreSettings(max_forward_batch=2), log).run([clip(3) for _ in range(3)])
     assert seen == []
     log.flush()
     assert [size for size, _ in seen] == [2, 1]
@@ -449,7 +453,7 @@ def test_the_core_refuses_clips_that_could_touch_their_batch_mates(item, message
     from qwen3_aligner_triton.core import ClipRules, refusal
 
     rules = ClipRules(vocab_size=RULES_VOCAB, audio_token_id=AUDIO_PAD)
-    why = refusal(item, ModelSettings(), rules)
+    why = refusal(item, CoreSettings(), rules)
     assert why is not None and message in why
 
 
@@ -457,9 +461,9 @@ def test_well_formed_clips_pass_the_rules():
     from qwen3_aligner_triton.core import ClipRules, refusal
 
     rules = ClipRules(vocab_size=RULES_VOCAB, audio_token_id=AUDIO_PAD)
-    assert refusal(rules_clip([AUDIO_PAD] * 39 + [1, TS, TS]), ModelSettings(), rules) is None
+    assert refusal(rules_clip([AUDIO_PAD] * 39 + [1, TS, TS]), CoreSettings(), rules) is None
     wave = np.linspace(-1, 1, 160, dtype=np.float32)
-    assert refusal(rules_clip([AUDIO_PAD, TS, TS], wave=wave), ModelSettings(), rules) is None
+    assert refusal(rules_clip([AUDIO_PAD, TS, TS], wave=wave), CoreSettings(), rules) is None
 
 
 @pytest.mark.parametrize(
@@ -486,7 +490,7 @@ def test_a_fatal_device_error_is_not_retried_in_halves():
         calls.append(len(batch))
         raise RuntimeError("CUDA error: device-side assert triggered")
 
-    settings = ModelSettings(max_forward_batch=8)
+    settings = CoreSettings(max_forward_batch=8)
     results = CoreRunner(forward, settings).run([clip(2) for _ in range(4)])
     assert calls == [4]
     assert all("device-side assert" in str(r) for r in results)

@@ -5,8 +5,6 @@ to upstream's and to the front-made frames. The served path is in test_server.py
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -19,7 +17,7 @@ from qwen3_aligner_triton.audio import prepare_waveform
 from qwen3_aligner_triton.core import frames_of_samples
 from qwen3_aligner_triton.inprocess import InProcessAligner
 from qwen3_aligner_triton.languages import resolve_language
-from qwen3_aligner_triton.params import ModelSettings
+from qwen3_aligner_triton.params import PipelineSettings
 from qwen3_aligner_triton.preparation import PreparedItem, build_prompt
 from qwen3_aligner_triton.requests import AlignRequest
 
@@ -27,10 +25,12 @@ from qwen3_aligner_triton.requests import AlignRequest
 @pytest.fixture(scope="module")
 def engines(upstream):
     """The same aligner preparing both ways: frames by the front, frames by the core."""
-    base = ModelSettings(checkpoint="tiny", bucket_ratio=1000.0)
     return (
-        InProcessAligner(upstream, base),
-        InProcessAligner(upstream, dataclasses.replace(base, features_in_core=True)),
+        InProcessAligner(upstream, PipelineSettings.of(checkpoint="tiny", bucket_ratio=1000.0)),
+        InProcessAligner(
+            upstream,
+            PipelineSettings.of(checkpoint="tiny", bucket_ratio=1000.0, features_in_core=True),
+        ),
     )
 
 

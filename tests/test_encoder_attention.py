@@ -28,7 +28,12 @@ from qwen3_aligner_triton.encoder_attention import (
 )
 from qwen3_aligner_triton.inprocess import InProcessAligner
 from qwen3_aligner_triton.loading import load_aligner
-from qwen3_aligner_triton.params import ConfigError, ModelSettings, read_settings
+from qwen3_aligner_triton.params import (
+    ConfigError,
+    CoreSettings,
+    PipelineSettings,
+    read_core_settings,
+)
 
 WINDOW_FRAMES = 800  # n_window_infer: 8 s of 10 ms mel frames
 WINDOW_TOKENS = 104  # 8 chunks of 100 frames, 13 encoder tokens each
@@ -53,8 +58,8 @@ def features() -> torch.Tensor:
 
 
 def test_windowed_is_the_default_everywhere(random_aligner):
-    assert ModelSettings().encoder_attention == WINDOWED
-    assert read_settings({}).encoder_attention == WINDOWED
+    assert CoreSettings().encoder_attention == WINDOWED
+    assert read_core_settings({}).encoder_attention == WINDOWED
     assert encoder_attention_of(random_aligner.model) == WINDOWED
 
 
@@ -107,9 +112,9 @@ def test_switching_is_idempotent_and_leaves_one_set_of_hooks(random_aligner, fea
 
 def test_unknown_settings_are_refused():
     with pytest.raises(ConfigError, match="encoder_attention"):
-        read_settings({"encoder_attention": {"string_value": "sliding"}})
+        read_core_settings({"encoder_attention": {"string_value": "sliding"}})
     with pytest.raises(ConfigError, match="flash_attention_2"):
-        read_settings(
+        read_core_settings(
             {
                 "encoder_attention": {"string_value": "full"},
                 "attn_implementation": {"string_value": "flash_attention_2"},
@@ -178,7 +183,7 @@ def test_in_process_results_equal_upstream_with_the_same_encoder_setting(
     sharp, sharp_expected, mode
 ):
     engine = InProcessAligner(
-        sharp[mode], ModelSettings(checkpoint="sharp", encoder_attention=mode)
+        sharp[mode], PipelineSettings.of(checkpoint="sharp", encoder_attention=mode)
     )
     for case in LONG_CASES:
         result = engine.align([engine.prepare(request_of(case))])[0]

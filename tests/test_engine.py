@@ -11,13 +11,13 @@ from conftest import SCORE_TOLERANCE, upstream_align, upstream_unit_scores
 
 from qwen3_aligner_triton.inprocess import InProcessAligner
 from qwen3_aligner_triton.languages import resolve_language
-from qwen3_aligner_triton.params import ModelSettings
+from qwen3_aligner_triton.params import CoreSettings, PipelineSettings
 from qwen3_aligner_triton.requests import AlignRequest, RequestError
 
 
 @pytest.fixture(scope="module")
 def engine(upstream):
-    return InProcessAligner(upstream, ModelSettings(checkpoint="tiny", bucket_ratio=1000.0))
+    return InProcessAligner(upstream, PipelineSettings.of(checkpoint="tiny", bucket_ratio=1000.0))
 
 
 def request_of(case) -> AlignRequest:
@@ -137,7 +137,8 @@ def test_gpu_warmup_runs_a_common_length_alone_and_in_a_shared_pass(engine, monk
         return real_forward(batch)
 
     monkeypatch.setattr(engine.runner, "forward", forward)
-    capped = dataclasses.replace(engine.settings, max_forward_batch=4)  # caps the shared pass
+    core = dataclasses.replace(engine.settings.core, max_forward_batch=4)  # caps the shared pass
+    capped = dataclasses.replace(engine.settings, core=core)
     monkeypatch.setattr(engine, "settings", capped)
     engine.warmup(GPU_WARMUP_PASSES)
     # 30 s at an ordinary speaking rate: 76 words; the shared pass holds at most 4 clips.
@@ -152,12 +153,12 @@ def test_a_core_on_a_gpu_warms_up_with_the_gpu_passes(tiny_checkpoint, upstream,
     calls = []
 
     def warmup(self, passes="default"):
-        calls.append((self.settings.features_in_core, passes))
+        calls.append((self.settings.front.features_in_core, passes))
 
     monkeypatch.setattr(loading, "load_aligner", lambda *args, **kwargs: upstream)
     monkeypatch.setattr(InProcessAligner, "warmup", warmup)
     # upstream is the suite's reference: it must keep upstream's own per-clip encoder
-    settings = ModelSettings(checkpoint=str(tiny_checkpoint), packed_encoder=False)
+    settings = CoreSettings(checkpoint=str(tiny_checkpoint), packed_encoder=False)
     loading.load_forward(settings, "cuda:0")
     # frames from the CPU for the short clip, then made on the device at the common length
     assert calls == [(False, "default"), (True, GPU_WARMUP_PASSES)]
@@ -179,7 +180,7 @@ def test_a_core_encodes_each_pass_in_one_encoder_call_unless_told_not_to(
         return loaded[-1]
 
     monkeypatch.setattr(loading, "load_aligner", load_aligner)
-    settings = ModelSettings(checkpoint=str(tiny_checkpoint), warmup=False)
+    settings = CoreSettings(checkpoint=str(tiny_checkpoint), warmup=False)
     packed = loading.load_forward(settings, "cpu")
     plain = loading.load_forward(dataclasses.replace(settings, packed_encoder=False), "cpu")
     assert packed_encoder_installed(loaded[0].model.thinker)
@@ -191,7 +192,9 @@ def test_a_core_encodes_each_pass_in_one_encoder_call_unless_told_not_to(
 def test_gpu_warmup_passes_run_with_frames_made_by_the_core(upstream):
     from qwen3_aligner_triton.preparation import GPU_WARMUP_PASSES
 
-    on_device = InProcessAligner(upstream, ModelSettings(checkpoint="tiny", features_in_core=True))
+    on_device = InProcessAligner(
+        upstream, PipelineSettings.of(checkpoint="tiny", features_in_core=True)
+    )
     on_device.warmup(GPU_WARMUP_PASSES)  # the real path, on the CPU here
 
 

@@ -17,7 +17,7 @@ from qwen3_aligner_triton.front import (
     slots_from_arrays,
 )
 from qwen3_aligner_triton.loading import load_preparer
-from qwen3_aligner_triton.params import ModelSettings
+from qwen3_aligner_triton.params import FrontSettings
 from qwen3_aligner_triton.requests import decode_request
 
 TIMESTAMP_ID = None  # read from the preparer's tokenizer
@@ -74,7 +74,7 @@ class FakeCore:
 @pytest.fixture(scope="module")
 def preparer(tiny_checkpoint):
     return load_preparer(
-        str(tiny_checkpoint), ModelSettings(checkpoint=str(tiny_checkpoint), window_seconds=20.0)
+        str(tiny_checkpoint), FrontSettings(checkpoint=str(tiny_checkpoint), window_seconds=20.0)
     )
 
 
@@ -240,7 +240,7 @@ def test_forty_minutes_with_a_tenth_never_spoken_never_fail_late(tiny_checkpoint
     limit = 8192
     preparer = load_preparer(
         str(tiny_checkpoint),
-        ModelSettings(
+        FrontSettings(
             checkpoint=str(tiny_checkpoint), max_forward_tokens=limit, max_audio_seconds=3600
         ),
     )
@@ -313,7 +313,7 @@ def test_audio_held_across_requests_is_bounded(preparer, tiny_checkpoint):
     from qwen3_aligner_triton.requests import AlignRequest
 
     one = audio_bytes(AlignRequest(np.zeros(16000 * 4, np.float32), 16000, "x", "English"))
-    settings = ModelSettings(
+    settings = FrontSettings(
         checkpoint=str(tiny_checkpoint), window_seconds=20.0, max_held_audio_bytes=one + one // 2
     )
     slow = FakeCore(preparer.processor.tokenizer.convert_tokens_to_ids("<timestamp>"), delay=0.5)

@@ -13,7 +13,7 @@ from test_front import FakeCore, Metrics
 from qwen3_aligner_triton.asr import AsrCall, ChunkTranscript, split_chunks
 from qwen3_aligner_triton.front import AlignerFront
 from qwen3_aligner_triton.loading import load_preparer
-from qwen3_aligner_triton.params import ModelSettings
+from qwen3_aligner_triton.params import FrontSettings
 from qwen3_aligner_triton.requests import NO_ASR_MESSAGE, AlignRequest
 
 SAMPLE_RATE = 16000  # Hz
@@ -48,7 +48,7 @@ def counted(wave: np.ndarray) -> ChunkTranscript:
 
 @pytest.fixture(scope="module")
 def preparer(tiny_checkpoint):
-    settings = ModelSettings(checkpoint=str(tiny_checkpoint), window_seconds=20.0, asr=True)
+    settings = FrontSettings(checkpoint=str(tiny_checkpoint), window_seconds=20.0, asr=True)
     return load_preparer(str(tiny_checkpoint), settings)
 
 
@@ -157,7 +157,7 @@ def test_a_failed_asr_call_is_an_internal_error_the_instance_survives(preparer, 
 def test_without_the_asr_model_a_request_without_text_is_told_how_to_enable_it(
     tiny_checkpoint, core
 ):
-    preparer = load_preparer(str(tiny_checkpoint), ModelSettings(checkpoint=str(tiny_checkpoint)))
+    preparer = load_preparer(str(tiny_checkpoint), FrontSettings(checkpoint=str(tiny_checkpoint)))
     metrics = Metrics()
     outcome = asyncio.run(AlignerFront(preparer, core, metrics).serve(inputs(recording(2.0))))
     assert outcome.invalid and outcome.error == NO_ASR_MESSAGE

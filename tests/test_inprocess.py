@@ -9,7 +9,7 @@ import pytest
 
 from qwen3_aligner_triton.core import CoreInput, CoreRunner, SlotResult
 from qwen3_aligner_triton.inprocess import LocalCore
-from qwen3_aligner_triton.params import ModelSettings
+from qwen3_aligner_triton.params import CoreSettings
 
 TS = 7
 
@@ -55,7 +55,7 @@ def run_requests(core: LocalCore, rounds: list[list[int]]) -> list:
 
 def test_requests_given_together_share_a_pass_round_by_round():
     forward = Recorder()
-    runner = CoreRunner(forward, ModelSettings(max_forward_batch=16, bucket_ratio=1000.0))
+    runner = CoreRunner(forward, CoreSettings(max_forward_batch=16, bucket_ratio=1000.0))
     core = LocalCore(runner, settled=lambda: True)
     results = run_requests(core, [[2, 3], [4], [5, 6, 7]])
     # round 1: every request's first clip; round 2: the second clips; round 3: the last one
@@ -67,7 +67,7 @@ def test_requests_given_together_share_a_pass_round_by_round():
 def test_a_round_waits_while_preparation_is_running():
     """A clip still being prepared joins the round: the pass starts once nothing is prepared."""
     forward = Recorder()
-    runner = CoreRunner(forward, ModelSettings(max_forward_batch=16, bucket_ratio=1000.0))
+    runner = CoreRunner(forward, CoreSettings(max_forward_batch=16, bucket_ratio=1000.0))
     preparing = {"left": 20}
     core = LocalCore(runner, settled=lambda: preparing["left"] == 0)
 
@@ -86,7 +86,7 @@ def test_a_round_waits_while_preparation_is_running():
 
 def test_a_failing_clip_gets_its_own_error_and_the_others_their_results():
     forward = Recorder(fail_words=3)
-    runner = CoreRunner(forward, ModelSettings(max_forward_batch=16, bucket_ratio=1000.0))
+    runner = CoreRunner(forward, CoreSettings(max_forward_batch=16, bucket_ratio=1000.0))
     core = LocalCore(runner, settled=lambda: True)
     results = run_requests(core, [[2], [3], [4]])
     assert isinstance(results[1], RuntimeError) and "simulated failure" in str(results[1])
@@ -98,7 +98,7 @@ def test_a_failing_clip_gets_its_own_error_and_the_others_their_results():
 @pytest.mark.parametrize("batch", [1, 2])
 def test_passes_hold_at_most_max_forward_batch_clips(batch):
     forward = Recorder()
-    runner = CoreRunner(forward, ModelSettings(max_forward_batch=batch, bucket_ratio=1000.0))
+    runner = CoreRunner(forward, CoreSettings(max_forward_batch=batch, bucket_ratio=1000.0))
     run_requests(LocalCore(runner, settled=lambda: True), [[1], [2], [3]])
     assert all(len(p) <= batch for p in forward.passes)
     assert sorted(w for p in forward.passes for w in p) == [1, 2, 3]

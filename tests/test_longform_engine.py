@@ -9,11 +9,11 @@ import pytest
 from conftest import upstream_align
 
 from qwen3_aligner_triton.inprocess import InProcessAligner
-from qwen3_aligner_triton.params import ModelSettings
+from qwen3_aligner_triton.params import PipelineSettings
 from qwen3_aligner_triton.preparation import WindowedJob, build_prompt
 from qwen3_aligner_triton.requests import AlignRequest, RequestError, decode_request
 
-SETTINGS = ModelSettings(checkpoint="tiny", window_seconds=60.0, max_forward_batch=16)
+SETTINGS = PipelineSettings.of(checkpoint="tiny", window_seconds=60.0, max_forward_batch=16)
 SENTENCE = "the quick brown fox jumps over the lazy dog, and then it rests."
 
 
@@ -85,7 +85,7 @@ def test_cue_guided_alignment(engine, upstream):
         None,
         np.array([[b""]], dtype=np.object_),
         np.array([[b"en"]], dtype=np.object_),
-        SETTINGS,
+        SETTINGS.front,
         np.array([[json.dumps(cues).encode()]], dtype=np.object_),
     )
     sizes: list[int] = []
@@ -134,7 +134,7 @@ def test_malformed_segments_are_rejected(segments, message):
             None,
             np.array([[b""]], dtype=np.object_),
             np.array([[b"en"]], dtype=np.object_),
-            SETTINGS,
+            SETTINGS.front,
             segments_of(segments),
         )
     assert info.value.reason == "bad_segments"
@@ -147,7 +147,7 @@ def test_text_must_match_the_cues():
             None,
             np.array([[b"something else"]], dtype=np.object_),
             np.array([[b"en"]], dtype=np.object_),
-            SETTINGS,
+            SETTINGS.front,
             segments_of([{"start": 0, "end": 2, "text": "a b"}]),
         )
 
@@ -156,7 +156,9 @@ def test_limits_on_words_and_recording_length(engine):
     many = AlignRequest(speechy(200.0), 16000, " ".join(["w"] * 2600), "English")
     with pytest.raises(RequestError, match="holds at most 2500"):
         engine.prepare(many)
-    tight = InProcessAligner(engine_aligner(engine), ModelSettings(checkpoint="t", max_words=10))
+    tight = InProcessAligner(
+        engine_aligner(engine), PipelineSettings.of(checkpoint="t", max_words=10)
+    )
     with pytest.raises(RequestError, match="the limit is 10"):
         tight.prepare(AlignRequest(speechy(5.0), 16000, " ".join(["w"] * 11), "English"))
 
@@ -170,13 +172,13 @@ def engine_aligner(engine):
     return Holder()
 
 
-def cue_request(audio, cues, text: str = "", settings: ModelSettings = SETTINGS, language=b"en"):
+def cue_request(audio, cues, text: str = "", settings: PipelineSettings = SETTINGS, language=b"en"):
     return decode_request(
         audio[None, :],
         None,
         np.array([[text.encode()]], dtype=np.object_),
         np.array([[language]], dtype=np.object_),
-        settings,
+        settings.front,
         np.array([[json.dumps(cues).encode()]], dtype=np.object_),
     )
 
@@ -203,12 +205,12 @@ def test_a_cue_holds_no_more_words_than_its_window(engine):
 
 
 def test_max_words_holds_for_all_cues_together(engine):
-    free = ModelSettings(checkpoint="t", max_words=10, cue_cost_units=0)
+    free = PipelineSettings.of(checkpoint="t", max_words=10, cue_cost_units=0)
     cues = [{"start": 5.0 * k, "end": 5.0 * k + 4, "text": "one two three four"} for k in range(3)]
     with pytest.raises(RequestError, match=r"up to SEGMENTS\[2\] .*the limit is 10"):
         InProcessAligner(engine_aligner(engine), free).prepare(cue_request(speechy(15.0), cues))
     # Each cue is a forward pass of its own and counts as cue_cost_units more (7 by default).
-    charged = ModelSettings(checkpoint="t", max_words=13)
+    charged = PipelineSettings.of(checkpoint="t", max_words=13)
     with pytest.raises(RequestError, match=r"up to SEGMENTS\[1\] \(each cue counts as 7"):
         InProcessAligner(engine_aligner(engine), charged).prepare(cue_request(speechy(15.0), cues))
     one = [{"start": 0.0, "end": 4.0, "text": "one two three four five six"}]

@@ -27,7 +27,7 @@ from qwen3_aligner_triton.inprocess import InProcessAligner
 from qwen3_aligner_triton.loading import load_aligner
 from qwen3_aligner_triton.packed_decoder import decode_packed, decoder_layout
 from qwen3_aligner_triton.packed_encoder import AttentionGroup, install_packed_encoder
-from qwen3_aligner_triton.params import ModelSettings, read_settings
+from qwen3_aligner_triton.params import CoreSettings, PipelineSettings, read_core_settings
 from qwen3_aligner_triton.requests import AlignRequest
 
 SAMPLE_RATE = 16000  # Hz
@@ -65,7 +65,7 @@ def words(n: int, seed: int) -> str:
 
 def prepared(aligner, clips, seed: int) -> list:
     """The clips as the core receives them (the front's preparation)."""
-    engine = InProcessAligner(aligner, ModelSettings(checkpoint="tiny"))
+    engine = InProcessAligner(aligner, PipelineSettings.of(checkpoint="tiny"))
     rng = np.random.default_rng(seed)
     out = []
     for seconds, count in clips:
@@ -368,12 +368,14 @@ def test_a_clip_whose_audio_tokens_miss_its_frames_fails_the_pass(models):
 
 
 def test_the_setting_chooses_the_decoder(models):
-    assert read_settings({}, environ={}).packed_decoder is True
-    off = read_settings({"packed_decoder": {"string_value": "false"}}, environ={})
+    assert read_core_settings({}, environ={}).packed_decoder is True
+    off = read_core_settings({"packed_decoder": {"string_value": "false"}}, environ={})
     assert off.packed_decoder is False
     aligner = models["trained"].aligner
-    assert InProcessAligner(aligner, ModelSettings()).forward_pass.packed_decoder is True
-    assert InProcessAligner(aligner, off).forward_pass.packed_decoder is False
+    assert InProcessAligner(aligner).forward_pass.packed_decoder is True
+    with_off = PipelineSettings(core=off)
+    assert InProcessAligner(aligner, with_off).forward_pass.packed_decoder is False
+    assert CoreSettings().packed_decoder is True
 
 
 @pytest.mark.requires_cuda

@@ -1,24 +1,52 @@
 from dataclasses import asdict
+from types import SimpleNamespace
 
 import pytest
 
 from qwen3_aligner_triton.params import (
+    CORE_PARAMETERS,
     DEFAULT_CHECKPOINT,
+    FRONT_PARAMETERS,
     ConfigError,
+    CoreSettings,
+    FrontSettings,
     GpuCost,
-    ModelSettings,
+    PipelineSettings,
+    Simulation,
     parse_gpu_cost,
-    read_settings,
+    read_core_settings,
+    read_front_settings,
+    read_simulation,
 )
+from qwen3_aligner_triton.repository import split_parameters
 
 
 def sv(value: str) -> dict:
     return {"string_value": value}
 
 
+def read_settings(parameters: dict, environ: dict | None = None) -> SimpleNamespace:
+    """Both models' settings from one set of parameters, each key read by the model(s) that
+    declare it, as the launcher renders them; the front's prompt limit from the core's."""
+    front = {
+        k: v for k, v in parameters.items() if k not in CORE_PARAMETERS or k in FRONT_PARAMETERS
+    }
+    core = {k: v for k, v in parameters.items() if k in CORE_PARAMETERS}
+    values = asdict(read_front_settings(front, core, environ=environ))
+    values.update(asdict(read_core_settings(core, environ=environ)))
+    values.update(asdict(read_simulation(core)))
+    return SimpleNamespace(**values)
+
+
+def defaults(checkpoint: str = DEFAULT_CHECKPOINT) -> dict:
+    values = asdict(FrontSettings(checkpoint=checkpoint))
+    values.update(asdict(CoreSettings(checkpoint=checkpoint)))
+    values.update(asdict(Simulation()))
+    return values
+
+
 def test_defaults_when_nothing_is_set():
-    s = read_settings({}, environ={})
-    assert s == ModelSettings(checkpoint=DEFAULT_CHECKPOINT)
+    assert vars(read_settings({}, environ={})) == defaults()
 
 
 def test_typed_values():
@@ -41,7 +69,7 @@ def test_typed_values():
 def test_empty_and_unfilled_templates_are_unset(unset):
     s = read_settings({"checkpoint": sv(unset), "max_text_chars": sv(unset)}, environ={})
     assert s.checkpoint == DEFAULT_CHECKPOINT
-    assert s.max_text_chars == ModelSettings().max_text_chars
+    assert s.max_text_chars == FrontSettings().max_text_chars
 
 
 def test_environment_supplies_the_checkpoint_when_config_does_not():
@@ -61,7 +89,7 @@ def test_unknown_key_is_rejected_by_name():
 
 def test_triton_keys_are_allowed_and_change_nothing():
     s = read_settings({"EXECUTION_ENV_PATH": sv("/env.tar.gz")}, environ={})
-    assert s == ModelSettings(checkpoint=DEFAULT_CHECKPOINT)
+    assert vars(s) == defaults()
     with pytest.raises(ConfigError, match="EXECUTION_ENV_PAT"):
         read_settings({"EXECUTION_ENV_PAT": sv("/env.tar.gz")}, environ={})
 
@@ -110,7 +138,7 @@ def refusal(parameters: dict) -> str:
 def test_defaults_are_the_documented_ones():
     # docs/operations.md (Configuration) and docs/api.md (Limits, and the AUDIO and SAMPLE_RATE
     # refusals: shorter than 0.1 s, outside 1 kHz to 384 kHz).
-    assert asdict(read_settings({}, environ={})) == {
+    assert vars(read_settings({}, environ={})) == {
         "checkpoint": "Qwen/Qwen3-ForcedAligner-0.6B",
         "dtype": "auto",
         "attn_implementation": "auto",
@@ -192,18 +220,98 @@ def test_unset_and_triton_entries_do_not_hide_the_entries_after_them():
     assert (s.max_words, s.max_text_chars) == (10, 400000)
 
 
-def test_unknown_keys_message_lists_them_and_every_known_key():
-    assert refusal({"warm_up": sv("true"), "max_audio_secs": sv("10"), "dtype": sv("auto")}) == (
-        "unknown parameter(s) max_audio_secs, warm_up; known: asr, attn_implementation, "
-        "bucket_ratio, "
-        "checkpoint, cue_cost_units, dtype, encoder_attention, features_in_core, "
-        "japanese_chars_per_unit, max_amplitude, max_audio_file_bytes, max_audio_samples, "
-        "max_audio_seconds, "
-        "max_forward_batch, max_forward_tokens, max_held_audio_bytes, max_sample_rate, "
+def test_unknown_keys_message_lists_them_and_every_key_the_model_knows():
+    with pytest.raises(ConfigError) as excinfo:
+        read_front_settings({"warm_up": sv("true"), "max_audio_secs": sv("10")}, environ={})
+    assert str(excinfo.value) == (
+        "unknown parameter(s) max_audio_secs, warm_up; known: asr, checkpoint, cue_cost_units, "
+        "features_in_core, japanese_chars_per_unit, max_amplitude, max_audio_file_bytes, "
+        "max_audio_samples, max_audio_seconds, max_held_audio_bytes, max_sample_rate, "
         "max_segments, max_segments_bytes, max_text_chars, max_words, min_audio_seconds, "
-        "min_sample_rate, packed_decoder, packed_encoder, segment_margin_seconds, simulate_gpu, "
-        "simulate_oom_above_tokens, warmup, window_seconds"
+        "min_sample_rate, segment_margin_seconds, warmup, window_seconds"
     )
+    with pytest.raises(ConfigError) as excinfo:
+        read_core_settings({"warm_up": sv("true")}, environ={})
+    assert str(excinfo.value) == (
+        "unknown parameter(s) warm_up; known: attn_implementation, bucket_ratio, checkpoint, "
+        "dtype, encoder_attention, max_forward_batch, max_forward_tokens, packed_decoder, "
+        "packed_encoder, simulate_gpu, simulate_oom_above_tokens, warmup"
+    )
+
+
+@pytest.mark.parametrize(
+    "key", ["dtype", "max_forward_batch", "max_forward_tokens", "simulate_gpu"]
+)
+def test_the_front_refuses_the_cores_parameters(key):
+    with pytest.raises(ConfigError, match=f"unknown parameter.s. {key};"):
+        read_front_settings({key: sv("1")}, environ={})
+
+
+@pytest.mark.parametrize("key", ["max_words", "window_seconds", "asr", "features_in_core"])
+def test_the_core_refuses_the_fronts_parameters(key):
+    with pytest.raises(ConfigError, match=f"unknown parameter.s. {key};"):
+        read_core_settings({key: sv("1")}, environ={})
+
+
+def test_the_fronts_prompt_limit_is_the_cores():
+    core = {"max_forward_tokens": sv("65536"), "simulate_gpu": sv("1+1n")}
+    assert read_front_settings({}, core, environ={}).max_forward_tokens == 65536
+    assert read_front_settings({}, {}, environ={}).max_forward_tokens == 32768
+    assert read_front_settings({}, environ={}).max_forward_tokens == 32768
+    with pytest.raises(ConfigError, match="max_forward_tokens"):  # the core's value is checked
+        read_front_settings({}, {"max_forward_tokens": sv("many")}, environ={})
+
+
+def test_simulation_switches_are_not_production_settings():
+    core = {"simulate_gpu": sv("2+3n"), "simulate_oom_above_tokens": sv("100")}
+    assert read_core_settings(core, environ={}) == CoreSettings(checkpoint=DEFAULT_CHECKPOINT)
+    assert read_simulation(core) == Simulation("2+3n", 100)
+    assert read_simulation({}) == Simulation()
+    assert not set(asdict(Simulation())) & (
+        set(asdict(CoreSettings())) | set(asdict(FrontSettings()))
+    )
+    with pytest.raises(ConfigError, match="simulate_oom_above_tokens"):
+        read_simulation({"simulate_oom_above_tokens": sv("-1")})
+
+
+def test_pipeline_settings_send_each_value_to_the_settings_that_own_it():
+    p = PipelineSettings.of(
+        checkpoint="c",
+        window_seconds=20.0,
+        max_forward_batch=3,
+        max_forward_tokens=99,
+        simulate_oom_above_tokens=7,
+        warmup=False,
+    )
+    assert (p.front.checkpoint, p.core.checkpoint) == ("c", "c")
+    assert (p.front.warmup, p.core.warmup) == (False, False)
+    assert (p.front.max_forward_tokens, p.core.max_forward_tokens) == (99, 99)
+    assert (p.front.window_seconds, p.core.max_forward_batch) == (20.0, 3)
+    assert p.simulation == Simulation(simulate_oom_above_tokens=7)
+    with pytest.raises(TypeError, match="window_secs"):
+        PipelineSettings.of(window_secs=20.0)
+
+
+def test_the_launcher_sends_each_parameter_to_the_models_that_declare_it():
+    front, core = split_parameters(
+        {
+            "checkpoint": "c",
+            "warmup": "false",
+            "max_words": "9",
+            "dtype": "float32",
+            "max_forward_tokens": "8192",
+            "simulate_gpu": "1+1n",
+            "unknown_key": "x",
+        }
+    )
+    assert front == {"checkpoint": "c", "warmup": "false", "max_words": "9", "unknown_key": "x"}
+    assert core == {
+        "checkpoint": "c",
+        "warmup": "false",
+        "dtype": "float32",
+        "max_forward_tokens": "8192",
+        "simulate_gpu": "1+1n",
+    }
 
 
 @pytest.mark.parametrize(

@@ -114,7 +114,7 @@ def test_an_asr_checkpoint_adds_the_asr_model_beside_the_forward(tmp_path, place
         check_config,
         check_optional_transcript,
     )
-    from qwen3_aligner_triton.params import read_asr_settings, read_settings
+    from qwen3_aligner_triton.params import read_asr_settings, read_front_settings
 
     front, core = rendered(
         tmp_path, placement, {"checkpoint": "/aligner"}, asr={"checkpoint": "/asr"}
@@ -131,7 +131,7 @@ def test_an_asr_checkpoint_adds_the_asr_model_beside_the_forward(tmp_path, place
     for contract in (FRONT_CONTRACT, FRONT_ASR_CONTRACT):
         check_config(front_config, contract)
     check_optional_transcript(front_config)
-    assert read_settings(front_config["parameters"]).asr is True
+    assert read_front_settings(front_config["parameters"]).asr is True
     assert "asr" not in core.parameters and core.parameters["checkpoint"].string_value == "/aligner"
 
 

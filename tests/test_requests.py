@@ -9,7 +9,7 @@ import soundfile
 
 from qwen3_aligner_triton import requests as requests_module
 from qwen3_aligner_triton.audio_file import EncodedAudio
-from qwen3_aligner_triton.params import ModelSettings
+from qwen3_aligner_triton.params import FrontSettings
 from qwen3_aligner_triton.requests import (
     NO_ASR_MESSAGE,
     AlignRequest,
@@ -21,7 +21,7 @@ from qwen3_aligner_triton.requests import (
     decode_text,
 )
 
-SETTINGS = ModelSettings(
+SETTINGS = FrontSettings(
     checkpoint="x", max_audio_seconds=10.0, max_text_chars=100, max_audio_samples=3_000_000
 )
 
@@ -229,7 +229,7 @@ def test_unsupported_language_is_named_with_the_supported_ones():
     assert info.value.reason == "bad_language"
 
 
-LIMITS = ModelSettings(
+LIMITS = FrontSettings(
     checkpoint="x",
     max_audio_seconds=1.0,
     max_audio_samples=16000,
@@ -298,12 +298,12 @@ def test_text_with_newlines_and_tabs_is_fine():
 
 # --- SEGMENTS: every malformed document is a client error naming the field --------------------
 
-CUE_SETTINGS = ModelSettings(
+CUE_SETTINGS = FrontSettings(
     checkpoint="x", max_text_chars=100, max_segments=5, max_segments_bytes=200_000
 )
 
 
-def with_segments(document, text: bytes = b"", settings: ModelSettings = CUE_SETTINGS):
+def with_segments(document, text: bytes = b"", settings: FrontSettings = CUE_SETTINGS):
     """Decode a request with 10 s of audio, ``text`` and ``document`` (JSON, or the raw tensor)."""
     if isinstance(document, np.ndarray):
         segments = document
@@ -584,7 +584,7 @@ def test_text_with_other_words_is_refused_at_the_first_difference(document, text
 def test_the_sample_limit_counts_the_resampled_waveform_too():
     """4 h at 1 kHz is 14.4 M samples on the wire but 230 M once resampled: the limit counts what
     the server then holds."""
-    settings = ModelSettings(checkpoint="x", max_audio_seconds=14400.0, max_audio_samples=1_000_000)
+    settings = FrontSettings(checkpoint="x", max_audio_seconds=14400.0, max_audio_samples=1_000_000)
     low_rate = good(
         audio=np.zeros((1, 200_000), np.float32), sample_rate=np.array([[1000]], np.int32)
     )
@@ -610,12 +610,12 @@ def ramp(samples: int) -> np.ndarray:
     return np.linspace(-0.5, 0.5, samples, dtype=np.float32)
 
 
-def with_file(data: bytes | str, settings: ModelSettings = SETTINGS):
+def with_file(data: bytes | str, settings: FrontSettings = SETTINGS):
     """Decode a request whose audio is the AUDIO_FILE ``data`` (a str: in-process callers)."""
     return decode_request(**good(audio=None, audio_file=strings(data)), settings=settings)
 
 
-def file_refusal(data: bytes | str, settings: ModelSettings = SETTINGS) -> RequestError:
+def file_refusal(data: bytes | str, settings: FrontSettings = SETTINGS) -> RequestError:
     with pytest.raises(RequestError) as info:
         with_file(data, settings)
     return info.value
@@ -757,7 +757,7 @@ def test_decode_audio_without_audio_is_refused_as_missing():
 
 # --- requests without TEXT (the ASR model loaded) ---------------------------------------------
 
-ASR_SETTINGS = ModelSettings(checkpoint="x", max_audio_seconds=10.0, max_text_chars=100, asr=True)
+ASR_SETTINGS = FrontSettings(checkpoint="x", max_audio_seconds=10.0, max_text_chars=100, asr=True)
 
 
 @pytest.mark.parametrize(

@@ -529,10 +529,10 @@ def core_arrays(tiny_checkpoint) -> dict[str, np.ndarray]:
     """An ordinary clip as the front sends it to the core."""
     from qwen3_aligner_triton.front import core_request_arrays
     from qwen3_aligner_triton.loading import load_preparer
-    from qwen3_aligner_triton.params import ModelSettings
+    from qwen3_aligner_triton.params import FrontSettings
     from qwen3_aligner_triton.requests import AlignRequest
 
-    preparer = load_preparer(str(tiny_checkpoint), ModelSettings())
+    preparer = load_preparer(str(tiny_checkpoint), FrontSettings())
     request = AlignRequest(GOOD.audio(), GOOD.sample_rate, GOOD.text, GOOD.upstream_language)
     return core_request_arrays(preparer.prepare(request).core_input())
 

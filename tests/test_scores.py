@@ -14,7 +14,7 @@ from test_engine import request_of
 
 from qwen3_aligner_triton.checkpoint_training import synthetic_set
 from qwen3_aligner_triton.inprocess import InProcessAligner
-from qwen3_aligner_triton.params import ModelSettings
+from qwen3_aligner_triton.params import PipelineSettings
 from qwen3_aligner_triton.preparation import WindowedJob
 from qwen3_aligner_triton.requests import AlignRequest, decode_request
 from qwen3_aligner_triton.results import AlignedUnit, Alignment
@@ -173,7 +173,7 @@ def test_document_and_tensors_carry_scores():
 
 @pytest.fixture(scope="module")
 def engine(upstream):
-    return InProcessAligner(upstream, ModelSettings(checkpoint="tiny", bucket_ratio=1000.0))
+    return InProcessAligner(upstream, PipelineSettings.of(checkpoint="tiny", bucket_ratio=1000.0))
 
 
 def model_slots(upstream, case):
@@ -243,7 +243,7 @@ def check_scored(result):
 
 
 def test_long_recordings_and_cues_carry_scores(upstream):
-    engine = InProcessAligner(upstream, ModelSettings(checkpoint="tiny", window_seconds=20.0))
+    engine = InProcessAligner(upstream, PipelineSettings.of(checkpoint="tiny", window_seconds=20.0))
     text = " ".join(["the quick brown fox jumps over the lazy dog"] * 6)
     long_request = AlignRequest(speechy(45.0, seed=4), 16000, text, "English")
     cues = [
@@ -255,7 +255,7 @@ def test_long_recordings_and_cues_carry_scores(upstream):
         None,
         np.array([[b""]], dtype=np.object_),
         np.array([[b"en"]], dtype=np.object_),
-        engine.settings,
+        engine.settings.front,
         np.array([[json.dumps(cues).encode()]], dtype=np.object_),
     )
     prepared = [engine.prepare(long_request), engine.prepare(cue_request)]
@@ -287,7 +287,7 @@ def test_words_the_audio_never_holds_raise_the_repaired_share(tiny_checkpoint):
     from qwen3_aligner_triton.loading import load_aligner
 
     path = str(tiny_checkpoint)
-    engine = InProcessAligner(load_aligner(path, "cpu"), ModelSettings(checkpoint=path))
+    engine = InProcessAligner(load_aligner(path, "cpu"), PipelineSettings.of(checkpoint=path))
     rng = np.random.default_rng(5)
     syllables = ["ba", "ko", "mi", "ru", "te", "sa", "no", "pi"]
     own_share, foreign_share, lower_score = [], [], 0

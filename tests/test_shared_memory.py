@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qwen3_aligner_triton.params import ModelSettings
+from qwen3_aligner_triton.params import FrontSettings
 from qwen3_aligner_triton.repository import MAX_FRONT_INSTANCES
 from qwen3_aligner_triton.shared_memory import (
     CLIPS_IN_FLIGHT,
@@ -29,11 +29,11 @@ from qwen3_aligner_triton.shared_memory import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULTS = ModelSettings()
+DEFAULTS = FrontSettings()
 
 
 def test_a_request_at_its_largest_counts_every_input():
-    settings = ModelSettings(
+    settings = FrontSettings(
         max_audio_samples=1000, max_audio_file_bytes=3000, max_text_chars=10, max_segments_bytes=7
     )
     assert request_bytes(settings) == 4 * 1000 + 4 * 10 + 7
@@ -41,7 +41,7 @@ def test_a_request_at_its_largest_counts_every_input():
 
 
 def test_a_request_carries_audio_or_an_audio_file_so_the_larger_counts():
-    settings = ModelSettings(
+    settings = FrontSettings(
         max_audio_samples=1000, max_audio_file_bytes=5000, max_text_chars=10, max_segments_bytes=7
     )
     assert request_bytes(settings) == 5000 + 4 * 10 + 7
@@ -50,10 +50,10 @@ def test_a_request_carries_audio_or_an_audio_file_so_the_larger_counts():
 
 
 def test_clips_in_flight_hold_at_least_two_whole_windows():
-    settings = ModelSettings(window_seconds=300.0, max_forward_tokens=65536)
+    settings = FrontSettings(window_seconds=300.0, max_forward_tokens=65536)
     assert largest_clip_bytes(settings) == 4 * 300 * 16000 + 8 * 65536
     assert core_bytes_in_flight(settings) == CLIPS_IN_FLIGHT * largest_clip_bytes(settings)
-    assert core_bytes_in_flight(ModelSettings(window_seconds=10.0)) == MIN_CORE_BYTES_IN_FLIGHT
+    assert core_bytes_in_flight(FrontSettings(window_seconds=10.0)) == MIN_CORE_BYTES_IN_FLIGHT
 
 
 def test_every_front_region_and_the_core_regions_are_counted():
@@ -102,7 +102,7 @@ def test_too_little_shared_memory_fails_the_load_naming_what_it_needs():
 # (2 windows of 10 s are 1.8 MB < 32 MiB), TEXT is 2**18 characters (1 MiB), SEGMENTS 1 MiB. So
 # each front region takes 1 + 1 + 32 MiB besides its audio, the core 32 MiB per front, and every
 # stub 16 MiB: 2 fronts need 2 * (audio + 34 + 32 + 16) + 16 = 2 * audio + 180 MiB.
-SMALL = ModelSettings(
+SMALL = FrontSettings(
     window_seconds=10.0,
     max_audio_samples=115_200_000,  # 120 min at 16 kHz: 460_800_000 bytes of float32
     max_audio_file_bytes=64 * MiB,

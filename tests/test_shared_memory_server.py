@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from qwen3_aligner_triton.params import ModelSettings
+from qwen3_aligner_triton.params import FrontSettings
 from qwen3_aligner_triton.shared_memory import MiB, needed_bytes, plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ def run_scenario(checkpoint: Path) -> dict:
 
 def test_maximal_requests_leave_the_next_ones_served(tiny_checkpoint):
     report = run_scenario(tiny_checkpoint)
-    settings = ModelSettings(
+    settings = FrontSettings(
         max_audio_samples=600 * 16000, max_text_chars=1000, max_segments_bytes=10000
     )
     expected = plan(settings, 2, SHM_MIB * MiB)

@@ -38,7 +38,7 @@ from .contract import HOP_SAMPLES, MEL_BINS, MEL_FRAME_MS
 from .contract import MODEL_SAMPLE_RATE as MODEL_SAMPLE_RATE
 from .packed_decoder import decode_packed, decoder_layout, split_slots
 from .packed_encoder import encode_packed, installed_encoder_attention, packed_encoder_installed
-from .params import GpuCost, ModelSettings
+from .params import CoreSettings, GpuCost
 from .params import parse_gpu_cost as parse_gpu_cost
 from .scores import slot_predictions
 
@@ -117,7 +117,7 @@ def audio_tokens_of_frames(frames: int) -> int:
     return ((after_first - 1) // 2 + 1 - 1) // 2 + 1 + (frames // 100) * 13
 
 
-def refusal(item: CoreInput, settings: ModelSettings, rules: ClipRules | None = None) -> str | None:
+def refusal(item: CoreInput, settings: CoreSettings, rules: ClipRules | None = None) -> str | None:
     """Why the core refuses ``item``, or None. The front never sends such a clip, but a clip the
     core accepts shares a forward pass with other requests' clips: one malformed clip must not
     change their results (``masked_scatter`` fills the audio tokens of a whole pass in order),
@@ -389,12 +389,16 @@ class CoreRunner:
     def __init__(
         self,
         forward: Forward,
-        settings: ModelSettings,
+        settings: CoreSettings,
         observer: ForwardObserver | None = None,
         is_cuda: bool = False,
+        oom_above_tokens: int = 0,
     ) -> None:
         self.forward = forward
         self.settings = settings
+        # Fault injection (Simulation.simulate_oom_above_tokens): passes with more padded tokens
+        # raise an out-of-memory error, so CPU tests exercise the split-and-retry path.
+        self.oom_above_tokens = oom_above_tokens
         self.observer = observer
         self.is_cuda = is_cuda
 
@@ -426,7 +430,7 @@ class CoreRunner:
         started = time.perf_counter()
         try:
             batch = [items[i] for i in group]
-            limit = self.settings.simulate_oom_above_tokens
+            limit = self.oom_above_tokens
             padded = len(batch) * max(it.tokens for it in batch)
             if limit and padded > limit:
                 raise torch.OutOfMemoryError(

@@ -58,7 +58,7 @@ from .core import CoreInput, SlotResult
 from .errors import INVALID_ARG, describe
 from .languages import LANGUAGES_BY_CODE, resolve_language
 from .longform import Window
-from .params import ModelSettings
+from .params import FrontSettings
 from .preparation import CueJob, PreparedItem, Preparer, WindowedJob
 from .requests import (
     NO_ASR_MESSAGE,
@@ -270,7 +270,7 @@ class AlignerFront:
     ) -> None:
         self.preparer = preparer
         self.asr = asr  # the ASR model's call; None where it is not loaded
-        self.settings: ModelSettings = preparer.settings
+        self.settings: FrontSettings = preparer.settings
         self.core = core
         self.metrics = metrics
         self.log_error = log_error

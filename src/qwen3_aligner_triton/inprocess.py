@@ -17,7 +17,7 @@ from typing import Any
 
 from .core import CoreInput, CoreRunner, ModelForward, SlotResult
 from .front import AlignerFront
-from .params import ModelSettings
+from .params import PipelineSettings
 from .preparation import GPU_WARMUP_PASSES, WARMUP_SECONDS, PreparedItem, Preparer, WindowedJob
 from .preparation import warmup_request as warmup_request
 from .requests import AlignRequest
@@ -100,10 +100,12 @@ class LocalCore:
 class InProcessAligner:
     """Batched, batch-invariant alignment in this process, through the served pipeline.
 
-    ``aligner`` is a loaded ``qwen_asr.Qwen3ForcedAligner`` (``loading.load_aligner``).
+    ``aligner`` is a loaded ``qwen_asr.Qwen3ForcedAligner`` (``loading.load_aligner``);
+    ``settings`` holds both models' settings (``PipelineSettings.of(window_seconds=60.0, ...)``).
     """
 
-    def __init__(self, aligner: Any, settings: ModelSettings) -> None:
+    def __init__(self, aligner: Any, settings: PipelineSettings | None = None) -> None:
+        settings = settings if settings is not None else PipelineSettings()
         config = aligner.model.config
         self.settings = settings
         self.model = aligner.model
@@ -112,7 +114,7 @@ class InProcessAligner:
         self.preparer = Preparer(
             aligner.processor,
             aligner.aligner_processor,
-            settings,
+            settings.front,
             float(config.timestamp_segment_time),
             int(config.thinker_config.audio_token_id),
         )
@@ -125,9 +127,14 @@ class InProcessAligner:
             self.model,
             self.pad_token_id,
             aligner.processor.feature_extractor,
-            packed_decoder=settings.packed_decoder,
+            packed_decoder=settings.core.packed_decoder,
         )
-        self.runner = CoreRunner(self.forward_pass, settings, is_cuda=self.device.type == "cuda")
+        self.runner = CoreRunner(
+            self.forward_pass,
+            settings.core,
+            is_cuda=self.device.type == "cuda",
+            oom_above_tokens=settings.simulation.simulate_oom_above_tokens,
+        )
 
     def prepare(self, request: AlignRequest) -> PreparedItem | WindowedJob:
         """The request's model inputs, as the front prepares them."""
@@ -175,7 +182,7 @@ class InProcessAligner:
         self.preparer.load_word_splitters()
         for seconds, clips in passes:
             request = warmup_request(seconds)
-            count = max(1, min(clips, self.settings.max_forward_batch))
+            count = max(1, min(clips, self.settings.core.max_forward_batch))
             for result in self.align([self.prepare(request) for _ in range(count)]):
                 if isinstance(result, Exception):
                     raise RuntimeError(f"warm-up alignment failed: {result}") from result

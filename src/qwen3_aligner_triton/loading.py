@@ -156,7 +156,8 @@ def load_checkpoint_config(checkpoint: str, shadowing_dir: str | None = None) ->
 
 
 def load_preparer(checkpoint: str, settings: Any, shadowing_dir: str | None = None) -> Any:
-    """Everything the front needs from a checkpoint: its processors and constants, no weights."""
+    """Everything the front needs from a checkpoint: its processors and constants, no weights;
+    ``settings`` are the front's (``params.FrontSettings``)."""
     config = load_checkpoint_config(checkpoint, shadowing_dir)
     from qwen_asr.core.transformers_backend import Qwen3ASRConfig, Qwen3ASRProcessor
     from qwen_asr.inference.qwen3_forced_aligner import Qwen3ForceAlignProcessor
@@ -189,21 +190,25 @@ class LoadedForward:
     rules: Any  # core.ClipRules: what a clip must satisfy for this checkpoint
 
 
-def load_forward(settings: Any, device: str, shadowing_dir: str | None = None) -> LoadedForward:
-    """The real model on ``device`` (warmed up), or the simulated device of ``simulate_gpu``."""
+def load_forward(
+    settings: Any, device: str, shadowing_dir: str | None = None, simulation: Any = None
+) -> LoadedForward:
+    """The real model of the core's ``settings`` (``params.CoreSettings``) on ``device``, warmed
+    up through the served pipeline, or the simulated device of ``simulation.simulate_gpu``."""
     from .core import SimulatedDevice, clip_rules, parse_gpu_cost
     from .inprocess import InProcessAligner
+    from .params import FrontSettings, PipelineSettings
     from .preparation import GPU_WARMUP_PASSES
 
-    if settings.simulate_gpu:
-        cost = parse_gpu_cost(settings.simulate_gpu)
+    if simulation is not None and simulation.simulate_gpu:
+        cost = parse_gpu_cost(simulation.simulate_gpu)
         config = load_checkpoint_config(settings.checkpoint, shadowing_dir)
         device_sim = SimulatedDevice(
             cost, int(config.timestamp_token_id), float(config.timestamp_segment_time)
         )
         return LoadedForward(
             device_sim,
-            f"SIMULATED GPU ({settings.simulate_gpu} ms per pass of n clips): "
+            f"SIMULATED GPU ({simulation.simulate_gpu} ms per pass of n clips): "
             "placeholder timestamps",
             clip_rules(config),
         )
@@ -219,13 +224,19 @@ def load_forward(settings: Any, device: str, shadowing_dir: str | None = None) -
         from .packed_encoder import install_packed_encoder
 
         install_packed_encoder(aligner.model.thinker)  # one encoder call per pass, same results
-    engine = InProcessAligner(aligner, settings)
+    # Warm-up runs the served path: a front with the core's prompt limit over this core.
+    front = FrontSettings(
+        checkpoint=settings.checkpoint, max_forward_tokens=settings.max_forward_tokens
+    )
+    engine = InProcessAligner(aligner, PipelineSettings(front, settings))
     if settings.warmup:
         engine.warmup()  # one short clip, its frames made on the CPU (a front may send them)
         if device.startswith("cuda"):
             # A GPU placement's front sends waveforms: the frames are made on the device too.
-            on_device = dataclasses.replace(settings, features_in_core=True)
-            InProcessAligner(aligner, on_device).warmup(GPU_WARMUP_PASSES)
+            on_device = dataclasses.replace(front, features_in_core=True)
+            InProcessAligner(aligner, PipelineSettings(on_device, settings)).warmup(
+                GPU_WARMUP_PASSES
+            )
     encoder = f"encoder {settings.encoder_attention}" + (
         ", packed" if settings.packed_encoder else ""
     )

@@ -1,9 +1,11 @@
-"""The one typed reader of the model's ``config.pbtxt`` parameters.
+"""The typed readers of the models' ``config.pbtxt`` parameters: each model's settings from its
+own configuration (the front's :class:`FrontSettings`, the core's :class:`CoreSettings` and
+:class:`Simulation`, the ASR model's ``asr.AsrSettings``).
 
-Triton hands parameters over as ``{"key": {"string_value": "..."}}``. Every key the model knows is
-declared once here with its type and default; an empty value or an unfilled ``${...}`` template
-counts as unset; an unknown key or a value of the wrong type fails the model load with a message
-that names the key.
+Triton hands parameters over as ``{"key": {"string_value": "..."}}``. Every key a model knows is
+declared once, as a field of its settings class with its type and default; an empty value or an
+unfilled ``${...}`` template counts as unset; an unknown key or a value of the wrong type fails the
+model load with a message that names the key.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .encoder_attention import ENCODER_ATTENTION, FULL
@@ -54,23 +56,11 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class ModelSettings:
-    """Typed model settings read from ``config.pbtxt``."""
+class FrontSettings:
+    """The public model's settings (the front: requests, preparation, results), read from its
+    ``config.pbtxt``; ``max_forward_tokens`` is the core's, read from the core's."""
 
-    checkpoint: str = ""  # "" -> $MODEL_PATH -> DEFAULT_CHECKPOINT
-    dtype: str = "auto"  # auto: bfloat16 on GPU, float32 on CPU
-    attn_implementation: str = "auto"  # auto: the transformers default (sdpa)
-    # windowed: the audio encoder attends within its 8 s windows, as the model was trained;
-    # full: every token of a clip attends to the whole clip, as qwen-asr 0.0.6 runs under sdpa.
-    encoder_attention: str = "windowed"
-    # All clips of a forward pass through the audio encoder in one call (packed_encoder.py), equal
-    # to upstream's per-clip loop up to float rounding; false: upstream's loop, one call per clip.
-    packed_encoder: bool = True
-    # The clips of a forward pass laid end to end in one sequence through the text decoder, each
-    # attending to itself only, the timestamp head at the <timestamp> rows only
-    # (packed_decoder.py), equal to each clip alone up to float rounding; false: upstream's
-    # forward over a left-padded batch.
-    packed_decoder: bool = True
+    checkpoint: str = ""  # "" -> $MODEL_PATH -> DEFAULT_CHECKPOINT (its tokenizer, processor)
     max_audio_seconds: float = 14400.0  # longest accepted recording (4 h)
     max_audio_samples: int = 230_400_000  # 4 h at 16 kHz (922 MB of float32), also once resampled
     # Largest AUDIO_FILE (the bytes of an encoded file), checked before anything is parsed: 4 h
@@ -99,16 +89,10 @@ class ModelSettings:
     max_amplitude: float = 1.0  # largest accepted |sample|
     max_sample_rate: int = 384000  # Hz
     min_sample_rate: int = 1000  # Hz
-    max_forward_batch: int = 16  # requests in one forward pass
-    max_forward_tokens: int = 32768  # padded prompt tokens in one forward pass
-    bucket_ratio: float = 1.5  # longest/shortest prompt allowed in one forward pass
-    warmup: bool = True  # run one alignment at load so the first request is not the slow one
-    # Fault injection for tests: forward passes with more padded tokens than this raise an
-    # out-of-memory error (0: off). Lets CPU test suites exercise the split-and-retry path.
-    simulate_oom_above_tokens: int = 0
-    # Benchmarking only: "A+Bn" replaces the forward by a machine-wide simulated device held for
-    # A + B*n ms per pass of n clips, answering placeholder timestamps ("": the real model).
-    simulate_gpu: str = ""
+    # The core's prompt limit (CoreSettings.max_forward_tokens, from the core's configuration):
+    # a clip over it is refused here, a long recording's windows take only the words that fit.
+    max_forward_tokens: int = 32768
+    warmup: bool = True  # load the Japanese and Korean word splitters at start-up
     # The front sends each clip's 16 kHz waveform and the core makes its log-mel frames on the
     # forward's device (a GPU does it in microseconds; the front's CPU time goes to the next
     # clip). Off: the front makes the frames (CPU placements, where the front's processes run in
@@ -117,6 +101,78 @@ class ModelSettings:
     # The ASR model (contract.ASR_MODEL_NAME) sits beside the front: a request without TEXT is
     # transcribed first (the launcher's --asr sets it when it renders that model).
     asr: bool = False
+
+
+@dataclass(frozen=True)
+class CoreSettings:
+    """The forward-only core's settings, read from its ``config.pbtxt``."""
+
+    checkpoint: str = ""  # "" -> $MODEL_PATH -> DEFAULT_CHECKPOINT
+    dtype: str = "auto"  # auto: bfloat16 on GPU, float32 on CPU
+    attn_implementation: str = "auto"  # auto: the transformers default (sdpa)
+    # windowed: the audio encoder attends within its 8 s windows, as the model was trained;
+    # full: every token of a clip attends to the whole clip, as qwen-asr 0.0.6 runs under sdpa.
+    encoder_attention: str = "windowed"
+    # All clips of a forward pass through the audio encoder in one call (packed_encoder.py), equal
+    # to upstream's per-clip loop up to float rounding; false: upstream's loop, one call per clip.
+    packed_encoder: bool = True
+    # The clips of a forward pass laid end to end in one sequence through the text decoder, each
+    # attending to itself only, the timestamp head at the <timestamp> rows only
+    # (packed_decoder.py), equal to each clip alone up to float rounding; false: upstream's
+    # forward over a left-padded batch.
+    packed_decoder: bool = True
+    max_forward_batch: int = 16  # requests in one forward pass
+    max_forward_tokens: int = 32768  # padded prompt tokens in one forward pass
+    bucket_ratio: float = 1.5  # longest/shortest prompt allowed in one forward pass
+    warmup: bool = True  # run one alignment at load so the first request is not the slow one
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """Benchmark and fault-injection switches of the core, never set in production: the
+    launcher's ``--simulate-gpu`` and the tests render them into the core's parameters."""
+
+    # "A+Bn" replaces the forward by a machine-wide simulated device held for A + B*n ms per
+    # pass of n clips, answering placeholder timestamps ("": the real model).
+    simulate_gpu: str = ""
+    # Forward passes with more padded tokens than this raise an out-of-memory error (0: off):
+    # lets CPU test suites exercise the split-and-retry path.
+    simulate_oom_above_tokens: int = 0
+
+
+# The front's field that is the core's parameter, not one of its own.
+FROM_CORE = frozenset({"max_forward_tokens"})
+FRONT_PARAMETERS = frozenset(FrontSettings.__dataclass_fields__) - FROM_CORE
+CORE_PARAMETERS = frozenset(CoreSettings.__dataclass_fields__) | frozenset(
+    Simulation.__dataclass_fields__
+)
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Both models' settings for the pipeline hosted in one process (``inprocess``): the front's,
+    the core's and the simulation's, as the server would read them from the two configurations."""
+
+    front: FrontSettings = FrontSettings()
+    core: CoreSettings = CoreSettings()
+    simulation: Simulation = Simulation()
+
+    @classmethod
+    def of(cls, **values: Any) -> PipelineSettings:
+        """Each keyword to the settings that own it (``checkpoint``, ``warmup`` and
+        ``max_forward_tokens`` to both front and core), e.g. ``of(checkpoint="tiny",
+        window_seconds=20.0, max_forward_batch=4)``; an unknown keyword is a TypeError."""
+        unknown = sorted(set(values) - FRONT_PARAMETERS - CORE_PARAMETERS - FROM_CORE)
+        if unknown:
+            raise TypeError(f"unknown setting(s) {', '.join(unknown)}")
+        fields = FrontSettings.__dataclass_fields__
+        return cls(
+            FrontSettings(**{k: v for k, v in values.items() if k in fields}),
+            CoreSettings(
+                **{k: v for k, v in values.items() if k in CoreSettings.__dataclass_fields__}
+            ),
+            Simulation(**{k: v for k, v in values.items() if k in Simulation.__dataclass_fields__}),
+        )
 
 
 def _parse_bool(key: str, raw: str) -> bool:
@@ -148,55 +204,91 @@ def _raw_values(parameters: Mapping[str, Any]) -> dict[str, str]:
     return values
 
 
-def _typed_values(parameters: Mapping[str, Any], settings_class: type) -> dict[str, Any]:
-    """The set values of ``parameters`` converted to the types of ``settings_class``'s fields
-    (a dataclass with a default for each); unknown keys are a ConfigError naming the known."""
-    fields = settings_class.__dataclass_fields__
-    unknown = sorted(set(parameters) - set(fields) - TRITON_KEYS)
+def _typed_values(
+    parameters: Mapping[str, Any], *classes: type, exclude: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """The set values of ``parameters`` converted to the types of the fields of ``classes``
+    (dataclasses with a default for each), less ``exclude``; an unknown key is a ConfigError
+    naming the known ones."""
+    kinds = {
+        key: type(getattr(cls, key))
+        for cls in classes
+        for key in cls.__dataclass_fields__
+        if key not in exclude
+    }
+    unknown = sorted(set(parameters) - set(kinds) - TRITON_KEYS)
     if unknown:
         raise ConfigError(
-            f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}"
+            f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(kinds))}"
         )
     return {
-        key: _convert(key, raw, type(getattr(settings_class, key)))
+        key: _convert(key, raw, kinds[key])
         for key, raw in _raw_values(parameters).items()
         if key not in TRITON_KEYS
     }
 
 
-def read_settings(
-    parameters: Mapping[str, Any], environ: Mapping[str, str] | None = None
-) -> ModelSettings:
-    """Build :class:`ModelSettings` from the ``parameters`` block of a model config."""
+def _own(values: Mapping[str, Any], cls: type) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+
+
+def _with_checkpoint(settings: Any, environ: Mapping[str, str] | None) -> Any:
+    """``settings`` with its checkpoint resolved: the config's, else $MODEL_PATH, else the
+    default Hub id."""
+    if settings.checkpoint:
+        return settings
     environ = os.environ if environ is None else environ
-    settings = ModelSettings(**_typed_values(parameters, ModelSettings))
-    if not settings.checkpoint:
-        env_value = environ.get(CHECKPOINT_ENV, "").strip()
-        settings = _replace(settings, checkpoint=env_value or DEFAULT_CHECKPOINT)
-    _validate(settings)
+    env_value = environ.get(CHECKPOINT_ENV, "").strip()
+    return replace(settings, checkpoint=env_value or DEFAULT_CHECKPOINT)
+
+
+def read_front_settings(
+    parameters: Mapping[str, Any],
+    core_parameters: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> FrontSettings:
+    """Build :class:`FrontSettings` from the front's ``parameters``; its prompt limit is the
+    core's, from ``core_parameters`` (the core's configuration beside it) when given."""
+    values = _own(_typed_values(parameters, FrontSettings, exclude=FROM_CORE), FrontSettings)
+    if core_parameters is not None:
+        core = read_core_settings(core_parameters, environ)
+        values.update({key: getattr(core, key) for key in FROM_CORE})
+    settings = _with_checkpoint(FrontSettings(**values), environ)
+    _validate_front(settings)
     return settings
+
+
+def read_core_settings(
+    parameters: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> CoreSettings:
+    """Build :class:`CoreSettings` from the core's ``parameters`` (which may also hold the
+    :class:`Simulation` switches, read by :func:`read_simulation`)."""
+    values = _typed_values(parameters, CoreSettings, Simulation)
+    settings = _with_checkpoint(CoreSettings(**_own(values, CoreSettings)), environ)
+    _validate_core(settings)
+    return settings
+
+
+def read_simulation(parameters: Mapping[str, Any]) -> Simulation:
+    """The :class:`Simulation` switches among the core's ``parameters`` (all off when unset)."""
+    simulation = Simulation(**_own(_typed_values(parameters, CoreSettings, Simulation), Simulation))
+    if simulation.simulate_gpu:
+        try:
+            parse_gpu_cost(simulation.simulate_gpu)
+        except ValueError as e:
+            raise ConfigError(f"parameter 'simulate_gpu': {e}") from None
+    if simulation.simulate_oom_above_tokens < 0:
+        raise ConfigError("parameter 'simulate_oom_above_tokens' must be >= 0")
+    return simulation
 
 
 def read_asr_settings(parameters: Mapping[str, Any]) -> Any:
     """Build ``asr.AsrSettings`` from the ``parameters`` block of the ASR model's config, with
-    the rules of :func:`read_settings` (unset values, unknown keys, types)."""
+    the rules of :func:`read_front_settings` (unset values, unknown keys, types)."""
     from .asr import AsrSettings
 
     settings = AsrSettings(**_typed_values(parameters, AsrSettings))
-    if settings.dtype not in DTYPES:
-        raise ConfigError(
-            f"parameter 'dtype': {settings.dtype!r} is not one of {', '.join(DTYPES)}"
-        )
-    if settings.attn_implementation not in ATTENTION:
-        raise ConfigError(
-            f"parameter 'attn_implementation': {settings.attn_implementation!r} is not one of "
-            f"{', '.join(ATTENTION)}"
-        )
-    if settings.encoder_attention not in ENCODER_ATTENTION:
-        raise ConfigError(
-            f"parameter 'encoder_attention': {settings.encoder_attention!r} is not one of "
-            f"{', '.join(ENCODER_ATTENTION)}"
-        )
+    _check_choices(settings)
     for key in ("max_new_tokens", "new_tokens_per_second"):
         if getattr(settings, key) <= 0:
             raise ConfigError(f"parameter {key!r} must be > 0, got {getattr(settings, key)}")
@@ -205,13 +297,7 @@ def read_asr_settings(parameters: Mapping[str, Any]) -> Any:
     return settings
 
 
-def _replace(settings: ModelSettings, **changes: Any) -> ModelSettings:
-    from dataclasses import replace
-
-    return replace(settings, **changes)
-
-
-def _validate(s: ModelSettings) -> None:
+def _check_choices(s: Any) -> None:
     if s.dtype not in DTYPES:
         raise ConfigError(f"parameter 'dtype': {s.dtype!r} is not one of {', '.join(DTYPES)}")
     if s.attn_implementation not in ATTENTION:
@@ -224,32 +310,48 @@ def _validate(s: ModelSettings) -> None:
             f"parameter 'encoder_attention': {s.encoder_attention!r} is not one of "
             f"{', '.join(ENCODER_ATTENTION)}"
         )
+
+
+def _check_positive(values: Mapping[str, float]) -> None:
+    for key, value in values.items():
+        if value <= 0:
+            raise ConfigError(f"parameter {key!r} must be > 0, got {value}")
+
+
+def _validate_core(s: CoreSettings) -> None:
+    _check_choices(s)
     if s.encoder_attention == FULL and s.attn_implementation == "flash_attention_2":
         raise ConfigError(
             "parameter 'encoder_attention': 'full' reproduces qwen-asr 0.0.6 under sdpa or eager; "
             "flash_attention_2 always applies the encoder's windows"
         )
-    positive = {
-        "max_audio_seconds": s.max_audio_seconds,
-        "max_audio_samples": s.max_audio_samples,
-        "max_audio_file_bytes": s.max_audio_file_bytes,
-        "max_held_audio_bytes": s.max_held_audio_bytes,
-        "window_seconds": s.window_seconds,
-        "max_words": s.max_words,
-        "max_segments": s.max_segments,
-        "max_segments_bytes": s.max_segments_bytes,
-        "japanese_chars_per_unit": s.japanese_chars_per_unit,
-        "min_audio_seconds": s.min_audio_seconds,
-        "max_text_chars": s.max_text_chars,
-        "max_sample_rate": s.max_sample_rate,
-        "max_amplitude": s.max_amplitude,
-        "min_sample_rate": s.min_sample_rate,
-        "max_forward_batch": s.max_forward_batch,
-        "max_forward_tokens": s.max_forward_tokens,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"parameter {key!r} must be > 0, got {value}")
+    _check_positive(
+        {"max_forward_batch": s.max_forward_batch, "max_forward_tokens": s.max_forward_tokens}
+    )
+    if s.bucket_ratio < 1.0:
+        raise ConfigError(f"parameter 'bucket_ratio' must be >= 1, got {s.bucket_ratio}")
+
+
+def _validate_front(s: FrontSettings) -> None:
+    _check_positive(
+        {
+            "max_audio_seconds": s.max_audio_seconds,
+            "max_audio_samples": s.max_audio_samples,
+            "max_audio_file_bytes": s.max_audio_file_bytes,
+            "max_held_audio_bytes": s.max_held_audio_bytes,
+            "window_seconds": s.window_seconds,
+            "max_words": s.max_words,
+            "max_segments": s.max_segments,
+            "max_segments_bytes": s.max_segments_bytes,
+            "japanese_chars_per_unit": s.japanese_chars_per_unit,
+            "min_audio_seconds": s.min_audio_seconds,
+            "max_text_chars": s.max_text_chars,
+            "max_sample_rate": s.max_sample_rate,
+            "max_amplitude": s.max_amplitude,
+            "min_sample_rate": s.min_sample_rate,
+            "max_forward_tokens": s.max_forward_tokens,
+        }
+    )
     if s.min_audio_seconds >= s.max_audio_seconds:
         raise ConfigError("parameter 'min_audio_seconds' must be below 'max_audio_seconds'")
     if s.min_sample_rate > s.max_sample_rate:
@@ -265,10 +367,3 @@ def _validate(s: ModelSettings) -> None:
         raise ConfigError("parameter 'cue_cost_units' must be >= 0")
     if s.segment_margin_seconds < 0:
         raise ConfigError("parameter 'segment_margin_seconds' must be >= 0")
-    if s.simulate_gpu:
-        try:
-            parse_gpu_cost(s.simulate_gpu)
-        except ValueError as e:
-            raise ConfigError(f"parameter 'simulate_gpu': {e}") from None
-    if s.bucket_ratio < 1.0:
-        raise ConfigError(f"parameter 'bucket_ratio' must be >= 1, got {s.bucket_ratio}")

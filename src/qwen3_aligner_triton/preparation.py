@@ -24,7 +24,7 @@ import torch
 from .audio import MODEL_SAMPLE_RATE, prepare_waveform
 from .core import CoreInput, SlotResult, audio_tokens_of_frames, frames_of_samples
 from .longform import LongformPlan, LongformSettings, Window, energy_envelope, place
-from .params import ModelSettings
+from .params import FrontSettings
 from .requests import AlignRequest, RequestError
 from .results import AlignedUnit, Alignment
 from .scores import unit_repaired, unit_scores
@@ -143,7 +143,7 @@ class Preparer:
         self,
         processor: Any,
         text_processor: Any,
-        settings: ModelSettings,
+        settings: FrontSettings,
         timestamp_segment_time: float,
         audio_token_id: int,
     ) -> None:

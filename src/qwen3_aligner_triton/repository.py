@@ -26,6 +26,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from .contract import ASR_MODEL_NAME
+from .params import CORE_PARAMETERS, FRONT_PARAMETERS
 from .tritonserver import CORE_MODEL_NAME, MODEL_NAME
 
 SOURCE_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
@@ -40,22 +41,6 @@ class Placement:
     gpus: tuple[int, ...] = ()  # empty: every visible GPU
 
 
-# Parameters only the core reads; "checkpoint" and "warmup" go to both, the rest to the front.
-CORE_PARAMETERS = frozenset(
-    {
-        "dtype",
-        "attn_implementation",
-        "encoder_attention",
-        "packed_encoder",
-        "packed_decoder",
-        "max_forward_batch",
-        "max_forward_tokens",
-        "bucket_ratio",
-        "simulate_oom_above_tokens",
-        "simulate_gpu",
-    }
-)
-SHARED_PARAMETERS = frozenset({"checkpoint", "warmup"})
 CPU_FORWARD_BATCH = 1  # clips per forward pass on a CPU placement (batching loses there)
 # The prompt limit of a CPU placement (the core's max_forward_tokens, which the front takes too):
 # the full-size model took 198 s for 8 clips of 2,516 audio tokens on two CPU cores
@@ -73,14 +58,17 @@ def default_front_instances(cpus: int | None = None) -> int:
 
 
 def split_parameters(parameters: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    """``(front, core)`` parameters: each key goes to the model(s) that read it."""
+    """``(front, core)`` parameters: each key goes to the model(s) whose settings declare it
+    (``params.FrontSettings``; ``params.CoreSettings`` and ``params.Simulation``), both where
+    both do (``checkpoint``, ``warmup``); a key neither declares goes to the front, whose load
+    then names it."""
     front: dict[str, str] = {}
     core: dict[str, str] = {}
     for key, value in parameters.items():
-        if key in SHARED_PARAMETERS or key not in CORE_PARAMETERS:
-            front[key] = value
-        if key in SHARED_PARAMETERS or key in CORE_PARAMETERS:
+        if key in CORE_PARAMETERS:
             core[key] = value
+        if key in FRONT_PARAMETERS or key not in CORE_PARAMETERS:
+            front[key] = value
     return front, core
 
 
@@ -88,15 +76,17 @@ def load_config(path: Path) -> model_config_pb2.ModelConfig:
     return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
 
 
-def core_parameter(front_dir: str | Path, key: str) -> str | None:
-    """A parameter of the core beside the front at ``front_dir`` (its model folder), read from
-    the core's ``config.pbtxt``; None when the core or the parameter is absent. The front takes
-    the core's limits from there: one value in one place."""
+def core_parameters(front_dir: str | Path) -> dict[str, dict[str, str]] | None:
+    """The parameters of the core beside the front at ``front_dir`` (its model folder), read
+    from the core's ``config.pbtxt`` in the shape Triton hands a model its own; None when there
+    is no core. The front takes the core's limits from there: one value in one place."""
     path = Path(front_dir).parent / CORE_MODEL_NAME / "config.pbtxt"
     if not path.is_file():
         return None
-    parameters = load_config(path).parameters
-    return parameters[key].string_value if key in parameters else None
+    return {
+        key: {"string_value": value.string_value}
+        for key, value in load_config(path).parameters.items()
+    }
 
 
 def render_config(

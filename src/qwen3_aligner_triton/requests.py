@@ -18,7 +18,7 @@ import numpy as np
 from .audio import MODEL_SAMPLE_RATE, normalize_peak, resampled_length
 from .audio_file import AudioFileError, EncodedAudio
 from .languages import resolve_language
-from .params import ModelSettings
+from .params import FrontSettings
 
 ALLOWED_CONTROL = frozenset("\t\n\r")
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S+$")
@@ -136,7 +136,7 @@ def reference_kind(text: str) -> str | None:
 
 
 def decode_audio(
-    audio: np.ndarray | None, sample_rate: np.ndarray | None, settings: ModelSettings
+    audio: np.ndarray | None, sample_rate: np.ndarray | None, settings: FrontSettings
 ) -> tuple[np.ndarray, int]:
     """Validate ``AUDIO`` and ``SAMPLE_RATE``; return a float32 1-D waveform and its rate."""
     if audio is None:
@@ -167,7 +167,7 @@ def decode_audio(
     return wave, rate
 
 
-def _check_length(samples: int, rate: int, settings: ModelSettings, name: str) -> None:
+def _check_length(samples: int, rate: int, settings: FrontSettings, name: str) -> None:
     """Hold ``samples`` per channel at ``rate`` Hz to the audio limits; ``name`` names the input."""
     if samples > settings.max_audio_samples:
         raise RequestError(
@@ -195,7 +195,7 @@ def _check_length(samples: int, rate: int, settings: ModelSettings, name: str) -
         )
 
 
-def check_waveform(wave: np.ndarray, rate: int, settings: ModelSettings, name: str) -> None:
+def check_waveform(wave: np.ndarray, rate: int, settings: FrontSettings, name: str) -> None:
     """The checks every waveform passes, sent as ``AUDIO`` or decoded from ``AUDIO_FILE``:
     not empty, within the length limits, finite, within the amplitude limit."""
     if wave.size == 0:
@@ -214,7 +214,7 @@ def check_waveform(wave: np.ndarray, rate: int, settings: ModelSettings, name: s
 
 
 def decode_audio_file(
-    audio_file: np.ndarray, sample_rate: np.ndarray | None, settings: ModelSettings
+    audio_file: np.ndarray, sample_rate: np.ndarray | None, settings: FrontSettings
 ) -> tuple[np.ndarray, int]:
     """Decode ``AUDIO_FILE`` (the bytes of a WAV, FLAC, OGG or MP3 file) to a float32 mono
     waveform and its rate, held to the same limits as ``AUDIO``.
@@ -261,12 +261,12 @@ def decode_audio_file(
     return wave, rate
 
 
-def decode_text(text: np.ndarray | None, settings: ModelSettings, allow_empty: bool = False) -> str:
+def decode_text(text: np.ndarray | None, settings: FrontSettings, allow_empty: bool = False) -> str:
     """Validate ``TEXT``: UTF-8, no control characters, within the length limit."""
     return check_text(_single_string("TEXT", text), "input TEXT", settings, allow_empty)
 
 
-def check_text(value: str, name: str, settings: ModelSettings, allow_empty: bool = False) -> str:
+def check_text(value: str, name: str, settings: FrontSettings, allow_empty: bool = False) -> str:
     """Validate a transcript (``TEXT`` or a cue's text) that ``name`` names in messages."""
     if allow_empty and not value.strip():
         return value
@@ -301,7 +301,7 @@ def decode_language(language: np.ndarray | None) -> str:
         raise RequestError(f"input LANGUAGE: {e}", "bad_language") from None
 
 
-def decode_context(context: np.ndarray, settings: ModelSettings) -> str:
+def decode_context(context: np.ndarray, settings: FrontSettings) -> str:
     """Validate ``CONTEXT``: UTF-8, no control characters, within the text length limit."""
     return check_text(_single_string("CONTEXT", context), "input CONTEXT", settings, True)
 
@@ -336,7 +336,7 @@ def _json_type(value: object) -> str:
     return names.get(type(value), "a number")
 
 
-def _parse_segments(raw: bytes | str, settings: ModelSettings) -> object:
+def _parse_segments(raw: bytes | str, settings: FrontSettings) -> object:
     """Parse the SEGMENTS document with its size bounded and every failure a client error."""
     size = len(raw)  # bytes as sent (a str here only from tests)
     if size > settings.max_segments_bytes:
@@ -368,7 +368,7 @@ def _parse_segments(raw: bytes | str, settings: ModelSettings) -> object:
 
 
 def decode_segments(
-    segments: np.ndarray | None, duration: float, settings: ModelSettings
+    segments: np.ndarray | None, duration: float, settings: FrontSettings
 ) -> tuple[Segment, ...] | None:
     """Validate the optional ``SEGMENTS`` input: a JSON list of ``{"start", "end", "text"}``.
 
@@ -497,7 +497,7 @@ def decode_request(
     sample_rate: np.ndarray | None,
     text: np.ndarray | None,
     language: np.ndarray | None,
-    settings: ModelSettings,
+    settings: FrontSettings,
     segments: np.ndarray | None = None,
     audio_file: np.ndarray | None = None,
     context: np.ndarray | None = None,

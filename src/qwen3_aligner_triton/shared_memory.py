@@ -29,7 +29,7 @@ import os
 from dataclasses import dataclass
 
 from .contract import ASR_MIN_MAX_BATCH_SIZE, MODEL_SAMPLE_RATE
-from .params import ModelSettings
+from .params import FrontSettings
 
 SHM_PATH = "/dev/shm"
 MiB = 2**20
@@ -60,19 +60,19 @@ def shm_size(path: str = SHM_PATH) -> int | None:
     return stats.f_blocks * stats.f_frsize
 
 
-def largest_clip_bytes(settings: ModelSettings) -> int:
+def largest_clip_bytes(settings: FrontSettings) -> int:
     """One core call at its largest: a whole window of 16 kHz float32 audio (the log-mel frames
     of a window are smaller) and a prompt of ``max_forward_tokens`` ids."""
     samples = int(settings.window_seconds * MODEL_SAMPLE_RATE)
     return FLOAT32 * samples + INT64 * settings.max_forward_tokens
 
 
-def core_bytes_in_flight(settings: ModelSettings) -> int:
+def core_bytes_in_flight(settings: FrontSettings) -> int:
     """Bytes of clips one front instance keeps in flight to the core at once."""
     return max(MIN_CORE_BYTES_IN_FLIGHT, CLIPS_IN_FLIGHT * largest_clip_bytes(settings))
 
 
-def asr_call_bytes(settings: ModelSettings, audio_samples: int | None = None) -> int:
+def asr_call_bytes(settings: FrontSettings, audio_samples: int | None = None) -> int:
     """One ASR call at its largest (0 without the ASR model): up to 32 chunks of a recording of
     ``audio_samples`` 16 kHz samples (default ``max_audio_samples``), each row padded to the
     longest chunk, with its context (``max_text_chars``)."""
@@ -90,7 +90,7 @@ def asr_call_bytes(settings: ModelSettings, audio_samples: int | None = None) ->
 
 
 def request_bytes(
-    settings: ModelSettings, audio_samples: int | None = None, file_bytes: int | None = None
+    settings: FrontSettings, audio_samples: int | None = None, file_bytes: int | None = None
 ) -> int:
     """A request's inputs at their largest: its audio, ``TEXT`` and ``SEGMENTS``. The audio is
     ``AUDIO`` (``audio_samples`` float32 samples, by default ``max_audio_samples``) or
@@ -103,7 +103,7 @@ def request_bytes(
 
 
 def needed_bytes(
-    settings: ModelSettings,
+    settings: FrontSettings,
     front_instances: int,
     audio_samples: int | None = None,
     file_bytes: int | None = None,
@@ -162,7 +162,7 @@ class SharedMemoryPlan:
         )
 
 
-def plan(settings: ModelSettings, front_instances: int, available: int | None) -> SharedMemoryPlan:
+def plan(settings: FrontSettings, front_instances: int, available: int | None) -> SharedMemoryPlan:
     """The largest ``max_audio_samples`` and ``max_audio_file_bytes`` (at most the configured
     ones) for which every region fits ``available`` bytes together. Raises ValueError when not
     even ``MIN_FIT_SECONDS`` of 16 kHz audio does. ``available`` None (no ``/dev/shm``) keeps
@@ -217,7 +217,7 @@ def plan(settings: ModelSettings, front_instances: int, available: int | None) -
     )
 
 
-def _fit_with_asr(settings: ModelSettings, front_instances: int, available: int) -> tuple[int, int]:
+def _fit_with_asr(settings: FrontSettings, front_instances: int, available: int) -> tuple[int, int]:
     """The largest ``(max_audio_samples, max_audio_file_bytes)`` that fit ``available`` with the
     ASR model's calls counted: a file's limit is its decoded audio's bytes at most."""
 

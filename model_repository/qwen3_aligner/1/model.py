@@ -61,8 +61,8 @@ from qwen3_aligner_triton.modelconfig import (
     check_one_request_per_execute,
     check_optional_transcript,
 )
-from qwen3_aligner_triton.params import read_settings
-from qwen3_aligner_triton.repository import core_parameter
+from qwen3_aligner_triton.params import read_front_settings
+from qwen3_aligner_triton.repository import core_parameters
 from qwen3_aligner_triton.shared_memory import front_instances, plan, shm_size
 
 FRONT_TORCH_THREADS = 1  # several front instances share the cores; one thread each
@@ -95,12 +95,10 @@ class TritonPythonModel:
             check_config(config, FRONT_CONTRACT)
             check_audio_inputs(config)
             check_one_request_per_execute(config)
-            parameters = dict(config.get("parameters", {}))
             # The prompt limit is the core's: one value, in the core's configuration.
-            limit = core_parameter(args["model_repository"], "max_forward_tokens")
-            if limit:
-                parameters["max_forward_tokens"] = {"string_value": limit}
-            settings = read_settings(parameters)
+            settings = read_front_settings(
+                config.get("parameters", {}), core_parameters(args["model_repository"])
+            )
             if settings.asr:  # requests without TEXT: the ASR model beside this one
                 check_config(config, FRONT_ASR_CONTRACT)
                 check_optional_transcript(config)

@@ -53,7 +53,7 @@ from qwen3_aligner_triton.errors import describe
 from qwen3_aligner_triton.loading import load_forward, resolve_device
 from qwen3_aligner_triton.metrics import AlignerMetrics
 from qwen3_aligner_triton.modelconfig import CORE_CONTRACT, check_config
-from qwen3_aligner_triton.params import read_settings
+from qwen3_aligner_triton.params import read_core_settings, read_simulation
 
 DEVICE_LOST_EXIT_CODE = 70  # the stub's exit status after a CUDA error (the server restarts)
 DEVICE_LOST_GRACE_SECONDS = 1.0  # for the error responses to go out before the stub exits
@@ -72,7 +72,9 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         try:
             check_config(config, CORE_CONTRACT)
-            self.settings = read_settings(config.get("parameters", {}))
+            parameters = config.get("parameters", {})
+            self.settings = read_core_settings(parameters)
+            self.simulation = read_simulation(parameters)
             kind, device_id = args["model_instance_kind"], args["model_instance_device_id"]
             self.device = resolve_device(kind, device_id)
         except ValueError as e:
@@ -80,7 +82,9 @@ class TritonPythonModel:
         version_dir = os.path.join(args["model_repository"], args["model_version"])
         started = time.monotonic()
         try:
-            self.forward = load_forward(self.settings, self.device, shadowing_dir=version_dir)
+            self.forward = load_forward(
+                self.settings, self.device, shadowing_dir=version_dir, simulation=self.simulation
+            )
         except ValueError as e:
             raise pb_utils.TritonModelException(str(e)) from e
         self.key = server_key()
@@ -89,7 +93,11 @@ class TritonPythonModel:
         self.metrics = AlignerMetrics(pb_utils, args["model_name"], args["model_version"])
         passes = PassLog(self.metrics)  # recorded on the device thread, sent from the loop
         self.runner = CoreRunner(
-            self.forward.run, self.settings, passes, self.device.startswith("cuda")
+            self.forward.run,
+            self.settings,
+            passes,
+            self.device.startswith("cuda"),
+            oom_above_tokens=self.simulation.simulate_oom_above_tokens,
         )
         batch = self.settings.max_forward_batch
         self.queue = DeviceQueue(

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..checkpoint_training import SAMPLE_RATE, SyntheticClip, concatenate, synthetic_set
 from ..inprocess import InProcessAligner
-from ..params import ModelSettings
+from ..params import PipelineSettings
 from ..requests import AlignRequest, Segment
 from ..results import Alignment
 
@@ -86,7 +86,9 @@ def measure(
     """Measure the three figures for a loaded upstream aligner."""
     engine = InProcessAligner(
         aligner,
-        ModelSettings(checkpoint="accuracy", window_seconds=LONG_WINDOW_SECONDS, warmup=False),
+        PipelineSettings.of(
+            checkpoint="accuracy", window_seconds=LONG_WINDOW_SECONDS, warmup=False
+        ),
     )
     clips = synthetic_set(HELD_OUT_SEED, single, 2.0, 16.0)
     results = engine.align([engine.prepare(_request(c)) for c in clips])

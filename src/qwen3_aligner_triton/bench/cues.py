@@ -30,17 +30,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..inprocess import InProcessAligner
     from ..loading import load_aligner
-    from ..params import ModelSettings
+    from ..params import PipelineSettings
     from ..requests import AlignRequest, Segment
     from .checkpoints import resolve_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="qwen3-aligner-bench-cues-") as scratch:
         choice = resolve_checkpoint(args.checkpoint, Path(scratch))
         aligner = load_aligner(choice.location, "cpu")
-    settings = ModelSettings(checkpoint=choice.location, max_forward_batch=1)
+    settings = PipelineSettings.of(checkpoint=choice.location, max_forward_batch=1)
     engine = InProcessAligner(aligner, settings)
     engine.warmup()
-    charged = (settings.cue_cost_units + 1) * args.cues
+    charged = (settings.front.cue_cost_units + 1) * args.cues
     # long enough for the cues (one per 0.5 s) and for the charged words' 80 ms slots
     seconds = max(args.cues * 0.5 + 1.0, charged * 0.1)
     rng = np.random.default_rng(0)
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:>28}: median {statistics.median(values):.2f} s  ({values})")
     cues, _, as_charged = (statistics.median(v) for v in times.values())
     print(
-        f"cues / their charge as TEXT (cue_cost_units {settings.cue_cost_units}): "
+        f"cues / their charge as TEXT (cue_cost_units {settings.front.cue_cost_units}): "
         f"{cues / as_charged:.2f}x"
     )
     return 0

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..languages import resolve_language
     from ..loading import load_aligner
     from ..packed_encoder import install_packed_encoder
-    from ..params import ModelSettings
+    from ..params import PipelineSettings
     from ..requests import AlignRequest
     from .checkpoints import resolve_checkpoint
     from .workload import SAMPLE_RATE, make_clips
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         aligner = load_aligner(choice.location, "cpu")
     if not args.upstream_encoder:
         install_packed_encoder(aligner.model.thinker)
-    settings = ModelSettings(checkpoint=choice.location)
+    settings = PipelineSettings.of(checkpoint=choice.location)
     engine = InProcessAligner(aligner, settings)
     clips = make_clips(args.clips, args.min_seconds, args.max_seconds)
     batch = [

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..languages import resolve_language
     from ..loading import load_aligner
     from ..packed_encoder import install_packed_encoder, uninstall_packed_encoder
-    from ..params import ModelSettings
+    from ..params import PipelineSettings
     from ..requests import AlignRequest
     from .checkpoints import resolve_checkpoint
     from .workload import SAMPLE_RATE, make_clips
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         choice = resolve_checkpoint(args.checkpoint, Path(scratch))
         aligner = load_aligner(choice.location, "cpu", encoder_attention=args.encoder_attention)
     thinker = aligner.model.thinker
-    settings = ModelSettings(
+    settings = PipelineSettings.of(
         checkpoint=choice.location, max_forward_batch=max(1, args.clips), max_forward_tokens=1 << 20
     )
     engine = InProcessAligner(aligner, settings)

@@ -616,7 +616,7 @@ def run_in_process(
     """
     from ..inprocess import InProcessAligner
     from ..loading import load_aligner
-    from ..params import ModelSettings
+    from ..params import PipelineSettings
     from ..requests import AlignRequest
     from .workload import SAMPLE_RATE
 
@@ -631,7 +631,7 @@ def run_in_process(
     )
     report.setup_seconds["load_in_process"] = time.monotonic() - t0
     engine = InProcessAligner(
-        aligner, ModelSettings(max_forward_batch=biggest, max_forward_tokens=1 << 20)
+        aligner, PipelineSettings.of(max_forward_batch=biggest, max_forward_tokens=1 << 20)
     )
     if server is not None:
         # Wait now, so the server's loading and warm-up never overlap a measurement.

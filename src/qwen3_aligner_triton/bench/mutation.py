@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..checkpoint_training import cached_trained_checkpoint
     from ..languages import resolve_language
     from ..loading import load_aligner
-    from ..params import ModelSettings
+    from ..params import PipelineSettings
 
     sys.path.insert(0, args.cases)
     from cases import CASES  # type: ignore[import-not-found]
@@ -174,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.random:
             checkpoints["random"] = build_checkpoint(Path(tmp) / "random")
         for name, path in checkpoints.items():
-            engine = InProcessAligner(load_aligner(str(path), "cpu"), ModelSettings(checkpoint="x"))
+            engine = InProcessAligner(
+                load_aligner(str(path), "cpu"), PipelineSettings.of(checkpoint="x")
+            )
             kills = kill_rate(engine, requests)
             report[name] = {
                 "kill_rate": round(kills.rate, 3),

@@ -586,12 +586,12 @@ def _measure(
 ) -> int:
     from ..inprocess import InProcessAligner
     from ..loading import load_aligner
-    from ..params import ModelSettings
+    from ..params import PipelineSettings
     from . import served
 
     log("loading upstream Qwen3ForcedAligner in-process (CPU, float32)")
     aligner = load_aligner(choice.location, "cpu")
-    engine = InProcessAligner(aligner, ModelSettings()) if args.engine else None
+    engine = InProcessAligner(aligner, PipelineSettings.of()) if args.engine else None
     log("warming up both sides")
     aligner.align(audio=(clips[0].audio, 16000), text=clips[0].text, language=clips[0].language)
     served.warm_up(endpoints, clips)

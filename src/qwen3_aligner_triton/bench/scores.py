@@ -90,11 +90,13 @@ def measure(checkpoint: str, rounds: int = 7) -> ScoreCost:
     """Time the engine with and without scores, and the real-size head, interleaved."""
     from ..inprocess import InProcessAligner
     from ..loading import load_aligner
-    from ..params import ModelSettings
+    from ..params import PipelineSettings
     from ..requests import AlignRequest
 
     torch.manual_seed(0)
-    engine = InProcessAligner(load_aligner(checkpoint, "cpu"), ModelSettings(checkpoint=checkpoint))
+    engine = InProcessAligner(
+        load_aligner(checkpoint, "cpu"), PipelineSettings.of(checkpoint=checkpoint)
+    )
     wave, text = _clip()
     request = AlignRequest(wave, 16000, text, "English")
 

@@ -68,11 +68,11 @@ def serial_preparation_rate(checkpoint: str, clips: Sequence[Clip]) -> tuple[flo
     import torch
 
     from ..loading import load_preparer
-    from ..params import ModelSettings
+    from ..params import FrontSettings
     from ..requests import AlignRequest
 
     torch.set_num_threads(1)
-    preparer = load_preparer(checkpoint, ModelSettings(checkpoint=checkpoint))
+    preparer = load_preparer(checkpoint, FrontSettings(checkpoint=checkpoint))
     preparer.prepare(AlignRequest(clips[0].audio, SAMPLE_RATE, clips[0].text, clips[0].language))
     started, cpu = time.perf_counter(), time.process_time()
     for c in clips:
@@ -405,11 +405,11 @@ def replay_forwards(
     on the model's answers, which equal the server's)."""
     from ..inprocess import InProcessAligner
     from ..loading import load_aligner
-    from ..params import ModelSettings
+    from ..params import PipelineSettings
     from ..requests import AlignRequest
 
     clip = workload.recording
-    settings = ModelSettings(
+    settings = PipelineSettings.of(
         checkpoint=checkpoint,
         max_forward_batch=1,
         window_seconds=window_seconds,
