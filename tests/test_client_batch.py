@@ -49,8 +49,10 @@ def test_manifest_items_resolve_paths_against_the_manifest_folder(tmp_path):
         ("{not json", "line 1|:1: not valid JSON"),
         ("[1, 2]", "must be a JSON object"),
         ({"text": "x", "language": "en"}, "'audio' is required"),
-        ({"audio": "a.wav", "language": "en"}, "exactly one of 'text' and 'text_file'"),
-        ({"audio": "a.wav", "text": "x", "text_file": "t", "language": "en"}, "exactly one"),
+        ({"audio": "a.wav", "text": "x", "text_file": "t", "language": "en"}, "at most one"),
+        ({"audio": "a.wav", "text": "x", "language": "en", "context": "c"}, "'context' guides"),
+        ({"audio": "a.wav", "text_file": "t", "language": "en", "context": "c"}, "for items"),
+        ({"audio": "a.wav", "context": ""}, "'context' must be a non-empty string"),
         ({"audio": "a.wav", "text": "x"}, "no 'language'"),
         ({"audio": "a.wav", "text": "x", "language": "en", "speaker": 1}, "unknown key"),
         ({"audio": "a.wav", "text": 5, "language": "en"}, "'text' must be a string"),
@@ -109,8 +111,9 @@ def test_folder_items_pair_audio_with_same_stem_transcripts(tmp_path):
     assert {i.language for i in items} == {"de"}
     assert items[0].transcript() == "alpha"
     assert items[1].transcript() == "beta"
-    with pytest.raises(FileNotFoundError):
-        items[2].transcript()  # c.flac has no c.txt: that item fails on its own
+    # c.flac and d.ogg have no transcript: the server is to transcribe them.
+    assert [i.transcribed for i in items] == [False, False, True, True]
+    assert items[2].text_file is None and items[2].transcript() is None
 
 
 def test_folder_items_refuse_files_that_lead_out_of_the_folder_or_are_not_regular(tmp_path):
@@ -140,10 +143,20 @@ def test_folder_items_refuse_files_that_lead_out_of_the_folder_or_are_not_regula
     items["a"].check_audio()  # its audio is a plain file in the folder
 
 
-def test_folder_needs_a_language_audio_and_distinct_stems(tmp_path):
+def test_folder_needs_a_language_for_transcripts_audio_and_distinct_stems(tmp_path):
     (tmp_path / "a.wav").write_bytes(b"")
-    with pytest.raises(ManifestError, match="--language is required"):
+    (tmp_path / "b.wav").write_bytes(b"")
+    # No transcripts: every item is transcribed, in the language the server detects.
+    items = items_from_folder(tmp_path, language=None)
+    assert [(i.key, i.language, i.transcribed) for i in items] == [
+        ("a", None, True),
+        ("b", None, True),
+    ]
+    (tmp_path / "a.txt").write_text("alpha", encoding="utf-8")
+    with pytest.raises(ManifestError, match="--language is required for a folder with transcr"):
         items_from_folder(tmp_path, language=None)
+    a, b = items_from_folder(tmp_path, language="en")
+    assert (a.transcribed, b.transcribed, b.language) == (False, True, "en")
     (tmp_path / "a.mp3").write_bytes(b"")
     with pytest.raises(ManifestError, match="would write the same output"):
         items_from_folder(tmp_path, language="en")

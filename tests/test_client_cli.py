@@ -179,13 +179,17 @@ class Recorder:
     request would send, and answers with an alignment of no words."""
 
     def __init__(self) -> None:
-        self.sent: list[tuple[bytes, str]] = []
+        self.sent: list[tuple[bytes, str | None]] = []
         self.lock = threading.Lock()
 
-    def __call__(self, audio, text, language, segments=None, send=None) -> Alignment:
+    def __call__(
+        self, audio, text=None, language=None, segments=None, send=None, context=None
+    ) -> Alignment:
         data = Path(audio).read_bytes()
         with self.lock:
             self.sent.append((data, text))
+        if text is None:  # a server with the ASR model transcribes it
+            return Alignment("English", 1.0, "said words", (), transcribed=True)
         return Alignment("English", 1.0, text, ())
 
 

@@ -414,7 +414,9 @@ def test_flag_below_needs_batch_and_a_share(clips, capsys):
     assert "--flag-below must be between 0 and 1" in capsys.readouterr().err
 
 
-def test_batch_over_a_folder_fails_audio_without_a_transcript(server, clips, tmp_path, capsys):
+def test_batch_over_a_folder_fails_audio_without_a_transcript_on_a_server_without_asr(
+    server, clips, tmp_path, capsys
+):
     folder = tmp_path / "folder"
     folder.mkdir()
     for lang in ("en", "zh"):
@@ -428,7 +430,8 @@ def test_batch_over_a_folder_fails_audio_without_a_transcript(server, clips, tmp
     assert code == EXIT_FAILED
     err = capsys.readouterr().err
     assert "2 aligned" in err and "1 failed" in err
-    assert re.search(r"FAILED .*orphan\.wav: cannot read transcript", err)
+    # Sent without TEXT, which the server (no ASR model) refuses for that item alone.
+    assert re.search(r"FAILED .*orphan\.wav: the server cannot transcribe .*serve --asr", err)
     assert sorted(p.name for p in out.iterdir()) == ["en.TextGrid", "zh.TextGrid"]
     # zh.flac is aligned as English here (the folder's --language): the grid still parses.
     grid = textgrid.openTextgrid(str(out / "zh.TextGrid"), includeEmptyIntervals=False)

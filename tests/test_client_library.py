@@ -269,16 +269,25 @@ def test_the_client_s_copy_of_the_contract_equals_the_server_s():
     samples = client_module.Samples(np.zeros(160, np.float32), 16000)
     file = client_module.read_audio_file(encoded(0.5, 16000, "WAV", "PCM_16"))
     wire_types = {"TYPE_FP32": "FP32", "TYPE_INT32": "INT32", "TYPE_STRING": "BYTES"}
-    declared = {name: wire_types[kind] for name, kind in contract.FRONT_INPUTS.items()}
+    inputs = contract.FRONT_INPUTS | contract.FRONT_ASR_INPUTS
+    declared = {name: wire_types[kind] for name, kind in inputs.items()}
     assert declared == client_module.INPUT_TYPES
-    # What the client sends, as declared: AUDIO with SAMPLE_RATE, or AUDIO_FILE alone.
+    # What the client sends, as declared: AUDIO with SAMPLE_RATE, or AUDIO_FILE alone; CONTEXT
+    # only without TEXT (and then neither SEGMENTS nor, when detected, LANGUAGE).
     for audio, left_out in ((samples, {"AUDIO_FILE"}), (file, {"AUDIO", "SAMPLE_RATE"})):
         inputs = aligner._inputs(audio, "a", "English", "[]")
         sent = {i.name(): i.datatype() for i in inputs}
-        assert sent == {name: kind for name, kind in declared.items() if name not in left_out}
+        expected = {n: kind for n, kind in declared.items() if n not in left_out | {"CONTEXT"}}
+        assert sent == expected
+        inputs = aligner._inputs(audio, None, None, None, "Names: Ada.")
+        sent = {i.name(): i.datatype() for i in inputs}
+        left_out |= {"TEXT", "LANGUAGE", "SEGMENTS"}
+        assert sent == {n: kind for n, kind in declared.items() if n not in left_out}
     source = Path(client_module.__file__).read_text()
     read = set(re.findall(r'as_numpy\("([A-Z_]+)"\)', source))
     assert read and read <= set(contract.FRONT_OUTPUTS)
+    # The transcript's outputs are read by name from a loop (_check_transcript).
+    assert set(contract.FRONT_ASR_OUTPUTS) <= set(re.findall(r'\("([A-Z_]+)", alignment\.', source))
 
 
 # --- sending the file (AUDIO_FILE) or the samples (AUDIO) -------------------------------------

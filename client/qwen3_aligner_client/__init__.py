@@ -4,6 +4,12 @@
 >>> with AlignerClient("localhost:8000") as client:           # doctest: +SKIP
 ...     alignment = client.align("speech.wav", "Hello, world!", "en")
 ...     print(render(alignment, "srt"))
+
+Without a transcript, a server started with ``./scripts/serve --asr`` transcribes first:
+
+>>> with AlignerClient("localhost:8000") as client:           # doctest: +SKIP
+...     alignment = client.align("speech.wav")                  # language detected
+...     print(alignment.language, alignment.text)               # the server's transcript
 """
 
 from .audio import (
@@ -36,6 +42,7 @@ from .client import (
     Samples,
     ServerBusyError,
     ServerUnreachableError,
+    TranscriptionUnavailableError,
     audio_payload,
     default_url,
     transport,
@@ -79,6 +86,7 @@ __all__ = [
     "ServerBusyError",
     "ServerUnreachableError",
     "SubtitleError",
+    "TranscriptionUnavailableError",
     "UnsafePathError",
     "WriteOptions",
     "align_cues",

@@ -4,6 +4,13 @@ A manifest has one JSON object per line::
 
     {"audio": "clips/a.wav", "text": "Hello world.", "language": "en"}
     {"audio": "clips/b.flac", "text_file": "clips/b.txt", "id": "b-take2"}
+    {"audio": "clips/c.mp3", "context": "Names: Ada Lovelace."}
+
+An item without a transcript (no ``text`` or ``text_file``; in a folder, an audio file without
+``STEM.txt``) is sent without one: a server with the ASR model (``./scripts/serve --asr``)
+transcribes it, then aligns the transcript; a server without refuses that item alone. Its
+``language`` is optional (absent or ``auto``: detected) and ``context`` (names, terms) guides the
+transcription; ``context`` beside a transcript is refused.
 
 ``audio`` and ``text_file`` are relative to the manifest's folder and must stay inside it (an
 absolute path or one that leads out with ``..`` or a link is refused: a manifest from elsewhere
@@ -11,7 +18,8 @@ must not make the CLI send, say, ``~/.ssh/id_rsa`` to a server as a transcript).
 one's own that names files elsewhere (a dataset under ``/data``) is read with ``root`` set to the
 folder that holds them (``qwen3-align --manifest-root /data``): paths, absolute ones too, may then
 point anywhere inside ``root``. ``language``
-falls back to the command line's ``--language``; ``id`` (default: the audio file's stem) names the
+falls back to the command line's ``--language`` (an item with a transcript needs one); ``id``
+(default: the audio file's stem) names the
 output file, must be unique and holds no path separator or control character. A malformed
 manifest is rejected as a whole (:class:`ManifestError`), before any work starts; an item whose
 files are missing is kept and fails on its own when processed, so the rest of the batch still runs.
@@ -34,7 +42,7 @@ from pathlib import Path
 
 from .audio import AUDIO_SUFFIXES
 
-MANIFEST_KEYS = frozenset({"audio", "text", "text_file", "language", "id"})
+MANIFEST_KEYS = frozenset({"audio", "text", "text_file", "language", "id", "context"})
 
 
 class ManifestError(ValueError):
@@ -47,18 +55,26 @@ class UnsafePathError(ValueError):
 
 @dataclass(frozen=True)
 class BatchItem:
-    """One file to align; exactly one of ``text`` and ``text_file`` is set."""
+    """One file to align; at most one of ``text`` and ``text_file`` is set, and with neither the
+    server transcribes the audio (``language`` may then be ``None``: detected)."""
 
     key: str  # names the output file: KEY + the format's suffix
     audio: Path
-    language: str
+    language: str | None
     text: str | None = None
     text_file: Path | None = None
     origin: str = ""  # where the item came from, for messages ("manifest.jsonl:3")
     within: Path | None = None  # folder mode: the folder that the item's files must stay in
+    context: str | None = None  # without a transcript: names, terms guiding the transcription
 
-    def transcript(self) -> str:
-        """The transcript, read from ``text_file`` when it is not inline.
+    @property
+    def transcribed(self) -> bool:
+        """Whether the item has no transcript, so that the server is to transcribe it."""
+        return self.text is None and self.text_file is None
+
+    def transcript(self) -> str | None:
+        """The transcript, read from ``text_file`` when it is not inline; ``None`` for an item
+        without one (:attr:`transcribed`).
 
         Raises ``OSError`` or ``UnicodeDecodeError`` when the file cannot be read, and
         :class:`UnsafePathError` (folder mode) when it leads out of the folder or is not a
@@ -67,7 +83,7 @@ class BatchItem:
         if self.text is not None:
             return self.text
         if self.text_file is None:
-            raise ValueError(f"{self.origin}: the item has neither text nor text_file")
+            return None
         if self.within is not None:
             return read_transcript_within(self.text_file, self.within)
         return read_transcript(self.text_file)
@@ -143,12 +159,11 @@ def read_transcript_within(path: Path, folder: Path) -> str:
 
 def items_from_folder(folder: Path, language: str | None) -> list[BatchItem]:
     """Every audio file directly in ``folder`` (sorted), with ``STEM.txt`` beside it as its
-    transcript. An audio file without one is still listed and fails when processed, as does one
-    whose audio or transcript leads out of ``folder`` (see :class:`UnsafePathError`)."""
+    transcript. An audio file without one is listed without a transcript (the server is to
+    transcribe it); one whose audio or transcript leads out of ``folder`` fails when processed
+    (see :class:`UnsafePathError`). ``language`` is required when any item has a transcript."""
     if not folder.is_dir():
         raise ManifestError(f"{folder} is not a folder")
-    if not language:
-        raise ManifestError("--language is required for a folder (it holds no languages)")
     audio_files = sorted(
         p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
     )
@@ -163,15 +178,23 @@ def items_from_folder(folder: Path, language: str | None) -> list[BatchItem]:
                 "rename one or list them in a manifest with distinct ids"
             )
         seen[audio.stem] = audio
+        text_file = audio.with_suffix(".txt")
+        # Anything at STEM.txt (a link, a FIFO) is the item's transcript, refused when unsafe.
+        has_text = text_file.is_symlink() or text_file.exists()
         items.append(
             BatchItem(
                 key=audio.stem,
                 audio=audio,
-                language=language,
-                text_file=audio.with_suffix(".txt"),
+                language=language or None,
+                text_file=text_file if has_text else None,
                 origin=str(audio),
                 within=folder,
             )
+        )
+    if not language and not all(item.transcribed for item in items):
+        raise ManifestError(
+            "--language is required for a folder with transcripts (STEM.txt); only audio "
+            "without one is transcribed in the language detected"
         )
     return items
 
@@ -239,10 +262,20 @@ def items_from_manifest(
         if text is not None and not isinstance(text, str):
             raise ManifestError(f"{where}: 'text' must be a string")
         text_file = _field(entry, "text_file", where)
-        if (text is None) == (text_file is None):
-            raise ManifestError(f"{where}: give exactly one of 'text' and 'text_file'")
+        if text is not None and text_file is not None:
+            raise ManifestError(
+                f"{where}: give at most one of 'text' and 'text_file' (neither: the server "
+                "transcribes the audio)"
+            )
+        context = _field(entry, "context", where)
+        has_transcript = text is not None or text_file is not None
+        if context is not None and has_transcript:
+            raise ManifestError(
+                f"{where}: 'context' guides the transcription: it is for items without "
+                "'text' or 'text_file'"
+            )
         item_language = _field(entry, "language", where) or language
-        if not item_language:
+        if not item_language and has_transcript:
             raise ManifestError(f"{where}: no 'language', and no --language to fall back on")
         audio_path = _inside(base, audio, "audio", where, root)
         key = _field(entry, "id", where) or audio_path.stem
@@ -263,7 +296,7 @@ def items_from_manifest(
             BatchItem(
                 key=key,
                 audio=audio_path,
-                language=item_language,
+                language=item_language or None,
                 text=text,
                 text_file=(
                     None
@@ -271,6 +304,7 @@ def items_from_manifest(
                     else _inside(base, text_file, "text_file", where, root)
                 ),
                 origin=where,
+                context=context,
             )
         )
     if not items:

@@ -6,12 +6,22 @@ One file::
     qwen3-align speech.wav transcript.txt --language en -o speech.html   # see and hear it
     qwen3-align speech.wav lyrics.txt -l en -f all -o out/speech --cues lines   # every format
 
+No transcript: a server started with ``./scripts/serve --asr`` transcribes the audio (language
+detected unless ``--language`` forces one; ``--context`` names terms to expect), then aligns the
+transcript, which is written beside the output (``speech.txt`` here; ``--transcript-out PATH``
+chooses)::
+
+    qwen3-align speech.wav -o speech.srt
+    qwen3-align interview.mp3 --context "Names: Ada Lovelace, Babbage." -l en -o interview.json
+
 A long recording with its subtitles (SRT or WebVTT: each cue guides where its words go; sent a
 few minutes per request, with a progress bar)::
 
     qwen3-align lecture.mp3 lecture.srt --language en -o lecture.words.srt
 
-A folder (audio files with same-stem .txt transcripts) or a JSONL manifest::
+A folder (audio files with same-stem .txt transcripts; those without one are transcribed by a
+server with the ASR model, their transcript written as ID.txt in --out-dir) or a JSONL
+manifest::
 
     qwen3-align --batch clips/ --language en --out-dir aligned/ --format vtt --concurrency 8
 
@@ -54,9 +64,11 @@ from .client import (
     ModelNotReadyError,
     RequestRejectedError,
     ServerUnreachableError,
+    TranscriptionUnavailableError,
     default_url,
 )
 from .cues import CUE_MODES, CueOptions
+from .files import write_atomic
 from .longform import CueGroup, align_groups, plan_groups
 from .plot import PlotOptions, require_matplotlib
 from .results import Alignment
@@ -82,6 +94,7 @@ LONG_AUDIO_SECONDS = 180.0  # a plain transcript for longer audio shows a spinne
 SPINNER_INTERVAL = 0.25  # seconds between two redraws of the spinner
 DEFAULT_FLAG_REPAIRED = 0.1  # --flag-below also flags items with more of their units repaired
 ALL_FORMATS = "all"  # --format all: one file in each format that needs no audio
+TRANSCRIPT_SUFFIX = ".txt"  # a transcript the server made: beside the output, or ID.txt (batch)
 
 
 class CliError(Exception):
@@ -105,23 +118,41 @@ def build_parser() -> argparse.ArgumentParser:
         description="Align a transcript to speech with the qwen3_aligner model on Triton: "
         "word start and end times as JSON (also WhisperX's and OpenAI's verbose_json), "
         "subtitles (SRT, WebVTT, ASS karaoke, enhanced LRC), Praat TextGrid, CTM, TSV, an HTML "
-        "page to see and hear the alignment, or PNG pictures.",
-        epilog="Exit status: 0 success, 1 some items failed, 2 bad input or usage, "
-        "3 server unreachable, 4 model not ready.",
+        "page to see and hear the alignment, or PNG pictures. Without a transcript, a server "
+        "started with ./scripts/serve --asr transcribes the audio first.",
+        epilog="Without a transcript: 'qwen3-align speech.wav -o speech.srt' writes speech.srt "
+        "and the server's transcript, speech.txt. Exit status: 0 success, 1 some items failed, "
+        "2 bad input or usage (a server without the ASR model refuses audio without a "
+        "transcript), 3 server unreachable, 4 model not ready.",
     )
     parser.add_argument("audio", nargs="?", help="audio file (WAV, FLAC, OGG, MP3; any rate)")
     parser.add_argument(
         "transcript",
         nargs="?",
         help="UTF-8 transcript file, or - for stdin; an SRT or WebVTT file (by its .srt/.vtt "
-        "suffix or its content) aligns each cue's words within the cue's times",
+        "suffix or its content) aligns each cue's words within the cue's times; left out, the "
+        "server transcribes the audio (it must run the ASR model: ./scripts/serve --asr)",
     )
     parser.add_argument(
         "-l",
         "--language",
         help="language name or code: Chinese/zh, English/en, Cantonese/yue, French/fr, "
-        "German/de, Italian/it, Japanese/ja, Korean/ko, Portuguese/pt, Russian/ru, Spanish/es "
-        "(in batch mode, the default for items without one)",
+        "German/de, Italian/it, Japanese/ja, Korean/ko, Portuguese/pt, Russian/ru, Spanish/es; "
+        "required with a transcript, else optional (detected; given: forced); in batch mode, "
+        "the default for items that name none",
+    )
+    parser.add_argument(
+        "--context",
+        metavar="TEXT",
+        help="without a transcript: names and terms that guide the transcription (upstream's "
+        "context; in batch mode, for the items without a transcript and a context of their own)",
+    )
+    parser.add_argument(
+        "--transcript-out",
+        metavar="PATH",
+        help="without a transcript: write the server's transcript to PATH (default: beside -o, "
+        f"its name with {TRANSCRIPT_SUFFIX} for the format's suffix, unless that file exists; "
+        "none when the output goes to stdout, where the JSON formats carry it as text)",
     )
     parser.add_argument(
         "-f",
@@ -135,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument(
         "--batch",
         metavar="FOLDER_OR_MANIFEST",
-        help="align every audio file of a folder (STEM.txt beside each) or a JSONL manifest",
+        help="align every audio file of a folder (STEM.txt beside each; without one, "
+        "transcribed first) or a JSONL manifest",
     )
     mode.add_argument(
         "--check", action="store_true", help="report whether the server and model are ready"
@@ -443,12 +475,23 @@ def _align_cues(
 
 
 def run_single(args: argparse.Namespace, settings: Settings) -> int:
-    """Align one audio file and write one output (guided by cues for a subtitle transcript)."""
-    try:
-        text = read_transcript(args.transcript)
-    except (OSError, UnicodeDecodeError) as e:
-        raise CliError(f"cannot read transcript {args.transcript}: {e}", EXIT_USAGE) from e
-    cues = _read_cues(args.transcript, text)
+    """Align one audio file and write one output (guided by cues for a subtitle transcript).
+
+    Without a transcript the server transcribes the audio first; its transcript is then written
+    to :func:`transcript_target`'s file, if any.
+    """
+    text: str | None = None
+    cues: list[Segment] | None = None
+    transcript_out: Path | None = None
+    skipped: str | None = None  # why the transcript is not written beside the output
+    if args.transcript is None:
+        transcript_out, skipped = transcript_target(args)
+    else:
+        try:
+            text = read_transcript(args.transcript)
+        except (OSError, UnicodeDecodeError) as e:
+            raise CliError(f"cannot read transcript {args.transcript}: {e}", EXIT_USAGE) from e
+        cues = _read_cues(args.transcript, text)
     # The samples are decoded here only where they are needed: to cut the recording into groups
     # of cues (unless --send file sends it whole), to picture it (html, png) or to send them.
     # Otherwise the file's header gives its length. Either way before contacting the server, so
@@ -479,14 +522,24 @@ def run_single(args: argparse.Namespace, settings: Settings) -> int:
             if groups is not None and cut:
                 assert audio is not None
                 alignment = _align_cues(client, audio, groups, args)
-            elif seconds > LONG_AUDIO_SECONDS:
-                wait = _spinner(
-                    f"aligning {seconds / 60:.1f} min of audio", _progress_disabled(args)
+            else:
+                doing = "aligning" if text is not None else "transcribing and aligning"
+                wait = (
+                    _spinner(f"{doing} {seconds / 60:.1f} min of audio", _progress_disabled(args))
+                    if seconds > LONG_AUDIO_SECONDS
+                    else contextlib.nullcontext()
                 )
                 with wait:
-                    alignment = client.align(source, text, args.language, segments)
-            else:
-                alignment = client.align(source, text, args.language, segments)
+                    alignment = client.align(
+                        source, text, args.language, segments, context=args.context
+                    )
+        except TranscriptionUnavailableError as e:
+            raise CliError(
+                f"no transcript given, and the server at {settings.url} cannot transcribe: start "
+                "it with ./scripts/serve --asr (it then runs the ASR model), or give the "
+                f"transcript file after the audio (the server: {e.__cause__ or e})",
+                EXIT_USAGE,
+            ) from e
         except (AudioError, RequestRejectedError) as e:
             raise CliError(str(e), EXIT_USAGE) from e
         except ServerUnreachableError as e:
@@ -497,7 +550,59 @@ def run_single(args: argparse.Namespace, settings: Settings) -> int:
             raise CliError(f"alignment failed: {e}", EXIT_FAILED) from e
     options = settings.write_options(Path(args.audio).stem, audio)
     _write_single(alignment, settings.format, args.output, options)
+    if transcript_out is not None:
+        try:
+            write_atomic(transcript_out, alignment.text + "\n")
+        except OSError as e:
+            raise CliError(f"cannot write transcript {transcript_out}: {e}", EXIT_USAGE) from e
+        print(f"transcript ({alignment.language}): {transcript_out}", file=sys.stderr)
+    elif skipped is not None:
+        print(f"qwen3-align: note: {skipped}", file=sys.stderr)
     return EXIT_OK
+
+
+def transcript_target(args: argparse.Namespace) -> tuple[Path | None, str | None]:
+    """Where a single-file run without a transcript writes the server's transcript: the path,
+    or None and why not (None, None: the output goes to standard output).
+
+    ``--transcript-out PATH`` names it; it may not be the audio or the output file (status 2).
+    By default it sits beside ``-o``: the output's name with ``.txt`` for the format's suffix
+    (``speech.srt`` -> ``speech.txt``; with ``-f all``, ``BASE.txt``); not written when that
+    path already exists (it may be a transcript of one's own), nor when the output goes to
+    standard output (the JSON formats carry the transcript as ``text``).
+    """
+    audio = Path(args.audio)
+    if args.transcript_out:
+        target = Path(args.transcript_out)
+        for other, what in ((audio, "the audio"), (args.output, "the output")):
+            if other and _same_file(target, Path(other)):
+                raise CliError(
+                    f"--transcript-out {target} is {what} file; give another path", EXIT_USAGE
+                )
+        return target, None
+    if not args.output:
+        return None, None
+    target = Path(_output_base(args.output) + TRANSCRIPT_SUFFIX)
+    if _exists(target):  # the audio, or a transcript of one's own: never replaced unasked
+        return None, (
+            f"the transcript is not written to {target}, which exists "
+            "(--transcript-out PATH writes it there or elsewhere)"
+        )
+    return target, None
+
+
+def _exists(path: Path) -> bool:
+    return path.is_symlink() or path.exists()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file (the same path, or links to one file)."""
+    if a.absolute() == b.absolute():
+        return True
+    try:
+        return a.samefile(b)
+    except OSError:  # either is missing: only the same path is the same file
+        return False
 
 
 def _needs_audio(format_name: str) -> bool:
@@ -541,6 +646,7 @@ class BatchSummary:
 
     aligned: int = 0
     skipped: int = 0
+    transcribed: int = 0  # of the aligned: items the server transcribed first
     failures: list[tuple[BatchItem, str]] = field(default_factory=list)
     flagged: list[tuple[BatchItem, str]] | None = None  # with --flag-below: items to set aside
 
@@ -581,6 +687,15 @@ def run_batch(args: argparse.Namespace, settings: Settings) -> int:
 
     def outputs(item: BatchItem) -> list[str]:
         return [f"{item.key}{f.suffix}" for f in formats]
+
+    # Inputs are never overwritten by a transcript that the server made (--out-dir may be the
+    # folder of the audio itself, holding other items' transcripts).
+    inputs = {p.absolute() for item in items for p in (item.audio, item.text_file) if p}
+
+    def transcript_name(item: BatchItem) -> str | None:
+        """``ID.txt`` for an item the server transcribed, None when that would be an input."""
+        name = f"{item.key}{TRANSCRIPT_SUFFIX}"
+        return None if (out_dir / name).absolute() in inputs else name
 
     summary = BatchSummary()
     rule = None
@@ -626,7 +741,8 @@ def run_batch(args: argparse.Namespace, settings: Settings) -> int:
         except (UnicodeDecodeError, ValueError) as e:
             fail(item, f"cannot read transcript {item.text_file}: {e}")
             continue
-        jobs.append(AlignItem(item.audio, text, item.language, key=item))
+        context = (item.context or args.context) if text is None else None
+        jobs.append(AlignItem(item.audio, text, item.language, key=item, context=context))
 
     with progress, settings.client() as client:
         for result in client.align_many(jobs, concurrency=args.concurrency):
@@ -635,7 +751,9 @@ def run_batch(args: argparse.Namespace, settings: Settings) -> int:
                 fail(item, str(result.error))
                 continue
             options = settings.write_options(item.key)
-            problem = _outputs_problem(out_dir, outputs(item))
+            transcript = transcript_name(item) if result.alignment.transcribed else None
+            names = [*outputs(item), *([transcript] if transcript else [])]
+            problem = _outputs_problem(out_dir, names)
             if problem is not None:  # checked again: a link may have appeared meanwhile
                 fail(item, problem)
                 continue
@@ -644,6 +762,8 @@ def run_batch(args: argparse.Namespace, settings: Settings) -> int:
                     item.check_audio()
                     options = replace(options, audio=load_audio(item.audio))
                 # Written to a temporary file that then replaces the target: never through a link.
+                if transcript:  # first: an item whose outputs exist is done, and skipped
+                    write_atomic(out_dir / transcript, result.alignment.text + "\n")
                 for fmt, name in zip(formats, outputs(item), strict=True):
                     save(result.alignment, fmt.name, out_dir / name, options)
             except UnsafePathError as e:
@@ -656,6 +776,7 @@ def run_batch(args: argparse.Namespace, settings: Settings) -> int:
                 fail(item, f"cannot write output: {e}")
                 continue
             summary.aligned += 1
+            summary.transcribed += result.alignment.transcribed
             reason = rule.reason(result.alignment) if rule is not None else None
             if reason is not None and summary.flagged is not None:
                 summary.flagged.append((item, reason))
@@ -688,9 +809,10 @@ def _outputs_problem(out_dir: Path, names: list[str]) -> str | None:
 
 def _report(summary: BatchSummary, out_dir: Path) -> None:
     flagged = "" if summary.flagged is None else f", {len(summary.flagged)} flagged"
+    transcribed = f", {summary.transcribed} transcribed" if summary.transcribed else ""
     print(
         f"{summary.aligned} aligned, {summary.skipped} skipped (output already in {out_dir}), "
-        f"{len(summary.failures)} failed{flagged}",
+        f"{len(summary.failures)} failed{flagged}{transcribed}",
         file=sys.stderr,
     )
     for item, message in summary.failures:
@@ -709,6 +831,8 @@ def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
             parser.error("--batch takes no AUDIO, TRANSCRIPT or -o (use --out-dir)")
         if not args.out_dir:
             parser.error("--batch needs --out-dir")
+        if args.transcript_out:
+            parser.error("--transcript-out is for one file; --batch writes ID.txt in --out-dir")
         if args.concurrency < 1:
             parser.error("--concurrency must be at least 1")
         if args.flag_below is not None and not 0.0 <= args.flag_below <= 1.0:
@@ -716,10 +840,21 @@ def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
         if not 0.0 <= args.flag_repaired <= 1.0:
             parser.error("--flag-repaired must be between 0 and 1")
     else:
-        if not args.audio or not args.transcript:
-            parser.error("give AUDIO and TRANSCRIPT, or --batch, or --check")
-        if not args.language:
-            parser.error("--language is required")
+        if not args.audio:
+            parser.error(
+                "give AUDIO and TRANSCRIPT (or AUDIO alone, transcribed by a server started "
+                "with ./scripts/serve --asr), or --batch, or --check"
+            )
+        if args.transcript is not None:
+            if not args.language:
+                parser.error(
+                    "--language is required with a TRANSCRIPT (only a transcription by the "
+                    "server, without one, detects the language)"
+                )
+            if args.context is not None:
+                parser.error("--context guides a transcription: it is for AUDIO without TRANSCRIPT")
+            if args.transcript_out:
+                parser.error("--transcript-out is for AUDIO without TRANSCRIPT (the server's)")
         if args.out_dir:
             parser.error("--out-dir is for --batch; use -o for one file")
     if not args.batch and args.flag_below is not None:

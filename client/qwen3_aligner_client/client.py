@@ -10,7 +10,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType, TracebackType
 from typing import Any
 
@@ -32,7 +32,13 @@ INPUT_TYPES = {
     "TEXT": "BYTES",
     "LANGUAGE": "BYTES",
     "SEGMENTS": "BYTES",
+    "CONTEXT": "BYTES",
 }
+# LANGUAGE of a request without a transcript: the server detects it (as when LANGUAGE is left out).
+AUTO_LANGUAGE = "auto"
+# The server's refusal of a request without TEXT when it has no ASR model holds this.
+NO_ASR_REFUSAL = "input TEXT is required"
+SERVE_WITH_ASR = "./scripts/serve --asr"
 DEFAULT_TIMEOUT = 300.0  # seconds for one request; a 300 s clip on a busy CPU server takes a while
 DEFAULT_RETRIES = 3  # extra tries for a request the server turned away as busy
 RETRY_DELAY = 1.0  # seconds before the first retry; doubled for each further one
@@ -59,6 +65,11 @@ class ModelNotReadyError(AlignerError):
 
 class RequestRejectedError(AlignerError):
     """The server refused this request's inputs (HTTP 400 / gRPC INVALID_ARGUMENT)."""
+
+
+class TranscriptionUnavailableError(RequestRejectedError):
+    """A request without a transcript reached a server without the ASR model: it cannot
+    transcribe. Give the transcript, or start the server with ``./scripts/serve --asr``."""
 
 
 class ServerBusyError(AlignerError):
@@ -180,16 +191,19 @@ class AlignItem:
     """One alignment job for :meth:`AlignerClient.align_many`.
 
     With ``segments`` (subtitle cues or ASR segments, see :meth:`AlignerClient.align`) ``text``
-    is ignored and may be ``""``. ``audio`` may be the bytes of a file, which are then sent as
+    is ignored and may be ``""``. Without ``text`` (``None``) a server with the ASR model
+    transcribes the audio first; ``language`` (``None`` or ``"auto"``: detected) and ``context``
+    then guide the transcription. ``audio`` may be the bytes of a file, which are then sent as
     they are (``AUDIO_FILE``) unless ``send`` (default: the client's) says otherwise.
     """
 
     audio: AudioSource
-    text: str
-    language: str
+    text: str | None = None
+    language: str | None = None
     key: Any = None  # anything that identifies the item to the caller; returned with the result
     segments: Sequence[SegmentLike] | None = None
     send: str | None = None  # one of SEND_MODES; None: the client's own setting
+    context: str | None = None  # without text: names and terms that guide the transcription
 
 
 @dataclass(frozen=True)
@@ -341,16 +355,22 @@ class AlignerClient:
     def _inputs(
         self,
         audio: AudioPayload,
-        text: str,
-        language: str,
+        text: str | None,
+        language: str | None,
         segments: str | None = None,
+        context: str | None = None,
     ) -> list[Any]:
         """The request's tensors: ``AUDIO`` and ``SAMPLE_RATE`` for samples, ``AUDIO_FILE`` for a
-        file; ``segments`` is the ``SEGMENTS`` JSON document, if any."""
+        file; ``segments`` is the ``SEGMENTS`` JSON document, if any. ``TEXT``, ``LANGUAGE`` and
+        ``CONTEXT`` are sent when given (``None`` leaves them out)."""
         module = self.transport.module
-        strings = {"TEXT": text, "LANGUAGE": language}
-        if segments is not None:
-            strings["SEGMENTS"] = segments
+        given = {
+            "TEXT": text,
+            "LANGUAGE": language,
+            "SEGMENTS": segments,
+            "CONTEXT": context,
+        }
+        strings = {name: value for name, value in given.items() if value is not None}
         if isinstance(audio, AudioFile):
             inputs = [module.InferInput("AUDIO_FILE", [1, 1], INPUT_TYPES["AUDIO_FILE"])]
             inputs[0].set_data_from_numpy(np.array([[audio.data]], dtype=np.object_))
@@ -371,15 +391,25 @@ class AlignerClient:
     def align(
         self,
         audio: AudioSource,
-        text: str,
-        language: str,
+        text: str | None = None,
+        language: str | None = None,
         segments: Sequence[SegmentLike] | None = None,
         send: str | None = None,
+        context: str | None = None,
     ) -> Alignment:
         """Align ``text`` to ``audio`` and return the timed words.
 
         ``audio`` is a path, encoded bytes, an open binary file or ``(samples, sample_rate)``;
         ``language`` is one of the aligner's 11 languages by name or code (``English``, ``en``).
+
+        Without ``text`` (``None``, and no ``segments``) the server transcribes the audio first,
+        which needs a server started with ``./scripts/serve --asr``; ``language`` is then
+        optional (``None`` or ``"auto"``: detected; else forced) and ``context`` (names, terms)
+        guides the transcription. The result's ``text`` is the server's transcript
+        (``TRANSCRIPT``), its ``language`` the transcript's (``TRANSCRIPT_LANGUAGE``), and
+        ``transcribed`` is true. A server without the ASR model refuses such a request with
+        :class:`TranscriptionUnavailableError`. ``context`` with ``text`` or ``segments``, and
+        ``text`` or ``segments`` without ``language``, are a ``ValueError``.
         ``send`` (default: the client's ``send``) chooses whether a file goes to the server as it
         is or decoded here (see :data:`SEND_MODES` and :func:`audio_payload`); the alignment is
         the same. With ``"auto"``, a file whose decoded peak exceeds 1, which the server refuses
@@ -406,9 +436,26 @@ class AlignerClient:
             cues = to_segments(segments)
             document = json.dumps([c.to_dict() for c in cues], ensure_ascii=False)
             text = ""
+        transcribe = text is None
+        if not transcribe and context is not None:
+            raise ValueError(
+                "context guides the transcription: it is for requests without text or segments"
+            )
+        if not transcribe and language is None:
+            raise ValueError(
+                "language is required with text or segments (only a transcription detects it)"
+            )
         mode = self.send if send is None else check_send(send)
         payload = audio_payload(audio, mode)
-        result = self._infer(self._inputs(payload, text, language, document))
+        try:
+            result = self._infer(self._inputs(payload, text, language, document, context))
+        except RequestRejectedError as e:
+            if transcribe and NO_ASR_REFUSAL in str(e):
+                raise TranscriptionUnavailableError(
+                    "the server cannot transcribe (it runs without the ASR model): give a "
+                    f"transcript, or start the server with {SERVE_WITH_ASR} ({e})"
+                ) from e
+            raise
         output = result.as_numpy("ALIGNMENT")
         if output is None:
             raise AlignerError("the server's response has no ALIGNMENT output")
@@ -418,6 +465,9 @@ class AlignerClient:
             raise AlignerError(f"the server's ALIGNMENT document is malformed: {e}") from e
         _check_words(alignment, result)
         _check_times(alignment)
+        if transcribe:
+            _check_transcript(alignment, result)
+            alignment = replace(alignment, transcribed=True)
         return alignment
 
     def _infer(self, inputs: list[Any]) -> Any:
@@ -442,7 +492,8 @@ class AlignerClient:
         the position). A failing item yields an :class:`ItemResult` with its ``error`` and the
         others go on. ``items`` is consumed lazily, so it may be a generator over a huge corpus.
         Several requests in flight let Triton's dynamic batcher fill its batches. Items with
-        ``segments`` are sent in cue-guided mode (see :meth:`align`).
+        ``segments`` are sent in cue-guided mode, items without ``text`` are transcribed first
+        (see :meth:`align`).
         """
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -450,7 +501,7 @@ class AlignerClient:
         def run(index: int, item: AlignItem) -> ItemResult:
             try:
                 alignment = self.align(
-                    item.audio, item.text, item.language, item.segments, item.send
+                    item.audio, item.text, item.language, item.segments, item.send, item.context
                 )
             except (AlignerError, AudioError, ValueError) as e:
                 return ItemResult(index, item, error=e)
@@ -487,6 +538,24 @@ def _check_words(alignment: Alignment, result: Any) -> None:
     texts = [w.decode("utf-8") if isinstance(w, bytes) else str(w) for w in words.reshape(-1)]
     if texts != [w.text for w in alignment.words]:
         raise AlignerError("the server's WORDS output does not match its ALIGNMENT document")
+
+
+def _check_transcript(alignment: Alignment, result: Any) -> None:
+    """Check ``TRANSCRIPT`` and ``TRANSCRIPT_LANGUAGE``, where the server sends them, against the
+    document's ``text`` and ``language``; a mismatch means a broken server."""
+    for name, value in (
+        ("TRANSCRIPT", alignment.text),
+        ("TRANSCRIPT_LANGUAGE", alignment.language),
+    ):
+        tensor = result.as_numpy(name)
+        if tensor is None:
+            continue
+        flat = tensor.reshape(-1)
+        sent = flat[0] if flat.size == 1 else None
+        if isinstance(sent, bytes):
+            sent = sent.decode("utf-8", errors="replace")
+        if sent != value:
+            raise AlignerError(f"the server's {name} output does not match its ALIGNMENT document")
 
 
 def _check_times(alignment: Alignment) -> None:

@@ -96,20 +96,26 @@ class AlignedWord:
 
 @dataclass(frozen=True)
 class Alignment:
-    """The alignment of one transcript against one recording."""
+    """The alignment of one transcript against one recording.
+
+    ``text`` is the transcript that was sent, or, when the request had none (``transcribed``),
+    the transcript the server's ASR model made of the audio (its ``TRANSCRIPT`` output);
+    ``language`` is then the language it detected or was told (``TRANSCRIPT_LANGUAGE``).
+    """
 
     language: str  # canonical English name, e.g. "English"
     duration: float  # seconds of audio submitted
-    text: str  # the transcript as submitted
+    text: str  # the transcript as submitted, or as the server transcribed the audio
     words: tuple[AlignedWord, ...]
+    transcribed: bool = False  # whether the server transcribed the audio (no transcript sent)
 
     def matches(self, other: Alignment, score_tolerance: float = SCORE_TOLERANCE) -> bool:
         """Equal to ``other`` in everything, scores within ``score_tolerance``.
 
         ``==`` compares scores exactly; this is the equality the service promises for one request
         whatever it shares a forward pass with (:data:`SCORE_TOLERANCE`)."""
-        head = (self.language, self.duration, self.text)
-        if head != (other.language, other.duration, other.text):
+        head = (self.language, self.duration, self.text, self.transcribed)
+        if head != (other.language, other.duration, other.text, other.transcribed):
             return False
         if len(self.words) != len(other.words):
             return False
