@@ -209,43 +209,32 @@ class TritonPythonModel:
             self.logger.log_error(f"sending a response failed: {e!r}")
 
     async def _core(self, item) -> object:
-        request = pb_utils.InferenceRequest(
-            model_name=CORE_MODEL_NAME,
-            requested_output_names=list(CORE_OUTPUTS),
-            inputs=[
-                pb_utils.Tensor(name, array) for name, array in core_request_arrays(item).items()
-            ],
-            parameters=self._core_parameters,
+        """One clip, window or cue through the core: its slots."""
+        outputs = await self._call(
+            CORE_MODEL_NAME, CORE_OUTPUTS, core_request_arrays(item), CoreFailed
         )
-        response = await request.async_exec()
-        if response.has_error():
-            raise CoreFailed(response.error().message())
-        return slots_from_arrays(
-            {
-                name: pb_utils.get_output_tensor_by_name(response, name).as_numpy()
-                for name in CORE_OUTPUTS
-            }
-        )
+        return slots_from_arrays(outputs)
 
     async def _asr(self, call: AsrCall) -> list:
         """One call of the ASR model: up to 32 chunks of one request, one generate call."""
+        outputs = await self._call(ASR_MODEL_NAME, ASR_OUTPUTS, asr_request_arrays(call), AsrFailed)
+        return transcripts_from_arrays(outputs)
+
+    async def _call(self, model: str, outputs, arrays: dict, failure: type) -> dict:
+        """A BLS call of ``model`` beside this one (with the server's key): its ``outputs`` as
+        arrays, or ``failure`` raised with the model's message."""
         request = pb_utils.InferenceRequest(
-            model_name=ASR_MODEL_NAME,
-            requested_output_names=list(ASR_OUTPUTS),
-            inputs=[
-                pb_utils.Tensor(name, array) for name, array in asr_request_arrays(call).items()
-            ],
+            model_name=model,
+            requested_output_names=list(outputs),
+            inputs=[pb_utils.Tensor(name, array) for name, array in arrays.items()],
             parameters=self._core_parameters,
         )
         response = await request.async_exec()
         if response.has_error():
-            raise AsrFailed(response.error().message())
-        return transcripts_from_arrays(
-            {
-                name: pb_utils.get_output_tensor_by_name(response, name).as_numpy()
-                for name in ASR_OUTPUTS
-            }
-        )
+            raise failure(response.error().message())
+        return {
+            name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs
+        }
 
     def finalize(self) -> None:
         metrics = getattr(self, "metrics", None)
