@@ -7,23 +7,31 @@ given together share forward passes as in the server: each pass takes every clip
 the requests in flight all wait for the core (a round), in length buckets, so a round holds every
 single-window request and the first windows of the longer ones, the next round their next
 windows, and so on.
+
+Given a loaded ASR model (``asr.load_asr``), it also serves requests without TEXT as the server
+does with ``--asr``: :class:`LocalAsr` runs each ASR call of the front (one recording's chunks,
+one generate call) in this process, as the ASR model beside the front runs it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
+import numpy as np
+
+from .asr import AsrCall, AsrRunner, ChunkTranscript
 from .core import CoreInput, CoreRunner, ModelForward, SlotResult
-from .front import AlignerFront
+from .front import AlignerFront, FrontMetrics, Outcome
 from .params import PipelineSettings
 from .preparation import GPU_WARMUP_PASSES, WARMUP_SECONDS, PreparedItem, Preparer, WindowedJob
 from .preparation import warmup_request as warmup_request
 from .requests import AlignRequest
 from .results import Alignment
 
-__all__ = ["GPU_WARMUP_PASSES", "InProcessAligner", "LocalCore"]
+__all__ = ["GPU_WARMUP_PASSES", "InProcessAligner", "LocalAsr", "LocalCore"]
 
 QUIET_TURNS = 3  # turns of the event loop without a new clip before a round starts
 
@@ -97,17 +105,41 @@ class LocalCore:
             self._driver = None
 
 
+class LocalAsr:
+    """The ASR model in this process, as the front's ASR call: each call is one generate call of
+    ``runner`` on the event loop's thread, one call at a time, as the served ASR model runs each
+    request of the front on its own."""
+
+    def __init__(self, runner: AsrRunner) -> None:
+        self.runner = runner
+        self.calls = 0  # ASR calls run
+
+    async def __call__(self, call: AsrCall) -> list[ChunkTranscript]:
+        self.calls += 1
+        return self.runner.run(call)
+
+
 class InProcessAligner:
     """Batched, batch-invariant alignment in this process, through the served pipeline.
 
     ``aligner`` is a loaded ``qwen_asr.Qwen3ForcedAligner`` (``loading.load_aligner``);
-    ``settings`` holds both models' settings (``PipelineSettings.of(window_seconds=60.0, ...)``).
+    ``settings`` holds both models' settings (``PipelineSettings.of(window_seconds=60.0, ...)``);
+    ``asr``, a loaded ASR model (``asr.load_asr``), lets :meth:`serve` answer requests without
+    TEXT.
     """
 
-    def __init__(self, aligner: Any, settings: PipelineSettings | None = None) -> None:
+    def __init__(
+        self,
+        aligner: Any,
+        settings: PipelineSettings | None = None,
+        asr: AsrRunner | None = None,
+    ) -> None:
         settings = settings if settings is not None else PipelineSettings()
         config = aligner.model.config
+        if asr is not None:
+            settings = replace(settings, front=replace(settings.front, asr=True))
         self.settings = settings
+        self.asr = asr
         self.model = aligner.model
         self.device = self.model.device
         self.dtype = self.model.dtype
@@ -166,6 +198,32 @@ class InProcessAligner:
                     return_exceptions=True,
                 )
             )
+        finally:
+            front.close()
+
+    def serve(
+        self,
+        requests: Sequence[Mapping[str, np.ndarray | None]],
+        metrics: FrontMetrics | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[Outcome]:
+        """Answer requests given as the public model's input arrays (``AUDIO``, ``TEXT``, ...,
+        each with its batch dimension of 1), together, as the server's front answers them: per
+        request, its output arrays or its error. Requests without TEXT are transcribed first
+        where this aligner holds an ASR model."""
+        return asyncio.run(self._serve(requests, metrics, on_batch))
+
+    async def _serve(
+        self,
+        requests: Sequence[Mapping[str, np.ndarray | None]],
+        metrics: FrontMetrics | None,
+        on_batch: Callable[[int], None] | None,
+    ) -> list[Outcome]:
+        core = LocalCore(self.runner, lambda: front.preparing == 0, on_batch)
+        asr = None if self.asr is None else LocalAsr(self.asr)
+        front = AlignerFront(self.preparer, core, metrics or _NoMetrics(), asr=asr)
+        try:
+            return list(await asyncio.gather(*(front.serve(dict(r)) for r in requests)))
         finally:
             front.close()
 
