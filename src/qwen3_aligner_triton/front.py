@@ -62,6 +62,7 @@ from .params import FrontSettings
 from .preparation import CueJob, PreparedItem, Preparer, WindowedJob
 from .requests import (
     NO_ASR_MESSAGE,
+    NO_WORDS,
     AlignRequest,
     RequestError,
     TranscribeRequest,
@@ -476,7 +477,12 @@ class AlignerFront:
             if not part.text.strip():
                 return None
             request = AlignRequest(chunk.wave, MODEL_SAMPLE_RATE, part.text, language)
-            item = await self._prepared(self.preparer.prepare, request, True)
+            try:
+                item = await self._prepared(self.preparer.prepare, request, True)
+            except RequestError as e:
+                if e.reason == NO_WORDS:  # "..." or symbols: upstream's aligner gives no items
+                    return None
+                raise
             assert isinstance(item, PreparedItem)
             return await self._clip(item)
 

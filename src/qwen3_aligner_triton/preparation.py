@@ -25,7 +25,7 @@ from .audio import MODEL_SAMPLE_RATE, prepare_waveform
 from .core import CoreInput, SlotResult, audio_tokens_of_frames, frames_of_samples
 from .longform import LongformPlan, LongformSettings, Window, energy_envelope, place
 from .params import FrontSettings
-from .requests import AlignRequest, RequestError
+from .requests import NO_WORDS, AlignRequest, RequestError
 from .results import AlignedUnit, Alignment
 from .scores import unit_repaired, unit_scores
 from .spans import UnitSpan, locate_units
@@ -159,8 +159,8 @@ class Preparer:
 
         Audio within one window is prepared exactly as upstream prepares a lone request; longer
         audio and cue-guided requests become a :class:`WindowedJob`. ``one_clip`` prepares the
-        audio as one clip whatever its length (a transcribed chunk, up to 185 s, which upstream
-        aligns whole).
+        audio as one clip whatever its length and its word count (a transcribed chunk, up to
+        185 s, which upstream aligns whole).
         """
         if request.segments is not None:
             return self._prepare_cues(request)
@@ -173,7 +173,7 @@ class Preparer:
         if not words:
             raise RequestError(
                 "input TEXT has no alignable words (only punctuation, symbols or spaces)",
-                "no_words",
+                NO_WORDS,
             )
         if len(words) > self.settings.max_words:
             raise RequestError(
@@ -191,7 +191,9 @@ class Preparer:
             raise RequestError("input AUDIO cannot be turned into features") from e
         self._check_prompt(int(inputs["input_ids"].shape[-1]), words, "input TEXT")
         audio_slots = int((inputs["input_ids"][0] == self.audio_token_id).sum())
-        if len(words) > audio_slots:
+        # A transcribed chunk is aligned whatever its word count, as upstream aligns it: the
+        # ASR model's bound on new tokens bounds its words.
+        if len(words) > audio_slots and not one_clip:
             raise RequestError(
                 f"input TEXT has {len(words)} words/characters to align but "
                 f"{request.duration:.2f} s of AUDIO holds at most {audio_slots} "
@@ -320,7 +322,7 @@ class Preparer:
             cues.append((Window(start, end, len(all_words), len(words), True), list(words)))
             all_words.extend(words)
         if not all_words:
-            raise RequestError("input SEGMENTS has no alignable words", "no_words")
+            raise RequestError("input SEGMENTS has no alignable words", NO_WORDS)
         return CueJob(all_words, wave, request.language, request.duration, request.text, cues)
 
     def window_item(self, job: WindowedJob, window: Window, words: list[str]) -> PreparedItem:

@@ -29,6 +29,9 @@ SEGMENT_OVERLAP_TOLERANCE = 0.001  # seconds
 BASE64_MIN_CHARS = 64  # shorter runs of letters and digits are plausible words
 
 
+NO_WORDS = "no_words"  # reason of a TEXT with nothing to align (only punctuation, symbols)
+
+
 class RequestError(ValueError):
     """A request that cannot be served; the message names the input and the limit.
 
