@@ -94,9 +94,9 @@ def test_the_answer_is_counted_words():
 def test_an_unknown_flavour_is_refused_before_anything_is_written(tmp_path):
     out = tmp_path / "asr"
     with pytest.raises(
-        ValueError, match=r"unknown ASR checkpoint flavour 'full': expected one of tiny"
+        ValueError, match=r"unknown ASR checkpoint flavour 'huge': expected one of tiny, full"
     ):
-        build_asr_checkpoint(out, flavour="full")
+        build_asr_checkpoint(out, flavour="huge")
     assert not out.exists()
 
 

@@ -1,4 +1,8 @@
-"""Write a tiny Qwen3-ASR checkpoint whose greedy transcript is set by hand, not learnt.
+"""Write Qwen3-ASR checkpoints: a tiny one whose greedy transcript is set by hand, not learnt,
+and a full-size random one (``full``: the published sizes of Qwen3-ASR-0.6B, random weights) that
+costs what the real model costs, for benchmarks. A random model rarely says its end token, so it
+generates up to the bound on new tokens; the unused ids of its vocabulary decode to made-up
+words (`` qab``), so what it says is words for the aligner to align.
 
 The files load through the real ``qwen_asr.Qwen3ASRModel.from_pretrained`` and transcribe through
 its ``transcribe`` (the Transformers backend: the processor's chat template, ``generate`` with
@@ -45,6 +49,7 @@ the tokenizer 2.3 MB.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoint_builder import (
@@ -54,7 +59,30 @@ from .checkpoint_builder import (
     TINY,
 )
 
-ASR_FLAVOURS = ("tiny",)
+ASR_FLAVOURS = ("tiny", "full")
+
+
+@dataclass(frozen=True)
+class FullAsrSizes:
+    """The published sizes of Qwen3-ASR-0.6B (its ``config.json``)."""
+
+    audio_layers: int = 18
+    audio_heads: int = 14
+    audio_ffn: int = 3584
+    audio_d_model: int = 896
+    downsample_hidden: int = 480
+    text_hidden: int = 1024
+    text_intermediate: int = 3072
+    text_layers: int = 28
+    text_heads: int = 16
+    text_kv_heads: int = 8
+    head_dim: int = 128
+    mrope_section: tuple[int, int, int] = (24, 20, 20)
+    init_std: float = 0.02
+
+
+FULL_ASR = FullAsrSizes()
+
 VOCAB_SIZE = 151936  # rows of the real Qwen3-ASR vocabulary
 HIDDEN = 16  # text hidden size: one dimension per role below
 HEAD_DIM = 16
@@ -125,6 +153,8 @@ ASR_TOKENIZER_CORPUS = (
 )
 PRIVATE_USE_START = 0xE000  # Unicode's private-use area, U+E000..U+F8FF
 PRIVATE_USE_SPAN = 0x1900
+BYTE_LEVEL_SPACE = "\u0120"  # "Ġ": a space in the byte-level alphabet
+WORD_LETTERS = 4  # letters of a made-up word: 26**4 > the vocabulary's rows
 CORPUS_REPEATS = 8  # the answer's tokens must come out of training as single tokens
 
 
@@ -139,7 +169,7 @@ def expected_transcript(audio_tokens: int) -> str:
     return " ".join(ASR_WORDS[i % len(ASR_WORDS)] for i in range(n))
 
 
-def _build_tokenizer():
+def _build_tokenizer(word_placeholders: bool = False):
     """A byte-level BPE with the real special ids (151643...) and the answer's single tokens."""
     from tokenizers import (
         AddedToken,
@@ -176,8 +206,10 @@ def _build_tokenizer():
     data = json.loads(tok.to_str())
     vocab = data["model"]["vocab"]
     by_id = {token_id: token for token, token_id in REAL_SPECIAL_IDS.items()}
-    for token_id in range(len(vocab), max(by_id) + 1):
-        vocab[by_id.get(token_id) or _placeholder(token_id)] = token_id
+    rows = max(max(by_id) + 1, VOCAB_SIZE if word_placeholders else 0)
+    for token_id in range(len(vocab), rows):
+        entry = by_id.get(token_id) or (word_placeholders and _word(token_id))
+        vocab[entry if entry and entry not in vocab else _placeholder(token_id)] = token_id
     tok = Tokenizer.from_str(json.dumps(data))
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in HIDDEN_SPECIALS])
     tok.add_tokens([AddedToken(ASR_TEXT, special=False, normalized=False)])
@@ -201,6 +233,16 @@ def _build_tokenizer():
     return fast
 
 
+def _word(token_id: int) -> str:
+    """A made-up word for ``token_id`` (four letters after a space, in byte-level form) that no
+    merge forms: generated, it decodes to `` qxab``."""
+    letters = []
+    for _ in range(WORD_LETTERS):
+        token_id, digit = divmod(token_id, 26)
+        letters.append(chr(ord("a") + digit))
+    return BYTE_LEVEL_SPACE + "".join(letters)
+
+
 def _placeholder(token_id: int) -> str:
     """An unreachable vocabulary entry for ``token_id``: two private-use characters."""
     first, second = divmod(token_id, PRIVATE_USE_SPAN)
@@ -219,7 +261,8 @@ def _single_token_ids(tokenizer, pieces: tuple[str, ...]) -> list[int]:
 
 
 def build_asr_checkpoint(out_dir: str | Path, flavour: str = "tiny", seed: int = 0) -> Path:
-    """Write the tiny Qwen3-ASR checkpoint (see the module's docstring) into ``out_dir``."""
+    """Write the tiny (or full-size random) Qwen3-ASR checkpoint (see the module's docstring)
+    into ``out_dir``."""
     if flavour not in ASR_FLAVOURS:
         raise ValueError(
             f"unknown ASR checkpoint flavour {flavour!r}: expected one of {', '.join(ASR_FLAVOURS)}"
@@ -231,12 +274,12 @@ def build_asr_checkpoint(out_dir: str | Path, flavour: str = "tiny", seed: int =
         Qwen3ASRProcessor,
     )
     from qwen_asr.inference.utils import SUPPORTED_LANGUAGES
-    from tokenizers import Tokenizer
     from transformers import WhisperFeatureExtractor
 
+    full = flavour == "full"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = _build_tokenizer()
+    tokenizer = _build_tokenizer(word_placeholders=full)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in REAL_SPECIAL_IDS}
     lead_ids = _single_token_ids(tokenizer, LEAD)
     word_ids = _single_token_ids(tokenizer, WORD_TOKENS)
@@ -252,7 +295,28 @@ def build_asr_checkpoint(out_dir: str | Path, flavour: str = "tiny", seed: int =
     processor = Qwen3ASRProcessor(
         feature_extractor=feature_extractor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
     )
-    sizes = TINY
+    sizes = FULL_ASR if full else TINY
+    text_config = (
+        {
+            "hidden_size": FULL_ASR.text_hidden,
+            "intermediate_size": FULL_ASR.text_intermediate,
+            "num_hidden_layers": FULL_ASR.text_layers,
+            "num_attention_heads": FULL_ASR.text_heads,
+            "num_key_value_heads": FULL_ASR.text_kv_heads,
+            "head_dim": FULL_ASR.head_dim,
+            "tie_word_embeddings": True,
+        }
+        if full
+        else {
+            "hidden_size": HIDDEN,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 1,
+            "num_key_value_heads": 1,
+            "head_dim": HEAD_DIM,
+            "tie_word_embeddings": False,
+        }
+    )
     config = Qwen3ASRConfig(
         architectures=["Qwen3ASRForConditionalGeneration"],
         support_languages=list(SUPPORTED_LANGUAGES),
@@ -267,7 +331,7 @@ def build_asr_checkpoint(out_dir: str | Path, flavour: str = "tiny", seed: int =
                 "encoder_attention_heads": sizes.audio_heads,
                 "encoder_ffn_dim": sizes.audio_ffn,
                 "d_model": sizes.audio_d_model,
-                "output_dim": HIDDEN,
+                "output_dim": FULL_ASR.text_hidden if full else HIDDEN,
                 "downsample_hidden_size": sizes.downsample_hidden,
                 "n_window": 50,
                 "n_window_infer": 800,
@@ -276,21 +340,15 @@ def build_asr_checkpoint(out_dir: str | Path, flavour: str = "tiny", seed: int =
             },
             "text_config": {
                 "vocab_size": VOCAB_SIZE,
-                "hidden_size": HIDDEN,
-                "intermediate_size": 32,
-                "num_hidden_layers": 1,
-                "num_attention_heads": 1,
-                "num_key_value_heads": 1,
-                "head_dim": HEAD_DIM,
+                **text_config,
                 "rms_norm_eps": 1e-6,
                 "rope_theta": 1000000.0,
-                "tie_word_embeddings": False,
                 "initializer_range": sizes.init_std,
                 "pad_token_id": ids["<|endoftext|>"],
                 "eos_token_id": ids["<|im_end|>"],
                 "rope_scaling": {
                     "rope_type": "default",
-                    "mrope_section": list(MROPE_SECTION),
+                    "mrope_section": list(FULL_ASR.mrope_section if full else MROPE_SECTION),
                     "interleaved": True,
                     "mrope_interleaved": True,
                 },
@@ -302,7 +360,7 @@ def build_asr_checkpoint(out_dir: str | Path, flavour: str = "tiny", seed: int =
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in sorted(model.named_parameters()):
-            if not name.startswith("thinker.audio_tower."):
+            if not full and not name.startswith("thinker.audio_tower."):
                 param.zero_()
             elif name.endswith("norm.weight") or ".ln" in name or "layer_norm" in name:
                 param.fill_(1.0)
@@ -310,8 +368,16 @@ def build_asr_checkpoint(out_dir: str | Path, flavour: str = "tiny", seed: int =
                 param.zero_()
             else:
                 param.copy_(torch.randn(param.shape, generator=generator) * sizes.init_std)
+        if full:  # random weights in float32 (3 GB), as the CPU runs them
+            return _save(model.to(torch.float32), processor, out)
         _program_text_model(model.thinker, lead_ids, word_ids, ids)
-    model = model.to(torch.bfloat16)
+    return _save(model.to(torch.bfloat16), processor, out)
+
+
+def _save(model, processor, out: Path) -> Path:
+    """Write the model, the processor and a sorted config.json into ``out``."""
+    from tokenizers import Tokenizer
+
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
     # transformers writes tokenizer.json one entry a line: a third larger for 151,706 entries.

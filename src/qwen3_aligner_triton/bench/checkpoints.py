@@ -1,6 +1,6 @@
 """Which checkpoint a benchmark runs: tiny (built on the fly), tiny trained on synthetic speech
 (trained once and cached), full-size random (built once and cached), or a real checkpoint folder /
-hub id.
+hub id; and likewise which ASR checkpoint (tiny, full-size random or given).
 
 The full-size random checkpoint has the published sizes of Qwen3-ForcedAligner-0.6B, so it costs
 the same compute and memory as the real weights. It is ~3.5 GB in float32 and takes minutes to
@@ -37,7 +37,10 @@ class CheckpointChoice:
     description: str  # one line for reports
 
 
-def _build_atomically(target: Path, flavour: str, convert_bf16: bool = False) -> Path:
+def _build_atomically(
+    target: Path, flavour: str, convert_bf16: bool = False, asr: bool = False
+) -> Path:
+    from ..asr_checkpoint_builder import build_asr_checkpoint
     from ..checkpoint_builder import build_checkpoint
 
     if (target / COMPLETE_MARKER).is_file():
@@ -46,7 +49,7 @@ def _build_atomically(target: Path, flavour: str, convert_bf16: bool = False) ->
     partial = Path(tempfile.mkdtemp(prefix=target.name + ".partial-", dir=target.parent))
     partial.chmod(0o755)  # mkdtemp makes it private; the cache is shared with servers and users
     try:
-        build_checkpoint(partial, flavour=flavour)
+        (build_asr_checkpoint if asr else build_checkpoint)(partial, flavour=flavour)
         if convert_bf16:
             convert_to_bfloat16(partial)
         (partial / COMPLETE_MARKER).write_text("built by qwen3_aligner_triton.bench\n")
@@ -67,6 +70,30 @@ def full_random_checkpoint(dtype: str = "float32", cache: Path | None = None) ->
     if dtype == "bfloat16":
         return _build_atomically(root / "full-random-bf16", "full", convert_bf16=True)
     raise ValueError(f"unsupported checkpoint dtype {dtype!r}; use float32 or bfloat16")
+
+
+def full_random_asr_checkpoint(cache: Path | None = None) -> Path:
+    """The cached full-size random Qwen3-ASR checkpoint (the sizes of Qwen3-ASR-0.6B; built on
+    first use, ~3 GB in float32)."""
+    return _build_atomically((cache or cache_root()) / "full-random-asr", "full", asr=True)
+
+
+def resolve_asr_checkpoint(spec: str, scratch: Path) -> CheckpointChoice:
+    """Turn ``--asr-checkpoint`` into something loadable: tiny (built into ``scratch``), full
+    (cached) or a folder / hub id."""
+    if spec == "tiny":
+        from ..asr_checkpoint_builder import build_asr_checkpoint
+
+        path = build_asr_checkpoint(scratch / "tiny-asr-checkpoint")
+        return CheckpointChoice("tiny", str(path), "tiny ASR checkpoint (built for this run)")
+    if spec == "full":
+        path = full_random_asr_checkpoint()
+        return CheckpointChoice(
+            "full", str(path), f"full-size random ASR checkpoint, float32 ({path})"
+        )
+    from ..hub import resolve_checkpoint as fetched
+
+    return CheckpointChoice("given", fetched(spec), f"ASR checkpoint {spec}")
 
 
 def convert_to_bfloat16(folder: Path) -> None:
