@@ -284,7 +284,16 @@ def aligner_container() -> dict:
 @cache
 def compose_config() -> dict:
     """compose.yaml as the Compose binary resolves it, every profile on, no caller variables."""
-    settings = ("MODEL_PATH", "DEVICE", "MAX_CONCURRENT", "OPENAI_PORT", "ALIGNER_PUBLISH_ADDRESS")
+    settings = (
+        "MODEL_PATH",
+        "MODEL_REVISION",
+        "ASR_MODEL",
+        "ASR_MODEL_REVISION",
+        "DEVICE",
+        "MAX_CONCURRENT",
+        "OPENAI_PORT",
+        "ALIGNER_PUBLISH_ADDRESS",
+    )
     env = {k: v for k, v in os.environ.items() if k not in settings}
     compose = [tool("docker-compose"), "-f", str(COMPOSE), "--profile", "monitoring"]
     out = subprocess.run(

@@ -450,6 +450,54 @@ def test_main_fetches_the_asr_checkpoint_and_renders_the_asr_model(tmp_path, mon
     assert "ASR Qwen/Qwen3-ASR-0.6B on CPU" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    ("argv", "environ", "asr"),
+    [
+        (["--asr", "org/asr", "--asr-revision", "v2"], {}, ("org/asr", "v2")),
+        ([], {"ASR_MODEL": "org/asr", "ASR_MODEL_REVISION": "v2"}, ("org/asr", "v2")),
+        (["--asr", "org/other"], {"ASR_MODEL": "org/asr"}, ("org/other", None)),
+    ],
+    ids=["options", "environment", "option-first"],
+)
+def test_main_fetches_the_asr_model_at_its_own_revision(tmp_path, monkeypatch, argv, environ, asr):
+    """--asr-revision (or ASR_MODEL_REVISION) pins the ASR model as --revision pins the
+    aligner; ASR_MODEL names it where --asr does not, as in the container."""
+    from qwen3_aligner_triton.repository import load_config
+    from qwen3_aligner_triton.tritonserver import TritonInstallation
+
+    fetched = []
+
+    def fetch(who, checkpoint, revision):
+        fetched.append((checkpoint, revision))
+        return str(tmp_path / checkpoint.replace("/", "--"))
+
+    for name in ("MODEL_REVISION", "ASR_MODEL", "ASR_MODEL_REVISION"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(serve, "cuda_device_count", lambda: 0)
+    monkeypatch.setattr(
+        serve, "locate", lambda: TritonInstallation(Path("tritonserver"), None, "PATH")
+    )
+    monkeypatch.setattr(serve, "fetch_for_launch", fetch)
+    monkeypatch.setattr(serve, "start", lambda opts, install, echo=None: ReadyServer())
+    monkeypatch.setattr(serve.signal, "signal", lambda *a: None)
+    repo = tmp_path / "repo"
+    argv = ["--model", "org/aligner", "--revision", "abc", *argv, "--device", "cpu"]
+    assert serve.main([*argv, "--repository-dir", str(repo)]) == serve.EXIT_FAILED
+    assert fetched == [("org/aligner", "abc"), asr]
+    config = load_config(repo / "qwen3_asr" / "config.pbtxt")
+    assert config.parameters["checkpoint"].string_value == str(tmp_path / asr[0].replace("/", "--"))
+
+
+def test_a_bad_asr_model_stops_serve_before_anything_starts(monkeypatch, capsys):
+    monkeypatch.setenv("ASR_MODEL", "true")
+    monkeypatch.setattr(serve, "fetch_for_launch", lambda *a: pytest.fail("fetched anyway"))
+    monkeypatch.setattr(serve, "start", lambda *a, **k: pytest.fail("started anyway"))
+    assert serve.main(["--device", "cpu"]) == serve.EXIT_USAGE
+    assert "serve: error: ASR_MODEL='true' names no checkpoint" in capsys.readouterr().err
+
+
 def run_serve(args: list[str], timeout: float = SERVE_TIMEOUT) -> subprocess.CompletedProcess:
     http, grpc, metrics = free_ports(3)
     cmd = [

@@ -28,6 +28,8 @@ from .contract import ASR_MODEL_NAME as ASR_MODEL_NAME
 from .results import AlignedUnit, Alignment
 
 DEFAULT_ASR_CHECKPOINT = "Qwen/Qwen3-ASR-0.6B"
+# The launchers' variable naming the ASR checkpoint (folder or hub id); unset or empty: none.
+ASR_CHECKPOINT_ENV = "ASR_MODEL"
 MAX_CHUNK_SECONDS = 180.0  # upstream's MAX_FORCE_ALIGN_INPUT_SECONDS: chunks the aligner takes
 MAX_CHUNKS_PER_CALL = ASR_MIN_MAX_BATCH_SIZE  # upstream's max_inference_batch_size (32)
 UPSTREAM_MAX_NEW_TOKENS = 512  # upstream's max_new_tokens per generate call

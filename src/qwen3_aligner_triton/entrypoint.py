@@ -1,19 +1,23 @@
 """The container's entrypoint: environment -> rendered model repository -> supervised tritonserver.
 
-``MODEL_PATH``, ``DEVICE`` and ``MAX_CONCURRENT`` are resolved exactly as ``./scripts/serve``
-resolves them (:func:`~qwen3_aligner_triton.serve.plan_launch`). When ``MODEL_PATH`` is unset and a
-checkpoint was baked into the image at build time, that checkpoint is served. The repository that
-ships in the image is rendered into a writable folder, and ``tritonserver`` is started on it the
-way ``./scripts/serve`` starts it (:func:`~qwen3_aligner_triton.tritonserver.build_command`: the
-admin API groups closed, and the watchdog that restarts tritonserver when a backend stub dies),
-followed by the container's own arguments (the image's ``CMD`` or Kubernetes ``args``;
-tritonserver keeps a flag's last value).
+``MODEL_PATH``, ``DEVICE``, ``MAX_CONCURRENT``, ``MODEL_REVISION``, ``ASR_MODEL`` and
+``ASR_MODEL_REVISION`` are resolved exactly as ``./scripts/serve`` resolves them
+(:func:`~qwen3_aligner_triton.serve.plan_launch`). When ``MODEL_PATH`` is unset and a checkpoint was
+baked into the image at build time, that checkpoint is served. ``ASR_MODEL`` (a folder or a hub id,
+as ``./scripts/serve --asr PATH_OR_ID``; unset or empty: none) adds the ASR model ``qwen3_asr``, so
+that requests may leave out their transcript. The repository that ships in the image is rendered
+into a writable folder, and ``tritonserver`` is started on it the way ``./scripts/serve`` starts
+it (:func:`~qwen3_aligner_triton.tritonserver.build_command`: the admin API groups closed, and the
+watchdog that restarts tritonserver when a backend stub dies), followed by the container's own
+arguments (the image's ``CMD`` or Kubernetes ``args``; tritonserver keeps a flag's last value).
 On SIGTERM the front first finishes the requests it holds and then refuses new ones with
 UNAVAILABLE (``RunningServer.request_stop``); then tritonserver gets SIGTERM, unloads the models
 and exits 0 (while clients keep HTTP connections open it first waits for them, up to
 ``--exit-timeout-secs``, and then exits 1: docs/operations.md); the entrypoint exits with the
 server's status. A hub-id checkpoint is downloaded into ``$HF_HOME`` (at ``MODEL_REVISION`` when
-set) before the server starts, as ``./scripts/serve`` does.
+set; the ASR model's at ``ASR_MODEL_REVISION``) before the server starts, as ``./scripts/serve``
+does. tritonserver opens its ports only once every model of the repository has loaded, so its
+readiness covers the ASR model too.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .hub import REVISION_ENV, CheckpointUnavailable, is_hub_id
+from .contract import ASR_MODEL_NAME
+from .hub import CheckpointUnavailable, is_hub_id
 from .openai_front.launch import FrontOptions, FrontProcess
 from .params import CHECKPOINT_ENV
 from .repository import SOURCE_REPOSITORY, Placement, render_repository
@@ -68,6 +73,9 @@ class ContainerPlan:
     repository: Path
     openai_port: int | None = None
     openai_key_file: Path | None = None
+    revision: str | None = None  # of a hub-id checkpoint (MODEL_REVISION)
+    asr: str | None = None  # the ASR checkpoint (ASR_MODEL); None: no ASR model
+    asr_revision: str | None = None  # of a hub-id ASR checkpoint (ASR_MODEL_REVISION)
 
 
 def plan_container(environ: Mapping[str, str], gpu_count: int) -> ContainerPlan:
@@ -78,7 +86,7 @@ def plan_container(environ: Mapping[str, str], gpu_count: int) -> ContainerPlan:
         env[CHECKPOINT_ENV] = baked
     launch = plan_launch(None, None, None, env, gpu_count)
     template = Path(env.get(TEMPLATE_ENV, "").strip() or SOURCE_REPOSITORY)
-    for model in MODELS:
+    for model in (*MODELS, ASR_MODEL_NAME) if launch.asr else MODELS:
         if not (template / model / "config.pbtxt").is_file():
             raise ValueError(f"{TEMPLATE_ENV}={template} holds no {model}/config.pbtxt")
     repository = Path(env.get(RENDERED_ENV, "").strip() or DEFAULT_RENDERED)
@@ -97,6 +105,9 @@ def plan_container(environ: Mapping[str, str], gpu_count: int) -> ContainerPlan:
         repository,
         openai_port=int(port) if port else None,
         openai_key_file=Path(key_file) if key_file else None,
+        revision=launch.revision,
+        asr=launch.asr,
+        asr_revision=launch.asr_revision,
     )
 
 
@@ -135,15 +146,21 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except (ValueError, ServerError) as e:
         print(f"entrypoint: error: {e}", file=sys.stderr, flush=True)
         return EXIT_USAGE
-    revision = environ.get(REVISION_ENV, "").strip() or None
     try:
-        folder = fetch_for_launch("entrypoint", plan.checkpoint, revision)
+        folder = fetch_for_launch("entrypoint", plan.checkpoint, plan.revision)
+        asr_folder = (
+            fetch_for_launch("entrypoint", plan.asr, plan.asr_revision) if plan.asr else None
+        )
     except (ValueError, CheckpointUnavailable) as e:
         print(f"entrypoint: error: {e}", file=sys.stderr, flush=True)
         return EXIT_FAILED
     try:
         render_repository(
-            plan.repository, plan.placement, {"checkpoint": folder}, source=plan.template
+            plan.repository,
+            plan.placement,
+            {"checkpoint": folder},
+            source=plan.template,
+            asr={"checkpoint": asr_folder} if asr_folder else None,
         )
     except ValueError as e:
         print(f"entrypoint: error: {e}", file=sys.stderr, flush=True)
@@ -151,7 +168,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     where = "GPU" if opts.gpu else "CPU"
     print(f"entrypoint: tritonserver from {install.source} ({install.binary})", flush=True)
     print(
-        f"entrypoint: serving {plan.checkpoint}: forward on {where} x{plan.placement.count}",
+        f"entrypoint: serving {plan.checkpoint}: forward on {where} x{plan.placement.count}"
+        + (f", ASR {plan.asr} on {where}" if plan.asr else ""),
         flush=True,
     )
     server = start(opts, install, env=dict(environ), echo=lambda line: print(line, flush=True))

@@ -52,6 +52,7 @@ REQUIRED_FILES = ("config.json", "preprocessor_config.json", "tokenizer_config.j
 PROBE_TIMEOUT_SECONDS = 20.0  # one metadata request to the Hub; then the cache is used
 DOWNLOAD_ATTEMPTS = 4  # a broken connection mid-file is resumed (HTTP Range) this many times
 REVISION_ENV = "MODEL_REVISION"
+ASR_REVISION_ENV = "ASR_MODEL_REVISION"  # the same for a hub-id ASR checkpoint
 # The revision fetched when none is given (--revision, MODEL_REVISION). A branch: which commit of
 # Qwen/Qwen3-ForcedAligner-0.6B to serve is not known to this project's build machines (they
 # have no internet access), so production deployments pin one themselves (MODEL_REVISION, the

@@ -63,32 +63,60 @@ def _looks_like_path(checkpoint: str) -> bool:
     return checkpoint.startswith(("/", "./", "../", "~")) or os.sep * 2 in checkpoint
 
 
-def describe_checkpoint(checkpoint: str) -> str:
-    """Check a checkpoint reference before loading; returns 'folder' or 'hub'."""
+def _folder_config(checkpoint: str, what: str) -> dict | None:
+    """The ``config.json`` of the checkpoint folder ``checkpoint``, or None for a hub id; raises
+    ConfigError for a path that holds no checkpoint. ``what`` names it in the messages."""
     path = Path(checkpoint).expanduser()
     if path.is_dir():
         config_path = path / "config.json"
         if not config_path.is_file():
-            raise ConfigError(f"checkpoint folder {checkpoint!r} has no config.json")
+            raise ConfigError(f"{what} folder {checkpoint!r} has no config.json")
         try:
             config = json.loads(config_path.read_text(encoding="utf-8"))
         except (ValueError, OSError) as e:
             raise ConfigError(
-                f"could not load checkpoint folder {checkpoint!r}: config.json is unreadable: {e}"
+                f"could not load {what} folder {checkpoint!r}: config.json is unreadable: {e}"
             ) from e
-        thinker = config.get("thinker_config") if isinstance(config, dict) else None
-        thinker_type = thinker.get("model_type", "") if isinstance(thinker, dict) else ""
-        if config.get("model_type") == "qwen3_asr" and "forced_aligner" not in thinker_type:
-            raise ConfigError(
-                f"checkpoint {checkpoint!r} is not a forced-aligner checkpoint (thinker "
-                f"model_type {thinker_type!r}); use Qwen3-ForcedAligner, not Qwen3-ASR"
-            )
-        return "folder"
+        return config if isinstance(config, dict) else {}
     if path.exists():
-        raise ConfigError(f"checkpoint {checkpoint!r} is a file; give the checkpoint folder")
+        raise ConfigError(f"{what} {checkpoint!r} is a file; give the checkpoint folder")
     if _looks_like_path(checkpoint):
-        raise ConfigError(f"checkpoint folder {checkpoint!r} does not exist")
-    return "hub"
+        raise ConfigError(f"{what} folder {checkpoint!r} does not exist")
+    return None
+
+
+def _thinker_type(config: dict) -> str:
+    thinker = config.get("thinker_config")
+    return str(thinker.get("model_type", "")) if isinstance(thinker, dict) else ""
+
+
+def describe_checkpoint(checkpoint: str) -> str:
+    """Check a checkpoint reference before loading; returns 'folder' or 'hub'."""
+    config = _folder_config(checkpoint, "checkpoint")
+    if config is None:
+        return "hub"
+    thinker_type = _thinker_type(config)
+    if config.get("model_type") == "qwen3_asr" and "forced_aligner" not in thinker_type:
+        raise ConfigError(
+            f"checkpoint {checkpoint!r} is not a forced-aligner checkpoint (thinker "
+            f"model_type {thinker_type!r}); use Qwen3-ForcedAligner, not Qwen3-ASR"
+        )
+    return "folder"
+
+
+def describe_asr_checkpoint(checkpoint: str) -> str:
+    """Check an ASR checkpoint reference before it is fetched or loaded; returns 'folder' or
+    'hub'. A path that holds no checkpoint, or a folder of the forced aligner, raises
+    ConfigError."""
+    config = _folder_config(checkpoint, "ASR checkpoint")
+    if config is None:
+        return "hub"
+    if "forced_aligner" in _thinker_type(config):
+        raise ConfigError(
+            f"ASR checkpoint {checkpoint!r} is a forced aligner, not an ASR checkpoint; give "
+            "Qwen3-ASR"
+        )
+    return "folder"
 
 
 def load_aligner(

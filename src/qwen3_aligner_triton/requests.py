@@ -85,7 +85,7 @@ class TranscribeRequest:
 
 NO_ASR_MESSAGE = (
     "input TEXT is required: this server has no ASR model to transcribe the audio; start it "
-    "with ./scripts/serve --asr to send requests without TEXT"
+    "with ./scripts/serve --asr (the container: with ASR_MODEL set) to send requests without TEXT"
 )
 AUTO_LANGUAGE = "auto"  # LANGUAGE without TEXT: detect it, as an absent LANGUAGE does
 

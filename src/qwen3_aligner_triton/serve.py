@@ -1,10 +1,12 @@
 """``./scripts/serve``: run the aligner on a real tritonserver in the foreground.
 
 Settings come from the command line, then from the variables the FastAPI service used
-(``MODEL_PATH``, ``DEVICE``, ``MAX_CONCURRENT``), then from defaults. A hub id is downloaded into
-the Hugging Face cache before the server starts (:mod:`~qwen3_aligner_triton.hub`), and the model
-is handed the local folder. ``--asr`` adds the ASR model (default ``Qwen/Qwen3-ASR-0.6B``), fetched
-the same way, so that requests may leave out their transcript.
+(``MODEL_PATH``, ``DEVICE``, ``MAX_CONCURRENT``) and ``MODEL_REVISION``, then from defaults. A hub
+id is downloaded into the Hugging Face cache before the server starts
+(:mod:`~qwen3_aligner_triton.hub`), and the model is handed the local folder. ``--asr`` (or
+``ASR_MODEL``) adds the ASR model (default ``Qwen/Qwen3-ASR-0.6B``), fetched the same way (at
+``--asr-revision`` or ``ASR_MODEL_REVISION``), so that requests may leave out their transcript.
+The container's entrypoint plans its launch with the same :func:`plan_launch`.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .asr import DEFAULT_ASR_CHECKPOINT
+from .asr import ASR_CHECKPOINT_ENV, DEFAULT_ASR_CHECKPOINT
 from .hub import (
+    ASR_REVISION_ENV,
     DEFAULT_REVISION,
     REVISION_ENV,
     CheckpointUnavailable,
@@ -29,6 +32,7 @@ from .hub import (
     is_hub_id,
     resolve_checkpoint,
 )
+from .loading import describe_asr_checkpoint
 from .openai_front.launch import FrontOptions, FrontProcess
 from .params import CHECKPOINT_ENV, DEFAULT_CHECKPOINT, parse_gpu_cost
 from .repository import Placement, default_front_instances, render_repository
@@ -49,6 +53,10 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 WAIT_POLL_SECONDS = 0.5
+# Values that switch a setting on or off rather than name a checkpoint: given as the ASR
+# checkpoint (ASR_MODEL=true) they are refused, naming the default, instead of being fetched as
+# hub ids.
+SWITCH_WORDS = frozenset({"0", "1", "true", "false", "yes", "no", "on", "off", "default", "none"})
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,9 @@ class LaunchPlan:
 
     checkpoint: str
     placement: Placement
+    revision: str | None = None  # of a hub-id checkpoint; None: the Hub's default
+    asr: str | None = None  # the ASR checkpoint, folder or hub id; None: no ASR model
+    asr_revision: str | None = None  # of a hub-id ASR checkpoint; None: the Hub's default
 
 
 def cuda_device_count() -> int:
@@ -68,15 +79,61 @@ def cuda_device_count() -> int:
         return 0
 
 
+def plan_asr(
+    asr: str | None, asr_revision: str | None, environ: Mapping[str, str]
+) -> tuple[str | None, str | None]:
+    """The ASR checkpoint and its revision: ``--asr`` and ``--asr-revision``, else ``ASR_MODEL``
+    and ``ASR_MODEL_REVISION``; ``(None, None)``: no ASR model. Raises ValueError for a value
+    that names no checkpoint (``true``), a path that holds none, the forced aligner's folder, or
+    a revision without a hub id to apply it to."""
+    checkpoint = asr or environ.get(ASR_CHECKPOINT_ENV, "").strip() or None
+    revision = asr_revision or environ.get(ASR_REVISION_ENV, "").strip() or None
+    revision_name = "--asr-revision" if asr_revision else ASR_REVISION_ENV
+    if checkpoint is None:
+        if revision:
+            raise ValueError(
+                f"{revision_name} is set but no ASR model is: name it with {ASR_CHECKPOINT_ENV} "
+                "(./scripts/serve --asr)"
+            )
+        return None, None
+    named = f"--asr {checkpoint!r}" if asr else f"{ASR_CHECKPOINT_ENV}={checkpoint!r}"
+    if checkpoint.lower() in SWITCH_WORDS:
+        default = (
+            "--asr alone"
+            if asr
+            else f"{ASR_CHECKPOINT_ENV}={DEFAULT_ASR_CHECKPOINT}; empty or unset: no ASR model"
+        )
+        raise ValueError(
+            f"{named} names no checkpoint: give the ASR model's folder or Hub id "
+            f"(the default, {DEFAULT_ASR_CHECKPOINT}: {default})"
+        )
+    try:
+        kind = describe_asr_checkpoint(checkpoint)
+    except ValueError as e:
+        raise ValueError(f"{named}: {e}") from None
+    if kind == "folder" and revision:
+        raise ValueError(f"{revision_name} applies to hub ids, not to the folder {checkpoint!r}")
+    return checkpoint, revision
+
+
 def plan_launch(
     model: str | None,
     device: str | None,
     instances: int | None,
     environ: Mapping[str, str],
     gpu_count: int,
+    *,
+    revision: str | None = None,
+    asr: str | None = None,
+    asr_revision: str | None = None,
 ) -> LaunchPlan:
-    """Resolve options > environment > defaults into a launch plan; raises ValueError."""
+    """Resolve options > environment > defaults into a launch plan; raises ValueError.
+
+    ``revision``, ``asr`` and ``asr_revision`` are ``--revision``, ``--asr`` and
+    ``--asr-revision`` (:func:`plan_asr`)."""
     checkpoint = model or environ.get(CHECKPOINT_ENV, "").strip() or DEFAULT_CHECKPOINT
+    revision = revision or environ.get(REVISION_ENV, "").strip() or None
+    asr, asr_revision = plan_asr(asr, asr_revision, environ)
     device = (device or environ.get("DEVICE", "").strip() or "auto").lower()
     raw_count = instances if instances is not None else environ.get("MAX_CONCURRENT", "").strip()
     try:
@@ -104,7 +161,13 @@ def plan_launch(
             raise ValueError(f"device {device!r} requested but only {gpu_count} GPU(s) are visible")
     else:
         raise ValueError(f"unknown device {device!r}; use auto, cpu, gpu, cuda or cuda:N")
-    return LaunchPlan(checkpoint=checkpoint, placement=Placement(kind, count, gpus))
+    return LaunchPlan(
+        checkpoint=checkpoint,
+        placement=Placement(kind, count, gpus),
+        revision=revision,
+        asr=asr,
+        asr_revision=asr_revision,
+    )
 
 
 def simulation_banner(cost: str) -> list[str]:
@@ -184,8 +247,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         nargs="?",
         const=DEFAULT_ASR_CHECKPOINT,
         metavar="PATH_OR_ID",
-        help="also load Qwen3-ASR (hub id or folder; default %(const)s), so that requests may "
-        "leave out TEXT and LANGUAGE: they are transcribed, then aligned",
+        help=f"also load Qwen3-ASR (hub id or folder; default %(const)s; env "
+        f"{ASR_CHECKPOINT_ENV}), so that requests may leave out TEXT and LANGUAGE: they are "
+        "transcribed, then aligned",
+    )
+    p.add_argument(
+        "--asr-revision",
+        metavar="REV",
+        help=(
+            f"Hub branch, tag or commit of a hub-id ASR checkpoint (env {ASR_REVISION_ENV}; "
+            f"default {DEFAULT_REVISION})"
+        ),
     )
     p.add_argument("--device", help="auto, cpu, gpu, cuda or cuda:N (env DEVICE; default auto)")
     p.add_argument(
@@ -245,7 +317,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        plan = plan_launch(args.model, args.device, args.instances, os.environ, cuda_device_count())
+        plan = plan_launch(
+            args.model,
+            args.device,
+            args.instances,
+            os.environ,
+            cuda_device_count(),
+            revision=args.revision,
+            asr=args.asr,
+            asr_revision=args.asr_revision,
+        )
         if args.simulate_gpu:
             parse_gpu_cost(args.simulate_gpu)
         if args.front_instances is not None and args.front_instances < 1:
@@ -260,11 +341,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, ServerError) as e:
         print(f"serve: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    revision = args.revision or os.environ.get(REVISION_ENV, "").strip() or None
     try:
-        folder = fetch_for_launch("serve", plan.checkpoint, revision)
-        # --revision pins the aligner; the ASR model comes at the Hub's default revision.
-        asr_folder = fetch_for_launch("serve", args.asr, None) if args.asr else None
+        folder = fetch_for_launch("serve", plan.checkpoint, plan.revision)
+        # --revision pins the aligner, --asr-revision the ASR model.
+        asr_folder = fetch_for_launch("serve", plan.asr, plan.asr_revision) if plan.asr else None
     except (ValueError, CheckpointUnavailable) as e:
         print(f"serve: error: {e}", file=sys.stderr, flush=True)
         return EXIT_FAILED
@@ -305,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"serve: loading {plan.checkpoint}: forward on {where} x{plan.placement.count}, "
             f"{fronts} front instance(s) on CPU"
-            + (f", ASR {args.asr} on {where}" if args.asr else ""),
+            + (f", ASR {plan.asr} on {where}" if plan.asr else ""),
             flush=True,
         )
         server = start(opts, install, echo=lambda line: print(line, flush=True))

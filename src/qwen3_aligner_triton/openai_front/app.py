@@ -481,7 +481,8 @@ def create_app(aligner: Aligner, settings: FrontSettings | None = None) -> Starl
                 raise FrontError(
                     400,
                     "this server runs no ASR model, so it cannot transcribe: start it with "
-                    "./scripts/serve --asr, or send the audio with its transcript to "
+                    "./scripts/serve --asr (the container: with ASR_MODEL set), or send the "
+                    "audio with its transcript to "
                     "POST /v1/audio/alignments (fields file, text, language)",
                     code="transcription_unavailable",
                 ) from e
