@@ -428,7 +428,7 @@ def test_a_group_of_music_only_is_kept_as_text_and_other_failures_stop_the_run()
 def test_align_sends_segments_as_json_with_an_empty_text(monkeypatch):
     sent = {}
 
-    def capture(self, payload, text, language, segments=None):
+    def capture(self, payload, text, language, segments=None, context=None):
         sent.update(text=text, segments=segments)
         raise RequestRejectedError("stop here")
 
