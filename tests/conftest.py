@@ -18,12 +18,8 @@ import pytest
 from qwen3_aligner_client.results import SCORE_TOLERANCE as CLIENT_SCORE_TOLERANCE
 
 from qwen3_aligner_triton.repository import Placement, render_repository
-from qwen3_aligner_triton.tritonserver import (
-    ServerOptions,
-    loopback_options,
-    shm_regions,
-    start,
-)
+from qwen3_aligner_triton.triton_flags import ServerOptions, loopback_options
+from qwen3_aligner_triton.tritonserver import shm_regions, start
 
 SERVER_READY_TIMEOUT = 180.0  # seconds; the tiny model is ready in ~10 s on two cores
 TEST_FRONT_INSTANCES = 2  # front instances of test servers (fewer stubs than the default)

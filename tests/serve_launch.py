@@ -11,7 +11,7 @@ from pathlib import Path
 
 import requests
 
-from qwen3_aligner_triton.tritonserver import free_ports
+from qwen3_aligner_triton.triton_flags import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 

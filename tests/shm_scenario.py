@@ -27,7 +27,8 @@ import tritonclient.http as httpclient  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from qwen3_aligner_triton.repository import Placement, render_repository  # noqa: E402
-from qwen3_aligner_triton.tritonserver import loopback_options, shm_regions, start  # noqa: E402
+from qwen3_aligner_triton.triton_flags import loopback_options  # noqa: E402
+from qwen3_aligner_triton.tritonserver import shm_regions, start  # noqa: E402
 
 LOWERED = re.compile(r"max_audio_samples lowered from \d+ to (\d+)")
 

@@ -193,7 +193,7 @@ def test_the_openai_sdk_transcribes_through_the_front_as_upstream_does(asr_serve
     import soundfile
 
     from qwen3_aligner_triton.openai_front.launch import FrontOptions, FrontProcess
-    from qwen3_aligner_triton.tritonserver import free_ports
+    from qwen3_aligner_triton.triton_flags import free_ports
 
     k = 1  # 3.3 s at 16 kHz, detected language
     seconds, rate, _, _ = CASES[k]

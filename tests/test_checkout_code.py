@@ -25,12 +25,9 @@ from qwen3_aligner_triton.repository import (
     package_source,
     render_repository,
 )
-from qwen3_aligner_triton.tritonserver import (
-    loopback_options,
-    server_environment,
-    shm_regions,
-    start,
-)
+from qwen3_aligner_triton.triton_flags import loopback_options
+from qwen3_aligner_triton.triton_install import server_environment
+from qwen3_aligner_triton.tritonserver import shm_regions, start
 
 PACKAGE_DIR = Path(qwen3_aligner_triton.__file__).resolve().parent  # the code under test
 UNCOPIED = shutil.ignore_patterns("__pycache__", "*.pyc")

@@ -54,18 +54,13 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from qwen3_aligner_triton.contract import CORE_MODEL_NAME
+from qwen3_aligner_triton.triton_flags import CLOSED_APIS, CLOSED_HEADER, build_command, free_ports
+from qwen3_aligner_triton.triton_install import ServerError, TritonInstallation, locate
 from qwen3_aligner_triton.tritonserver import (
-    CLOSED_APIS,
-    CLOSED_HEADER,
-    CORE_MODEL_NAME,
     WATCHDOG_INTERVAL_SECONDS,
-    ServerError,
-    TritonInstallation,
     backend_stub_pids,
-    build_command,
-    free_ports,
     http_ready,
-    locate,
     shm_regions,
 )
 

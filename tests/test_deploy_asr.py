@@ -43,11 +43,12 @@ from triton_calls import MODEL
 from qwen3_aligner_triton import entrypoint, hub, serve
 from qwen3_aligner_triton.asr import ASR_CHECKPOINT_ENV, DEFAULT_ASR_CHECKPOINT
 from qwen3_aligner_triton.asr_checkpoint_builder import expected_transcript
-from qwen3_aligner_triton.contract import ASR_MODEL_NAME
+from qwen3_aligner_triton.contract import ASR_MODEL_NAME, CORE_MODEL_NAME
 from qwen3_aligner_triton.core import audio_tokens_of_frames, frames_of_samples
 from qwen3_aligner_triton.hub import ASR_REVISION_ENV, REVISION_ENV
 from qwen3_aligner_triton.repository import SOURCE_REPOSITORY, load_config
-from qwen3_aligner_triton.tritonserver import CORE_MODEL_NAME, free_ports, shm_regions
+from qwen3_aligner_triton.triton_flags import free_ports
+from qwen3_aligner_triton.tritonserver import shm_regions
 
 SAMPLE_RATE = 16000  # Hz
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -263,7 +263,7 @@ def shim_path(server, workdir) -> str:
 def openai_front(server):
     """The OpenAI-style front of the test server (the docs' ``localhost:9000``): host:port."""
     from qwen3_aligner_triton.openai_front.launch import FrontOptions, FrontProcess
-    from qwen3_aligner_triton.tritonserver import free_ports
+    from qwen3_aligner_triton.triton_flags import free_ports
 
     (port,) = free_ports(1)
     front = FrontProcess.start(

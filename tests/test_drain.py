@@ -12,14 +12,12 @@ import urllib.request
 
 import pytest
 
+from qwen3_aligner_triton.contract import DRAIN_MARKER, MODEL_NAME
 from qwen3_aligner_triton.front import STOPPING_MESSAGE
+from qwen3_aligner_triton.triton_flags import ServerOptions, metrics_endpoint
 from qwen3_aligner_triton.tritonserver import (
-    DRAIN_MARKER,
-    MODEL_NAME,
     RunningServer,
-    ServerOptions,
     drain_front,
-    metrics_endpoint,
     requests_arrived,
     requests_in_front,
 )

@@ -24,7 +24,8 @@ from serve_launch import ServeLaunch
 from triton_calls import as_float32, infer_http
 
 from qwen3_aligner_triton.params import DEFAULT_CHECKPOINT
-from qwen3_aligner_triton.tritonserver import loopback_options, start
+from qwen3_aligner_triton.triton_flags import loopback_options
+from qwen3_aligner_triton.tritonserver import start
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE_TIMEOUT = 300.0  # seconds for a launch (download included) to become ready or fail

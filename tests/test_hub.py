@@ -19,11 +19,7 @@ from hub_standin import HubStandIn, Lies
 
 from qwen3_aligner_triton import hub
 from qwen3_aligner_triton.params import DEFAULT_CHECKPOINT
-from qwen3_aligner_triton.tritonserver import (
-    ServerError,
-    python_library_dir,
-    server_environment,
-)
+from qwen3_aligner_triton.triton_install import ServerError, python_library_dir, server_environment
 
 REPO = DEFAULT_CHECKPOINT
 

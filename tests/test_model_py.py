@@ -607,7 +607,7 @@ def test_a_stopping_server_refuses_with_unavailable_and_counts_nothing_in_flight
 ):
     """The launcher's drain marker in the front's folder: requests are refused UNAVAILABLE; the
     in-flight gauge the drain waits on is back at zero after every answer."""
-    from qwen3_aligner_triton.tritonserver import DRAIN_MARKER
+    from qwen3_aligner_triton.contract import DRAIN_MARKER
 
     folder = tmp_path / FRONT
     (folder / "1").mkdir(parents=True)

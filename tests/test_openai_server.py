@@ -19,7 +19,7 @@ from qwen3_aligner_client.results import Alignment
 from serve_launch import ServeLaunch
 
 from qwen3_aligner_triton.openai_front.launch import FrontOptions, FrontProcess
-from qwen3_aligner_triton.tritonserver import free_ports
+from qwen3_aligner_triton.triton_flags import free_ports
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from conftest import SERVER_READY_TIMEOUT, TEST_FRONT_INSTANCES, dedicated_serve
 from triton_calls import MODEL, as_float32, build_inputs, parse
 from tritonclient.utils import InferenceServerException
 
-from qwen3_aligner_triton.tritonserver import CORE_MODEL_NAME as CORE
+from qwen3_aligner_triton.contract import CORE_MODEL_NAME as CORE
 from qwen3_aligner_triton.tritonserver import backend_stub_pids
 
 pytestmark = pytest.mark.integration

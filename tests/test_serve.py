@@ -18,7 +18,7 @@ from qwen3_aligner_triton import serve
 from qwen3_aligner_triton.params import DEFAULT_CHECKPOINT
 from qwen3_aligner_triton.repository import Placement
 from qwen3_aligner_triton.serve import LaunchPlan, plan_launch
-from qwen3_aligner_triton.tritonserver import free_ports
+from qwen3_aligner_triton.triton_flags import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE_TIMEOUT = 240  # seconds for one launch to become ready or fail
@@ -365,7 +365,7 @@ class ReadyServer:
 
 def test_main_starts_the_front_after_the_server_is_ready(tmp_path, monkeypatch, capsys):
     from qwen3_aligner_triton.openai_front.launch import FrontOptions
-    from qwen3_aligner_triton.tritonserver import TritonInstallation
+    from qwen3_aligner_triton.triton_install import TritonInstallation
 
     started = []
 
@@ -423,7 +423,7 @@ def test_asr_is_off_unless_asked_and_defaults_to_qwen3_asr(argv, expected):
 
 def test_main_fetches_the_asr_checkpoint_and_renders_the_asr_model(tmp_path, monkeypatch, capsys):
     from qwen3_aligner_triton.repository import load_config
-    from qwen3_aligner_triton.tritonserver import TritonInstallation
+    from qwen3_aligner_triton.triton_install import TritonInstallation
 
     fetched = []
 
@@ -463,7 +463,7 @@ def test_main_fetches_the_asr_model_at_its_own_revision(tmp_path, monkeypatch, a
     """--asr-revision (or ASR_MODEL_REVISION) pins the ASR model as --revision pins the
     aligner; ASR_MODEL names it where --asr does not, as in the container."""
     from qwen3_aligner_triton.repository import load_config
-    from qwen3_aligner_triton.tritonserver import TritonInstallation
+    from qwen3_aligner_triton.triton_install import TritonInstallation
 
     fetched = []
 

@@ -16,21 +16,19 @@ from conftest import TEST_FRONT_INSTANCES, dedicated_server
 from triton_calls import MODEL, build_inputs, parse
 from tritonclient.utils import InferenceServerException
 
-from qwen3_aligner_triton.tritonserver import (
+from qwen3_aligner_triton.triton_flags import (
     CLIENT_APIS,
     CLOSED_APIS,
     CLOSED_HEADER,
     ServerOptions,
-    StubWatch,
-    TritonInstallation,
-    backend_stub_pids,
     build_command,
     closing_flags,
     flag_values,
     http_endpoint,
-    locate,
     restricted_groups,
 )
+from qwen3_aligner_triton.triton_install import TritonInstallation, locate
+from qwen3_aligner_triton.tritonserver import StubWatch, backend_stub_pids
 
 INSTALL = TritonInstallation(Path("tritonserver"), None, "PATH")
 RESTRICT = ("--http-restricted-api", "--grpc-restricted-protocol")
@@ -355,7 +353,8 @@ def test_an_operator_reaches_a_group_with_a_header_of_their_own(tmp_path, tiny_c
     from conftest import SERVER_READY_TIMEOUT
 
     from qwen3_aligner_triton.repository import Placement, render_repository
-    from qwen3_aligner_triton.tritonserver import loopback_options, start
+    from qwen3_aligner_triton.triton_flags import loopback_options
+    from qwen3_aligner_triton.tritonserver import start
 
     repo = render_repository(
         tmp_path / "repo", Placement("KIND_CPU", 1), {"checkpoint": str(tiny_checkpoint)}

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from qwen3_aligner_triton import metrics, serve, tritonserver
+from qwen3_aligner_triton.triton_flags import ServerOptions
 from qwen3_aligner_triton.tritonserver import (
     MAX_RESTARTS,
     RESTART_BACKOFF_MAX_SECONDS,
@@ -23,7 +24,6 @@ from qwen3_aligner_triton.tritonserver import (
     SHM_DIR,
     RestartPolicy,
     RunningServer,
-    ServerOptions,
     backend_stub_pids,
 )
 
@@ -255,7 +255,8 @@ def test_a_real_server_restarts_quickly_and_counts_the_restart_on_its_metrics_po
 
     from conftest import SERVER_READY_TIMEOUT, dedicated_server
 
-    from qwen3_aligner_triton.tritonserver import CORE_MODEL_NAME, MODEL_NAME, http_ready
+    from qwen3_aligner_triton.contract import CORE_MODEL_NAME, MODEL_NAME
+    from qwen3_aligner_triton.tritonserver import http_ready
 
     def restarts_published(url: str) -> dict[str, float] | None:
         try:  # the metrics port opens a moment after the HTTP port

@@ -7,7 +7,7 @@ baked into the image at build time, that checkpoint is served. ``ASR_MODEL`` (a 
 as ``./scripts/serve --asr PATH_OR_ID``; unset or empty: none) adds the ASR model ``qwen3_asr``, so
 that requests may leave out their transcript. The repository that ships in the image is rendered
 into a writable folder, and ``tritonserver`` is started on it the way ``./scripts/serve`` starts
-it (:func:`~qwen3_aligner_triton.tritonserver.build_command`: the admin API groups closed, and the
+it (:func:`~qwen3_aligner_triton.triton_flags.build_command`: the admin API groups closed, and the
 watchdog that restarts tritonserver when a backend stub dies), followed by the container's own
 arguments (the image's ``CMD`` or Kubernetes ``args``; tritonserver keeps a flag's last value).
 On SIGTERM the front first finishes the requests it holds and then refuses new ones with
@@ -45,7 +45,9 @@ from .serve import (
     plan_launch,
     wait_for_exit,
 )
-from .tritonserver import MODELS, ServerError, ServerOptions, locate, start
+from .triton_flags import ServerOptions
+from .triton_install import ServerError, locate
+from .tritonserver import MODELS, start
 
 TEMPLATE_ENV = "ALIGNER_REPOSITORY_TEMPLATE"  # the model repository as shipped (read-only is fine)
 RENDERED_ENV = "ALIGNER_REPOSITORY_DIR"  # where the rendered repository is written

@@ -25,9 +25,8 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from .contract import ASR_MODEL_NAME
+from .contract import ASR_MODEL_NAME, CORE_MODEL_NAME, MODEL_NAME
 from .params import CORE_PARAMETERS, FRONT_PARAMETERS
-from .tritonserver import CORE_MODEL_NAME, MODEL_NAME
 
 SOURCE_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .asr import ASR_CHECKPOINT_ENV, DEFAULT_ASR_CHECKPOINT
+from .contract import MODEL_NAME
 from .hub import (
     ASR_REVISION_ENV,
     DEFAULT_REVISION,
@@ -36,16 +37,9 @@ from .loading import describe_asr_checkpoint
 from .openai_front.launch import FrontOptions, FrontProcess
 from .params import CHECKPOINT_ENV, DEFAULT_CHECKPOINT, parse_gpu_cost
 from .repository import Placement, default_front_instances, render_repository
-from .tritonserver import (
-    MODEL_NAME,
-    STOP_GRACE_SECONDS,
-    RunningServer,
-    ServerError,
-    ServerOptions,
-    describe_endpoints,
-    locate,
-    start,
-)
+from .triton_flags import ServerOptions, describe_endpoints
+from .triton_install import ServerError, locate
+from .tritonserver import STOP_GRACE_SECONDS, RunningServer, start
 
 DEFAULT_READY_TIMEOUT = 900.0  # seconds for the model to load (the download comes before)
 EXIT_OK = 0

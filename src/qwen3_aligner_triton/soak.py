@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .tritonserver import MODEL_NAME, shm_regions
+from .contract import MODEL_NAME
+from .tritonserver import shm_regions
 from .wire import infer_inputs
 
 MAX_GROWTH = 0.05  # fraction of server memory after warm-up
@@ -251,7 +252,8 @@ def run_soak(
 def _start_tiny_server(work: Path):
     from .checkpoint_builder import build_checkpoint
     from .repository import Placement, render_repository
-    from .tritonserver import loopback_options, start
+    from .triton_flags import loopback_options
+    from .tritonserver import start
 
     checkpoint = build_checkpoint(work / "tiny")
     repo = render_repository(

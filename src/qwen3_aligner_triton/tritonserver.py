@@ -1,13 +1,9 @@
-"""Finding, configuring, starting and stopping a real ``tritonserver``.
+"""Starting, watching, draining and stopping a real ``tritonserver`` (the supervisor).
 
-On an NGC Triton container ``tritonserver`` is on PATH. Elsewhere (developer machines, CI) the
-binary of the ``nvidia-pytriton`` wheel is used: its Python backend needs the stub of the running
-Python version copied next to ``libtriton_python.so``, which :func:`locate` does once. That stub
-links ``libpython3.X.so.1.0`` by name; left to the dynamic linker it would load the operating
-system's build, whatever Python this environment was made from, and the environment's compiled
-standard-library modules (``_ssl``, ``_hashlib``, ...) would then run on a foreign runtime.
-:func:`locate` therefore finds the shared libpython of this environment's own interpreter, and
-:func:`start` puts its folder first on the server's ``LD_LIBRARY_PATH``.
+:func:`start` runs the server found by :mod:`~qwen3_aligner_triton.triton_install` with the
+command line of :mod:`~qwen3_aligner_triton.triton_flags`; :class:`RunningServer` waits for it to
+be ready, restarts it when a backend stub dies (the watchdog), drains the front before a stop and
+cleans the server's shared-memory regions afterwards.
 """
 
 from __future__ import annotations
@@ -16,12 +12,8 @@ import collections
 import contextlib
 import glob
 import os
-import secrets
-import shutil
 import signal
 import subprocess
-import sys
-import sysconfig
 import threading
 import time
 import urllib.error
@@ -30,16 +22,22 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .contract import CORE_MODEL_NAME as CORE_MODEL_NAME
-from .contract import DRAIN_MARKER as DRAIN_MARKER
-from .contract import MODEL_NAME as MODEL_NAME
+from .contract import CORE_MODEL_NAME, DRAIN_MARKER, MODEL_NAME
+from .triton_flags import (
+    EXIT_TIMEOUT_SECONDS,
+    SHM_PREFIX,
+    ServerOptions,
+    build_command,
+    flag_values,
+    http_endpoint,
+    metrics_endpoint,
+)
+from .triton_install import ServerError, TritonInstallation, locate, server_environment
 
 MODELS = (CORE_MODEL_NAME, MODEL_NAME)  # load order: the public model needs the core
 SHM_DIR = Path("/dev/shm")
-SHM_PREFIX = "triton_python_backend_shm_region_"  # the Python backend's default region prefix
 READY_POLL_SECONDS = 0.25
 LOG_TAIL_LINES = 400
-EXIT_TIMEOUT_SECONDS = 30  # tritonserver's drain time for in-flight requests on SIGTERM
 # A stop drains the front first (up to the exit timeout), then tritonserver drains what is left.
 STOP_GRACE_SECONDS = 2.0 * EXIT_TIMEOUT_SECONDS + 15  # after a stop request, SIGKILL
 DRAIN_POLL_SECONDS = 0.1
@@ -73,198 +71,7 @@ RESTART_WINDOW_SECONDS = 600.0
 # How often the watchdog has restarted the server, in the environment of each server it starts
 # (the models publish it as the gauge metrics.SERVER_RESTARTS).
 RESTARTS_ENV = "QWEN3_ALIGNER_SERVER_RESTARTS"  # metrics.RESTARTS_ENV
-# Triton's API groups (the names --http-restricted-api and --grpc-restricted-protocol take).
-# Clients, probes and Prometheus need these ...
-CLIENT_APIS = ("health", "metadata", "inference", "statistics")
-# ... and nobody needs these from the network: shared memory (system and CUDA) lets a caller map
-# memory into the server, the repository API loads code, the others reveal or change settings.
-CLOSED_APIS = ("shared-memory", "model-config", "model-repository", "logging", "trace")
-# Closed groups are restricted to a header that no request can carry: ':' ends an HTTP/1.1 header
-# name, and gRPC refuses metadata keys with ':' (Triton expects "triton-grpc-protocol-<key>").
-# So nothing on the command line opens them: there is no secret to leak.
-CLOSED_HEADER = "closed:no-credential"
-CLOSED_VALUE = "none"
-RESTRICT_FLAGS = ("--http-restricted-api", "--grpc-restricted-protocol")
 STUB_NAME = b"triton_python_backend_stub"
-
-
-class ServerError(RuntimeError):
-    """The server could not be started or did not become ready."""
-
-
-@dataclass(frozen=True)
-class TritonInstallation:
-    """Where the server binary and its backends are."""
-
-    binary: Path
-    backend_dir: Path | None  # None: the binary's built-in default (/opt/tritonserver/backends)
-    source: str  # "PATH" or "nvidia-pytriton"
-    # Folder holding the shared libpython the backend stub must load (first on LD_LIBRARY_PATH);
-    # None: leave the dynamic linker's choice alone (the NGC container's stub matches its Python).
-    python_libdir: Path | None = None
-
-
-# Folders the dynamic linker searches anyway: never worth putting first on LD_LIBRARY_PATH.
-_MULTIARCH = str(sysconfig.get_config_var("MULTIARCH") or "")
-SYSTEM_LIBRARY_DIRS = frozenset(
-    {"/lib", "/lib64", "/usr/lib", "/usr/lib64"}
-    | ({f"/lib/{_MULTIARCH}", f"/usr/lib/{_MULTIARCH}"} if _MULTIARCH else set())
-)
-
-
-def python_library_dir(config_var: Callable[[str], object] = sysconfig.get_config_var) -> Path:
-    """The folder with the shared libpython of the interpreter this environment was made from.
-
-    A virtual environment reports its base interpreter's build settings, so ``LIBDIR`` is where
-    that interpreter's ``libpython3.X.so.1.0`` lives when it was built with ``--enable-shared``.
-    Raises ServerError, naming the cause and the ways out, when there is none.
-    """
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    soname = str(config_var("INSTSONAME") or f"libpython{version}.so.1.0")
-    libdir = Path(str(config_var("LIBDIR") or ""))
-    shared = bool(config_var("Py_ENABLE_SHARED"))
-    if shared and (libdir / soname).is_file():
-        return libdir
-    if shared:
-        cause = f"it reports a shared libpython, but {libdir / soname} does not exist"
-    else:
-        cause = "it was built without a shared libpython (no --enable-shared)"
-    raise ServerError(
-        f"the Python this environment was made from ({sys.base_prefix}, Python "
-        f"{sys.version.split()[0]}) cannot run the Python backend of the nvidia-pytriton "
-        f"tritonserver: {cause}. The backend stub loads libpython{version}.so.1.0 and would pick "
-        "up another Python's, whose runtime breaks this environment's compiled modules (ssl, "
-        "hashlib, ...). Ways out: make .venv from a Python built with --enable-shared (pyenv: "
-        "PYTHON_CONFIGURE_OPTS=--enable-shared pyenv install ...; then rm -rf .venv and run "
-        f"PYTHON=/path/to/python{version} ./scripts/setup-venv), or from the system Python "
-        f"(PYTHON=/usr/bin/python{version} with the libpython{version} package installed), or "
-        "run the NGC Triton container (docker/Dockerfile)"
-    )
-
-
-def locate() -> TritonInstallation:
-    """Find ``tritonserver``: on PATH first, then inside the ``nvidia-pytriton`` wheel."""
-    on_path = shutil.which("tritonserver")
-    if on_path:
-        return TritonInstallation(Path(on_path), None, "PATH")
-    purelib = Path(sysconfig.get_paths()["purelib"])
-    root = purelib / "pytriton" / "tritonserver"
-    binary = root / "bin" / "tritonserver"
-    if not binary.is_file():
-        raise ServerError(
-            "no tritonserver found: not on PATH and the nvidia-pytriton wheel is not installed "
-            "in this environment (run ./scripts/serve, which installs it)"
-        )
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    stub_src = root / "python_backend_stubs" / version / "triton_python_backend_stub"
-    stub_dst = root / "backends" / "python" / "triton_python_backend_stub"
-    if not stub_src.is_file():
-        raise ServerError(f"nvidia-pytriton ships no Python backend stub for Python {version}")
-    libdir = python_library_dir()
-    if not stub_dst.is_file() or stub_dst.stat().st_size != stub_src.stat().st_size:
-        shutil.copy2(stub_src, stub_dst)
-    return TritonInstallation(binary, root / "backends", "nvidia-pytriton", libdir)
-
-
-@dataclass(frozen=True)
-class ServerOptions:
-    """Command-line options of one server run."""
-
-    model_repository: Path
-    http_port: int = 8000
-    grpc_port: int = 8001
-    metrics_port: int = 8002
-    address: str = "0.0.0.0"
-    gpu: bool = False
-    log_verbose: int = 0
-    extra_args: tuple[str, ...] = ()
-    # Restart tritonserver when a backend stub process dies (Triton 2.51 would otherwise keep
-    # reporting ready while every request fails).
-    watchdog: bool = True
-    # Triton API groups closed on HTTP and gRPC (see CLOSED_APIS). A group that ``extra_args``
-    # restrict under a credential of the operator's own is left to that flag.
-    closed_apis: tuple[str, ...] = CLOSED_APIS
-    # The Python backend's shared-memory regions are named after this prefix, so stopping this
-    # server cleans its own regions and never those of another server on the same machine.
-    shm_prefix: str = field(default_factory=lambda: f"{SHM_PREFIX}{secrets.token_hex(4)}_")
-
-
-def loopback_options(
-    model_repository: Path, gpu: bool = False, open_apis: Iterable[str] = ()
-) -> ServerOptions:
-    """Options for a server on 127.0.0.1 with three free ports (tests, benchmarks, soak);
-    ``open_apis`` lists groups of CLOSED_APIS to leave open (perf_analyzer reads model-config)."""
-    http, grpc, metrics = free_ports(3)
-    opened = set(open_apis)
-    unknown = opened - set(CLOSED_APIS)
-    if unknown:
-        raise ValueError(f"not a closed API group: {sorted(unknown)}; closed: {CLOSED_APIS}")
-    return ServerOptions(
-        model_repository=model_repository,
-        http_port=http,
-        grpc_port=grpc,
-        metrics_port=metrics,
-        address="127.0.0.1",
-        gpu=gpu,
-        closed_apis=tuple(a for a in CLOSED_APIS if a not in opened),
-    )
-
-
-def flag_values(args: Sequence[str], flag: str) -> list[str]:
-    """Every value given to ``flag`` (as ``--flag=value``), in order; tritonserver uses the last
-    one of most flags and every one of the restriction flags."""
-    return [a.split("=", 1)[1] for a in args if a.startswith(flag + "=")]
-
-
-def restricted_groups(args: Sequence[str], flag: str) -> set[str]:
-    """API groups that ``args`` restrict with ``flag`` (``--flag=group,group:key=value``)."""
-    groups: set[str] = set()
-    for value in flag_values(args, flag):
-        groups.update(g.strip() for g in value.split(":", 1)[0].split(",") if g.strip())
-    return groups
-
-
-def closing_flags(closed: Sequence[str], extra_args: Sequence[str]) -> list[str]:
-    """The restriction flags that close ``closed`` on HTTP and gRPC. Triton refuses to start when
-    one group appears in two flags, so groups that ``extra_args`` restrict are left to them."""
-    flags = []
-    for flag in RESTRICT_FLAGS:
-        taken = restricted_groups(extra_args, flag)
-        groups = [g for g in closed if g not in taken]
-        if groups:
-            flags.append(f"{flag}={','.join(groups)}:{CLOSED_HEADER}={CLOSED_VALUE}")
-    return flags
-
-
-def _reachable(host: str) -> str:
-    """The address to connect to for a server listening on ``host`` (a wildcard: loopback)."""
-    host = host.strip("[]")
-    if host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    if host == "::":
-        return "::1"
-    return host
-
-
-def http_endpoint(args: Sequence[str]) -> tuple[str, int]:
-    """Where the server started with ``args`` answers HTTP, as (host to connect to, port): the
-    last --http-address and --http-port given; a wildcard address is reached on loopback."""
-    host = (flag_values(args, "--http-address") or ["0.0.0.0"])[-1]
-    port = int((flag_values(args, "--http-port") or ["8000"])[-1])
-    return _reachable(host), port
-
-
-def metrics_endpoint(args: Sequence[str]) -> tuple[str, int] | None:
-    """Where the server started with ``args`` serves Prometheus metrics, or None when metrics
-    are off (``--allow-metrics=false``). The metrics address defaults to the HTTP address."""
-    allowed = (flag_values(args, "--allow-metrics") or ["true"])[-1].strip().lower()
-    if allowed in ("false", "0", "off", "no"):
-        return None
-    host = (
-        flag_values(args, "--metrics-address") or flag_values(args, "--http-address") or ["0.0.0.0"]
-    )[-1]
-    port = int((flag_values(args, "--metrics-port") or ["8002"])[-1])
-    return _reachable(host), port
 
 
 def _model_series(
@@ -313,75 +120,6 @@ def scrape(host: str, port: int, timeout: float = 2.0) -> str | None:
             return r.read().decode("utf-8", "replace")
     except (OSError, ValueError):
         return None
-
-
-def build_command(install: TritonInstallation, opts: ServerOptions) -> list[str]:
-    """The ``tritonserver`` argument list for ``opts``."""
-    cmd = [
-        str(install.binary),
-        f"--model-repository={opts.model_repository}",
-        f"--http-address={opts.address}",
-        f"--http-port={opts.http_port}",
-        f"--grpc-address={opts.address}",
-        f"--grpc-port={opts.grpc_port}",
-        f"--metrics-address={opts.address}",
-        f"--metrics-port={opts.metrics_port}",
-        "--strict-readiness=true",
-        "--exit-on-error=true",
-        "--disable-auto-complete-config",
-        f"--log-verbose={opts.log_verbose}",
-        f"--exit-timeout-secs={EXIT_TIMEOUT_SECONDS}",
-    ]
-    # Model control mode "none" (the default): every model in the repository is loaded at start
-    # and the repository API can load nothing, with or without a credential.
-    cmd += closing_flags(opts.closed_apis, opts.extra_args)
-    cmd.append(f"--backend-config=python,shm-region-prefix-name={opts.shm_prefix}")
-    if install.backend_dir is not None:
-        cmd.append(f"--backend-directory={install.backend_dir}")
-    if not opts.gpu:
-        cmd += ["--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0"]
-    cmd += list(opts.extra_args)
-    return cmd
-
-
-def server_environment(
-    base: dict[str, str] | None = None,
-    python_libdir: Path | None = None,
-    package_dir: Path | None = None,
-) -> dict[str, str]:
-    """Environment for the server.
-
-    This interpreter's ``bin/`` goes first on PATH so that the backend stub imports the packages
-    of this environment; ``python_libdir`` (see :func:`python_library_dir`) goes first on
-    ``LD_LIBRARY_PATH`` so that the stub runs this environment's own Python. ``package_dir`` (the
-    ``src/`` of the checkout whose model repository is served, see
-    :func:`~qwen3_aligner_triton.repository.package_source`) goes first on ``PYTHONPATH``: the
-    stubs import that checkout's ``qwen3_aligner_triton``, not the one the environment's editable
-    install points at (the models' ``model.py`` honour it where the stub embeds Python isolated,
-    as the nvidia-pytriton wheel's does). ``HF_HUB_OFFLINE=1``:
-    the launcher fetches the checkpoint before the server starts; the model never reaches the
-    network.
-    """
-    env = dict(os.environ if base is None else base)
-    bin_dir = str(Path(sys.executable).parent)
-    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
-    venv = Path(sys.prefix)
-    if venv != Path(sys.base_prefix):
-        env["VIRTUAL_ENV"] = str(venv)
-    if python_libdir is not None and str(python_libdir) not in SYSTEM_LIBRARY_DIRS:
-        rest = [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
-        env["LD_LIBRARY_PATH"] = os.pathsep.join([str(python_libdir), *rest])
-    if package_dir is not None:
-        rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(package_dir), *(p for p in rest if p != str(package_dir))]
-        )
-    env["HF_HUB_OFFLINE"] = "1"
-    # The front's and the core's stubs run torch side by side: OpenMP threads that spin while
-    # waiting steal the cores the other stubs need (measured: CPU forwards 10-30x slower under
-    # load). Waiting threads sleep instead, unless the operator chose otherwise.
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    return env
 
 
 def http_ready(host: str, port: int, path: str = "/v2/health/ready", timeout: float = 2.0) -> bool:
@@ -886,7 +624,7 @@ def start(
 ) -> RunningServer:
     """Start ``tritonserver`` in the background (own process group); its stubs import the
     package of the checkout whose model repository it serves (see :func:`server_environment`)."""
-    from .repository import package_source  # repository imports this module
+    from .repository import package_source  # protobuf and tritonclient load only here
 
     install = install or locate()
     return RunningServer(
@@ -895,50 +633,3 @@ def start(
         env=server_environment(env, install.python_libdir, package_source(opts.model_repository)),
         echo=echo,
     )
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """``count`` distinct TCP ports free on ``host`` right now."""
-    import socket
-
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def describe_endpoints(host: str, opts: ServerOptions) -> Iterable[str]:
-    yield f"HTTP    http://{host}:{opts.http_port}  (KServe v2; ready: /v2/health/ready)"
-    yield f"gRPC    {host}:{opts.grpc_port}"
-    yield f"metrics http://{host}:{opts.metrics_port}/metrics"
-    yield f"model   {MODEL_NAME}"
-
-
-__all__: Sequence[str] = (
-    "CORE_MODEL_NAME",
-    "MODEL_NAME",
-    "RestartPolicy",
-    "RunningServer",
-    "ServerError",
-    "ServerOptions",
-    "StubWatch",
-    "TritonInstallation",
-    "build_command",
-    "closing_flags",
-    "describe_endpoints",
-    "free_ports",
-    "http_endpoint",
-    "http_ready",
-    "locate",
-    "loopback_options",
-    "python_library_dir",
-    "server_environment",
-    "shm_regions",
-    "start",
-)

@@ -26,7 +26,7 @@ from functools import partial
 
 # The backend stub of the nvidia-pytriton wheel embeds Python isolated: it reads no PYTHONPATH,
 # and qwen3_aligner_triton would come from wherever this environment's install points. The
-# launcher names the served checkout's src/ first on PYTHONPATH (tritonserver.server_environment):
+# launcher names the served checkout's src/ first on PYTHONPATH (triton_install.server_environment):
 # honour it as a Python that reads its environment would.
 if sys.flags.ignore_environment:
     sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]

@@ -16,7 +16,7 @@ import sys
 import time
 
 # The nvidia-pytriton wheel's stub embeds Python isolated: honour the launcher's PYTHONPATH (the
-# served checkout's src/, tritonserver.server_environment) as the other models do.
+# served checkout's src/, triton_install.server_environment) as the other models do.
 if sys.flags.ignore_environment:
     sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
 

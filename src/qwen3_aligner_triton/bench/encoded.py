@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..audio_file import EncodedAudio
-from ..tritonserver import MODEL_NAME
+from ..contract import MODEL_NAME
 from ..wire import file_inputs, infer_inputs
 from .served import Endpoints, process_tree_cpu_seconds
 from .stats import format_table
@@ -223,7 +223,7 @@ def measure_multipart(
     import requests
 
     from ..openai_front.launch import FrontOptions, FrontProcess
-    from ..tritonserver import free_ports
+    from ..triton_flags import free_ports
 
     files = [p for p in payloads if p.data is not None]
     bodies = [multipart_body(p, text, language) for p in files]

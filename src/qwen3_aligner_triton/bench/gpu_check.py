@@ -713,7 +713,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     import torch
 
-    from ..tritonserver import ServerError, loopback_options, start
+    from ..triton_flags import loopback_options
+    from ..triton_install import ServerError
+    from ..tritonserver import start
     from .served import Endpoints, render_bench_repository
     from .workload import fixed_clips
 

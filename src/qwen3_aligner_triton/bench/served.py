@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..tritonserver import CORE_MODEL_NAME, MODEL_NAME
+from ..contract import CORE_MODEL_NAME, MODEL_NAME
 from ..wire import infer_inputs
 from .stats import PassResult, load_average
 from .workload import SAMPLE_RATE, Clip
@@ -82,7 +82,8 @@ def bench_server(
     front_instances: int | None = None,
 ) -> Iterator[Endpoints]:
     """A ``tritonserver`` serving ``checkpoint`` on loopback; stopped (and shm cleaned) on exit."""
-    from ..tritonserver import loopback_options, start
+    from ..triton_flags import loopback_options
+    from ..tritonserver import start
 
     with tempfile.TemporaryDirectory(prefix="qwen3-aligner-bench-") as tmp:
         repo = render_bench_repository(

@@ -44,9 +44,9 @@ from typing import Any
 
 import numpy as np
 
+from ..contract import CORE_MODEL_NAME
 from ..metrics import BATCH_BUCKETS, BATCH_SIZE
 from ..params import GpuCost, parse_gpu_cost
-from ..tritonserver import CORE_MODEL_NAME
 from .checkpoints import resolve_checkpoint
 from .served import Endpoints, bench_server, run_concurrent, warm_up
 from .stats import load_average, metric_sum
