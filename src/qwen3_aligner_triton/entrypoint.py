@@ -23,10 +23,8 @@ readiness covers the ASR model too.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import tempfile
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +38,7 @@ from .serve import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    StopOnSignal,
     cuda_device_count,
     fetch_for_launch,
     plan_launch,
@@ -187,18 +186,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             env=environ,
         )
         print(f"entrypoint: {front.describe('0.0.0.0')}", flush=True)
-    stopping = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        if not stopping.is_set():
-            os.write(1, f"entrypoint: {signal.Signals(signum).name}: stopping\n".encode())
-        stopping.set()
-        server.request_stop()
-        if front is not None:  # takes no new uploads; finishes those Triton still answers
-            front.request_stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopper = StopOnSignal(server, "entrypoint: {signal}: stopping")
+    stopper.front = front
+    stopping = stopper.stopping
     try:
         code = wait_for_exit(server, stopping, front)
     finally:

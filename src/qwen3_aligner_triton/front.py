@@ -409,10 +409,7 @@ class AlignerFront:
         try:
             alignment = await self.run(prepared)
         except Exception as e:
-            if isinstance(e, CoreFailed) and e.queue_full:
-                self.metrics.rejected("core_queue_full")
-                return Outcome(error=CORE_BUSY_MESSAGE, unavailable=True)
-            return self._failed(e, "aligning a request", "forward_failed")
+            return self._alignment_failed(e)
         finished = time.perf_counter()
         outputs = alignment.output_arrays()
         self.metrics.stage("postprocess", time.perf_counter() - finished)
@@ -454,10 +451,7 @@ class AlignerFront:
             self.metrics.rejected(e.reason)
             return Outcome(error=str(e), invalid=True)
         except Exception as e:
-            if isinstance(e, CoreFailed) and e.queue_full:
-                self.metrics.rejected("core_queue_full")
-                return Outcome(error=CORE_BUSY_MESSAGE, unavailable=True)
-            return self._failed(e, "aligning a request", "forward_failed")
+            return self._alignment_failed(e)
         finished = time.perf_counter()
         transcript, alignment = merge_alignments(chunks, parts, alignments, request.duration)
         outputs = {**alignment.output_arrays(), **transcript_arrays(transcript)}
@@ -488,6 +482,14 @@ class AlignerFront:
 
         pieces = zip(chunks, parts, languages, strict=True)
         return list(await asyncio.gather(*(one(c, p, lang) for c, p, lang in pieces)))
+
+    def _alignment_failed(self, e: Exception) -> Outcome:
+        """The answer to a request whose clips the core did not align: UNAVAILABLE while the
+        core's queue is full (retry), else an internal error."""
+        if isinstance(e, CoreFailed) and e.queue_full:
+            self.metrics.rejected("core_queue_full")
+            return Outcome(error=CORE_BUSY_MESSAGE, unavailable=True)
+        return self._failed(e, "aligning a request", "forward_failed")
 
     def _failed(self, error: Exception, stage: str, internal_reason: str) -> Outcome:
         """The client's answer for a failed request: its own mistake, or an internal error whose

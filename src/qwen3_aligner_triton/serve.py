@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .asr import ASR_CHECKPOINT_ENV, DEFAULT_ASR_CHECKPOINT
 from .contract import MODEL_NAME
@@ -173,6 +174,30 @@ def simulation_banner(cost: str) -> list[str]:
         "serve: server returns is a PLACEHOLDER, not an alignment. For benchmarking only.",
         rule,
     ]
+
+
+class StopOnSignal:
+    """SIGINT and SIGTERM stop ``server`` (its front drains first) and the OpenAI-style front
+    (``front``, once started): it takes no new uploads and finishes those Triton still answers.
+    The handler only signals: the main thread does the waiting (Popen.wait is not reentrant).
+    ``message`` is printed once, with ``{signal}`` replaced by the signal's name."""
+
+    def __init__(self, server: Any, message: str) -> None:
+        self.server = server
+        self.front: Any = None
+        self.message = message
+        self.stopping = threading.Event()
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if not self.stopping.is_set():
+            line = self.message.format(signal=signal.Signals(signum).name)
+            os.write(1, f"{line}\n".encode())
+        self.stopping.set()
+        self.server.request_stop()
+        if self.front is not None:
+            self.front.request_stop()
 
 
 def wait_for_exit(
@@ -383,21 +408,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         server = start(opts, install, echo=lambda line: print(line, flush=True))
-        stopping = threading.Event()
+        stopper = StopOnSignal(server, "serve: {signal}: stopping tritonserver")
+        stopping = stopper.stopping
         front: FrontProcess | None = None
-
-        def on_signal(signum: int, _frame: object) -> None:
-            # Only signal here: the main thread does the waiting (Popen.wait is not reentrant).
-            if not stopping.is_set():
-                name = signal.Signals(signum).name
-                os.write(1, f"serve: {name}: stopping tritonserver\n".encode())
-            stopping.set()
-            server.request_stop()
-            if front is not None:  # takes no new uploads; finishes those Triton still answers
-                front.request_stop()
-
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
         try:
             waited = server.wait_ready(args.ready_timeout)
         except ServerError as e:
@@ -423,6 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     model_names=(plan.checkpoint,) if is_hub_id(plan.checkpoint) else (),
                 )
             )
+            stopper.front = front
         for line in describe_endpoints(server.host, opts):
             print(f"serve: {line}", flush=True)
         if front is not None:
