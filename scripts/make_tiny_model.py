@@ -17,7 +17,7 @@ is only copied.
 ``--asr`` writes a tiny Qwen3-ASR checkpoint instead, for
 ``qwen_asr.Qwen3ASRModel.from_pretrained(OUT_DIR)``: its weights are set by hand so that greedy
 decoding answers ``language English<asr_text> one two three ...`` with about one word per second
-of audio, for any audio (``qwen3_aligner_triton.asr_checkpoint_builder``).
+of audio, for any audio (``qwen3_aligner_tools.asr_checkpoint_builder``).
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ import shutil
 import sys
 from pathlib import Path
 
-from qwen3_aligner_triton.asr_checkpoint_builder import build_asr_checkpoint
-from qwen3_aligner_triton.checkpoint_builder import build_checkpoint
+from qwen3_aligner_tools.asr_checkpoint_builder import build_asr_checkpoint
+from qwen3_aligner_tools.checkpoint_builder import build_checkpoint
 
 
 def trained(out_dir: str, seed: int) -> Path:
     """The cached trained checkpoint of ``seed`` (trained first when missing), copied to out_dir."""
-    from qwen3_aligner_triton.checkpoint_training import (
+    from qwen3_aligner_tools.checkpoint_training import (
         TrainSettings,
         cache_key,
         cache_root,

@@ -29,7 +29,7 @@ TEST_FRONT_INSTANCES = 2  # front instances of test servers (fewer stubs than th
 def _simulated_device_lock_removed():
     """The simulated GPU's machine-wide lock file is created by the first server that uses it;
     remove it after the suite if the suite created it (it is not ours to remove otherwise)."""
-    from qwen3_aligner_triton.core import SIMULATED_DEVICE_LOCK
+    from qwen3_aligner_tools.simulated_device import SIMULATED_DEVICE_LOCK
 
     existed = os.path.exists(SIMULATED_DEVICE_LOCK)
     yield
@@ -85,7 +85,7 @@ def tiny_checkpoint() -> Path:
     given = os.environ.get("QWEN3_ALIGNER_TINY")
     if given:
         return Path(given)
-    from qwen3_aligner_triton.checkpoint_training import cached_trained_checkpoint
+    from qwen3_aligner_tools.checkpoint_training import cached_trained_checkpoint
 
     return cached_trained_checkpoint()
 
@@ -93,7 +93,7 @@ def tiny_checkpoint() -> Path:
 @pytest.fixture(scope="session")
 def random_checkpoint(tmp_path_factory) -> Path:
     """The deterministic random tiny checkpoint (``scripts/make_tiny_model.py``), for contrast."""
-    from qwen3_aligner_triton.checkpoint_builder import build_checkpoint
+    from qwen3_aligner_tools.checkpoint_builder import build_checkpoint
 
     return build_checkpoint(tmp_path_factory.mktemp("random") / "checkpoint")
 
@@ -102,7 +102,7 @@ def random_checkpoint(tmp_path_factory) -> Path:
 def asr_checkpoint(tmp_path_factory) -> Path:
     """The tiny Qwen3-ASR checkpoint (``scripts/make_tiny_model.py --asr``): for any clip, greedy
     decoding says ``asr_checkpoint_builder.expected_transcript`` of its audio token count."""
-    from qwen3_aligner_triton.asr_checkpoint_builder import build_asr_checkpoint
+    from qwen3_aligner_tools.asr_checkpoint_builder import build_asr_checkpoint
 
     return build_asr_checkpoint(tmp_path_factory.mktemp("asr") / "checkpoint")
 
@@ -256,7 +256,7 @@ def pytest_sessionstart(session):
         return
     if session.config.getoption("collectonly", False):
         return
-    from qwen3_aligner_triton.checkpoint_training import (
+    from qwen3_aligner_tools.checkpoint_training import (
         cache_key,
         cache_root,
         cached_trained_checkpoint,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from qwen3_aligner_tools.asr_checkpoint_builder import expected_transcript
 from qwen3_aligner_triton.asr import (
     MAX_CHUNK_SECONDS,
     AsrCall,
@@ -27,7 +28,6 @@ from qwen3_aligner_triton.asr import (
     transcript_arrays,
     transcripts_from_arrays,
 )
-from qwen3_aligner_triton.asr_checkpoint_builder import expected_transcript
 from qwen3_aligner_triton.params import ConfigError, read_asr_settings
 
 SAMPLE_RATE = 16000  # Hz

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qwen3_aligner_triton.asr_checkpoint_builder import (
+from qwen3_aligner_tools.asr_checkpoint_builder import (
     ASR_WORDS,
     CHAT_TEMPLATE,
     REAL_SPECIAL_IDS,
@@ -114,7 +114,7 @@ def test_the_script_takes_one_flavour(tmp_path):
         timeout=120,
         env={
             **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "client")]),
+            "PYTHONPATH": os.pathsep.join([str(ROOT / p) for p in ("src", "client", "tools")]),
         },
     )
     assert done.returncode == 2
@@ -123,7 +123,7 @@ def test_the_script_takes_one_flavour(tmp_path):
 
 
 def test_the_script_writes_the_same_bytes_as_the_builder(asr_checkpoint, tmp_path):
-    from qwen3_aligner_triton.checkpoint_training import checkpoint_digest
+    from qwen3_aligner_tools.checkpoint_training import checkpoint_digest
 
     done = subprocess.run(
         [
@@ -137,7 +137,7 @@ def test_the_script_writes_the_same_bytes_as_the_builder(asr_checkpoint, tmp_pat
         timeout=300,
         env={
             **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "client")]),
+            "PYTHONPATH": os.pathsep.join([str(ROOT / p) for p in ("src", "client", "tools")]),
         },
     )
     assert done.returncode == 0, done.stderr
@@ -171,7 +171,7 @@ def test_the_processor_loads_the_template_and_the_real_special_ids(asr):
 
 
 def test_the_tokenizer_spells_english_and_the_language_names(asr):
-    from qwen3_aligner_triton.checkpoint_builder import LANGUAGES
+    from qwen3_aligner_tools.checkpoint_builder import LANGUAGES
 
     tokenizer = asr.processor.tokenizer
     for text in (

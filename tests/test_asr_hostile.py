@@ -15,6 +15,7 @@ import threading
 import numpy as np
 import pytest
 
+from qwen3_aligner_tools.asr_checkpoint_builder import ASR_WORDS, expected_transcript
 from qwen3_aligner_triton.asr import (
     AsrCall,
     AsrSettings,
@@ -23,7 +24,6 @@ from qwen3_aligner_triton.asr import (
     new_token_limit,
     split_chunks,
 )
-from qwen3_aligner_triton.asr_checkpoint_builder import ASR_WORDS, expected_transcript
 from qwen3_aligner_triton.inprocess import InProcessAligner
 from qwen3_aligner_triton.loading import load_aligner
 from qwen3_aligner_triton.params import PipelineSettings

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from qwen3_aligner_triton.bench import asr as bench_asr
-from qwen3_aligner_triton.bench.asr import Row, differences, table
+from qwen3_aligner_tools.bench import asr as bench_asr
+from qwen3_aligner_tools.bench.asr import Row, differences, table
 
 
 def test_differences_name_the_clip_and_the_first_unit_that_differs():

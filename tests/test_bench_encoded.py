@@ -12,8 +12,8 @@ import soundfile
 from python_multipart import MultipartParser
 from python_multipart.multipart import parse_options_header
 
-from qwen3_aligner_triton.bench import encoded
-from qwen3_aligner_triton.bench.encoded import (
+from qwen3_aligner_tools.bench import encoded
+from qwen3_aligner_tools.bench.encoded import (
     SAMPLES,
     Payload,
     Row,

@@ -48,6 +48,17 @@ def test_the_package_folder_goes_first_on_the_servers_pythonpath():
     assert server_environment({"PYTHONPATH": "/opt/a"}, None)["PYTHONPATH"] == "/opt/a"
 
 
+def test_the_checkouts_tools_follow_its_package_folder(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    assert server_environment({}, None, src)["PYTHONPATH"] == str(src)  # no tools/: the image
+    (tmp_path / "tools" / "qwen3_aligner_tools").mkdir(parents=True)
+    (tmp_path / "tools" / "qwen3_aligner_tools" / "__init__.py").write_text("")
+    tools = str(tmp_path / "tools")
+    env = server_environment({"PYTHONPATH": f"/opt/a:{tools}"}, None, src)
+    assert env["PYTHONPATH"] == f"{src}:{tools}:/opt/a"
+
+
 def test_a_rendered_repository_records_the_checkout_it_came_from(tmp_path):
     here = render_repository(tmp_path / "here", Placement("KIND_CPU", 1))
     assert package_source(here) == PACKAGE_DIR.parent

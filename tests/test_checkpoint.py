@@ -16,8 +16,8 @@ import pytest
 from cases import CASES, UNITS
 from conftest import upstream_align
 
-from qwen3_aligner_triton.bench import accuracy, mutation
-from qwen3_aligner_triton.checkpoint_training import (
+from qwen3_aligner_tools.bench import accuracy, mutation
+from qwen3_aligner_tools.checkpoint_training import (
     EXPECTED_DIGEST_FILE,
     PINNED_KERNELS,
     RECORD_NAME,
@@ -164,7 +164,7 @@ def test_training_refuses_to_run_with_unpinned_kernels(tmp_path):
 
     env = {k: v for k, v in os.environ.items() if k not in PINNED_KERNELS}
     done = subprocess.run(
-        [sys.executable, "-m", "qwen3_aligner_triton.checkpoint_training", str(tmp_path), "{}"],
+        [sys.executable, "-m", "qwen3_aligner_tools.checkpoint_training", str(tmp_path), "{}"],
         env=env,
         capture_output=True,
         text=True,

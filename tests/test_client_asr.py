@@ -460,7 +460,7 @@ def units(alignment: Alignment) -> list[tuple[str, float, float]]:
 
 def check_transcript(text: str) -> None:
     """The tiny ASR checkpoint says its words in order, one per 13 audio tokens (about a second)."""
-    from qwen3_aligner_triton.asr_checkpoint_builder import expected_transcript
+    from qwen3_aligner_tools.asr_checkpoint_builder import expected_transcript
 
     n = len(text.split())
     assert n >= 1 and text == expected_transcript(13 * (n - 1))

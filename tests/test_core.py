@@ -10,18 +10,17 @@ import numpy as np
 import pytest
 import torch
 
+from qwen3_aligner_tools.simulated_device import SimulatedDevice, placeholder_bins
 from qwen3_aligner_triton.core import (
     CoreInput,
     CoreRunner,
     DeviceQueue,
     NoResult,
     PassLog,
-    SimulatedDevice,
     SlotResult,
     clips_held,
     cpu_instances,
     forward_threads,
-    placeholder_bins,
 )
 from qwen3_aligner_triton.params import (
     ConfigError,

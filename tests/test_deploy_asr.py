@@ -40,9 +40,9 @@ from test_deploy import (
 )
 from triton_calls import MODEL
 
+from qwen3_aligner_tools.asr_checkpoint_builder import expected_transcript
 from qwen3_aligner_triton import entrypoint, hub, serve
 from qwen3_aligner_triton.asr import ASR_CHECKPOINT_ENV, DEFAULT_ASR_CHECKPOINT
-from qwen3_aligner_triton.asr_checkpoint_builder import expected_transcript
 from qwen3_aligner_triton.contract import ASR_MODEL_NAME, CORE_MODEL_NAME
 from qwen3_aligner_triton.core import audio_tokens_of_frames, frames_of_samples
 from qwen3_aligner_triton.hub import ASR_REVISION_ENV, REVISION_ENV

@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
+from qwen3_aligner_tools.simulated_device import placeholder_bins
 from qwen3_aligner_triton import front as front_module
-from qwen3_aligner_triton.core import CoreInput, SlotResult, placeholder_bins
+from qwen3_aligner_triton.core import CoreInput, SlotResult
 from qwen3_aligner_triton.front import (
     STOPPING_MESSAGE,
     AlignerFront,

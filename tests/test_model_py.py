@@ -504,6 +504,17 @@ def test_simulated_core_answers_ordered_placeholders_inside_the_audio(tiny_check
         sim.finalize()
 
 
+def test_simulated_core_without_the_development_tools_fails_its_load(tiny_checkpoint, monkeypatch):
+    """The image holds no tools/: a core told to simulate its device refuses to load, saying why."""
+    monkeypatch.setitem(sys.modules, "qwen3_aligner_tools", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "qwen3_aligner_tools.simulated_device", None)
+    with pytest.raises(pb.TritonModelException) as failed:
+        make_core(tiny_checkpoint, simulate_gpu="0+0n")
+    message = str(failed.value)
+    assert "simulate_gpu" in message and "development tool" in message
+    assert "qwen3_aligner_tools.simulated_device" in message
+
+
 def test_misconfiguration_fails_the_load(tiny_checkpoint):
     front_module = load_model_module(FRONT)
     core_module = load_model_module(CORE)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 
-from qwen3_aligner_triton.bench.mutation_lane import (
+from qwen3_aligner_tools.bench.mutation_lane import (
     MODULES,
     ROOT,
     SINGLE_THREADED,

@@ -409,7 +409,7 @@ def test_the_decoder_bench_compares_both_on_one_model(tmp_path, capsys):
     """bench.decoder: both decoders on the same prepared clips, same bins, a ratio."""
     import json
 
-    from qwen3_aligner_triton.bench import decoder as bench
+    from qwen3_aligner_tools.bench import decoder as bench
 
     out = tmp_path / "decoder.json"
     argv = ["--clips", "3", "--max-seconds", "12", "--rounds", "1", "--json", str(out)]

@@ -425,7 +425,7 @@ def test_the_encoder_bench_compares_both_on_one_model(tmp_path, capsys):
     """bench.encoder: both encoders on the same prepared clips, same timestamps, a ratio."""
     import json
 
-    from qwen3_aligner_triton.bench import encoder as bench
+    from qwen3_aligner_tools.bench import encoder as bench
 
     out = tmp_path / "encoder.json"
     argv = ["--clips", "2", "--max-seconds", "12", "--rounds", "1", "--shared-pass"]

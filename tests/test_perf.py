@@ -1,7 +1,7 @@
 """perf_analyzer against a real server, and the benchmark scripts' parts that need no GPU.
 
 The integration tests install perf_analyzer on first use (wheel + private Debian 13 runtime on
-glibc < 2.38, see ``qwen3_aligner_triton.bench.perf_analyzer``) and fail, rather than skip, when
+glibc < 2.38, see ``qwen3_aligner_tools.bench.perf_analyzer``) and fail, rather than skip, when
 it cannot be installed or run: the load-testing path is part of what this project ships.
 """
 
@@ -15,10 +15,10 @@ import time
 import numpy as np
 import pytest
 
-from qwen3_aligner_triton.bench import gpu_check, perf, run, shape
-from qwen3_aligner_triton.bench import perf_analyzer as pa
-from qwen3_aligner_triton.bench.stats import PassResult, format_table, paired_ratio, percentile
-from qwen3_aligner_triton.bench.workload import Clip, durations, make_clips
+from qwen3_aligner_tools.bench import gpu_check, perf, run, shape
+from qwen3_aligner_tools.bench import perf_analyzer as pa
+from qwen3_aligner_tools.bench.stats import PassResult, format_table, paired_ratio, percentile
+from qwen3_aligner_tools.bench.workload import Clip, durations, make_clips
 
 PERF_TIMEOUT = 300.0  # seconds for one short sweep against the tiny model
 
@@ -56,7 +56,7 @@ def _audio_files(folder, specs=(("wav", "PCM_16", 16000), ("flac", "PCM_16", 441
     """Short speech-like files in ``folder``, one per (suffix, subtype, rate)."""
     import soundfile
 
-    from qwen3_aligner_triton.bench.workload import speech_like_audio
+    from qwen3_aligner_tools.bench.workload import speech_like_audio
 
     paths = []
     for k, (suffix, subtype, rate) in enumerate(specs):
@@ -537,7 +537,7 @@ def test_gpu_check_judges_the_served_goals():
 
 
 def test_bench_repository_raises_both_models_batch_limits(tmp_path):
-    from qwen3_aligner_triton.bench.served import render_bench_repository
+    from qwen3_aligner_tools.bench.served import render_bench_repository
     from qwen3_aligner_triton.repository import load_config
 
     repo = render_bench_repository(
@@ -590,8 +590,8 @@ def test_bench_shape_runs_both_measurements_and_replays_the_windows(tiny_checkpo
 def test_trained_checkpoint_means_synthetic_speech_for_the_longform_runs(tmp_path, tiny_checkpoint):
     """``--checkpoint trained`` is the cached tiny checkpoint trained on synthetic speech, and
     its longform runs send that speech, whose words it places (random weights pile them up)."""
-    from qwen3_aligner_triton.bench.checkpoints import resolve_checkpoint
-    from qwen3_aligner_triton.checkpoint_training import cached_trained_checkpoint
+    from qwen3_aligner_tools.bench.checkpoints import resolve_checkpoint
+    from qwen3_aligner_tools.checkpoint_training import cached_trained_checkpoint
 
     choice = resolve_checkpoint("trained", tmp_path)
     assert choice.kind == "trained" and choice.location == str(cached_trained_checkpoint())
@@ -635,7 +635,7 @@ def test_the_closed_loop_model_gives_what_a_load_allows_at_best():
 
 
 def test_core_passes_come_from_the_cores_batch_size_histogram():
-    from qwen3_aligner_triton.bench.shape import parse_core_passes
+    from qwen3_aligner_tools.bench.shape import parse_core_passes
 
     def scrape(count, total, cumulative):
         core = 'model="qwen3_aligner_core",version="1"'

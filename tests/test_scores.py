@@ -12,7 +12,7 @@ from cases import CASES
 from qwen3_aligner_client.results import SCORE_TOLERANCE
 from test_engine import request_of
 
-from qwen3_aligner_triton.checkpoint_training import synthetic_set
+from qwen3_aligner_tools.checkpoint_training import synthetic_set
 from qwen3_aligner_triton.inprocess import InProcessAligner
 from qwen3_aligner_triton.params import PipelineSettings
 from qwen3_aligner_triton.preparation import WindowedJob

@@ -2,7 +2,7 @@
 
 import pytest
 
-from qwen3_aligner_triton.soak import MAX_GROWTH, run_soak
+from qwen3_aligner_tools.soak import MAX_GROWTH, run_soak
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ def test_short_soak_has_no_unexpected_errors_and_no_memory_growth(server):
 
 
 def test_report_fails_on_unexpected_errors():
-    from qwen3_aligner_triton.soak import SoakReport
+    from qwen3_aligner_tools.soak import SoakReport
 
     report = SoakReport(duration_s=1, concurrency=1, requests=2, valid_ok=1, unexpected=1)
     assert not report.passed

@@ -54,7 +54,7 @@ def as_float32(units) -> list[tuple[str, float, float]]:
 
 def forward_passes(metrics_url: str) -> tuple[float, float]:
     """(forward passes, passes of one clip) from the core's batch-size histogram."""
-    from qwen3_aligner_triton.bench.shape import parse_core_passes
+    from qwen3_aligner_tools.bench.shape import parse_core_passes
 
     with urllib.request.urlopen(metrics_url, timeout=10) as resp:
         passes = parse_core_passes(resp.read().decode())

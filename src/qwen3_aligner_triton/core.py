@@ -11,17 +11,14 @@ left-padded and frames right-padded with the masks off: either way each clip get
 :class:`DeviceQueue` feeds the device: a pass starts as soon as the device is free and takes every
 clip waiting then, so clips that arrive during a pass form the next one while the device works.
 
-:class:`SimulatedDevice` stands in for the forward when measuring the pipeline without a GPU: each
-pass holds one machine-wide device (a file lock shared by every process) for ``A + B*n`` ms and
-answers placeholder bins.
+With the ``simulate_gpu`` parameter the core runs a stand-in forward instead of the model, to
+measure the pipeline without a GPU: ``qwen3_aligner_tools.simulated_device``, a development tool
+that the image does not hold (:func:`.loading.load_forward`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import os
-import tempfile
 import threading
 import time
 from collections import deque
@@ -38,17 +35,12 @@ from .contract import HOP_SAMPLES, MEL_BINS, MEL_FRAME_MS
 from .contract import MODEL_SAMPLE_RATE as MODEL_SAMPLE_RATE
 from .packed_decoder import decode_packed, decoder_layout, split_slots
 from .packed_encoder import encode_packed, installed_encoder_attention, packed_encoder_installed
-from .params import CoreSettings, GpuCost
-from .params import parse_gpu_cost as parse_gpu_cost
+from .params import CoreSettings
 from .scores import slot_predictions
 
 # The longest clip the core takes: the timestamp head's range (5000 bins x 80 ms). The front's
 # window and cue settings are not the core's to know; no window of theirs can usefully exceed it.
 MAX_CLIP_SECONDS = 400.0
-SIMULATED_DEVICE_LOCK = os.path.join(
-    "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir(),
-    "qwen3-aligner-simulated-gpu.lock",
-)
 
 
 @dataclass(frozen=True)
@@ -326,56 +318,6 @@ class ModelForward:
                     confidence=confidence.to("cpu").numpy().astype(np.float32),
                 )
             )
-        return out
-
-
-def placeholder_bins(slots: int, frames: int, segment_ms: float) -> np.ndarray:
-    """Ordered start/end bins, one pair per unit, spread evenly inside ``frames`` of audio."""
-    units = slots // 2
-    duration_ms = frames * MEL_FRAME_MS
-    k = np.arange(units, dtype=np.float64)
-    starts = k * duration_ms / max(units, 1)
-    ends = (k + 0.5) * duration_ms / max(units, 1)
-    pairs = np.stack([starts, ends], axis=1).reshape(-1)
-    return np.floor(pairs / segment_ms).astype(np.int32)
-
-
-class SimulatedDevice:
-    """Stands in for the forward: one machine-wide device held for ``A + B*n`` ms per pass.
-
-    The device is a file lock, so every core instance and every server process on the machine
-    shares it, as they would share one GPU. Results are placeholders, never alignments.
-    """
-
-    def __init__(
-        self,
-        cost: GpuCost,
-        timestamp_token_id: int,
-        segment_ms: float,
-        lock_path: str = SIMULATED_DEVICE_LOCK,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.cost = cost
-        self.timestamp_token_id = timestamp_token_id
-        self.segment_ms = segment_ms
-        self.lock_path = lock_path
-        self._sleep = sleep
-        self.busy_s = 0.0  # seconds this process held the device
-
-    def __call__(self, batch: Sequence[CoreInput]) -> list[SlotResult]:
-        out = []
-        for it in batch:
-            slots = int(np.count_nonzero(it.input_ids == self.timestamp_token_id))
-            bins = placeholder_bins(slots, it.frames, self.segment_ms)
-            out.append(SlotResult(bins=bins, confidence=np.ones(slots, dtype=np.float32)))
-        with open(self.lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                started = time.perf_counter()
-                self._sleep(self.cost.seconds(len(batch)))
-                self.busy_s += time.perf_counter() - started
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
         return out
 
 

@@ -209,6 +209,27 @@ def load_preparer(checkpoint: str, settings: Any, shadowing_dir: str | None = No
     )
 
 
+SIMULATED_DEVICE_MODULE = "qwen3_aligner_tools.simulated_device"
+
+
+def simulated_device_class() -> Any:
+    """``SimulatedDevice`` of the development tools (``tools/`` of a checkout; not in the image).
+
+    Imported only when the core simulates its device, so the product never needs the tools."""
+    try:
+        module = importlib.import_module(SIMULATED_DEVICE_MODULE)
+    except ModuleNotFoundError as e:
+        if e.name not in ("qwen3_aligner_tools", SIMULATED_DEVICE_MODULE):
+            raise
+        raise ConfigError(
+            "parameter 'simulate_gpu': the simulated device is a development tool "
+            f"({SIMULATED_DEVICE_MODULE}, in tools/ of a checkout) that this installation does "
+            "not hold; run ./scripts/serve --simulate-gpu from a checkout, or unset simulate_gpu "
+            "to serve the model"
+        ) from None
+    return module.SimulatedDevice
+
+
 @dataclass(frozen=True)
 class LoadedForward:
     """The forward a core instance runs, and how to describe it in the log."""
@@ -223,15 +244,15 @@ def load_forward(
 ) -> LoadedForward:
     """The real model of the core's ``settings`` (``params.CoreSettings``) on ``device``, warmed
     up through the served pipeline, or the simulated device of ``simulation.simulate_gpu``."""
-    from .core import SimulatedDevice, clip_rules, parse_gpu_cost
+    from .core import clip_rules
     from .inprocess import InProcessAligner
-    from .params import FrontSettings, PipelineSettings
+    from .params import FrontSettings, PipelineSettings, parse_gpu_cost
     from .preparation import GPU_WARMUP_PASSES
 
     if simulation is not None and simulation.simulate_gpu:
         cost = parse_gpu_cost(simulation.simulate_gpu)
         config = load_checkpoint_config(settings.checkpoint, shadowing_dir)
-        device_sim = SimulatedDevice(
+        device_sim = simulated_device_class()(
             cost, int(config.timestamp_token_id), float(config.timestamp_segment_time)
         )
         return LoadedForward(

@@ -113,7 +113,8 @@ def server_environment(
     :func:`~qwen3_aligner_triton.repository.package_source`) goes first on ``PYTHONPATH``: the
     stubs import that checkout's ``qwen3_aligner_triton``, not the one the environment's editable
     install points at (the models' ``model.py`` honour it where the stub embeds Python isolated,
-    as the nvidia-pytriton wheel's does). ``HF_HUB_OFFLINE=1``:
+    as the nvidia-pytriton wheel's does), followed by the checkout's ``tools/`` where it has one
+    (the simulated device of ``simulate_gpu`` is a development tool). ``HF_HUB_OFFLINE=1``:
     the launcher fetches the checkpoint before the server starts; the model never reaches the
     network.
     """
@@ -127,10 +128,12 @@ def server_environment(
         rest = [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
         env["LD_LIBRARY_PATH"] = os.pathsep.join([str(python_libdir), *rest])
     if package_dir is not None:
+        first = [str(package_dir)]
+        tools = Path(package_dir).parent / "tools"  # the checkout's development tools
+        if (tools / "qwen3_aligner_tools" / "__init__.py").is_file():
+            first.append(str(tools))
         rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(package_dir), *(p for p in rest if p != str(package_dir))]
-        )
+        env["PYTHONPATH"] = os.pathsep.join([*first, *(p for p in rest if p not in first)])
     env["HF_HUB_OFFLINE"] = "1"
     # The front's and the core's stubs run torch side by side: OpenMP threads that spin while
     # waiting steal the cores the other stubs need (measured: CPU forwards 10-30x slower under

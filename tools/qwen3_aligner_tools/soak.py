@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .contract import MODEL_NAME
-from .tritonserver import shm_regions
-from .wire import infer_inputs
+from qwen3_aligner_triton.contract import MODEL_NAME
+from qwen3_aligner_triton.tritonserver import shm_regions
+from qwen3_aligner_triton.wire import infer_inputs
 
 MAX_GROWTH = 0.05  # fraction of server memory after warm-up
 WARMUP_FRACTION = 0.25  # first quarter of the run is warm-up
@@ -250,10 +250,11 @@ def run_soak(
 
 
 def _start_tiny_server(work: Path):
+    from qwen3_aligner_triton.repository import Placement, render_repository
+    from qwen3_aligner_triton.triton_flags import loopback_options
+    from qwen3_aligner_triton.tritonserver import start
+
     from .checkpoint_builder import build_checkpoint
-    from .repository import Placement, render_repository
-    from .triton_flags import loopback_options
-    from .tritonserver import start
 
     checkpoint = build_checkpoint(work / "tiny")
     repo = render_repository(

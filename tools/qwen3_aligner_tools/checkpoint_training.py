@@ -9,7 +9,7 @@ long pauses in long ones); a share runs on to a minute. Training starts from a n
 draw of the tiny shapes; the loss is cross-entropy at the ``<timestamp>`` positions of the real
 ``model.thinker`` forward against each word's start and end 80 ms class, spread over the
 neighbouring classes. The audio encoder attends within its 8 s windows, as the real model was
-trained (:mod:`.encoder_attention`).
+trained (:mod:`qwen3_aligner_triton.encoder_attention`).
 
 The checkpoint is the same file, byte for byte, on every machine: :func:`train_reproducibly` runs
 the training in a child process on one thread with the CPU kernels pinned (:data:`PINNED_KERNELS`:
@@ -65,7 +65,7 @@ PINNED_KERNELS = {
     "OPENBLAS_NUM_THREADS": "1",
 }
 # The digest of the trained checkpoint's files, recorded where it was first trained and checked by
-# the suite wherever it runs (tests/test_checkpoint.py).
+# the suite wherever it runs (test_checkpoint.py).
 EXPECTED_DIGEST_FILE = Path(__file__).with_name("tiny-trained.json")
 RECORD_NAME = "TRAINED.json"  # written beside the weights: settings, timings, digest
 
@@ -315,9 +315,10 @@ def train_checkpoint(
     import torch
     from qwen_asr import Qwen3ForcedAligner
 
+    from qwen3_aligner_triton.encoder_attention import WINDOWED, set_encoder_attention
+    from qwen3_aligner_triton.preparation import build_prompt
+
     from .checkpoint_builder import build_checkpoint
-    from .encoder_attention import WINDOWED, set_encoder_attention
-    from .preparation import build_prompt
 
     out = build_checkpoint(out_dir, flavour="tiny", seed=settings.seed)
     with _threads(settings.threads):
@@ -384,7 +385,9 @@ def cache_key(settings: TrainSettings = TrainSettings()) -> str:
     import torch
     import transformers
 
-    from . import checkpoint_builder, encoder_attention
+    from qwen3_aligner_triton import encoder_attention
+
+    from . import checkpoint_builder
 
     h = hashlib.sha256()
     for path in (
@@ -501,7 +504,7 @@ def cached_trained_checkpoint(settings: TrainSettings = TrainSettings()) -> Path
 
 
 def _main(argv: Sequence[str]) -> int:
-    """``python -m qwen3_aligner_triton.checkpoint_training OUT_DIR SETTINGS_JSON``: the child
+    """``python -m qwen3_aligner_tools.checkpoint_training OUT_DIR SETTINGS_JSON``: the child
     process of :func:`train_reproducibly`; refuses to train without the pinned kernels."""
     out_dir, settings_json = argv
     if not kernels_pinned():

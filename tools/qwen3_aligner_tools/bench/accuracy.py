@@ -1,6 +1,6 @@
 """Word-boundary accuracy of the engine on held-out synthetic speech with known word times.
 
-    .venv/bin/python -m qwen3_aligner_triton.bench.accuracy [--checkpoint DIR] [--random]
+    .venv/bin/python -m qwen3_aligner_tools.bench.accuracy [--checkpoint DIR] [--random]
 
 Three figures, each the mean absolute error (ms) of every word start and end against the truth:
 
@@ -23,11 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from qwen3_aligner_triton.inprocess import InProcessAligner
+from qwen3_aligner_triton.params import PipelineSettings
+from qwen3_aligner_triton.requests import AlignRequest, Segment
+from qwen3_aligner_triton.results import Alignment
+
 from ..checkpoint_training import SAMPLE_RATE, SyntheticClip, concatenate, synthetic_set
-from ..inprocess import InProcessAligner
-from ..params import PipelineSettings
-from ..requests import AlignRequest, Segment
-from ..results import Alignment
 
 HELD_OUT_SEED = 10_000  # training draws from seed + 1 of its settings; far from this
 LONG_WINDOW_SECONDS = 40.0  # at most 32 s can loop: see the longform plan's last-window rule
@@ -128,9 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import tempfile
 
+    from qwen3_aligner_triton.loading import load_aligner
+
     from ..checkpoint_builder import build_checkpoint
     from ..checkpoint_training import cached_trained_checkpoint
-    from ..loading import load_aligner
 
     checkpoints: dict[str, Path] = {
         "trained": Path(args.checkpoint) if args.checkpoint else cached_trained_checkpoint()

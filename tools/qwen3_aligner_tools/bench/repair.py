@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..timestamps import repair_timestamps
+from qwen3_aligner_triton.timestamps import repair_timestamps
 
 TIMESTAMP_BIN_MS = 80.0  # the model's timestamp resolution
 ANOMALY_FRACTION = 0.1  # share of slots given an out-of-order prediction
@@ -53,7 +53,7 @@ def measure_repair(count: int = 10_000, rounds: int = 2, seed: int = 0) -> Repai
     Each round times upstream once and ours five times (keeping the fastest, so timer resolution
     does not matter); the result is the median over rounds. Outputs are compared every round.
     """
-    from ..loading import import_qwen_asr
+    from qwen3_aligner_triton.loading import import_qwen_asr
 
     import_qwen_asr()
     from qwen_asr.inference.qwen3_forced_aligner import Qwen3ForceAlignProcessor

@@ -83,7 +83,7 @@ def engine_batched(
     Requests are prepared one by one (as the server does) and the engine groups them into forward
     passes by prompt length, so this is the server's work without Triton around it.
     """
-    from ..requests import AlignRequest
+    from qwen3_aligner_triton.requests import AlignRequest
 
     latencies: list[float] = []
     errors = 0

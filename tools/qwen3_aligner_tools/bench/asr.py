@@ -1,6 +1,6 @@
 """Transcribe-then-align in this process against upstream's one call, side by side.
 
-    .venv/bin/python -m qwen3_aligner_triton.bench.asr --checkpoint full --asr-checkpoint full
+    .venv/bin/python -m qwen3_aligner_tools.bench.asr --checkpoint full --asr-checkpoint full
 
 One loaded ASR model and one loaded aligner serve both modes, on the same clips (speech-like
 synthetic audio, 30 s each by default):
@@ -161,7 +161,7 @@ def table(rows: Sequence[Row]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m qwen3_aligner_triton.bench.asr",
+        prog="python -m qwen3_aligner_tools.bench.asr",
         description="Transcribe-then-align in this process (the served front with a local ASR "
         "model and core) against upstream's transcribe(..., return_time_stamps=True), on CPU.",
     )
@@ -192,11 +192,12 @@ def run(args: argparse.Namespace, scratch: Path) -> int:
     import torch
     from qwen_asr import Qwen3ASRModel
 
-    from ..asr import AsrRunner, AsrSettings, new_token_limit
-    from ..encoder_attention import set_encoder_attention
-    from ..inprocess import InProcessAligner
-    from ..packed_encoder import install_packed_encoder, uninstall_packed_encoder
-    from ..params import PipelineSettings
+    from qwen3_aligner_triton.asr import AsrRunner, AsrSettings, new_token_limit
+    from qwen3_aligner_triton.encoder_attention import set_encoder_attention
+    from qwen3_aligner_triton.inprocess import InProcessAligner
+    from qwen3_aligner_triton.packed_encoder import install_packed_encoder, uninstall_packed_encoder
+    from qwen3_aligner_triton.params import PipelineSettings
+
     from .checkpoints import resolve_asr_checkpoint, resolve_checkpoint
 
     if args.threads:

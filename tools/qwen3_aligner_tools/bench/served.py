@@ -18,8 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..contract import CORE_MODEL_NAME, MODEL_NAME
-from ..wire import infer_inputs
+from qwen3_aligner_triton.contract import CORE_MODEL_NAME, MODEL_NAME
+from qwen3_aligner_triton.wire import infer_inputs
+
 from .stats import PassResult, load_average
 from .workload import SAMPLE_RATE, Clip
 
@@ -53,7 +54,7 @@ def render_bench_repository(
     ``parameters`` and (for batch sizes above the shipped 16) another ``max_batch_size``."""
     from google.protobuf import text_format
 
-    from ..repository import Placement, load_config, render_repository
+    from qwen3_aligner_triton.repository import Placement, load_config, render_repository
 
     repo = render_repository(
         destination,
@@ -82,8 +83,8 @@ def bench_server(
     front_instances: int | None = None,
 ) -> Iterator[Endpoints]:
     """A ``tritonserver`` serving ``checkpoint`` on loopback; stopped (and shm cleaned) on exit."""
-    from ..triton_flags import loopback_options
-    from ..tritonserver import start
+    from qwen3_aligner_triton.triton_flags import loopback_options
+    from qwen3_aligner_triton.tritonserver import start
 
     with tempfile.TemporaryDirectory(prefix="qwen3-aligner-bench-") as tmp:
         repo = render_bench_repository(

@@ -1,6 +1,6 @@
 """What cues cost next to the same words as ``TEXT``: the figures behind ``cue_cost_units``.
 
-    .venv/bin/python -m qwen3_aligner_triton.bench.cues --checkpoint trained --cues 1000
+    .venv/bin/python -m qwen3_aligner_tools.bench.cues --checkpoint trained --cues 1000
 
 One loaded model, one recording of ``cues / 2`` seconds; alternating rounds align (a) ``--cues``
 one-word cues in ``SEGMENTS``, (b) the same words as ``TEXT``, (c) ``cue_cost_units + 1`` times
@@ -28,10 +28,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
 
-    from ..inprocess import InProcessAligner
-    from ..loading import load_aligner
-    from ..params import PipelineSettings
-    from ..requests import AlignRequest, Segment
+    from qwen3_aligner_triton.inprocess import InProcessAligner
+    from qwen3_aligner_triton.loading import load_aligner
+    from qwen3_aligner_triton.params import PipelineSettings
+    from qwen3_aligner_triton.requests import AlignRequest, Segment
+
     from .checkpoints import resolve_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="qwen3-aligner-bench-cues-") as scratch:

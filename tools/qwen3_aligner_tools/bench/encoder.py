@@ -1,6 +1,6 @@
 """The forward pass with the packed audio encoder against upstream's per-clip loop, side by side.
 
-    .venv/bin/python -m qwen3_aligner_triton.bench.encoder --checkpoint full --clips 8
+    .venv/bin/python -m qwen3_aligner_tools.bench.encoder --checkpoint full --clips 8
 
 One loaded model, one set of prepared clips (2-60 s by default); each round times every clip in
 a pass of its own (what a CPU placement runs) and, with ``--shared-pass``, all clips in one pass
@@ -39,12 +39,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from ..inprocess import InProcessAligner
-    from ..languages import resolve_language
-    from ..loading import load_aligner
-    from ..packed_encoder import install_packed_encoder, uninstall_packed_encoder
-    from ..params import PipelineSettings
-    from ..requests import AlignRequest
+    from qwen3_aligner_triton.inprocess import InProcessAligner
+    from qwen3_aligner_triton.languages import resolve_language
+    from qwen3_aligner_triton.loading import load_aligner
+    from qwen3_aligner_triton.packed_encoder import install_packed_encoder, uninstall_packed_encoder
+    from qwen3_aligner_triton.params import PipelineSettings
+    from qwen3_aligner_triton.requests import AlignRequest
+
     from .checkpoints import resolve_checkpoint
     from .workload import SAMPLE_RATE, make_clips
 

@@ -285,8 +285,9 @@ def forward_breakdown(
     """
     import torch
 
-    from ..core import ModelForward, pad_frames
-    from ..requests import AlignRequest
+    from qwen3_aligner_triton.core import ModelForward, pad_frames
+    from qwen3_aligner_triton.requests import AlignRequest
+
     from .workload import SAMPLE_RATE
 
     biggest = max(sizes)
@@ -614,10 +615,11 @@ def run_in_process(
 
     Returns with the in-process model unreferenced, so its device memory can be released.
     """
-    from ..inprocess import InProcessAligner
-    from ..loading import load_aligner
-    from ..params import PipelineSettings
-    from ..requests import AlignRequest
+    from qwen3_aligner_triton.inprocess import InProcessAligner
+    from qwen3_aligner_triton.loading import load_aligner
+    from qwen3_aligner_triton.params import PipelineSettings
+    from qwen3_aligner_triton.requests import AlignRequest
+
     from .workload import SAMPLE_RATE
 
     biggest = max(args.batch_sizes)
@@ -688,7 +690,7 @@ def _checkpoint(args: argparse.Namespace, scratch: Path) -> str:
         from ..checkpoint_builder import build_checkpoint
 
         return str(build_checkpoint(scratch / "tiny-checkpoint", flavour="tiny"))
-    from ..hub import resolve_checkpoint
+    from qwen3_aligner_triton.hub import resolve_checkpoint
 
     return resolve_checkpoint(args.checkpoint)  # a hub id is downloaded before the server starts
 
@@ -713,9 +715,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     import torch
 
-    from ..triton_flags import loopback_options
-    from ..triton_install import ServerError
-    from ..tritonserver import start
+    from qwen3_aligner_triton.triton_flags import loopback_options
+    from qwen3_aligner_triton.triton_install import ServerError
+    from qwen3_aligner_triton.tritonserver import start
+
     from .served import Endpoints, render_bench_repository
     from .workload import fixed_clips
 

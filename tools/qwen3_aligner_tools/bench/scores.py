@@ -1,6 +1,6 @@
 """What computing scores costs per request: the engine with and without them, in one run.
 
-``python -m qwen3_aligner_triton.bench.scores [--checkpoint PATH] [--rounds N]`` aligns one 30 s
+``python -m qwen3_aligner_tools.bench.scores [--checkpoint PATH] [--rounds N]`` aligns one 30 s
 clip (75 words) through :class:`~qwen3_aligner_triton.engine.InProcessAligner` with the real
 :func:`~qwen3_aligner_triton.scores.slot_predictions` and with an argmax-only stand-in (what the
 engine computed before scores existed: no softmax, confidence 0), interleaved round by round, and
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import core as core_module
-from ..scores import slot_predictions, unit_scores
+from qwen3_aligner_triton import core as core_module
+from qwen3_aligner_triton.scores import slot_predictions, unit_scores
 
 CLIP_SECONDS = 30.0
 WORDS_PER_SECOND = 2.5  # a brisk speaking rate: 75 words in 30 s
@@ -88,10 +88,10 @@ def _best_of(function: Callable[[], object], repeats: int) -> float:
 
 def measure(checkpoint: str, rounds: int = 7) -> ScoreCost:
     """Time the engine with and without scores, and the real-size head, interleaved."""
-    from ..inprocess import InProcessAligner
-    from ..loading import load_aligner
-    from ..params import PipelineSettings
-    from ..requests import AlignRequest
+    from qwen3_aligner_triton.inprocess import InProcessAligner
+    from qwen3_aligner_triton.loading import load_aligner
+    from qwen3_aligner_triton.params import PipelineSettings
+    from qwen3_aligner_triton.requests import AlignRequest
 
     torch.manual_seed(0)
     engine = InProcessAligner(

@@ -1,6 +1,6 @@
 """Encoded files against float32 samples: bytes on the wire and server CPU per request.
 
-``python -m qwen3_aligner_triton.bench.encoded`` encodes one speech-like clip (30 s by default)
+``python -m qwen3_aligner_tools.bench.encoded`` encodes one speech-like clip (30 s by default)
 as WAV 16-bit, FLAC, OGG Vorbis, OGG Opus and MP3 and sends each, as ``AUDIO_FILE``, to a real
 server, beside the float32 ``AUDIO`` (with ``SAMPLE_RATE``) that a client decoding the WAV file
 itself sends: the samples at the file's rate, channels averaged. For each payload and protocol it
@@ -31,9 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from ..audio_file import EncodedAudio
-from ..contract import MODEL_NAME
-from ..wire import file_inputs, infer_inputs
+from qwen3_aligner_triton.audio_file import EncodedAudio
+from qwen3_aligner_triton.contract import MODEL_NAME
+from qwen3_aligner_triton.wire import file_inputs, infer_inputs
+
 from .served import Endpoints, process_tree_cpu_seconds
 from .stats import format_table
 from .workload import speech_like_audio, transcript
@@ -222,8 +223,8 @@ def measure_multipart(
     the server), one request at a time; the CPU is the server's and the front's together."""
     import requests
 
-    from ..openai_front.launch import FrontOptions, FrontProcess
-    from ..triton_flags import free_ports
+    from qwen3_aligner_triton.openai_front.launch import FrontOptions, FrontProcess
+    from qwen3_aligner_triton.triton_flags import free_ports
 
     files = [p for p in payloads if p.data is not None]
     bodies = [multipart_body(p, text, language) for p in files]
@@ -327,7 +328,7 @@ def table(rows: Sequence[Row]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(
-        prog="python -m qwen3_aligner_triton.bench.encoded",
+        prog="python -m qwen3_aligner_tools.bench.encoded",
         description="AUDIO_FILE (WAV, FLAC, OGG, MP3) against float32 AUDIO: request bytes and "
         "server CPU per request, over HTTP and gRPC, against a tiny-checkpoint server.",
     )

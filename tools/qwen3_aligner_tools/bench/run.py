@@ -584,9 +584,10 @@ def _measure(
     budget: Budget,
     report: Report,
 ) -> int:
-    from ..inprocess import InProcessAligner
-    from ..loading import load_aligner
-    from ..params import PipelineSettings
+    from qwen3_aligner_triton.inprocess import InProcessAligner
+    from qwen3_aligner_triton.loading import load_aligner
+    from qwen3_aligner_triton.params import PipelineSettings
+
     from . import served
 
     log("loading upstream Qwen3ForcedAligner in-process (CPU, float32)")

@@ -10,7 +10,7 @@ upstream's own forward pass). ``kill_rate`` runs every
 mutation on every request; ``distinct_slots`` counts how many different raw timestamps a result
 uses (a checkpoint that predicts one value everywhere cannot show a shift).
 
-    .venv/bin/python -m qwen3_aligner_triton.bench.mutation [--checkpoint DIR] [--random]
+    .venv/bin/python -m qwen3_aligner_tools.bench.mutation [--checkpoint DIR] [--random]
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..audio import MODEL_SAMPLE_RATE, prepare_waveform
-from ..inprocess import InProcessAligner
-from ..preparation import PreparedItem
-from ..requests import AlignRequest
+from qwen3_aligner_triton.audio import MODEL_SAMPLE_RATE, prepare_waveform
+from qwen3_aligner_triton.inprocess import InProcessAligner
+from qwen3_aligner_triton.preparation import PreparedItem
+from qwen3_aligner_triton.requests import AlignRequest
 
 HOP = 160  # samples per mel frame at 16 kHz
 
@@ -154,11 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
     from pathlib import Path
 
+    from qwen3_aligner_triton.languages import resolve_language
+    from qwen3_aligner_triton.loading import load_aligner
+    from qwen3_aligner_triton.params import PipelineSettings
+
     from ..checkpoint_builder import build_checkpoint
     from ..checkpoint_training import cached_trained_checkpoint
-    from ..languages import resolve_language
-    from ..loading import load_aligner
-    from ..params import PipelineSettings
 
     sys.path.insert(0, args.cases)
     from cases import CASES  # type: ignore[import-not-found]

@@ -44,9 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from ..contract import CORE_MODEL_NAME
-from ..metrics import BATCH_BUCKETS, BATCH_SIZE
-from ..params import GpuCost, parse_gpu_cost
+from qwen3_aligner_triton.contract import CORE_MODEL_NAME
+from qwen3_aligner_triton.metrics import BATCH_BUCKETS, BATCH_SIZE
+from qwen3_aligner_triton.params import GpuCost, parse_gpu_cost
+
 from .checkpoints import resolve_checkpoint
 from .served import Endpoints, bench_server, run_concurrent, warm_up
 from .stats import load_average, metric_sum
@@ -67,9 +68,9 @@ def serial_preparation_rate(checkpoint: str, clips: Sequence[Clip]) -> tuple[flo
     its CPU milliseconds per clip."""
     import torch
 
-    from ..loading import load_preparer
-    from ..params import FrontSettings
-    from ..requests import AlignRequest
+    from qwen3_aligner_triton.loading import load_preparer
+    from qwen3_aligner_triton.params import FrontSettings
+    from qwen3_aligner_triton.requests import AlignRequest
 
     torch.set_num_threads(1)
     preparer = load_preparer(checkpoint, FrontSettings(checkpoint=checkpoint))
@@ -88,7 +89,7 @@ def upstream_preparation_rate(checkpoint: str, clips: Sequence[Clip]) -> tuple[f
     import torch
     from qwen_asr.inference.utils import normalize_audios
 
-    from ..loading import load_aligner
+    from qwen3_aligner_triton.loading import load_aligner
 
     torch.set_num_threads(1)
     aligner = load_aligner(checkpoint, "cpu")
@@ -403,10 +404,10 @@ def replay_forwards(
     forward pass alone, and the median forward pass of a lone request: this package's engine
     in-process on the CPU, one clip per pass as a CPU core instance runs it (the windows depend
     on the model's answers, which equal the server's)."""
-    from ..inprocess import InProcessAligner
-    from ..loading import load_aligner
-    from ..params import PipelineSettings
-    from ..requests import AlignRequest
+    from qwen3_aligner_triton.inprocess import InProcessAligner
+    from qwen3_aligner_triton.loading import load_aligner
+    from qwen3_aligner_triton.params import PipelineSettings
+    from qwen3_aligner_triton.requests import AlignRequest
 
     clip = workload.recording
     settings = PipelineSettings.of(

@@ -1,6 +1,6 @@
 """Forward passes with the packed decoder against upstream's padded batch, side by side.
 
-    .venv/bin/python -m qwen3_aligner_triton.bench.decoder --checkpoint full --clips 8
+    .venv/bin/python -m qwen3_aligner_tools.bench.decoder --checkpoint full --clips 8
 
 One loaded model, one set of prepared clips (2-60 s by default); each round runs all clips in one
 forward pass (what a GPU placement runs) once with upstream's ``thinker`` over a left-padded
@@ -42,13 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from ..core import ModelForward
-    from ..inprocess import InProcessAligner
-    from ..languages import resolve_language
-    from ..loading import load_aligner
-    from ..packed_encoder import install_packed_encoder
-    from ..params import PipelineSettings
-    from ..requests import AlignRequest
+    from qwen3_aligner_triton.core import ModelForward
+    from qwen3_aligner_triton.inprocess import InProcessAligner
+    from qwen3_aligner_triton.languages import resolve_language
+    from qwen3_aligner_triton.loading import load_aligner
+    from qwen3_aligner_triton.packed_encoder import install_packed_encoder
+    from qwen3_aligner_triton.params import PipelineSettings
+    from qwen3_aligner_triton.requests import AlignRequest
+
     from .checkpoints import resolve_checkpoint
     from .workload import SAMPLE_RATE, make_clips
 

@@ -52,7 +52,7 @@ def _build_atomically(
         (build_asr_checkpoint if asr else build_checkpoint)(partial, flavour=flavour)
         if convert_bf16:
             convert_to_bfloat16(partial)
-        (partial / COMPLETE_MARKER).write_text("built by qwen3_aligner_triton.bench\n")
+        (partial / COMPLETE_MARKER).write_text("built by qwen3_aligner_tools.bench\n")
         if target.exists():  # an interrupted earlier build
             shutil.rmtree(target)
         partial.rename(target)
@@ -91,7 +91,7 @@ def resolve_asr_checkpoint(spec: str, scratch: Path) -> CheckpointChoice:
         return CheckpointChoice(
             "full", str(path), f"full-size random ASR checkpoint, float32 ({path})"
         )
-    from ..hub import resolve_checkpoint as fetched
+    from qwen3_aligner_triton.hub import resolve_checkpoint as fetched
 
     return CheckpointChoice("given", fetched(spec), f"ASR checkpoint {spec}")
 
@@ -136,7 +136,7 @@ def resolve_checkpoint(spec: str, scratch: Path) -> CheckpointChoice:
     if spec == "full":
         path = full_random_checkpoint()
         return CheckpointChoice("full", str(path), f"full-size random checkpoint, float32 ({path})")
-    from ..hub import resolve_checkpoint as fetched
+    from qwen3_aligner_triton.hub import resolve_checkpoint as fetched
 
     # A hub id is downloaded here, as ./scripts/serve does: the servers never reach the network.
     return CheckpointChoice("given", fetched(spec), f"checkpoint {spec}")

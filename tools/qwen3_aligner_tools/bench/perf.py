@@ -23,7 +23,8 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from ..audio_file import AudioFileError, EncodedAudio
+from qwen3_aligner_triton.audio_file import AudioFileError, EncodedAudio
+
 from . import perf_analyzer as pa
 from .stats import format_table
 from .workload import Clip, make_clips, transcript
