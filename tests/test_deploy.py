@@ -850,9 +850,45 @@ def test_dockerignore_sends_what_the_image_copies_and_nothing_heavy():
             if source.startswith("--"):
                 continue
             assert source in sent, f"COPY {source}: excluded by .dockerignore"
-    for heavy in (".venv", ".git", "tests", "scripts"):
+    for heavy in (".venv", ".git", "tests", "scripts", "tools"):
         assert not any(p == heavy or p.startswith(heavy + "/") for p in sent), heavy
     assert not any("__pycache__" in p or p.endswith(".pyc") for p in sent)
+
+
+# What the development tools (tools/, qwen3_aligner_tools) hold; none of it may ship in the image.
+TOOLING_NAMES = {
+    "bench",
+    "soak.py",
+    "checkpoint_builder.py",
+    "checkpoint_training.py",
+    "asr_checkpoint_builder.py",
+    "simulated_device.py",
+    "tiny-trained.json",
+}
+
+
+def test_the_images_copied_paths_hold_no_tooling():
+    """Every file a COPY takes from the build context is product: nothing of tools/, nothing
+    named like the tools' modules, no product module importing them or the bench's psutil."""
+    copied = []
+    for rest in instructions("COPY"):
+        for source in [w for w in rest.split() if not w.startswith("--")][:-1]:
+            path = ROOT / source
+            assert path.exists(), f"COPY {source}: not in the repository"
+            files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+            copied += [
+                f for f in files if "__pycache__" not in f.parts and ".egg-info" not in str(f)
+            ]
+    shipped = {f.relative_to(ROOT) for f in copied}
+    assert Path("src/qwen3_aligner_triton/core.py") in shipped  # the walk sees the product
+    for rel in shipped:
+        assert rel.parts[0] != "tools", f"{rel}: tooling copied into the image"
+        assert not TOOLING_NAMES & set(rel.parts), f"{rel}: tooling copied into the image"
+        if rel.suffix == ".py":
+            text = (ROOT / rel).read_text()
+            assert not re.search(r"^\s*(from|import) qwen3_aligner_tools\b", text, re.M), rel
+            assert not re.search(r"^\s*import psutil\b", text, re.M), rel
+    assert "psutil" not in " ".join(pyproject()["project"]["dependencies"])
 
 
 def test_image_runs_as_a_numeric_non_root_user():
