@@ -1,5 +1,5 @@
 """A real ``./scripts/serve`` started by a test as a user starts it, its output read line by line
-(tests/test_serve.py, tests/test_first_run.py)."""
+(tests/operations/test_serve.py, tests/operations/test_first_run.py)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ sample rate, channels), so the caller can hold the header to its limits before a
 taken for the samples; :meth:`EncodedAudio.decode` then decodes in blocks of ``BLOCK_FRAMES`` into
 one float32 array of the announced length, mixing the channels down to mono by averaging them.
 
-What damaged or lying files do (libsndfile 1.2.2, measured by ``tests/test_audio_file.py``):
+What damaged or lying files do (libsndfile 1.2.2, measured by ``tests/unit/test_audio_file.py``):
 
 - Decoding is bounded by the header: the loop asks for the announced frames and no more, into
   the array allocated for them (libsndfile's reads stop at its reported count too), so whatever

@@ -75,7 +75,7 @@ def _prepared(engine: InProcessAligner, req: AlignRequest) -> PreparedItem:
     return item
 
 
-SCORE_TOLERANCE = 1e-5  # what tests/test_engine.py and test_server.py allow against upstream
+SCORE_TOLERANCE = 1e-5  # what tests/model/test_engine.py and test_server.py allow against upstream
 
 
 def _outcome(

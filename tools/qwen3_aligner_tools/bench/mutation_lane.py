@@ -3,11 +3,12 @@
     ./scripts/mutation                       # every module of MODULES (long: see docs/testing.md)
     ./scripts/mutation timestamps longform   # some of them
 
-For each module, the checkout's ``src/``, ``tests/``, ``client/`` and ``pyproject.toml`` are
-copied to a scratch folder with a ``[tool.mutmut]`` section naming the module and its tests, and
-``mutmut run`` mutates it there (the fast lane's environment: no server, no checkpoint). Prints,
-per module, the mutants killed (timeouts count as killed: the mutant never finished), the kill
-rate and every survivor by name, for ``mutmut show`` in that folder (kept unless ``--clean``).
+For each module, the checkout's ``src/``, ``tests/``, ``client/`` (with the client's tests),
+``conftest.py`` and ``pyproject.toml`` are copied to a scratch folder with a ``[tool.mutmut]``
+section naming the module and its tests, and ``mutmut run`` mutates it there (the fast lane's
+environment: no server, no checkpoint). Prints, per module, the mutants killed (timeouts count as
+killed: the mutant never finished), the kill rate and every survivor by name, for ``mutmut show``
+in that folder (kept unless ``--clean``).
 """
 
 from __future__ import annotations
@@ -27,33 +28,43 @@ ROOT = Path(__file__).resolve().parents[3]
 # module -> the fast tests that check it. Product modules live in src/qwen3_aligner_triton/;
 # "client." names a module of the client distribution (client/qwen3_aligner_client/).
 MODULES: dict[str, tuple[str, ...]] = {
-    "timestamps": ("tests/test_timestamps.py",),
-    "scores": ("tests/test_scores.py",),
-    "longform": ("tests/test_longform.py",),
-    "spans": ("tests/test_spans.py",),
-    "words": ("tests/test_words.py",),
-    "requests": ("tests/test_requests.py",),
-    "batching": ("tests/test_batching.py",),
-    "params": ("tests/test_params.py",),
-    "languages": ("tests/test_languages.py",),
-    "core_access": ("tests/test_core_access.py",),
-    "shared_memory": ("tests/test_shared_memory.py",),
-    "audio_file": ("tests/test_audio_file.py",),
-    "serve": ("tests/test_serve.py",),
-    "hub": ("tests/test_hub.py", "tests/test_hub_cli.py"),
-    "client.writers": ("tests/test_client_writers.py",),
-    "client.cues": ("tests/test_client_cues.py",),
+    "timestamps": ("tests/unit/test_timestamps.py",),
+    "scores": ("tests/unit/test_scores.py",),
+    "longform": ("tests/unit/test_longform.py",),
+    "spans": ("tests/unit/test_spans.py",),
+    "words": ("tests/unit/test_words.py",),
+    "requests": ("tests/unit/test_requests.py",),
+    "batching": ("tests/unit/test_batching.py",),
+    "params": ("tests/unit/test_params.py",),
+    "languages": ("tests/unit/test_languages.py",),
+    "core_access": ("tests/unit/test_core_access.py",),
+    "shared_memory": ("tests/unit/test_shared_memory.py",),
+    "audio_file": ("tests/unit/test_audio_file.py",),
+    "serve": ("tests/operations/test_serve.py",),
+    "hub": ("tests/operations/test_hub.py", "tests/operations/test_hub_cli.py"),
+    "client.writers": ("client/tests/test_client_writers.py",),
+    "client.cues": ("client/tests/test_client_cues.py",),
     "client.segments": (
-        "tests/test_client_cli.py",
-        "tests/test_client_cues.py",
-        "tests/test_client_longform.py",
+        "client/tests/test_client_cli.py",
+        "client/tests/test_client_cues.py",
+        "client/tests/test_client_longform.py",
     ),
 }
 CLIENT_PREFIX = "client."
-# What the scratch copy holds: the code, its tests and what the tests read (the launcher's tests
-# render model_repository/, the Hub's run scripts/fetch-model, the shared-memory plan reads the
-# shipped deployments in docker/ and docs/).
-COPIED = ("src", "tests", "client", "model_repository", "scripts", "docker", "docs")
+# What the scratch copy holds: the code, its tests with the checkout's conftest.py (the tests'
+# import paths and shared fixtures) and what the tests read (the launcher's tests render
+# model_repository/, the Hub's run scripts/fetch-model, the shared-memory plan reads the shipped
+# deployments in docker/ and docs/).
+COPIED = (
+    "conftest.py",
+    "src",
+    "tests",
+    "client",
+    "model_repository",
+    "scripts",
+    "docker",
+    "docs",
+)
 
 
 def source_path(module: str) -> str:
@@ -106,7 +117,10 @@ def run_module(
     folder.mkdir(parents=True)
     skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
     for part in COPIED:
-        shutil.copytree(ROOT / part, folder / part, ignore=skip)
+        if (ROOT / part).is_file():
+            shutil.copy2(ROOT / part, folder / part)
+        else:
+            shutil.copytree(ROOT / part, folder / part, ignore=skip)
     if module.startswith(CLIENT_PREFIX):
         shutil.move(folder / "client" / "qwen3_aligner_client", folder / "src")
     pyproject = (ROOT / "pyproject.toml").read_text()
