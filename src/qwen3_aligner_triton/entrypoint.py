@@ -189,11 +189,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     stopper = StopOnSignal(server, "entrypoint: {signal}: stopping")
     stopper.front = front
     stopping = stopper.stopping
-    try:
-        code = wait_for_exit(server, stopping, front)
-    finally:
-        if front is not None:
-            front.stop()
+    code = wait_for_exit(server, stopping, front)
     if front is not None and front.exited_early:
         print(f"entrypoint: the OpenAI-style front exited with status {code}", flush=True)
         return code

@@ -205,7 +205,18 @@ def wait_for_exit(
 ) -> int:
     """Wait for tritonserver to exit for good (a watchdog restart is not an exit); after a stop
     request, kill it if it overstays its grace. When the OpenAI-style ``front`` exits by itself,
-    the server is stopped too (a supervisor restarts the pair) and the front's status returned."""
+    the server is stopped too (a supervisor restarts the pair) and the front's status returned
+    (``front.exited_early`` says so). The front is stopped before this returns, however it ends."""
+    try:
+        return _wait_for_server(server, stopping, front)
+    finally:
+        if front is not None:
+            front.stop()
+
+
+def _wait_for_server(
+    server: RunningServer, stopping: threading.Event, front: FrontProcess | None
+) -> int:
     stop_requested_at: float | None = None
     front_failed: int | None = None
     while True:
@@ -441,11 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"serve: {line}", flush=True)
         if front is not None:
             print(f"serve: {front.describe(server.host)}", flush=True)
-        try:
-            code = wait_for_exit(server, stopping, front)
-        finally:
-            if front is not None:
-                front.stop()
+        code = wait_for_exit(server, stopping, front)
         if front is not None and front.exited_early:
             return code
         if stopping.is_set():

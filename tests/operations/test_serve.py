@@ -230,6 +230,10 @@ class FakeFront:
         self.code = code
         self.polls = 0
         self.exited_early = False
+        self.stops = 0
+
+    def stop(self) -> None:
+        self.stops += 1
 
     def exited(self):
         self.polls += 1
@@ -263,7 +267,7 @@ def test_a_front_that_exits_early_stops_the_server_and_gives_its_status(
     assert serve.wait_for_exit(server, stopping, front) == status
     assert server.stop_requests == [3], "asked to stop right after the front's exit was seen"
     assert len(server.timeouts) == 4 and server.kills == [] and server.stops == 1
-    assert front.exited_early and front.polls == 3
+    assert front.exited_early and front.polls == 3 and front.stops == 1
     assert stopping.is_set()
     err = capsys.readouterr().err
     assert f"serve: the OpenAI-style front exited with status {front_code}; stopping" in err
@@ -284,6 +288,7 @@ def test_a_front_that_exits_after_a_stop_request_is_not_an_early_exit(clock):
     front = FakeFront(exits_at=3, code=5)
     assert serve.wait_for_exit(server, stopping, front) == 0
     assert not front.exited_early and front.polls == 1, "not polled once stopping"
+    assert front.stops == 1
     assert server.stop_requests == [] and server.kills == []
 
 
@@ -293,6 +298,7 @@ def test_a_server_exit_with_the_front_running_gives_the_servers_status(clock):
     front = FakeFront()
     assert serve.wait_for_exit(server, stopping, front) == 7
     assert front.polls == 2 and not front.exited_early and server.stop_requests == []
+    assert front.stops == 1, "the front stopped with the server"
 
 
 @pytest.fixture
