@@ -1,7 +1,9 @@
-"""Load-time checks of the two models' ``config.pbtxt``: the tensors each one must declare."""
+"""Load-time checks of the models' ``config.pbtxt``: the tensors each one must declare."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +57,17 @@ FRONT_ASR_CONTRACT = Contract(
     outputs=dict(FRONT_ASR_OUTPUTS),
     min_max_batch_size=FRONT_MIN_MAX_BATCH_SIZE,
 )
+
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def instance_config(args: dict, log: Callable[[str], None]) -> dict:
+    """What every model's ``initialize`` starts with: a log line naming the folder of the
+    ``qwen3_aligner_triton`` that serves this instance (the launcher's PYTHONPATH chooses the
+    checkout; ``tritonserver.start``), then the model's configuration, parsed."""
+    log(f"{args['model_instance_name']}: package qwen3_aligner_triton from {PACKAGE_DIR}")
+    return json.loads(args["model_config"])
 
 
 def check_config(config: dict, contract: Contract) -> None:

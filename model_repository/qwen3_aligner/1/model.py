@@ -14,7 +14,6 @@ request's inputs at most (``qwen3_aligner_triton.shared_memory``).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 import time
@@ -30,7 +29,6 @@ if sys.flags.ignore_environment:
 
 import triton_python_backend_utils as pb_utils
 
-import qwen3_aligner_triton
 from qwen3_aligner_triton.asr import (
     ASR_MODEL_NAME,
     AsrCall,
@@ -60,6 +58,7 @@ from qwen3_aligner_triton.modelconfig import (
     check_config,
     check_one_request_per_execute,
     check_optional_transcript,
+    instance_config,
 )
 from qwen3_aligner_triton.params import read_front_settings
 from qwen3_aligner_triton.repository import core_parameters
@@ -85,12 +84,7 @@ class TritonPythonModel:
 
         torch.set_num_threads(FRONT_TORCH_THREADS)
         self.logger = pb_utils.Logger
-        # Which code serves: the checkout of this repository (tritonserver.start's PYTHONPATH).
-        package = os.path.dirname(qwen3_aligner_triton.__file__)
-        self.logger.log_info(
-            f"{args['model_instance_name']}: package qwen3_aligner_triton from {package}"
-        )
-        config = json.loads(args["model_config"])
+        config = instance_config(args, self.logger.log_info)
         try:
             check_config(config, FRONT_CONTRACT)
             check_audio_inputs(config)

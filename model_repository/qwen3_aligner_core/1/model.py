@@ -16,7 +16,6 @@ error that leaves the device unusable ends this stub so that the server is resta
 from __future__ import annotations
 
 import gc
-import json
 import os
 import sys
 import threading
@@ -24,16 +23,13 @@ import time
 from collections.abc import Callable
 from functools import partial
 
-# The backend stub of the nvidia-pytriton wheel embeds Python isolated: it reads no PYTHONPATH,
-# and qwen3_aligner_triton would come from wherever this environment's install points. The
-# launcher names the served checkout's src/ first on PYTHONPATH (triton_install.server_environment):
-# honour it as a Python that reads its environment would.
+# The stub's Python is isolated and reads no PYTHONPATH; the launcher names the served checkout's
+# src/ there (why: qwen3_aligner/1/model.py).
 if sys.flags.ignore_environment:
     sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
 
 import triton_python_backend_utils as pb_utils
 
-import qwen3_aligner_triton
 from qwen3_aligner_triton.core import (
     ClipRules,
     CoreInput,
@@ -52,7 +48,7 @@ from qwen3_aligner_triton.core_access import REFUSED_MESSAGE, carries_key, serve
 from qwen3_aligner_triton.errors import describe
 from qwen3_aligner_triton.loading import load_forward, resolve_device
 from qwen3_aligner_triton.metrics import AlignerMetrics
-from qwen3_aligner_triton.modelconfig import CORE_CONTRACT, check_config
+from qwen3_aligner_triton.modelconfig import CORE_CONTRACT, check_config, instance_config
 from qwen3_aligner_triton.params import read_core_settings, read_simulation
 
 DEVICE_LOST_EXIT_CODE = 70  # the stub's exit status after a CUDA error (the server restarts)
@@ -64,12 +60,7 @@ class TritonPythonModel:
 
     def initialize(self, args: dict) -> None:
         self.logger = pb_utils.Logger
-        # Which code serves: the checkout of this repository (tritonserver.start's PYTHONPATH).
-        package = os.path.dirname(qwen3_aligner_triton.__file__)
-        self.logger.log_info(
-            f"{args['model_instance_name']}: package qwen3_aligner_triton from {package}"
-        )
-        config = json.loads(args["model_config"])
+        config = instance_config(args, self.logger.log_info)
         try:
             check_config(config, CORE_CONTRACT)
             parameters = config.get("parameters", {})

@@ -10,7 +10,6 @@ request's answer does not depend on its batch-mates. Only the front of this serv
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -23,7 +22,6 @@ if sys.flags.ignore_environment:
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-import qwen3_aligner_triton
 from qwen3_aligner_triton.asr import (
     AsrCall,
     AsrCallError,
@@ -34,7 +32,7 @@ from qwen3_aligner_triton.asr import (
 from qwen3_aligner_triton.contract import ASR_INPUTS, MODEL_SAMPLE_RATE
 from qwen3_aligner_triton.core_access import REFUSED_MESSAGE, carries_key, server_key
 from qwen3_aligner_triton.loading import resolve_device
-from qwen3_aligner_triton.modelconfig import ASR_CONTRACT, check_config
+from qwen3_aligner_triton.modelconfig import ASR_CONTRACT, check_config, instance_config
 from qwen3_aligner_triton.params import read_asr_settings
 
 WARMUP_SECONDS = 1.0  # of silence, transcribed once at load
@@ -48,11 +46,7 @@ class TritonPythonModel:
 
     def initialize(self, args: dict) -> None:
         self.logger = pb_utils.Logger
-        package = os.path.dirname(qwen3_aligner_triton.__file__)
-        self.logger.log_info(
-            f"{args['model_instance_name']}: package qwen3_aligner_triton from {package}"
-        )
-        config = json.loads(args["model_config"])
+        config = instance_config(args, self.logger.log_info)
         try:
             check_config(config, ASR_CONTRACT)
             settings = read_asr_settings(config.get("parameters", {}))
