@@ -238,6 +238,20 @@ def dedicated_server(
         running.stop()
 
 
+@contextlib.contextmanager
+def serving(running, opts: ServerOptions):
+    """A started test server, once ready; afterwards stopped, and checked to have exited
+    cleanly and left no shared-memory region behind."""
+    try:
+        running.wait_ready(SERVER_READY_TIMEOUT)
+        yield LiveServer(running, opts)
+    finally:
+        code = running.stop()
+        leftover = shm_regions(opts.shm_prefix)
+        assert not leftover, f"shared-memory regions left behind: {leftover}"
+        assert code == 0, f"tritonserver exited with {code}:\n{running.failure_summary()}"
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory, tiny_checkpoint):
     """A real tritonserver serving the tiny checkpoint on CPU, shared by the session. Its
@@ -252,14 +266,21 @@ def server(tmp_path_factory, tiny_checkpoint):
         },
         open_apis=("model-config",),
     )
-    try:
-        running.wait_ready(SERVER_READY_TIMEOUT)
-        yield LiveServer(running, opts)
-    finally:
-        code = running.stop()
-        leftover = shm_regions(opts.shm_prefix)
-        assert not leftover, f"shared-memory regions left behind: {leftover}"
-        assert code == 0, f"tritonserver exited with {code}:\n{running.failure_summary()}"
+    with serving(running, opts) as live:
+        yield live
+
+
+@pytest.fixture(scope="session")
+def asr_server(tmp_path_factory, tiny_checkpoint, asr_checkpoint):
+    """A real tritonserver with the tiny aligner and the tiny ASR model (``--asr``), shared by
+    the session: requests without ``TEXT`` are transcribed, then aligned."""
+    running, opts = launch(
+        tmp_path_factory.mktemp("asr-server"),
+        {"checkpoint": str(tiny_checkpoint), "max_audio_seconds": "600"},
+        asr={"checkpoint": str(asr_checkpoint)},
+    )
+    with serving(running, opts) as live:
+        yield live
 
 
 @pytest.hookimpl(tryfirst=True)

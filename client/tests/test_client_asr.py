@@ -396,25 +396,6 @@ def speech(path: Path, seconds: float, rate: int, seed: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def asr_server(tmp_path_factory, tiny_checkpoint, asr_checkpoint):
-    """A real tritonserver with the tiny aligner and the tiny ASR model, for this module."""
-    from shared_fixtures import SERVER_READY_TIMEOUT, LiveServer, launch, shm_regions
-
-    running, opts = launch(
-        tmp_path_factory.mktemp("client-asr-server"),
-        {"checkpoint": str(tiny_checkpoint)},
-        asr={"checkpoint": str(asr_checkpoint)},
-    )
-    try:
-        running.wait_ready(SERVER_READY_TIMEOUT)
-        yield LiveServer(running, opts)
-    finally:
-        code = running.stop()
-        assert not shm_regions(opts.shm_prefix)
-        assert code == 0, running.failure_summary()
-
-
-@pytest.fixture(scope="module")
 def recordings(tmp_path_factory) -> dict[str, tuple[Path, np.ndarray, int]]:
     folder = tmp_path_factory.mktemp("recordings")
     out = {}

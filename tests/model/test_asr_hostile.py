@@ -288,7 +288,7 @@ def test_a_server_transcribing_20_minutes_of_one_tone_serves_others_meanwhile(
     tmp_path_factory, tiny_checkpoint, asr_checkpoint
 ):
     import tritonclient.http as httpclient
-    from shared_fixtures import SERVER_READY_TIMEOUT, launch, shm_regions
+    from shared_fixtures import launch, serving
     from triton_calls import MODEL, infer_http
 
     bound = 40  # new tokens per generate call: 37 words per 180 s chunk
@@ -297,9 +297,8 @@ def test_a_server_transcribing_20_minutes_of_one_tone_serves_others_meanwhile(
         {"checkpoint": str(tiny_checkpoint)},
         asr={"checkpoint": str(asr_checkpoint), "max_new_tokens": str(bound)},
     )
-    url = f"127.0.0.1:{opts.http_port}"
-    try:
-        running.wait_ready(SERVER_READY_TIMEOUT)
+    with serving(running, opts) as live:
+        url = live.http_url
         long = tone(TONE_SECONDS)
         got: dict[str, object] = {}
 
@@ -334,7 +333,3 @@ def test_a_server_transcribing_20_minutes_of_one_tone_serves_others_meanwhile(
         assert float(result.as_numpy("END_TIMES").max()) <= TONE_SECONDS
         # Still serving once the tone is done.
         assert infer_http(url, white_noise(1.0), SAMPLE_RATE, "one", "English")["units"]
-    finally:
-        code = running.stop()
-        assert not shm_regions(opts.shm_prefix)
-        assert code == 0, running.failure_summary()

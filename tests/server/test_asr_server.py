@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from shared_fixtures import SERVER_READY_TIMEOUT, LiveServer, launch, shm_regions
+from shared_fixtures import LiveServer
 from triton_calls import MODEL
 from tritonclient.utils import InferenceServerException
 
@@ -42,22 +42,6 @@ def wave(seconds: float, rate: int, seed: int) -> np.ndarray:
     if seconds > 180:  # a pause past the 180 s mark, where upstream cuts
         audio[int(181.0 * rate) : int(181.3 * rate)] = 0.0
     return audio
-
-
-@pytest.fixture(scope="module")
-def asr_server(tmp_path_factory, tiny_checkpoint, asr_checkpoint):
-    running, opts = launch(
-        tmp_path_factory.mktemp("asr-server"),
-        {"checkpoint": str(tiny_checkpoint), "max_audio_seconds": "600"},
-        asr={"checkpoint": str(asr_checkpoint)},
-    )
-    try:
-        running.wait_ready(SERVER_READY_TIMEOUT)
-        yield LiveServer(running, opts)
-    finally:
-        code = running.stop()
-        assert not shm_regions(opts.shm_prefix)
-        assert code == 0, running.failure_summary()
 
 
 @pytest.fixture(scope="module")
