@@ -1849,6 +1849,44 @@ def child_tritonserver(parent: int) -> int:
     return found[0]
 
 
+def loopback_arguments(http: int, grpc: int, metrics: int) -> list[str]:
+    """tritonserver's ports and addresses for an entrypoint run on loopback."""
+    return [
+        f"--http-port={http}",
+        f"--grpc-port={grpc}",
+        f"--metrics-port={metrics}",
+        "--http-address=127.0.0.1",
+        "--grpc-address=127.0.0.1",
+        "--metrics-address=127.0.0.1",
+    ]
+
+
+def entrypoint_env(rendered: Path, checkpoint: Path | str, **settings: str) -> dict[str, str]:
+    """The container's environment for its entrypoint run outside a container: this process's
+    without ``ALIGNER_`` settings, ``MODEL_PATH``, ``DEVICE=cpu``, the rendered repository's
+    folder and ``settings``."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ALIGNER_")},
+        "MODEL_PATH": str(checkpoint),
+        "DEVICE": "cpu",
+        entrypoint.RENDERED_ENV: str(rendered),
+        **settings,
+    }
+
+
+def start_entrypoint(args: list[str], env: dict[str, str], out) -> subprocess.Popen:
+    """``python -m qwen3_aligner_triton.entrypoint ARGS`` in a session of its own, its output
+    (standard error too) to ``out`` (a file, or ``subprocess.PIPE`` for text)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "qwen3_aligner_triton.entrypoint", *args],
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        text=out is subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
 def wait_for_line(log: Path, text: str, process: subprocess.Popen, timeout: float) -> None:
     started = time.monotonic()
     while text not in log.read_text():
@@ -1868,23 +1906,11 @@ def test_entrypoint_runs_a_real_server_with_the_images_arguments(tmp_path, tiny_
         for a in exec_form("CMD")
     ]
     args += ["--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1"]
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("ALIGNER_")},
-        "MODEL_PATH": str(tiny_checkpoint),
-        "DEVICE": "cpu",
-        "MAX_CONCURRENT": "2",
-        entrypoint.RENDERED_ENV: str(tmp_path / "rendered"),
-    }
+    env = entrypoint_env(tmp_path / "rendered", tiny_checkpoint, MAX_CONCURRENT="2")
     before = shm_regions()
     log = tmp_path / "server.log"
     with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "qwen3_aligner_triton.entrypoint", *args],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        process = start_entrypoint(args, env, out)
     try:
         started = time.monotonic()
         while not http_ready("127.0.0.1", http):

@@ -35,8 +35,11 @@ from test_deploy import (
     child_tritonserver,
     compose_config,
     compose_json,
+    entrypoint_env,
+    loopback_arguments,
     make_checkpoint_dir,
     probe_urls,
+    start_entrypoint,
 )
 from triton_calls import MODEL
 
@@ -358,26 +361,14 @@ def test_entrypoint_with_asr_model_transcribes_and_is_ready_only_with_it(
     checkpoint's transcript, aligned; and no port answers before every model is loaded, so
     neither /v2/health/ready nor /v2/models/qwen3_aligner/ready is green without qwen3_asr."""
     http, grpc, metrics = free_ports(3)
-    args = [f"--http-port={http}", f"--grpc-port={grpc}", f"--metrics-port={metrics}",
-            "--http-address=127.0.0.1", "--grpc-address=127.0.0.1",
-            "--metrics-address=127.0.0.1"]  # fmt: skip
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("ALIGNER_")},
-        "MODEL_PATH": str(tiny_checkpoint),
-        ASR_CHECKPOINT_ENV: str(asr_checkpoint),
-        "DEVICE": "cpu",
-        entrypoint.RENDERED_ENV: str(tmp_path / "rendered"),
-    }
+    args = loopback_arguments(http, grpc, metrics)
+    env = entrypoint_env(
+        tmp_path / "rendered", tiny_checkpoint, **{ASR_CHECKPOINT_ENV: str(asr_checkpoint)}
+    )
     before = shm_regions()
     log = tmp_path / "server.log"
     with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "qwen3_aligner_triton.entrypoint", *args],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        process = start_entrypoint(args, env, out)
     base = f"http://127.0.0.1:{http}"
     try:
         started = time.monotonic()
@@ -414,25 +405,12 @@ def test_entrypoint_exits_non_zero_when_the_asr_model_fails_to_load(tmp_path, ti
     (--exit-on-error) without ever answering ready, and so does the entrypoint."""
     http, grpc, metrics = free_ports(3)
     broken = make_checkpoint_dir(tmp_path / "broken-asr")
-    args = [f"--http-port={http}", f"--grpc-port={grpc}", f"--metrics-port={metrics}",
-            "--http-address=127.0.0.1", "--grpc-address=127.0.0.1",
-            "--metrics-address=127.0.0.1", "--exit-on-error=true"]  # fmt: skip
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("ALIGNER_")},
-        "MODEL_PATH": str(tiny_checkpoint),
-        ASR_CHECKPOINT_ENV: str(broken),
-        "DEVICE": "cpu",
-        entrypoint.RENDERED_ENV: str(tmp_path / "rendered"),
-    }
-    before = shm_regions()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qwen3_aligner_triton.entrypoint", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+    args = [*loopback_arguments(http, grpc, metrics), "--exit-on-error=true"]
+    env = entrypoint_env(
+        tmp_path / "rendered", tiny_checkpoint, **{ASR_CHECKPOINT_ENV: str(broken)}
     )
+    before = shm_regions()
+    proc = start_entrypoint(args, env, subprocess.PIPE)
     try:
         # Every model's load is attempted, then the others are unloaded: twice a start.
         output, _ = proc.communicate(timeout=2 * SERVER_READY_TIMEOUT)
