@@ -9,7 +9,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from qwen3_aligner_triton.wire import infer_inputs
+from qwen3_aligner_tools.wire import infer_inputs
 
 MODEL = "qwen3_aligner"
 

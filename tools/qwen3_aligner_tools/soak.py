@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from qwen3_aligner_tools.wire import infer_inputs
 from qwen3_aligner_triton.contract import MODEL_NAME
 from qwen3_aligner_triton.tritonserver import shm_regions
-from qwen3_aligner_triton.wire import infer_inputs
 
 MAX_GROWTH = 0.05  # fraction of server memory after warm-up
 WARMUP_FRACTION = 0.25  # first quarter of the run is warm-up

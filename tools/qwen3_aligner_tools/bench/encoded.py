@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from qwen3_aligner_tools.wire import file_inputs, infer_inputs
 from qwen3_aligner_triton.audio_file import EncodedAudio
 from qwen3_aligner_triton.contract import MODEL_NAME
-from qwen3_aligner_triton.wire import file_inputs, infer_inputs
 
 from .served import Endpoints, process_tree_cpu_seconds
 from .stats import format_table

@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from qwen3_aligner_tools.wire import infer_inputs
 from qwen3_aligner_triton.contract import CORE_MODEL_NAME, MODEL_NAME
-from qwen3_aligner_triton.wire import infer_inputs
 
 from .stats import PassResult, load_average
 from .workload import SAMPLE_RATE, Clip
