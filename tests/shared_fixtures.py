@@ -58,8 +58,7 @@ def unit_folder_breaches(items) -> list[str]:
     return [
         item.nodeid
         for item in items
-        if Path(str(item.path)).resolve().is_relative_to(UNIT_FOLDER)
-        and needs_server_or_checkpoint(item)
+        if item.path.resolve().is_relative_to(UNIT_FOLDER) and needs_server_or_checkpoint(item)
     ]
 
 
